@@ -1,0 +1,213 @@
+//! An ALE game with the DQN preprocessing of Mnih et al. (2015) / Machado et al. (2018):
+//! no-op starts, frame skip with max-pooling of the last two frames, FIRE on reset, episodic
+//! life, 84x84 grayscale by area averaging, reward clipping, frame stacking. Each stage is a
+//! field of [`EnvConfig`].
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::ale::{Ale, AleSettings, SCREEN_H, SCREEN_W};
+use crate::resize::AreaResize;
+use crate::roms::Rom;
+use crate::{Env, EnvConfig, EnvError, EpisodeStats, Obs, ObsKind, Step};
+
+const FIRE: i32 = 1;
+
+/// A preprocessed Atari environment.
+pub struct AtariEnv {
+    ale: Ale,
+    rom: Rom,
+    cfg: EnvConfig,
+    frameskip: u32,
+    sticky: f32,
+    actions: Vec<i32>,
+    needs_fire: bool,
+    rng: StdRng,
+    raw: [Vec<u8>; 2],
+    resize: AreaResize,
+    stack: Vec<u8>,
+    frame_px: usize,
+    lives: i32,
+    game_over_pending: bool,
+    ep_return: f64,
+    ep_length: u64,
+}
+
+impl AtariEnv {
+    /// Load `rom` with the (resolved) settings of `cfg`. The env is seeded with 0 until the first
+    /// `reset(Some(seed))`.
+    pub fn new(rom: &Rom, cfg: &EnvConfig) -> Result<Self, EnvError> {
+        let frameskip = cfg.frameskip.unwrap_or(4);
+        let sticky = cfg.repeat_action_probability.unwrap_or(0.0);
+        let ale = Ale::load(rom, AleSettings { seed: 0, repeat_action_probability: sticky })?;
+        let actions = if cfg.full_action_space.unwrap_or(false) { ale.legal_actions() } else { ale.minimal_actions() };
+        let needs_fire = actions.len() >= 3 && actions[1] == FIRE;
+        let frame_px = cfg.frame_size * cfg.frame_size;
+        Ok(AtariEnv {
+            ale,
+            rom: rom.clone(),
+            cfg: cfg.clone(),
+            frameskip,
+            sticky,
+            actions,
+            needs_fire,
+            rng: StdRng::seed_from_u64(0),
+            raw: [vec![0; SCREEN_H * SCREEN_W], vec![0; SCREEN_H * SCREEN_W]],
+            resize: AreaResize::new(SCREEN_H, SCREEN_W, cfg.frame_size, cfg.frame_size),
+            stack: vec![0; cfg.frame_stack * frame_px],
+            frame_px,
+            lives: 0,
+            game_over_pending: true,
+            ep_return: 0.0,
+            ep_length: 0,
+        })
+    }
+
+    /// ALE action codes of this env's action set, by action index.
+    pub fn action_codes(&self) -> &[i32] {
+        &self.actions
+    }
+
+    /// The current 210x160x3 RGB screen (for videos).
+    pub fn rgb_screen(&self) -> Vec<u8> {
+        let mut v = vec![0; SCREEN_H * SCREEN_W * 3];
+        self.ale.screen_rgb(&mut v);
+        v
+    }
+
+    /// Repeat `code` for `frameskip` frames; sum raw rewards; leave the max of the last two
+    /// frames' grayscale screens in `raw[1]`.
+    fn skip(&mut self, code: i32) -> i32 {
+        let mut reward = 0;
+        let n = self.frameskip;
+        let mut grabbed_second_last = false;
+        for i in 0..n {
+            reward += self.ale.act(code);
+            let over = self.ale.game_over();
+            if self.cfg.max_pool && n > 1 && i + 2 == n && !over {
+                self.ale.screen_grayscale(&mut self.raw[0]);
+                grabbed_second_last = true;
+            }
+            if over || i + 1 == n {
+                self.ale.screen_grayscale(&mut self.raw[1]);
+                break;
+            }
+        }
+        if grabbed_second_last {
+            let [a, b] = &mut self.raw;
+            for (x, &y) in b.iter_mut().zip(a.iter()) {
+                *x = (*x).max(y);
+            }
+        }
+        reward
+    }
+
+    fn push_frame(&mut self) {
+        let px = self.frame_px;
+        self.stack.copy_within(px.., 0);
+        let n = self.stack.len();
+        self.resize.apply(&self.raw[1], &mut self.stack[n - px..]);
+    }
+
+    fn fill_stack(&mut self) {
+        let px = self.frame_px;
+        let n = self.stack.len();
+        self.resize.apply(&self.raw[1], &mut self.stack[n - px..]);
+        let (head, last) = self.stack.split_at_mut(n - px);
+        for chunk in head.chunks_exact_mut(px) {
+            chunk.copy_from_slice(last);
+        }
+    }
+
+    /// A new game: reset, random no-ops, FIRE.
+    fn hard_reset(&mut self) {
+        self.ale.reset_game();
+        if self.cfg.noop_max > 0 {
+            let noops = self.rng.gen_range(1..=self.cfg.noop_max);
+            for _ in 0..noops {
+                self.ale.act(0);
+                if self.ale.game_over() {
+                    self.ale.reset_game();
+                }
+            }
+        }
+        self.ep_return = 0.0;
+        self.ep_length = 0;
+        self.ale.screen_grayscale(&mut self.raw[1]);
+        self.fire();
+    }
+
+    fn fire(&mut self) {
+        if self.cfg.fire_reset && self.needs_fire {
+            for code in [FIRE, self.actions[2]] {
+                let r = self.skip(code);
+                self.ep_return += r as f64;
+                if self.ale.game_over() {
+                    self.ale.reset_game();
+                    self.ale.screen_grayscale(&mut self.raw[1]);
+                }
+            }
+        }
+    }
+}
+
+impl Env for AtariEnv {
+    fn obs_kind(&self) -> ObsKind {
+        ObsKind::Frames { stack: self.cfg.frame_stack, size: self.cfg.frame_size }
+    }
+
+    fn num_actions(&self) -> usize {
+        self.actions.len()
+    }
+
+    fn reset(&mut self, seed: Option<u64>) -> Result<Obs<'_>, EnvError> {
+        if let Some(seed) = seed {
+            self.ale.reload(&self.rom.path, AleSettings { seed, repeat_action_probability: self.sticky })?;
+            self.rng = StdRng::seed_from_u64(seed);
+            self.game_over_pending = true;
+        }
+        if self.game_over_pending || !self.cfg.episodic_life {
+            self.hard_reset();
+        } else {
+            // Episodic life: the same game goes on after a lost life (one no-op step, as in
+            // Mnih et al.'s set-up), then FIRE where the game needs it.
+            let r = self.skip(0);
+            self.ep_return += r as f64;
+            self.ep_length += 1;
+            self.fire();
+        }
+        self.game_over_pending = false;
+        self.lives = self.ale.lives();
+        self.fill_stack();
+        Ok(self.obs())
+    }
+
+    fn step(&mut self, action: usize) -> Step {
+        let raw = self.skip(self.actions[action]) as f32;
+        self.push_frame();
+        self.ep_return += raw as f64;
+        self.ep_length += 1;
+        let lives = self.ale.lives();
+        let game_over = self.ale.game_over();
+        let truncated = !game_over && self.ale.episode_frame_number() as u32 >= self.cfg.max_episode_frames;
+        let life_lost = self.cfg.episodic_life && lives < self.lives && lives > 0;
+        self.lives = lives;
+        let ended = game_over || truncated;
+        if ended {
+            self.game_over_pending = true;
+        }
+        Step {
+            reward: if self.cfg.clip_rewards { raw.signum() * (raw != 0.0) as i32 as f32 } else { raw },
+            raw_reward: raw,
+            terminated: game_over || life_lost,
+            truncated,
+            lives,
+            episode: ended.then_some(EpisodeStats { ret: self.ep_return, length: self.ep_length }),
+        }
+    }
+
+    fn obs(&self) -> Obs<'_> {
+        let n = self.stack.len();
+        Obs::Frames { stack: &self.stack, latest: &self.stack[n - self.frame_px..] }
+    }
+}

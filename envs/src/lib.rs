@@ -1,0 +1,264 @@
+//! `wndqn-envs`: the environments wndqn trains on. No torch here.
+//!
+//! - [`atari::AtariEnv`]: an ALE game (through [`ale`], the one module that touches `ale-sys`)
+//!   with the standard DQN preprocessing, each stage switchable in [`EnvConfig`].
+//! - [`cartpole::CartPoleEnv`]: classic control through `gymnasium-rs`, so the whole training
+//!   stack can be exercised in seconds.
+//! - [`ids`]: the ids users type (`Pong`, `ALE/Pong-v5`, `PongNoFrameskip-v4`, `CartPole-v1`);
+//!   [`roms`]: where ROMs are found and which games exist.
+//!
+//! Both environments follow Gymnasium's semantics: `reset(seed)` gives an observation, `step`
+//! gives reward, `terminated` (a true end: bootstrapping stops) and `truncated` (a time limit:
+//! bootstrapping goes on), and episode statistics when a whole game ends.
+#![deny(missing_docs)]
+
+pub mod ale;
+pub mod atari;
+pub mod cartpole;
+pub mod ids;
+pub mod resize;
+pub mod roms;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+pub use ids::{EnvId, Family};
+
+/// Errors with a message a user can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    /// The id names no environment we know.
+    #[error("unknown environment id `{id}`.{}\n  {hint}", fmt_suggestions(.suggestions))]
+    UnknownId {
+        /// What the user typed.
+        id: String,
+        /// Close matches.
+        suggestions: Vec<String>,
+        /// What ids look like.
+        hint: String,
+    },
+    /// A supported game whose ROM is not in the ROM folder.
+    #[error("no ROM for {game}: `{file}` is not in {dir}.\n  ROMs come with the `ale-py` wheel (`make setup` installs it into .venv);\n  or point `--rom-dir` / WNDQN_ROM_DIR at a folder holding `{file}`.", dir = .dir.display())]
+    MissingRom {
+        /// Game id.
+        game: String,
+        /// Expected file name.
+        file: String,
+        /// Folder searched.
+        dir: PathBuf,
+    },
+    /// No ROM folder at all.
+    #[error("no ROM folder found. Searched:\n    {}\n  Run `make setup` (installs ale-py, which ships the ROMs into .venv), or set --rom-dir / WNDQN_ROM_DIR.", .searched.join("\n    "))]
+    NoRomDir {
+        /// Folders tried, with their source.
+        searched: Vec<String>,
+    },
+    /// A ROM exists but ALE 0.6 has no settings for it.
+    #[error("`{game}` has a ROM but ALE 0.6 (bundled by ale-sys) cannot play it; `wndqn games` lists the playable games")]
+    UnsupportedGame {
+        /// The game name.
+        game: String,
+    },
+    /// A ROM file that cannot be used.
+    #[error("cannot use ROM file {}: {why}", .path.display())]
+    BadRom {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// A setting that cannot work.
+    #[error("invalid env setting: {0}")]
+    Invalid(String),
+    /// The emulator failed.
+    #[error("emulator error: {0}")]
+    Emulator(String),
+}
+
+fn fmt_suggestions(s: &[String]) -> String {
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!(" Did you mean: {}?", s.join(", "))
+    }
+}
+
+/// The `[env]` table of a config: which environment and how it is preprocessed.
+/// `None` means "the id family's default" (see [`ids`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnvConfig {
+    /// Environment id: `Pong`, `ALE/Pong-v5`, `PongNoFrameskip-v4`, `CartPole-v1`.
+    pub id: String,
+    /// Emulator frames per env step (the action is repeated). Default: the id family's.
+    pub frameskip: Option<u32>,
+    /// Sticky actions: per-frame probability of repeating the previous action. Default: family's.
+    pub repeat_action_probability: Option<f32>,
+    /// Use all 18 actions instead of the game's minimal set. Default: false.
+    pub full_action_space: Option<bool>,
+    /// Up to this many no-op frames after a reset (random count, 0 = off).
+    pub noop_max: u32,
+    /// Max-pool the last two frames of each frame skip (removes sprite flicker).
+    pub max_pool: bool,
+    /// Press FIRE after reset (and after a lost life) in games that need it to start.
+    pub fire_reset: bool,
+    /// Training signal: a lost life ends the episode for learning; returns stay whole-game.
+    pub episodic_life: bool,
+    /// Side of the square grayscale observation, in pixels.
+    pub frame_size: usize,
+    /// Clip rewards to their sign (-1, 0, +1) for learning; logged returns stay unclipped.
+    pub clip_rewards: bool,
+    /// Number of most recent frames stacked into one observation.
+    pub frame_stack: usize,
+    /// Truncate a game after this many emulator frames (108,000 = 30 minutes at 60 Hz).
+    pub max_episode_frames: u32,
+    /// CartPole only: truncate after this many steps (CartPole-v1: 500).
+    pub max_episode_steps: u32,
+}
+
+impl Default for EnvConfig {
+    fn default() -> Self {
+        EnvConfig {
+            id: "Pong".into(),
+            frameskip: None,
+            repeat_action_probability: None,
+            full_action_space: None,
+            noop_max: 30,
+            max_pool: true,
+            fire_reset: true,
+            episodic_life: true,
+            frame_size: 84,
+            clip_rewards: true,
+            frame_stack: 4,
+            max_episode_frames: 108_000,
+            max_episode_steps: 500,
+        }
+    }
+}
+
+impl EnvConfig {
+    /// Fill the family defaults in and check the values.
+    pub fn resolve(&self, rom_dir: Option<&std::path::Path>) -> Result<(EnvId, EnvConfig), EnvError> {
+        let id = ids::resolve(&self.id, rom_dir)?;
+        let mut c = self.clone();
+        if let EnvId::Atari { family, .. } = &id {
+            c.frameskip.get_or_insert(family.frameskip());
+            c.repeat_action_probability.get_or_insert(family.repeat_action_probability());
+            c.full_action_space.get_or_insert(false);
+        }
+        c.validate()?;
+        Ok((id, c))
+    }
+
+    fn validate(&self) -> Result<(), EnvError> {
+        let bad = |m: String| Err(EnvError::Invalid(m));
+        if let Some(f) = self.frameskip {
+            if f == 0 || f > 64 {
+                return bad(format!("env.frameskip = {f}: must be 1..=64"));
+            }
+        }
+        if let Some(p) = self.repeat_action_probability {
+            if !(0.0..1.0).contains(&p) {
+                return bad(format!("env.repeat_action_probability = {p}: must be in [0, 1)"));
+            }
+        }
+        if self.frame_size < 8 || self.frame_size > 160 {
+            return bad(format!("env.frame_size = {}: must be 8..=160 pixels", self.frame_size));
+        }
+        if self.frame_stack == 0 || self.frame_stack > 16 {
+            return bad(format!("env.frame_stack = {}: must be 1..=16", self.frame_stack));
+        }
+        if self.max_episode_frames == 0 || self.max_episode_steps == 0 {
+            return bad("env.max_episode_frames and env.max_episode_steps must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+/// What an environment observes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObsKind {
+    /// `stack x size x size` u8 grayscale frames.
+    Frames {
+        /// Frames per observation.
+        stack: usize,
+        /// Square side in pixels.
+        size: usize,
+    },
+    /// A float vector of this length.
+    Vector(usize),
+}
+
+impl ObsKind {
+    /// Tensor shape of one observation.
+    pub fn shape(&self) -> Vec<i64> {
+        match *self {
+            ObsKind::Frames { stack, size } => vec![stack as i64, size as i64, size as i64],
+            ObsKind::Vector(n) => vec![n as i64],
+        }
+    }
+}
+
+/// A borrowed observation.
+#[derive(Debug, Clone, Copy)]
+pub enum Obs<'a> {
+    /// Stacked frames (oldest first) and the newest frame alone.
+    Frames {
+        /// `stack * size * size` bytes, oldest frame first.
+        stack: &'a [u8],
+        /// The newest `size * size` frame.
+        latest: &'a [u8],
+    },
+    /// A state vector.
+    Vector(&'a [f32]),
+}
+
+/// Statistics of one whole game, reported on the step that ends it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EpisodeStats {
+    /// Sum of raw (unclipped) rewards over the whole game, all lives.
+    pub ret: f64,
+    /// Env steps in the game.
+    pub length: u64,
+}
+
+/// What `step` returns besides the observation (read with [`Env::obs`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Step {
+    /// Reward for learning (clipped if configured).
+    pub reward: f32,
+    /// Raw reward from the game.
+    pub raw_reward: f32,
+    /// The episode ended for learning (game over, or a lost life with `episodic_life`).
+    pub terminated: bool,
+    /// Cut by a time limit: bootstrap through it.
+    pub truncated: bool,
+    /// Lives left (0 where the game has none).
+    pub lives: i32,
+    /// Set when a whole game ended on this step.
+    pub episode: Option<EpisodeStats>,
+}
+
+/// The interface the actors use. Two implementations: [`atari::AtariEnv`], [`cartpole::CartPoleEnv`].
+pub trait Env: Send {
+    /// Observation layout.
+    fn obs_kind(&self) -> ObsKind;
+    /// Number of discrete actions.
+    fn num_actions(&self) -> usize;
+    /// Start a new episode. `Some(seed)` re-seeds everything (same seed, same trajectory).
+    /// After a lost life under `episodic_life` this continues the same game.
+    fn reset(&mut self, seed: Option<u64>) -> Result<Obs<'_>, EnvError>;
+    /// Play one action (index into the action set).
+    fn step(&mut self, action: usize) -> Step;
+    /// The current observation.
+    fn obs(&self) -> Obs<'_>;
+}
+
+/// Build the environment a resolved config describes.
+pub fn make_env(id: &EnvId, cfg: &EnvConfig) -> Result<Box<dyn Env>, EnvError> {
+    Ok(match id {
+        EnvId::Atari { game, .. } => Box::new(atari::AtariEnv::new(&game.rom, cfg)?),
+        EnvId::CartPole => Box::new(cartpole::CartPoleEnv::new(cfg)),
+    })
+}

@@ -1,0 +1,229 @@
+//! Where Atari ROMs come from and which games this build of ALE can play.
+//!
+//! ROMs are looked for, in order: the `--rom-dir` flag, the `WNDQN_ROM_DIR` environment variable,
+//! `$VIRTUAL_ENV`'s `ale_py/roms/`, then the project venv's `ale_py/roms/` (the `ale-py` wheel
+//! ships 108 ROMs there). ALE picks a game's settings by the ROM's file name (`pong.bin`).
+
+use std::path::{Path, PathBuf};
+
+use crate::EnvError;
+
+/// The variable that points at a folder of `<game>.bin` ROMs.
+pub const ROM_DIR_ENV: &str = "WNDQN_ROM_DIR";
+
+/// Games that ALE 0.6.0 (the version `ale-sys` bundles) has reward/terminal settings for, by ROM
+/// file stem. Taken from ALE 0.6.0's `src/games/supported/`. (`surround` and the games added in
+/// ALE 0.7+ are not in it.)
+pub const ALE_SUPPORTED: &[&str] = &[
+    "adventure", "air_raid", "alien", "amidar", "assault", "asterix", "asteroids", "atlantis",
+    "bank_heist", "battle_zone", "beam_rider", "berzerk", "bowling", "boxing", "breakout",
+    "carnival", "centipede", "chopper_command", "crazy_climber", "defender", "demon_attack",
+    "donkey_kong", "double_dunk", "elevator_action", "enduro", "fishing_derby", "freeway",
+    "frogger", "frostbite", "galaxian", "gopher", "gravitar", "hero", "ice_hockey", "jamesbond",
+    "journey_escape", "kaboom", "kangaroo", "keystone_kapers", "king_kong", "koolaid", "krull",
+    "kung_fu_master", "laser_gates", "lost_luggage", "montezuma_revenge", "mr_do", "ms_pacman",
+    "name_this_game", "phoenix", "pitfall", "pong", "pooyan", "private_eye", "qbert", "riverraid",
+    "road_runner", "robotank", "seaquest", "sir_lancelot", "skiing", "solaris", "space_invaders",
+    "star_gunner", "tennis", "tetris", "time_pilot", "trondead", "turmoil", "tutankham",
+    "up_n_down", "venture", "video_pinball", "wizard_of_wor", "yars_revenge", "zaxxon",
+];
+
+/// A game's ROM on disk.
+#[derive(Debug, Clone)]
+pub struct Rom {
+    /// ROM file stem as ALE knows it (`space_invaders`).
+    pub name: String,
+    /// Full path of the `.bin` file.
+    pub path: PathBuf,
+}
+
+impl Rom {
+    /// Check the file before ALE opens it: ALE 0.6 calls `exit(1)` on files it cannot use.
+    pub fn check_readable(&self) -> Result<(), EnvError> {
+        let meta = std::fs::metadata(&self.path).map_err(|e| EnvError::BadRom {
+            path: self.path.clone(),
+            why: e.to_string(),
+        })?;
+        let len = meta.len();
+        // Atari 2600 cartridges are 2 KiB to 64 KiB (bank-switched); ALE rejects anything else.
+        if !meta.is_file() || len < 2048 || len > 512 * 1024 || len % 1024 != 0 {
+            return Err(EnvError::BadRom {
+                path: self.path.clone(),
+                why: format!("{len} bytes is not the size of an Atari 2600 cartridge"),
+            });
+        }
+        std::fs::File::open(&self.path).map_err(|e| EnvError::BadRom {
+            path: self.path.clone(),
+            why: e.to_string(),
+        })?;
+        Ok(())
+    }
+}
+
+/// The folders searched for ROMs, in order, with where each came from.
+pub fn candidate_dirs(flag: Option<&Path>) -> Vec<(PathBuf, &'static str)> {
+    let mut dirs = Vec::new();
+    if let Some(d) = flag {
+        dirs.push((d.to_path_buf(), "--rom-dir"));
+        return dirs;
+    }
+    if let Some(d) = std::env::var_os(ROM_DIR_ENV) {
+        dirs.push((PathBuf::from(d), ROM_DIR_ENV));
+        return dirs;
+    }
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
+        dirs.extend(venv_roms(Path::new(&venv)).map(|p| (p, "$VIRTUAL_ENV")));
+    }
+    let project_venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv");
+    dirs.extend(venv_roms(&project_venv).map(|p| (p, "project .venv")));
+    dirs.extend(venv_roms(Path::new(".venv")).map(|p| (p, "./.venv")));
+    dirs
+}
+
+fn venv_roms(venv: &Path) -> impl Iterator<Item = PathBuf> {
+    let lib = venv.join("lib");
+    let mut found = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(&lib) {
+        for e in entries.flatten() {
+            let p = e.path().join("site-packages/ale_py/roms");
+            if p.is_dir() {
+                found.push(p.canonicalize().unwrap_or(p));
+            }
+        }
+    }
+    found.sort();
+    found.into_iter()
+}
+
+/// The ROM folder in use: the first candidate that exists.
+pub fn rom_dir(flag: Option<&Path>) -> Result<PathBuf, EnvError> {
+    let cands = candidate_dirs(flag);
+    for (d, _) in &cands {
+        if d.is_dir() {
+            return Ok(d.clone());
+        }
+    }
+    Err(EnvError::NoRomDir { searched: cands.into_iter().map(|(d, s)| format!("{} ({s})", d.display())).collect() })
+}
+
+/// One playable game: supported by ALE 0.6 and with a ROM present.
+#[derive(Debug, Clone)]
+pub struct Game {
+    /// The id users type (`SpaceInvaders`).
+    pub id: String,
+    /// The ROM.
+    pub rom: Rom,
+}
+
+/// CamelCase id of a ROM stem, as Gymnasium names games (`space_invaders` -> `SpaceInvaders`).
+pub fn game_id(stem: &str) -> String {
+    stem.split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            match c.next() {
+                Some(f) => f.to_ascii_uppercase().to_string() + c.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect()
+}
+
+/// The games found in `dir` that ALE 0.6 supports, sorted by id.
+pub fn available_games(dir: &Path) -> Vec<Game> {
+    let mut games: Vec<Game> = ALE_SUPPORTED
+        .iter()
+        .filter_map(|stem| {
+            let path = dir.join(format!("{stem}.bin"));
+            path.is_file().then(|| Game { id: game_id(stem), rom: Rom { name: stem.to_string(), path } })
+        })
+        .collect();
+    games.sort_by(|a, b| a.id.cmp(&b.id));
+    games
+}
+
+/// ROM files in `dir` that this ALE cannot play (newer games), by stem.
+pub fn unsupported_roms(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            if p.extension()? != "bin" {
+                return None;
+            }
+            Some(p.file_stem()?.to_string_lossy().into_owned())
+        })
+        .filter(|s| !ALE_SUPPORTED.contains(&s.as_str()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Edit distance, for "did you mean" suggestions.
+pub fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Up to five names closest to `query` (case and separators ignored).
+pub fn suggestions<'a>(query: &str, names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let q = normalize(query);
+    let mut scored: Vec<(usize, &str)> = names
+        .into_iter()
+        .map(|n| {
+            let nn = normalize(n);
+            let d = if nn.contains(&q) || q.contains(&nn) { 0 } else { levenshtein(&q, &nn) };
+            (d, n)
+        })
+        .filter(|(d, n)| *d <= (normalize(n).len() / 3).max(2))
+        .collect();
+    scored.sort();
+    scored.into_iter().take(5).map(|(_, n)| n.to_string()).collect()
+}
+
+/// Lower-case, letters and digits only.
+pub fn normalize(s: &str) -> String {
+    s.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_lowercase()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_gymnasium_camel_case() {
+        assert_eq!(game_id("space_invaders"), "SpaceInvaders");
+        assert_eq!(game_id("up_n_down"), "UpNDown");
+        assert_eq!(game_id("pong"), "Pong");
+    }
+
+    #[test]
+    fn suggestions_find_typos() {
+        let names = ["Pong", "Breakout", "SpaceInvaders", "Pooyan"];
+        assert_eq!(suggestions("Pnog", names)[0], "Pong");
+        assert_eq!(suggestions("space-invader", names), vec!["SpaceInvaders"]);
+        assert!(suggestions("Zzzzzzzzzzz", names).is_empty());
+    }
+
+    #[test]
+    fn bad_rom_sizes_are_rejected_before_ale_sees_them() {
+        let dir = std::env::temp_dir().join(format!("wndqn-rom-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pong.bin");
+        std::fs::write(&path, b"not a rom").unwrap();
+        let err = Rom { name: "pong".into(), path: path.clone() }.check_readable().unwrap_err();
+        assert!(err.to_string().contains("not the size of an Atari 2600 cartridge"), "{err}");
+        let missing = Rom { name: "pong".into(), path: dir.join("nope.bin") };
+        assert!(missing.check_readable().is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
