@@ -1,1 +1,14 @@
-//! tmp
+//! `wndqn-agents`: everything that learns. No threads here.
+//!
+//! - [`layers`]: linear/conv layers, plain or weight-normalized (+ mean-only batch norm), with
+//!   the paper's data-dependent initialization.
+//! - [`qnet`]: the Nature CNN and an MLP in the named variants (`plain`, `weight_norm`, ...).
+//! - [`dqn`]: the DQN update (targets, double DQN, Huber/MSE, gradient clipping, target sync).
+//! - [`optim`]: Adam, centered RMSProp and Adamax on tch tensors, with saveable state.
+//! - [`replay`]: replay memory (frames stored once; vector observations).
+//! - [`schedule`]: exploration schedules.
+#![deny(missing_docs)]
+
+pub mod layers;
+pub mod optim;
+pub mod qnet;

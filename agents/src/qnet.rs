@@ -1,0 +1,265 @@
+//! Q-networks: the Nature CNN (Mnih et al. 2015) for `4x84x84` u8 frames and an MLP for vector
+//! observations, in the variants the paper compares, with an optional dueling head.
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, Kind, Tensor};
+
+use crate::layers::{Layer, LayerConfig, Param};
+
+/// Network parameterization and initialization, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Variant {
+    /// Standard parameterization and PyTorch's default init.
+    Plain,
+    /// Weight norm with the data-dependent init (the paper's method).
+    WeightNorm,
+    /// Weight norm, no data-dependent init.
+    WeightNormNoinit,
+    /// Weight norm, data-dependent init, mean-only batch norm.
+    WeightNormMobn,
+}
+
+impl Variant {
+    /// Every variant.
+    pub const ALL: [Variant; 4] = [Variant::Plain, Variant::WeightNorm, Variant::WeightNormNoinit, Variant::WeightNormMobn];
+
+    /// The config/CLI name (`weight_norm`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Variant::Plain => "plain",
+            Variant::WeightNorm => "weight_norm",
+            Variant::WeightNormNoinit => "weight_norm_noinit",
+            Variant::WeightNormMobn => "weight_norm_mobn",
+        }
+    }
+
+    /// Parse a name.
+    pub fn from_name(s: &str) -> Option<Variant> {
+        Variant::ALL.into_iter().find(|v| v.name() == s)
+    }
+
+    /// Whether the variant runs the data-dependent init before learning.
+    pub fn data_init(self) -> bool {
+        matches!(self, Variant::WeightNorm | Variant::WeightNormMobn)
+    }
+
+    fn param(self) -> Param {
+        match self {
+            Variant::Plain => Param::Plain,
+            Variant::WeightNorm | Variant::WeightNormNoinit => Param::WeightNorm { mean_only_bn: false },
+            Variant::WeightNormMobn => Param::WeightNorm { mean_only_bn: true },
+        }
+    }
+}
+
+/// Network body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    /// Nature CNN: conv 32x8s4, 64x4s2, 64x3s1, dense 512 (input `C x 84 x 84`).
+    Nature,
+    /// Two hidden dense layers of `hidden` units (vector input).
+    Mlp,
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct QNetConfig {
+    /// Body.
+    pub arch: Arch,
+    /// Parameterization.
+    pub variant: Variant,
+    /// Dueling head (value + advantage streams).
+    pub dueling: bool,
+    /// Observation shape (`[C, H, W]` or `[n]`).
+    pub obs_shape: Vec<i64>,
+    /// Number of actions.
+    pub num_actions: i64,
+    /// MLP hidden width.
+    pub hidden: i64,
+}
+
+/// A Q-network: observations in, one Q-value per action out.
+#[derive(Debug)]
+pub struct QNetwork {
+    cfg: QNetConfig,
+    convs: Vec<Layer>,
+    dense: Vec<Layer>,
+    heads: Vec<Layer>,
+    input_is_u8: bool,
+}
+
+impl QNetwork {
+    /// Build under `p` (variables named `conv0.v`, `fc0.g`, `q.bias`, ...).
+    pub fn new(p: &nn::Path, cfg: &QNetConfig) -> QNetwork {
+        let lc = LayerConfig { param: cfg.variant.param(), ..Default::default() };
+        let mut convs = Vec::new();
+        let mut dense = Vec::new();
+        let feat = match cfg.arch {
+            Arch::Nature => {
+                let c = cfg.obs_shape[0];
+                let (h, w) = (cfg.obs_shape[1], cfg.obs_shape[2]);
+                let specs = [(c, 32, 8, 4), (32, 64, 4, 2), (64, 64, 3, 1)];
+                let (mut oh, mut ow) = (h, w);
+                for (i, (ci, co, k, s)) in specs.into_iter().enumerate() {
+                    convs.push(Layer::conv2d(&p.sub(format!("conv{i}")), ci, co, k, s, lc));
+                    oh = (oh - k) / s + 1;
+                    ow = (ow - k) / s + 1;
+                }
+                64 * oh * ow
+            }
+            Arch::Mlp => {
+                let n = cfg.obs_shape.iter().product();
+                dense.push(Layer::linear(&p.sub("fc0"), n, cfg.hidden, lc));
+                cfg.hidden
+            }
+        };
+        let width = if cfg.arch == Arch::Nature { 512 } else { cfg.hidden };
+        let mut heads = Vec::new();
+        if cfg.dueling {
+            heads.push(Layer::linear(&p.sub("value_fc"), feat, width, lc));
+            heads.push(Layer::linear(&p.sub("value"), width, 1, lc));
+            heads.push(Layer::linear(&p.sub("adv_fc"), feat, width, lc));
+            heads.push(Layer::linear(&p.sub("adv"), width, cfg.num_actions, lc));
+        } else {
+            heads.push(Layer::linear(&p.sub("fc1"), feat, width, lc));
+            heads.push(Layer::linear(&p.sub("q"), width, cfg.num_actions, lc));
+        }
+        QNetwork { cfg: cfg.clone(), convs, dense, heads, input_is_u8: cfg.arch == Arch::Nature }
+    }
+
+    /// The build settings.
+    pub fn config(&self) -> &QNetConfig {
+        &self.cfg
+    }
+
+    fn prep(&self, obs: &Tensor) -> Tensor {
+        if self.input_is_u8 || obs.kind() == Kind::Uint8 {
+            obs.to_kind(Kind::Float) / 255.0
+        } else {
+            obs.to_kind(Kind::Float)
+        }
+    }
+
+    /// Run the network; with `init_scale`, do the data-dependent init layer by layer on the way.
+    fn run(&self, obs: &Tensor, train: bool, init_scale: Option<f64>) -> Tensor {
+        let step = |l: &Layer, x: &Tensor| match init_scale {
+            Some(s) => l.data_init(x, s),
+            None => l.forward_t(x, train),
+        };
+        let mut x = self.prep(obs);
+        for l in &self.convs {
+            x = step(l, &x).relu();
+        }
+        x = x.flatten(1, -1);
+        for l in &self.dense {
+            x = step(l, &x).relu();
+        }
+        if self.cfg.dueling {
+            let h = &self.heads;
+            let v = step(&h[1], &step(&h[0], &x).relu());
+            let adv = step(&h[3], &step(&h[2], &x).relu());
+            &v + &adv - adv.mean_dim([1i64].as_slice(), true, Kind::Float)
+        } else {
+            step(&self.heads[1], &step(&self.heads[0], &x).relu())
+        }
+    }
+
+    /// Q-values `[B, A]`. `train` matters only for mean-only BN layers.
+    pub fn forward_t(&self, obs: &Tensor, train: bool) -> Tensor {
+        self.run(obs, train, None)
+    }
+
+    /// Data-dependent init (paper Section 3) on a batch of real observations: every layer, in
+    /// order, gets pre-activations of mean 0 and std `init_scale` on this batch.
+    pub fn data_init(&self, obs: &Tensor, init_scale: f64) {
+        tch::no_grad(|| {
+            let _ = self.run(obs, false, Some(init_scale));
+        });
+    }
+
+    /// `(layer name, g)` for every weight-normalized layer, for logging.
+    pub fn scales(&self) -> Vec<(String, Tensor)> {
+        let names = self.layer_names();
+        self.convs
+            .iter()
+            .chain(&self.dense)
+            .chain(&self.heads)
+            .zip(names)
+            .filter_map(|(l, n)| l.g.as_ref().map(|g| (n, g.detach())))
+            .collect()
+    }
+
+    fn layer_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = (0..self.convs.len()).map(|i| format!("conv{i}")).collect();
+        v.extend((0..self.dense.len()).map(|i| format!("fc0{}", if i == 0 { "" } else { "x" })));
+        if self.cfg.dueling {
+            v.extend(["value_fc", "value", "adv_fc", "adv"].map(String::from));
+        } else {
+            v.extend(["fc1", "q"].map(String::from));
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    fn nature(variant: Variant, dueling: bool) -> (nn::VarStore, QNetwork) {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let cfg = QNetConfig { arch: Arch::Nature, variant, dueling, obs_shape: vec![4, 84, 84], num_actions: 6, hidden: 0 };
+        let net = QNetwork::new(&vs.root(), &cfg);
+        (vs, net)
+    }
+
+    #[test]
+    fn nature_shapes_and_param_counts() {
+        for v in Variant::ALL {
+            let (vs, net) = nature(v, false);
+            let obs = Tensor::zeros([3, 4, 84, 84], (Kind::Uint8, Device::Cpu));
+            assert_eq!(net.forward_t(&obs, false).size(), vec![3, 6]);
+            let n: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
+            // Nature CNN with 6 actions: 8,224 + 32,832 + 36,928 + 1,606,144 + 3,078 = 1,687,206 weights and biases; WN adds one g per unit.
+            let units = 32 + 64 + 64 + 512 + 6;
+            let expect = if v == Variant::Plain { 1_687_206 } else { 1_687_206 + units };
+            assert_eq!(n, expect, "{v:?}");
+        }
+        let (_vs, net) = nature(Variant::WeightNorm, true);
+        let obs = Tensor::zeros([2, 4, 84, 84], (Kind::Uint8, Device::Cpu));
+        assert_eq!(net.forward_t(&obs, false).size(), vec![2, 6]);
+    }
+
+    #[test]
+    fn data_init_normalizes_q_outputs() {
+        tch::manual_seed(0);
+        let (_vs, net) = nature(Variant::WeightNorm, false);
+        let obs = Tensor::randint(256, [64, 4, 84, 84], (Kind::Uint8, Device::Cpu));
+        net.data_init(&obs, 1.0);
+        let q = net.forward_t(&obs, false);
+        let (std, mean) = q.std_mean_correction(Some([0i64].as_slice()), 0, false);
+        assert!(f64::try_from(mean.abs().max()).unwrap() < 1e-3);
+        assert!(f64::try_from((std - 1.0).abs().max()).unwrap() < 1e-3);
+    }
+
+    #[test]
+    fn save_load_round_trips_bit_exactly() {
+        tch::manual_seed(1);
+        let (vs, net) = nature(Variant::WeightNormMobn, true);
+        let dir = std::env::temp_dir().join(format!("wndqn-qnet-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("q.safetensors");
+        vs.save(&path).unwrap();
+        tch::manual_seed(99);
+        let (mut vs2, net2) = nature(Variant::WeightNormMobn, true);
+        vs2.load(&path).unwrap();
+        for (name, t) in vs.variables() {
+            assert!(t.equal(&vs2.variables()[&name]), "{name}");
+        }
+        let obs = Tensor::randint(256, [2, 4, 84, 84], (Kind::Uint8, Device::Cpu));
+        assert!(net.forward_t(&obs, false).equal(&net2.forward_t(&obs, false)));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
