@@ -9,6 +9,9 @@
 //! - [`schedule`]: exploration schedules.
 #![deny(missing_docs)]
 
+pub mod dqn;
 pub mod layers;
 pub mod optim;
 pub mod qnet;
+pub mod replay;
+pub mod schedule;
