@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::device::DeviceArg;
 
@@ -12,7 +12,7 @@ use crate::device::DeviceArg;
 #[derive(Debug, Parser)]
 #[command(name = "wndqn", version, about, propagate_version = true)]
 pub struct Cli {
-    /// Where the learner runs: `auto` picks CUDA when a GPU is visible.
+    /// Where the learner runs: `auto` picks CUDA when a GPU is visible (actors always use the CPU).
     #[arg(long, global = true, value_enum, default_value_t = DeviceArg::Auto)]
     pub device: DeviceArg,
     /// Folder of Atari ROMs (`pong.bin`, ...). Default: $WNDQN_ROM_DIR, else the venv's ale_py/roms.
@@ -25,6 +25,11 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Train a DQN agent on a TOML config; writes runs/{env}__{variant}__s{seed}__{time}/.
+    Train(TrainCmd),
+    /// Measure throughput: environments, the learner, the replay memory, or the whole system.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCmd),
     /// List the playable games and their ids.
     Games {
         /// Also list ROMs that this ALE version cannot play.
@@ -33,9 +38,70 @@ pub enum Command {
     },
 }
 
+/// `wndqn train` flags.
+#[derive(Debug, Args)]
+pub struct TrainCmd {
+    /// The run's config (see configs/).
+    #[arg(long, short, default_value = "configs/pong.toml")]
+    pub config: PathBuf,
+    /// Network variant: plain, weight_norm, weight_norm_noinit, weight_norm_mobn.
+    #[arg(long)]
+    pub variant: Option<String>,
+    /// Override a config value: `--set agent.lr=3e-4` (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Master seed (overrides run.seed).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Parent folder of run folders.
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// No progress bar (for scripts); the summary is still printed.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
 /// Run the parsed command.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Games { all } => crate::games::run(cli.rom_dir.as_deref(), all),
+        Command::Bench(b) => crate::bench::run(b, cli.device, cli.rom_dir.as_deref()),
+        Command::Train(t) => {
+            let args = crate::train::TrainArgs {
+                config: t.config,
+                variant: t.variant,
+                sets: t.sets,
+                seed: t.seed,
+                runs_dir: t.runs_dir,
+                quiet: t.quiet,
+                device: cli.device,
+                rom_dir: cli.rom_dir,
+            };
+            let s = crate::train::train(&args)?;
+            println!(
+                "{} {}: {} env steps, {} updates, {} games in {:.0}s ({:.0} env steps/s, {:.1} updates/s)",
+                if s.interrupted { "interrupted" } else { "finished" },
+                s.run_dir.display(),
+                s.env_steps,
+                s.updates,
+                s.episodes,
+                s.wall_secs,
+                s.env_steps_per_sec,
+                s.updates_per_sec
+            );
+            println!(
+                "  mean return of the last 20 games: {:.2}{}",
+                s.last20_mean_return,
+                s.final_eval_mean.map(|m| format!("; last greedy evaluation: {m:.2}")).unwrap_or_default()
+            );
+            println!(
+                "  time: actors waited {:.0}% for the learner; learner busy {:.0}%, waited {:.0}% for data",
+                100.0 * s.actor_wait_frac,
+                100.0 * s.learner_busy_frac,
+                100.0 * s.learner_wait_frac
+            );
+            println!("  view: make tensorboard   (or .venv/bin/tensorboard --logdir {})", s.run_dir.display());
+            Ok(())
+        }
     }
 }

@@ -1,8 +1,13 @@
 //! `wndqn`: the command-line application. Thin: parse, run, map errors to an exit code.
 
+mod bench;
 mod cli;
+mod config;
 mod device;
 mod games;
+mod signals;
+mod tb;
+mod train;
 
 use std::process::ExitCode;
 
@@ -11,6 +16,14 @@ use clap::Parser;
 fn main() -> ExitCode {
     // Die quietly on a closed pipe (`wndqn games | head`), like other Unix tools.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // A bug should read as one line, not a backtrace (RUST_BACKTRACE=1 still shows it).
+    if std::env::var_os("RUST_BACKTRACE").is_none_or(|v| v == "0") {
+        std::panic::set_hook(Box::new(|info| {
+            let msg = info.payload().downcast_ref::<String>().cloned().or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+            let loc = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+            eprintln!("internal error{loc}: {msg}");
+        }));
+    }
     let cli = cli::Cli::parse();
     match cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,

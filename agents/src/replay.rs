@@ -377,3 +377,55 @@ mod tests {
         }
     }
 }
+
+/// A frame or a vector memory, chosen by the environment's observation kind.
+pub enum AnyMemory {
+    /// u8 frames, stacked at sampling.
+    Frames(FrameMemory),
+    /// f32 vectors.
+    Vectors(VectorMemory),
+}
+
+impl AnyMemory {
+    /// A memory for observations of `shape` (`[stack, h, w]` frames or `[n]` vectors).
+    pub fn new(capacity: usize, shards: usize, frames: bool, shape: &[i64]) -> AnyMemory {
+        if frames {
+            let px = (shape[1] * shape[2]) as usize;
+            AnyMemory::Frames(FrameMemory::new(capacity, shards, px, shape[0] as usize))
+        } else {
+            AnyMemory::Vectors(VectorMemory::new(capacity, shards, shape.iter().product::<i64>() as usize, 1))
+        }
+    }
+    /// See [`Memory::start_episode`].
+    pub fn start_episode(&self, shard: usize, obs: ObsRef<'_>) {
+        match self {
+            AnyMemory::Frames(m) => m.start_episode(shard, obs),
+            AnyMemory::Vectors(m) => m.start_episode(shard, obs),
+        }
+    }
+    /// See [`Memory::record_step`].
+    pub fn record_step(&self, shard: usize, action: usize, reward: f32, terminated: bool, truncated: bool, next: ObsRef<'_>) {
+        match self {
+            AnyMemory::Frames(m) => m.record_step(shard, action, reward, terminated, truncated, next),
+            AnyMemory::Vectors(m) => m.record_step(shard, action, reward, terminated, truncated, next),
+        }
+    }
+    /// Stored transitions.
+    pub fn len(&self) -> usize {
+        match self {
+            AnyMemory::Frames(m) => m.len(),
+            AnyMemory::Vectors(m) => m.len(),
+        }
+    }
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Sample a batch as tensors on `device` (`obs_shape` is one observation's shape).
+    pub fn sample_tensors<R: Rng>(&self, batch: usize, rng: &mut R, obs_shape: &[i64], device: Device) -> Option<TensorBatch> {
+        match self {
+            AnyMemory::Frames(m) => m.sample(batch, rng).map(|b| b.to_device(obs_shape, device)),
+            AnyMemory::Vectors(m) => m.sample(batch, rng).map(|b| b.to_device(obs_shape, device)),
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! `wndqn bench ...`: throughput measurements. Numbers, not assertions: scripts in `scripts/`
+//! run these side by side with reference implementations and report ratios.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+use tch::{Device, Kind, Tensor};
+use wndqn_agents::dqn::{Dqn, DqnConfig, Loss, TargetUpdate};
+use wndqn_agents::optim::OptimizerKind;
+use wndqn_agents::qnet::{Arch, QNetConfig, Variant};
+use wndqn_agents::replay::{FrameMemory, ObsRef, TensorBatch};
+use wndqn_envs::{make_env, EnvConfig};
+
+use crate::device::{name as device_name, DeviceArg};
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCmd {
+    /// Preprocessed env steps per second (random actions), one env per thread.
+    Env(EnvBench),
+    /// Full DQN updates per second (batch 32, double DQN, Adam) on synthetic batches.
+    Learner(LearnerBench),
+    /// Replay sampling rate and resident memory per stored transition.
+    Replay(ReplayBench),
+    /// The whole training system (actors + learner) on a game, steady state after warm-up.
+    E2e(E2eBench),
+}
+
+/// `wndqn bench env`
+#[derive(Debug, Args)]
+pub struct EnvBench {
+    /// Game or env id.
+    #[arg(long, default_value = "Pong")]
+    pub game: String,
+    /// Threads, each stepping its own env(s).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Envs per thread (stepped round-robin).
+    #[arg(long, default_value_t = 1)]
+    pub envs_per_thread: usize,
+    /// Measurement time.
+    #[arg(long, default_value_t = 5.0)]
+    pub seconds: f64,
+    /// Env settings: `--set env.repeat_action_probability=0` (repeatable).
+    #[arg(long = "set", value_name = "env.KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `wndqn bench learner`
+#[derive(Debug, Args)]
+pub struct LearnerBench {
+    /// `nature` (4x84x84 frames, 6 actions) or `mlp` (CartPole-sized).
+    #[arg(long, default_value = "nature")]
+    pub network: String,
+    /// Network variant.
+    #[arg(long, default_value = "weight_norm")]
+    pub variant: String,
+    /// Batch size.
+    #[arg(long, default_value_t = 32)]
+    pub batch: i64,
+    /// Intra-op threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Measurement time (after 5 warm-up updates).
+    #[arg(long, default_value_t = 10.0)]
+    pub seconds: f64,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `wndqn bench replay`
+#[derive(Debug, Args)]
+pub struct ReplayBench {
+    /// Transitions to store (84x84 frames).
+    #[arg(long, default_value_t = 200_000)]
+    pub fill: usize,
+    /// Shards (actors).
+    #[arg(long, default_value_t = 2)]
+    pub shards: usize,
+    /// Batch size.
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    /// Sampling time.
+    #[arg(long, default_value_t = 3.0)]
+    pub seconds: f64,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `wndqn bench e2e`
+#[derive(Debug, Args)]
+pub struct E2eBench {
+    /// Game.
+    #[arg(long, default_value = "Pong")]
+    pub game: String,
+    /// Network variant.
+    #[arg(long, default_value = "weight_norm")]
+    pub variant: String,
+    /// Measurement time after warm-up.
+    #[arg(long, default_value_t = 60.0)]
+    pub seconds: f64,
+    /// Config to start from (its env id is replaced by --game).
+    #[arg(long, default_value = "configs/pong.toml")]
+    pub config: std::path::PathBuf,
+    /// Config overrides (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Run a benchmark.
+pub fn run(cmd: BenchCmd, device: DeviceArg, rom_dir: Option<&Path>) -> Result<()> {
+    match cmd {
+        BenchCmd::Env(b) => bench_env(b, rom_dir),
+        BenchCmd::Learner(b) => bench_learner(b, device),
+        BenchCmd::Replay(b) => bench_replay(b),
+        BenchCmd::E2e(b) => bench_e2e(b, device, rom_dir),
+    }
+}
+
+fn env_config(game: &str, sets: &[String]) -> Result<EnvConfig> {
+    let mut t = toml::Table::new();
+    let mut sets: Vec<String> = sets.to_vec();
+    sets.insert(0, format!("env.id=\"{game}\""));
+    for s in &sets {
+        if !s.starts_with("env.") {
+            bail!("--set {s}: bench env only takes env.* settings");
+        }
+    }
+    crate::config::apply_sets(&mut t, &sets)?;
+    let env = t.remove("env").unwrap_or(toml::Value::Table(Default::default()));
+    Ok(EnvConfig::deserialize(env).map_err(|e| anyhow::anyhow!("--set: {e}"))?)
+}
+
+use serde::Deserialize;
+
+fn bench_env(b: EnvBench, rom_dir: Option<&Path>) -> Result<()> {
+    if b.threads == 0 || b.envs_per_thread == 0 || b.seconds <= 0.0 {
+        bail!("--threads, --envs-per-thread and --seconds must be positive");
+    }
+    let (id, cfg) = env_config(&b.game, &b.sets)?.resolve(rom_dir)?;
+    let mut handles = Vec::new();
+    let start = std::sync::Arc::new(std::sync::Barrier::new(b.threads));
+    for t in 0..b.threads {
+        let mut envs = Vec::new();
+        for k in 0..b.envs_per_thread {
+            let mut e = make_env(&id, &cfg)?;
+            e.reset(Some((t * 1000 + k) as u64))?;
+            envs.push(e);
+        }
+        let secs = b.seconds;
+        let start = start.clone();
+        handles.push(std::thread::spawn(move || {
+            let mut rng = StdRng::seed_from_u64(t as u64);
+            start.wait();
+            let t0 = Instant::now();
+            let mut steps = 0u64;
+            let deadline = Duration::from_secs_f64(secs);
+            'outer: loop {
+                for e in envs.iter_mut() {
+                    let a = rng.gen_range(0..e.num_actions());
+                    let s = e.step(a);
+                    if s.terminated || s.truncated {
+                        let _ = e.reset(None);
+                    }
+                    steps += 1;
+                }
+                if steps % 64 < envs.len() as u64 && t0.elapsed() >= deadline {
+                    break 'outer;
+                }
+            }
+            (steps, t0.elapsed().as_secs_f64())
+        }));
+    }
+    let mut steps = 0;
+    let mut secs: f64 = 0.0;
+    for h in handles {
+        let (s, t) = h.join().map_err(|_| anyhow::anyhow!("bench thread panicked"))?;
+        steps += s;
+        secs = secs.max(t);
+    }
+    let sps = steps as f64 / secs;
+    let frameskip = cfg.frameskip.unwrap_or(1) as f64;
+    if b.json {
+        println!("{}", json!({"game": id.short_name(), "threads": b.threads, "envs_per_thread": b.envs_per_thread, "env_steps_per_sec": sps, "frames_per_sec": sps * frameskip, "seconds": secs, "frameskip": frameskip}));
+    } else {
+        println!("{}: {:.0} env steps/s ({:.0} frames/s) on {} thread(s), {} env(s) each, {:.1}s", id.short_name(), sps, sps * frameskip, b.threads, b.envs_per_thread, secs);
+    }
+    Ok(())
+}
+
+/// The update the learner benchmark measures (and the PyTorch reference reproduces).
+pub fn bench_dqn(network: &str, variant: Variant, device: Device) -> Result<(Dqn, Vec<i64>)> {
+    let (arch, shape, actions) = match network {
+        "nature" => (Arch::Nature, vec![4i64, 84, 84], 6),
+        "mlp" => (Arch::Mlp, vec![4i64], 2),
+        other => bail!("unknown network `{other}` (nature or mlp)"),
+    };
+    let net = QNetConfig { arch, variant, dueling: false, obs_shape: shape.clone(), num_actions: actions, hidden: 128 };
+    let cfg = DqnConfig {
+        gamma: 0.99,
+        double_dqn: true,
+        loss: Loss::Huber,
+        grad_clip_norm: Some(10.0),
+        target_update: TargetUpdate::Hard(1000),
+        optimizer: OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1.5e-4 },
+        lr: 1e-4,
+    };
+    Ok((Dqn::new(&net, cfg, device), shape))
+}
+
+fn synthetic_batch(shape: &[i64], batch: i64, device: Device) -> TensorBatch {
+    let mut s = vec![batch];
+    s.extend_from_slice(shape);
+    let frames = shape.len() == 3;
+    let obs = if frames { Tensor::randint(256, s.as_slice(), (Kind::Uint8, Device::Cpu)) } else { Tensor::randn(s.as_slice(), (Kind::Float, Device::Cpu)) };
+    let next = if frames { Tensor::randint(256, s.as_slice(), (Kind::Uint8, Device::Cpu)) } else { Tensor::randn(s.as_slice(), (Kind::Float, Device::Cpu)) };
+    TensorBatch {
+        obs: obs.to_device(device),
+        next_obs: next.to_device(device),
+        actions: Tensor::randint(2, [batch], (Kind::Int64, Device::Cpu)).to_device(device),
+        rewards: Tensor::randn([batch], (Kind::Float, Device::Cpu)).to_device(device),
+        terminated: Tensor::zeros([batch], (Kind::Float, Device::Cpu)).to_device(device),
+    }
+}
+
+fn bench_learner(b: LearnerBench, device: DeviceArg) -> Result<()> {
+    let device = device.resolve()?;
+    let variant = Variant::from_name(&b.variant).ok_or_else(|| anyhow::anyhow!("unknown variant `{}`", b.variant))?;
+    let threads = if b.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { b.threads };
+    tch::set_num_threads(threads as i32);
+    tch::manual_seed(0);
+    let (mut dqn, shape) = bench_dqn(&b.network, variant, device)?;
+    let batch = synthetic_batch(&shape, b.batch, device);
+    if variant.data_init() {
+        dqn.data_init(&batch.obs, 1.0);
+    }
+    for _ in 0..5 {
+        dqn.update(&batch);
+    }
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    while t0.elapsed().as_secs_f64() < b.seconds {
+        dqn.update(&batch);
+        n += 1;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let ups = n as f64 / secs;
+    if b.json {
+        println!("{}", json!({"updates_per_sec": ups, "variant": variant.name(), "network": b.network, "device": device_name(device), "threads": threads, "batch": b.batch, "updates": n, "seconds": secs}));
+    } else {
+        println!("{} {} on {} ({} threads): {:.1} updates/s (batch {}, double DQN, Adam)", b.network, variant.name(), device_name(device), threads, ups, b.batch);
+    }
+    Ok(())
+}
+
+fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    pages * 4096
+}
+
+fn bench_replay(b: ReplayBench) -> Result<()> {
+    if b.fill < 1000 || b.shards == 0 {
+        bail!("--fill must be >= 1000 and --shards >= 1");
+    }
+    let before = rss_bytes();
+    let mem = FrameMemory::new(b.fill, b.shards, 84 * 84, 4);
+    let mut frame = vec![0u8; 84 * 84];
+    let mut rng = StdRng::seed_from_u64(0);
+    let per = b.fill / b.shards;
+    for s in 0..b.shards {
+        mem.start_episode(s, ObsRef::Frame(&frame));
+        for t in 0..per {
+            rng.fill(&mut frame[..]);
+            let end = t % 1000 == 999;
+            mem.record_step(s, t % 6, 0.0, end, false, ObsRef::Frame(&frame));
+            if end {
+                mem.start_episode(s, ObsRef::Frame(&frame));
+            }
+        }
+    }
+    let after = rss_bytes();
+    let stored = mem.len();
+    let per_transition = (after.saturating_sub(before)) as f64 / stored as f64;
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    while t0.elapsed().as_secs_f64() < b.seconds {
+        let batch = mem.sample(b.batch, &mut rng).ok_or_else(|| anyhow::anyhow!("sampling failed"))?;
+        let _t = batch.to_device(&[4, 84, 84], Device::Cpu);
+        n += 1;
+    }
+    let bps = n as f64 / t0.elapsed().as_secs_f64();
+    let projected_gb = per_transition * 1e6 / 1e9;
+    if b.json {
+        println!("{}", json!({"batches_per_sec": bps, "transitions_per_sec": bps * b.batch as f64, "stored": stored, "rss_bytes_per_transition": per_transition, "projected_rss_gb_for_1m": projected_gb, "batch": b.batch}));
+    } else {
+        println!("replay: {stored} transitions stored; {per_transition:.0} resident bytes per transition (1M transitions: {projected_gb:.2} GB)");
+        println!("sampling: {bps:.0} batches/s of {} as u8 tensors (a CPU learner consumes ~30-40/s)", b.batch);
+    }
+    Ok(())
+}
+
+fn bench_e2e(b: E2eBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<()> {
+    let mut sets = b.sets.clone();
+    sets.insert(0, format!("env.id=\"{}\"", b.game));
+    sets.push("run.total_env_steps=1000000000".into());
+    let args = crate::train::TrainArgs {
+        config: b.config.clone(),
+        variant: Some(b.variant.clone()),
+        sets,
+        seed: None,
+        runs_dir: std::env::temp_dir().join(format!("wndqn-bench-{}", std::process::id())),
+        quiet: true,
+        device,
+        rom_dir: rom_dir.map(|p| p.to_path_buf()),
+    };
+    let cfg = crate::train::resolve_config(&args)?;
+    let dev = args.device.resolve()?;
+    let (id, env) = cfg.env.resolve(rom_dir)?;
+    let mut cfg = cfg;
+    cfg.env = env;
+    cfg.log.eval_every = 0;
+    cfg.log.checkpoint_every = 0;
+    let opts = crate::train::RunOptions { quiet: true, measure_secs: Some(b.seconds) };
+    let s = crate::train::run_training(cfg, &id, dev, &args.runs_dir, opts)?;
+    let _ = std::fs::remove_dir_all(&args.runs_dir);
+    let m = s.measured.ok_or_else(|| anyhow::anyhow!("the run ended before learning started"))?;
+    if b.json {
+        println!("{}", json!({"game": s.env, "variant": s.variant, "device": device_name(dev), "env_steps_per_sec": m.env_steps_per_sec, "updates_per_sec": m.updates_per_sec, "seconds": m.secs, "actor_wait_frac": m.actor_wait_frac, "learner_wait_frac": m.learner_wait_frac, "learner_busy_frac": m.learner_busy_frac}));
+    } else {
+        println!("{} {} ({}): {:.1} env steps/s, {:.1} updates/s over {:.0}s after warm-up", s.env, s.variant, device_name(dev), m.env_steps_per_sec, m.updates_per_sec, m.secs);
+        println!("time: actors waited {:.0}% for the learner; learner busy {:.0}%, waited {:.0}% for data", 100.0 * m.actor_wait_frac, 100.0 * m.learner_busy_frac, 100.0 * m.learner_wait_frac);
+    }
+    let _ = Ordering::SeqCst;
+    Ok(())
+}

@@ -1,0 +1,421 @@
+//! The run configuration: one TOML table per component, unknown keys rejected with file and
+//! line. CLI flags (`--set section.key=value`, `--variant`, `--seed`) are applied on top, then
+//! the whole thing is validated once, before any thread starts. Units are in each field's doc.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use wndqn_agents::dqn::{DqnConfig, Loss, TargetUpdate};
+use wndqn_agents::optim::OptimizerKind;
+use wndqn_agents::qnet::{Arch, Variant};
+use wndqn_agents::schedule::LinearSchedule;
+use wndqn_envs::EnvConfig;
+
+/// A whole run.
+#[derive(Debug, Clone, Serialize, Deserialize, Default, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Budget and seed.
+    pub run: RunConfig,
+    /// Environment and preprocessing (see `wndqn_envs::EnvConfig`).
+    pub env: EnvConfig,
+    /// Network and update rule.
+    pub agent: AgentConfig,
+    /// Replay memory.
+    pub replay: ReplayConfig,
+    /// Actor threads and exploration.
+    pub actors: ActorsConfig,
+    /// Learner thread.
+    pub learner: LearnerConfig,
+    /// Logging, evaluation, checkpoints.
+    pub log: LogConfig,
+}
+
+/// `[run]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Total env steps over all actors (one env step = `env.frameskip` emulator frames).
+    pub total_env_steps: u64,
+    /// Master seed: env seeds, exploration, network init and replay sampling derive from it.
+    pub seed: u64,
+    /// Stop early once the mean return of 20 consecutive training games reaches this (0 = off).
+    pub stop_at_return: f64,
+}
+impl Default for RunConfig {
+    fn default() -> Self {
+        RunConfig { total_env_steps: 10_000_000, seed: 1, stop_at_return: 0.0 }
+    }
+}
+
+/// Optimizer names in the config.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerName {
+    /// Adam.
+    Adam,
+    /// Adamax (the paper's DQN optimizer).
+    Adamax,
+    /// RMSProp (centered with `rms_centered = true`, as in Nature DQN).
+    Rmsprop,
+}
+
+/// `[agent]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// `plain`, `weight_norm` (WN + data-dependent init), `weight_norm_noinit`, `weight_norm_mobn`.
+    pub variant: Variant,
+    /// `nature` (CNN for frames) or `mlp` (vector observations).
+    pub network: Arch,
+    /// MLP hidden units per layer (mlp only).
+    pub hidden: i64,
+    /// Dueling head.
+    pub dueling: bool,
+    /// Data-dependent init: target std of every layer's pre-activations.
+    pub init_scale: f64,
+    /// Observations (env steps) used for the data-dependent init, taken from the warm-up.
+    pub init_batch: usize,
+    /// Discount per env step.
+    pub gamma: f64,
+    /// Double-DQN targets.
+    pub double_dqn: bool,
+    /// `huber` or `mse`.
+    pub loss: Loss,
+    /// Clip the global gradient L2 norm to this; 0 = off.
+    pub grad_clip_norm: f64,
+    /// Hard target copy every this many learner updates (0 = use `target_tau`).
+    pub target_update_every: u64,
+    /// Polyak factor per update when `target_update_every = 0`.
+    pub target_tau: f64,
+    /// `adam`, `adamax` or `rmsprop`.
+    pub optimizer: OptimizerName,
+    /// Learning rate.
+    pub lr: f64,
+    /// Adam/Adamax first-moment decay (Adamax in the paper: 0.5).
+    pub beta1: f64,
+    /// Adam second-moment / Adamax infinity-norm decay.
+    pub beta2: f64,
+    /// Optimizer epsilon.
+    pub eps: f64,
+    /// RMSProp squared-gradient decay.
+    pub rms_alpha: f64,
+    /// RMSProp centered (Nature DQN).
+    pub rms_centered: bool,
+    /// RMSProp momentum.
+    pub rms_momentum: f64,
+}
+impl Default for AgentConfig {
+    fn default() -> Self {
+        AgentConfig {
+            variant: Variant::WeightNorm,
+            network: Arch::Nature,
+            hidden: 128,
+            dueling: false,
+            init_scale: 1.0,
+            init_batch: 256,
+            gamma: 0.99,
+            double_dqn: true,
+            loss: Loss::Huber,
+            grad_clip_norm: 10.0,
+            target_update_every: 1000,
+            target_tau: 0.005,
+            optimizer: OptimizerName::Adam,
+            lr: 1e-4,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1.5e-4,
+            rms_alpha: 0.95,
+            rms_centered: true,
+            rms_momentum: 0.0,
+        }
+    }
+}
+
+impl AgentConfig {
+    /// The update settings for `wndqn_agents::dqn`.
+    pub fn dqn(&self) -> DqnConfig {
+        let optimizer = match self.optimizer {
+            OptimizerName::Adam => OptimizerKind::Adam { beta1: self.beta1, beta2: self.beta2, eps: self.eps },
+            OptimizerName::Adamax => OptimizerKind::Adamax { beta1: self.beta1, beta2: self.beta2, eps: self.eps },
+            OptimizerName::Rmsprop => OptimizerKind::RmsProp { alpha: self.rms_alpha, eps: self.eps, centered: self.rms_centered, momentum: self.rms_momentum },
+        };
+        DqnConfig {
+            gamma: self.gamma,
+            double_dqn: self.double_dqn,
+            loss: self.loss,
+            grad_clip_norm: (self.grad_clip_norm > 0.0).then_some(self.grad_clip_norm),
+            target_update: if self.target_update_every > 0 { TargetUpdate::Hard(self.target_update_every) } else { TargetUpdate::Polyak(self.target_tau) },
+            optimizer,
+            lr: self.lr,
+        }
+    }
+}
+
+/// `[replay]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplayConfig {
+    /// Transitions kept (each 84x84 frame stored once: ~7 KB per transition).
+    pub capacity: usize,
+    /// Env steps collected before learning starts.
+    pub warmup_steps: u64,
+    /// Transitions per learner update.
+    pub batch_size: usize,
+}
+impl Default for ReplayConfig {
+    fn default() -> Self {
+        ReplayConfig { capacity: 1_000_000, warmup_steps: 50_000, batch_size: 32 }
+    }
+}
+
+/// `[actors]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActorsConfig {
+    /// Actor threads, each with its own environment and CPU copy of the policy.
+    pub num_actors: usize,
+    /// Epsilon at env step 0.
+    pub epsilon_start: f64,
+    /// Final epsilon.
+    pub epsilon_end: f64,
+    /// Env steps (all actors together) over which epsilon decays linearly.
+    pub epsilon_decay_steps: u64,
+    /// Ape-X style: actor i uses `apex_base^(1 + apex_alpha * i / (n-1))` instead of the schedule.
+    pub apex: bool,
+    /// Ape-X base epsilon.
+    pub apex_base: f64,
+    /// Ape-X exponent spread.
+    pub apex_alpha: f64,
+    /// Transitions an actor sends per message to the replay writer (batching; 1 = each step).
+    pub send_batch: usize,
+}
+impl Default for ActorsConfig {
+    fn default() -> Self {
+        ActorsConfig { num_actors: 2, epsilon_start: 1.0, epsilon_end: 0.01, epsilon_decay_steps: 1_000_000, apex: false, apex_base: 0.4, apex_alpha: 7.0, send_batch: 16 }
+    }
+}
+
+impl ActorsConfig {
+    /// The shared epsilon schedule.
+    pub fn schedule(&self) -> LinearSchedule {
+        LinearSchedule { start: self.epsilon_start, end: self.epsilon_end, decay_steps: self.epsilon_decay_steps }
+    }
+}
+
+/// `[learner]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LearnerConfig {
+    /// Learner updates per env step (classic DQN: one update every 4 steps = 0.25). Enforced:
+    /// actors wait when the learner falls behind, the learner waits for data.
+    pub replay_ratio: f64,
+    /// Publish fresh weights to the actors every this many updates.
+    pub publish_every: u64,
+    /// Intra-op CPU threads for the learner's libtorch (0 = one per core).
+    pub threads: usize,
+    /// Batches sampled ahead by the prefetch thread.
+    pub prefetch: usize,
+}
+impl Default for LearnerConfig {
+    fn default() -> Self {
+        LearnerConfig { replay_ratio: 0.25, publish_every: 50, threads: 0, prefetch: 4 }
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// Write learner scalars every this many env steps.
+    pub scalars_every: u64,
+    /// Write weight-norm scale histograms every this many env steps.
+    pub histograms_every: u64,
+    /// Greedy evaluation every this many env steps (0 = off).
+    pub eval_every: u64,
+    /// Episodes per evaluation.
+    pub eval_episodes: usize,
+    /// Epsilon during evaluation.
+    pub eval_epsilon: f64,
+    /// Cap on env steps per evaluation episode (guards against a policy that never ends a game).
+    pub eval_max_steps: u64,
+    /// Write a checkpoint every this many learner updates (0 = only at the end / on Ctrl-C).
+    pub checkpoint_every: u64,
+    /// Checkpoints kept.
+    pub keep_checkpoints: usize,
+}
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { scalars_every: 1000, histograms_every: 50_000, eval_every: 250_000, eval_episodes: 5, eval_epsilon: 0.001, eval_max_steps: 27_000, checkpoint_every: 50_000, keep_checkpoints: 3 }
+    }
+}
+
+/// Read a config file: TOML syntax and unknown keys are reported with the file and line.
+pub fn load_file(path: &Path) -> Result<toml::Table> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e))?;
+    // Type and unknown-key errors, still with the file's line numbers.
+    toml::from_str::<Config>(&text).map_err(|e| anyhow!("{}: {}", path.display(), e))?;
+    Ok(table)
+}
+
+/// Apply `section.key=value` overrides (value parsed as TOML, else taken as a string).
+pub fn apply_sets(table: &mut toml::Table, sets: &[String]) -> Result<()> {
+    for s in sets {
+        let (key, raw) = s.split_once('=').ok_or_else(|| anyhow!("--set {s}: expected section.key=value"))?;
+        let (section, field) = key.trim().split_once('.').ok_or_else(|| anyhow!("--set {s}: expected section.key=value (e.g. agent.lr=3e-4)"))?;
+        let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {}", raw.trim())) {
+            Ok(mut t) => t.remove("v").expect("parsed"),
+            Err(_) => toml::Value::String(raw.trim().to_string()),
+        };
+        let sec = table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+        let sec = sec.as_table_mut().ok_or_else(|| anyhow!("--set {s}: `{section}` is not a table"))?;
+        sec.insert(field.to_string(), value);
+    }
+    Ok(())
+}
+
+/// Turn a table into a validated config.
+pub fn from_table(table: toml::Table, origin: &str) -> Result<Config> {
+    let cfg: Config = Config::deserialize(toml::Value::Table(table)).map_err(|e| anyhow!("{origin}: {e}"))?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// Load `path`, apply the overrides, validate.
+pub fn load(path: &Path, sets: &[String]) -> Result<Config> {
+    let mut t = load_file(path)?;
+    apply_sets(&mut t, sets)?;
+    let origin = if sets.is_empty() { path.display().to_string() } else { format!("{} with --set overrides", path.display()) };
+    from_table(t, &origin)
+}
+
+impl Config {
+    /// Check every value that cannot work, naming the key.
+    pub fn validate(&self) -> Result<()> {
+        let a = &self.agent;
+        let mut errs: Vec<String> = Vec::new();
+        let mut check = |ok: bool, msg: String| {
+            if !ok {
+                errs.push(msg)
+            }
+        };
+        check(self.run.total_env_steps > 0, "run.total_env_steps must be > 0".into());
+        check((0.0..=1.0).contains(&a.gamma), format!("agent.gamma = {} must be in [0, 1]", a.gamma));
+        check(a.lr > 0.0 && a.lr.is_finite(), format!("agent.lr = {} must be positive", a.lr));
+        check((0.0..1.0).contains(&a.beta1) && (0.0..1.0).contains(&a.beta2), "agent.beta1 and agent.beta2 must be in [0, 1)".into());
+        check(a.eps > 0.0, format!("agent.eps = {} must be positive", a.eps));
+        check((0.0..1.0).contains(&a.rms_alpha), "agent.rms_alpha must be in [0, 1)".into());
+        check(a.init_scale > 0.0, "agent.init_scale must be positive".into());
+        check(a.grad_clip_norm >= 0.0, "agent.grad_clip_norm must be >= 0 (0 = off)".into());
+        check(a.target_update_every > 0 || (a.target_tau > 0.0 && a.target_tau <= 1.0), "agent.target_update_every = 0 needs agent.target_tau in (0, 1]".into());
+        check(a.hidden > 0, "agent.hidden must be positive".into());
+        check(a.init_batch >= 2, "agent.init_batch must be at least 2 (a std over one sample is 0)".into());
+        let r = &self.replay;
+        check(r.batch_size > 0, "replay.batch_size must be positive".into());
+        check(r.capacity >= r.batch_size.max(64), format!("replay.capacity = {} must hold at least a batch (and 64 transitions)", r.capacity));
+        check(r.warmup_steps as usize >= r.batch_size, format!("replay.warmup_steps = {} must be >= replay.batch_size = {}", r.warmup_steps, r.batch_size));
+        check(r.warmup_steps as usize <= r.capacity, format!("replay.warmup_steps = {} exceeds replay.capacity = {}", r.warmup_steps, r.capacity));
+        check(!self.agent.variant.data_init() || a.init_batch as u64 <= r.warmup_steps, format!("agent.init_batch = {} must be <= replay.warmup_steps = {} (the data init uses warm-up observations)", a.init_batch, r.warmup_steps));
+        let ac = &self.actors;
+        check(ac.num_actors >= 1 && ac.num_actors <= 256, format!("actors.num_actors = {} must be 1..=256", ac.num_actors));
+        for (k, v) in [("epsilon_start", ac.epsilon_start), ("epsilon_end", ac.epsilon_end), ("apex_base", ac.apex_base)] {
+            check((0.0..=1.0).contains(&v), format!("actors.{k} = {v} must be in [0, 1]"));
+        }
+        check(ac.send_batch >= 1, "actors.send_batch must be >= 1".into());
+        check(r.capacity / ac.num_actors >= 64, "replay.capacity / actors.num_actors must be >= 64 (each actor has its own ring)".into());
+        let l = &self.learner;
+        check(l.replay_ratio > 0.0 && l.replay_ratio <= 64.0, format!("learner.replay_ratio = {} must be in (0, 64]", l.replay_ratio));
+        check(l.publish_every >= 1, "learner.publish_every must be >= 1".into());
+        check(l.prefetch >= 1, "learner.prefetch must be >= 1".into());
+        let g = &self.log;
+        check(g.scalars_every >= 1, "log.scalars_every must be >= 1".into());
+        check(g.eval_episodes >= 1, "log.eval_episodes must be >= 1".into());
+        check((0.0..=1.0).contains(&g.eval_epsilon), "log.eval_epsilon must be in [0, 1]".into());
+        check(g.keep_checkpoints >= 1, "log.keep_checkpoints must be >= 1".into());
+        let is_cartpole = wndqn_envs::ids::is_cartpole(&self.env.id);
+        check(!is_cartpole || self.agent.network == Arch::Mlp, format!("env.id = {} has vector observations: set agent.network = \"mlp\"", self.env.id));
+        check(is_cartpole || self.agent.network == Arch::Nature, format!("env.id = {} has frame observations: set agent.network = \"nature\"", self.env.id));
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            bail!("invalid configuration:\n  - {}", errs.join("\n  - "))
+        }
+    }
+
+    /// The resolved config as TOML (what `config.toml` in a run folder holds).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config serializes")
+    }
+}
+
+/// Every preset in `configs/`.
+pub fn presets_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("configs")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_preset_loads_and_validates() {
+        let mut n = 0;
+        for e in std::fs::read_dir(presets_dir()).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                load(&p, &[]).unwrap_or_else(|e| panic!("{}: {e:#}", p.display()));
+                n += 1;
+            }
+        }
+        assert!(n >= 4, "expected the four presets, found {n}");
+    }
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        std::fs::write(&p, text).unwrap();
+        (d, p)
+    }
+
+    #[test]
+    fn unknown_key_names_file_and_line() {
+        let (_d, p) = write("[agent]\nlr = 1e-4\nlearning_rat = 3\n");
+        let e = format!("{:#}", load(&p, &[]).unwrap_err());
+        assert!(e.contains("c.toml") && e.contains("line 3") && e.contains("learning_rat"), "{e}");
+    }
+
+    #[test]
+    fn malformed_toml_names_line() {
+        let (_d, p) = write("[agent]\nlr = = 2\n");
+        let e = format!("{:#}", load(&p, &[]).unwrap_err());
+        assert!(e.contains("c.toml") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn impossible_values_are_named() {
+        let (_d, p) = write("[agent]\ngamma = 1.5\n[replay]\nwarmup_steps = 10\nbatch_size = 32\n");
+        let e = format!("{:#}", load(&p, &[]).unwrap_err());
+        assert!(e.contains("agent.gamma") && e.contains("replay.warmup_steps"), "{e}");
+    }
+
+    #[test]
+    fn sets_override_and_are_checked() {
+        let (_d, p) = write("[agent]\nlr = 1e-4\n");
+        let c = load(&p, &["agent.lr=3e-4".into(), "agent.variant=plain".into(), "env.id=ALE/Breakout-v5".into()]).unwrap();
+        assert_eq!(c.agent.lr, 3e-4);
+        assert_eq!(c.agent.variant, Variant::Plain);
+        assert_eq!(c.env.id, "ALE/Breakout-v5");
+        let e = format!("{:#}", load(&p, &["agent.nope=1".into()]).unwrap_err());
+        assert!(e.contains("nope") && e.contains("--set"), "{e}");
+        assert!(load(&p, &["agent.variant=fancy".into()]).is_err());
+    }
+
+    #[test]
+    fn resolved_config_round_trips() {
+        let c = Config::default();
+        let back: Config = toml::from_str(&c.to_toml()).unwrap();
+        assert_eq!(c, back);
+    }
+}

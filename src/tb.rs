@@ -1,0 +1,157 @@
+//! TensorBoard output, through `tensorboard-rs` (one writer per run).
+//!
+//! Why a wrapper: tensorboard-rs 0.5.9 writes scalars and raw histograms, but `add_hparams`,
+//! `add_text` and `add_histogram` are `unimplemented!()`. Text and the HPARAMS session are
+//! written here as raw summaries (`FileWriter::add_summary` with `tensorboard-proto` types), and
+//! histograms are bucketed here. Every tag the project writes is listed in [`TAGS`] (and in the
+//! README, which a test keeps in sync).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use protobuf::well_known_types::Value;
+use protobuf::{Message, RepeatedField};
+use tensorboard_proto::plugin_hparams::{HParamsPluginData, SessionEndInfo, SessionStartInfo};
+use tensorboard_proto::summary::{Summary, SummaryMetadata, SummaryMetadata_PluginData, Summary_Value};
+use tensorboard_proto::tensor::TensorProto;
+use tensorboard_proto::types::DataType;
+use tensorboard_rs::summary_writer::FileWriter;
+
+/// Every tag wndqn writes, with its meaning. The x-axis is always env steps (all actors).
+pub const TAGS: &[(&str, &str)] = &[
+    ("charts/episodic_return", "whole-game return (all lives, unclipped rewards) of each finished training episode"),
+    ("charts/episodic_length", "env steps of each finished training episode"),
+    ("charts/epsilon", "exploration epsilon of the shared schedule (Ape-X: actor 0's)"),
+    ("charts/sps", "env steps per second over the last logging interval"),
+    ("losses/td_loss", "TD loss (Huber or MSE), mean over the updates of the interval"),
+    ("losses/q_values", "mean Q(s, a) of the sampled batches over the interval"),
+    ("learner/updates_per_sec", "learner updates per second over the interval"),
+    ("learner/grad_norm", "global gradient L2 norm before clipping, mean over the interval"),
+    ("learner/updates", "learner updates done so far"),
+    ("replay/size", "transitions stored in the replay memory"),
+    ("weight_norm/g_mean/<layer>", "mean of the weight-norm scales g of a layer (weight-norm variants only)"),
+    ("weight_norm/g/<layer>", "histogram of the weight-norm scales g of a layer"),
+    ("eval/episodic_return", "mean whole-game return of the periodic greedy evaluation"),
+    ("eval/episodic_return_std", "standard deviation of those returns"),
+    ("config", "text: the resolved config.toml of the run"),
+    ("_hparams_/session_start_info", "HPARAMS tab: the run's hyper-parameters (variant, env, seed, lr, ...)"),
+];
+
+/// The run's event file.
+pub struct Board {
+    w: FileWriter,
+}
+
+impl Board {
+    /// Open a writer on `dir` (which must exist).
+    pub fn new(dir: &Path) -> Board {
+        Board { w: FileWriter::new(dir) }
+    }
+
+    /// A scalar at `step`.
+    pub fn scalar(&mut self, tag: &str, value: f64, step: u64) {
+        self.w.add_summary(tensorboard_rs::summary::scalar(tag, value as f32), step as usize);
+    }
+
+    /// A histogram of `values` (30 equal-width buckets between min and max).
+    pub fn histogram(&mut self, tag: &str, values: &[f32], step: u64) {
+        if values.is_empty() {
+            return;
+        }
+        let min = values.iter().copied().fold(f32::INFINITY, f32::min) as f64;
+        let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let n = 30;
+        let width = ((max - min) / n as f64).max(1e-12);
+        let limits: Vec<f64> = (1..=n).map(|i| min + width * i as f64).collect();
+        let mut counts = vec![0f64; n];
+        for &v in values {
+            let i = (((v as f64 - min) / width) as usize).min(n - 1);
+            counts[i] += 1.0;
+        }
+        let sum: f64 = values.iter().map(|&v| v as f64).sum();
+        let sq: f64 = values.iter().map(|&v| (v as f64).powi(2)).sum();
+        let s = tensorboard_rs::summary::histogram_raw(tag, min, max, values.len() as f64, sum, sq, &limits, &counts);
+        self.w.add_summary(s, step as usize);
+    }
+
+    fn plugin_value(tag: &str, plugin: &str, content: Vec<u8>) -> Summary_Value {
+        let mut pd = SummaryMetadata_PluginData::new();
+        pd.set_plugin_name(plugin.to_string());
+        pd.set_content(content);
+        let mut md = SummaryMetadata::new();
+        md.set_plugin_data(pd);
+        let mut v = Summary_Value::new();
+        v.set_tag(tag.to_string());
+        v.set_metadata(md);
+        v
+    }
+
+    fn write_values(&mut self, values: Vec<Summary_Value>, step: u64) {
+        let mut s = Summary::new();
+        s.set_value(RepeatedField::from(values));
+        self.w.add_summary(s, step as usize);
+    }
+
+    /// A text summary (markdown), shown in TensorBoard's TEXT tab.
+    pub fn text(&mut self, tag: &str, markdown: &str, step: u64) {
+        let mut v = Self::plugin_value(tag, "text", Vec::new());
+        let mut t = TensorProto::new();
+        t.set_dtype(DataType::DT_STRING);
+        t.set_string_val(RepeatedField::from(vec![markdown.as_bytes().to_vec()]));
+        v.set_tensor(t);
+        self.write_values(vec![v], step);
+    }
+
+    /// The HPARAMS session start: one per run, in the run's own event file.
+    pub fn hparams(&mut self, group: &str, params: &[(String, HParam)], start_time_secs: f64) {
+        let mut info = SessionStartInfo::new();
+        let mut map = HashMap::new();
+        for (k, p) in params {
+            let mut v = Value::new();
+            match p {
+                HParam::Num(x) => v.set_number_value(*x),
+                HParam::Str(s) => v.set_string_value(s.clone()),
+                HParam::Bool(b) => v.set_bool_value(*b),
+            }
+            map.insert(k.clone(), v);
+        }
+        info.set_hparams(map);
+        info.set_group_name(group.to_string());
+        info.set_start_time_secs(start_time_secs);
+        let mut data = HParamsPluginData::new();
+        data.set_version(0);
+        data.set_session_start_info(info);
+        let bytes = data.write_to_bytes().expect("hparams proto serializes");
+        let v = Self::plugin_value("_hparams_/session_start_info", "hparams", bytes);
+        self.write_values(vec![v], 0);
+    }
+
+    /// The HPARAMS session end (status success).
+    pub fn hparams_end(&mut self, end_time_secs: f64, step: u64) {
+        let mut info = SessionEndInfo::new();
+        info.set_status(tensorboard_proto::api::Status::STATUS_SUCCESS);
+        info.set_end_time_secs(end_time_secs);
+        let mut data = HParamsPluginData::new();
+        data.set_version(0);
+        data.set_session_end_info(info);
+        let bytes = data.write_to_bytes().expect("hparams proto serializes");
+        let v = Self::plugin_value("_hparams_/session_end_info", "hparams", bytes);
+        self.write_values(vec![v], step);
+    }
+
+    /// Push queued events to disk.
+    pub fn flush(&mut self) {
+        self.w.flush();
+    }
+}
+
+/// One hyper-parameter value.
+#[derive(Debug, Clone)]
+pub enum HParam {
+    /// A number.
+    Num(f64),
+    /// A string.
+    Str(String),
+    /// A flag.
+    Bool(bool),
+}
