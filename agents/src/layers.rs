@@ -126,7 +126,7 @@ impl Layer {
 
     /// `||v||` per output unit (weight norm only), shape `[out]`.
     pub fn v_norm(&self) -> Tensor {
-        self.weight.square().sum_dim_intlist(self.norm_dims(), false, Kind::Float).sqrt()
+        self.weight.norm_scalaropt_dim(2.0, self.norm_dims(), false)
     }
 
     /// The effective weight `w`: `W`, or `g v / ||v||`.
@@ -156,8 +156,14 @@ impl Layer {
 
     /// Pre-activation for input `x`. `train` selects the minibatch mean (and updates the running
     /// mean) in mean-only BN layers; it changes nothing elsewhere.
+    ///
+    /// Weight norm is computed as `(v . x) * g / ||v||` (paper Section 2.1): scaling the output
+    /// per unit instead of materializing `w` costs one pass over `v` for its norm, not several.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let pre = self.apply_op(x, &self.effective_weight());
+        let pre = match &self.g {
+            None => self.apply_op(x, &self.weight),
+            Some(g) => self.apply_op(x, &self.weight) * self.act_view(&(g / self.v_norm())),
+        };
         let pre = match &self.running_mean {
             None => pre,
             Some(rm) => {

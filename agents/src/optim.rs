@@ -123,36 +123,49 @@ impl Optimizer {
                 }
                 match self.kind {
                     OptimizerKind::Adam { beta1, beta2, eps } => {
+                        // In place, two temporaries per parameter (g^2 and the denominator).
                         let _ = st[0].lerp_(&g, 1.0 - beta1);
-                        let _ = st[1].g_mul_scalar_(beta2);
-                        let _ = st[1].g_add_(&(g.square() * (1.0 - beta2)));
+                        let _ = st[1].lerp_(&g.square(), 1.0 - beta2);
                         let bc1 = 1.0 - beta1.powf(t);
                         let bc2 = 1.0 - beta2.powf(t);
-                        let denom = st[1].sqrt() / bc2.sqrt() + eps;
-                        let _ = p.g_sub_(&(&st[0] / denom * (lr / bc1)));
+                        let mut denom = st[1].sqrt();
+                        let _ = denom.g_div_scalar_(bc2.sqrt());
+                        let _ = denom.g_add_scalar_(eps);
+                        // p += m / (denom * -bc1/lr)  ==  p -= (lr/bc1) m / denom
+                        let _ = denom.g_mul_scalar_(-bc1 / lr);
+                        let _ = p.addcdiv_(&st[0], &denom);
                     }
                     OptimizerKind::Adamax { beta1, beta2, eps } => {
                         let _ = st[0].lerp_(&g, 1.0 - beta1);
-                        let norm = (&st[1] * beta2).maximum(&(g.abs() + eps));
-                        st[1].copy_(&norm);
+                        let mut a = g.abs();
+                        let _ = a.g_add_scalar_(eps);
+                        let _ = st[1].g_mul_scalar_(beta2);
+                        let _ = st[1].maximum_out(&st[1], &a);
                         let clr = lr / (1.0 - beta1.powf(t));
-                        let _ = p.g_sub_(&(&st[0] / &st[1] * clr));
+                        // p += m / (u * -1/clr)  ==  p -= clr m / u
+                        let d = &st[1] * (-1.0 / clr);
+                        let _ = p.addcdiv_(&st[0], &d);
                     }
                     OptimizerKind::RmsProp { alpha, eps, centered, momentum } => {
-                        let _ = st[0].g_mul_scalar_(alpha);
-                        let _ = st[0].g_add_(&(g.square() * (1.0 - alpha)));
-                        let avg = if centered {
+                        let _ = st[0].lerp_(&g.square(), 1.0 - alpha);
+                        let mut avg = if centered {
                             let _ = st[1].lerp_(&g, 1.0 - alpha);
-                            (&st[0] - st[1].square()).sqrt() + eps
+                            let mut c = st[1].square();
+                            let _ = c.neg_();
+                            let _ = c.g_add_(&st[0]);
+                            let _ = c.sqrt_();
+                            c
                         } else {
-                            st[0].sqrt() + eps
+                            st[0].sqrt()
                         };
+                        let _ = avg.g_add_scalar_(eps);
                         if momentum > 0.0 {
                             let _ = st[2].g_mul_scalar_(momentum);
-                            let _ = st[2].g_add_(&(&g / avg));
-                            let _ = p.g_sub_(&(&st[2] * lr));
+                            let _ = st[2].addcdiv_(&g, &avg);
+                            let _ = p.g_add_(&(&st[2] * -lr));
                         } else {
-                            let _ = p.g_sub_(&(&g / avg * lr));
+                            let _ = avg.g_mul_scalar_(-1.0 / lr);
+                            let _ = p.addcdiv_(&g, &avg);
                         }
                     }
                 }

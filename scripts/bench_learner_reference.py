@@ -1,0 +1,75 @@
+"""PyTorch reference for `wndqn bench learner`: the same DQN update in a plain PyTorch loop.
+
+Nature CNN (4x84x84 u8 input / 255, 6 actions), batch 32, double DQN, Huber loss, global
+gradient-norm clipping at 10, Adam(lr=1e-4, eps=1.5e-4), synthetic batch, `--threads` intra-op
+threads. `--variant weight_norm` wraps every layer in torch's weight_norm parametrization.
+Prints one JSON object like `wndqn bench learner --json`.
+"""
+import argparse
+import json
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+p = argparse.ArgumentParser()
+p.add_argument("--variant", default="plain", choices=["plain", "weight_norm"])
+p.add_argument("--threads", type=int, default=2)
+p.add_argument("--seconds", type=float, default=10.0)
+p.add_argument("--batch", type=int, default=32)
+p.add_argument("--device", default="cpu")
+args = p.parse_args()
+torch.set_num_threads(args.threads)
+torch.manual_seed(0)
+dev = torch.device(args.device)
+
+
+def layer(m):
+    return nn.utils.parametrizations.weight_norm(m) if args.variant == "weight_norm" else m
+
+
+def qnet():
+    return nn.Sequential(
+        layer(nn.Conv2d(4, 32, 8, 4)), nn.ReLU(),
+        layer(nn.Conv2d(32, 64, 4, 2)), nn.ReLU(),
+        layer(nn.Conv2d(64, 64, 3, 1)), nn.ReLU(), nn.Flatten(),
+        layer(nn.Linear(3136, 512)), nn.ReLU(),
+        layer(nn.Linear(512, 6)),
+    ).to(dev)
+
+
+online, target = qnet(), qnet()
+target.load_state_dict(online.state_dict())
+opt = torch.optim.Adam(online.parameters(), lr=1e-4, eps=1.5e-4)
+B = args.batch
+obs = torch.randint(0, 256, (B, 4, 84, 84), dtype=torch.uint8, device=dev)
+nxt = torch.randint(0, 256, (B, 4, 84, 84), dtype=torch.uint8, device=dev)
+act = torch.randint(0, 2, (B,), device=dev)
+rew = torch.randn(B, device=dev)
+term = torch.zeros(B, device=dev)
+
+
+def update():
+    with torch.no_grad():
+        x = nxt.float() / 255.0
+        a = online(x).argmax(1, keepdim=True)
+        y = rew + 0.99 * (1 - term) * target(x).gather(1, a).squeeze(1)
+    q = online(obs.float() / 255.0).gather(1, act.unsqueeze(1)).squeeze(1)
+    loss = F.smooth_l1_loss(q, y)
+    opt.zero_grad()
+    loss.backward()
+    nn.utils.clip_grad_norm_(online.parameters(), 10.0)
+    opt.step()
+    return loss.item()
+
+
+for _ in range(5):
+    update()
+n, t0 = 0, time.perf_counter()
+while time.perf_counter() - t0 < args.seconds:
+    update()
+    n += 1
+secs = time.perf_counter() - t0
+print(json.dumps({"updates_per_sec": n / secs, "variant": args.variant, "device": args.device,
+                  "threads": args.threads, "batch": B, "updates": n, "seconds": secs, "impl": "pytorch"}))
