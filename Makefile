@@ -16,6 +16,7 @@ tensorboard: setup
 	.venv/bin/tensorboard --logdir runs --bind_all
 
 bench-env: setup
+	.venv/bin/python -m pip install -q -r scripts/requirements-bench.txt
 	.venv/bin/python scripts/bench_env_vs_envpool.py
 
 bench-learner: setup

@@ -73,6 +73,8 @@ pub struct Dqn {
     pub opt: Optimizer,
     cfg: DqnConfig,
     updates: u64,
+    /// The target network's weight-norm scales, recomputed when the target changes.
+    target_scales: Vec<Option<Tensor>>,
 }
 
 impl Dqn {
@@ -90,7 +92,8 @@ impl Dqn {
             .filter(|(_, t)| t.requires_grad())
             .collect();
         let opt = Optimizer::new(cfg.optimizer, cfg.lr, params);
-        Dqn { online_vs, online, target_vs, target, opt, cfg, updates: 0 }
+        let target_scales = tch::no_grad(|| target.wn_scales());
+        Dqn { online_vs, online, target_vs, target, opt, cfg, updates: 0, target_scales }
     }
 
     /// Learner updates done.
@@ -112,15 +115,25 @@ impl Dqn {
     /// Hard copy online -> target.
     pub fn sync_target(&mut self) {
         self.target_vs.copy(&self.online_vs).expect("same architecture");
+        self.refresh_target_scales();
+    }
+
+    fn refresh_target_scales(&mut self) {
+        self.target_scales = tch::no_grad(|| self.target.wn_scales());
     }
 
     /// TD targets `r + gamma (1 - terminated) Q_target(s', a*)`, `a*` from the online network
     /// under double DQN, else from the target network.
     pub fn td_target(&self, b: &TensorBatch) -> Tensor {
+        let scales = tch::no_grad(|| self.online.wn_scales());
+        self.td_target_scaled(b, &scales)
+    }
+
+    fn td_target_scaled(&self, b: &TensorBatch, online_scales: &[Option<Tensor>]) -> Tensor {
         tch::no_grad(|| {
-            let next_t = self.target.forward_t(&b.next_obs, false);
+            let next_t = self.target.forward_scaled(&b.next_obs, false, &self.target_scales);
             let next_v = if self.cfg.double_dqn {
-                let a = self.online.forward_t(&b.next_obs, false).argmax(1, true);
+                let a = self.online.forward_scaled(&b.next_obs, false, online_scales).argmax(1, true);
                 next_t.gather(1, &a, false).squeeze_dim(1)
             } else {
                 next_t.max_dim(1, false).0
@@ -129,10 +142,13 @@ impl Dqn {
         })
     }
 
-    /// One gradient step on a batch.
+    /// One gradient step on a batch. The weight-norm scales `g/||v||` are computed once for the
+    /// online network (shared by the target and the loss passes) and cached for the target.
     pub fn update(&mut self, b: &TensorBatch) -> UpdateStats {
-        let target = self.td_target(b);
-        let q = self.online.forward_t(&b.obs, true);
+        let scales = self.online.wn_scales();
+        let detached: Vec<Option<Tensor>> = scales.iter().map(|s| s.as_ref().map(|t| t.detach())).collect();
+        let target = self.td_target_scaled(b, &detached);
+        let q = self.online.forward_scaled(&b.obs, true, &scales);
         let q_sa = q.gather(1, &b.actions.unsqueeze(1), false).squeeze_dim(1);
         let loss = match self.cfg.loss {
             Loss::Huber => q_sa.huber_loss(&target, Reduction::Mean, 1.0),
@@ -145,12 +161,15 @@ impl Dqn {
         self.updates += 1;
         match self.cfg.target_update {
             TargetUpdate::Hard(n) if n > 0 && self.updates % n == 0 => self.sync_target(),
-            TargetUpdate::Polyak(tau) => tch::no_grad(|| {
-                let online = self.online_vs.variables();
-                for (name, mut t) in self.target_vs.variables() {
-                    let _ = t.lerp_(&online[&name], tau);
-                }
-            }),
+            TargetUpdate::Polyak(tau) => {
+                tch::no_grad(|| {
+                    let online = self.online_vs.variables();
+                    for (name, mut t) in self.target_vs.variables() {
+                        let _ = t.lerp_(&online[&name], tau);
+                    }
+                });
+                self.refresh_target_scales();
+            }
             _ => {}
         }
         UpdateStats {

@@ -154,15 +154,26 @@ impl Layer {
         }
     }
 
+    /// The per-unit output scale `g / ||v||` (weight norm only).
+    pub fn wn_scale(&self) -> Option<Tensor> {
+        self.g.as_ref().map(|g| g / self.v_norm())
+    }
+
     /// Pre-activation for input `x`. `train` selects the minibatch mean (and updates the running
     /// mean) in mean-only BN layers; it changes nothing elsewhere.
     ///
     /// Weight norm is computed as `(v . x) * g / ||v||` (paper Section 2.1): scaling the output
     /// per unit instead of materializing `w` costs one pass over `v` for its norm, not several.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let pre = match &self.g {
+        self.forward_scaled(x, train, self.wn_scale().as_ref())
+    }
+
+    /// [`Layer::forward_t`] with a precomputed [`Layer::wn_scale`] (shared between the passes
+    /// of one update, or cached in a target network between syncs).
+    pub fn forward_scaled(&self, x: &Tensor, train: bool, scale: Option<&Tensor>) -> Tensor {
+        let pre = match scale {
             None => self.apply_op(x, &self.weight),
-            Some(g) => self.apply_op(x, &self.weight) * self.act_view(&(g / self.v_norm())),
+            Some(s) => self.apply_op(x, &self.weight) * self.act_view(s),
         };
         let pre = match &self.running_mean {
             None => pre,

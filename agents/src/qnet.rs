@@ -142,11 +142,24 @@ impl QNetwork {
         }
     }
 
-    /// Run the network; with `init_scale`, do the data-dependent init layer by layer on the way.
-    fn run(&self, obs: &Tensor, train: bool, init_scale: Option<f64>) -> Tensor {
-        let step = |l: &Layer, x: &Tensor| match init_scale {
-            Some(s) => l.data_init(x, s),
-            None => l.forward_t(x, train),
+    fn layers(&self) -> impl Iterator<Item = &Layer> {
+        self.convs.iter().chain(&self.dense).chain(&self.heads)
+    }
+
+    /// Every layer's weight-norm output scale `g / ||v||` (None for plain layers), in layer
+    /// order: compute once, use for several forward passes ([`QNetwork::forward_scaled`]).
+    pub fn wn_scales(&self) -> Vec<Option<Tensor>> {
+        self.layers().map(|l| l.wn_scale()).collect()
+    }
+
+    /// Run the network. `how` picks, per layer index, plain forward, forward with a given scale,
+    /// or data-dependent init.
+    fn run(&self, obs: &Tensor, how: &dyn Fn(usize, &Layer, &Tensor) -> Tensor) -> Tensor {
+        let mut idx = 0;
+        let mut step = |l: &Layer, x: &Tensor| {
+            let y = how(idx, l, x);
+            idx += 1;
+            y
         };
         let mut x = self.prep(obs);
         for l in &self.convs {
@@ -158,34 +171,39 @@ impl QNetwork {
         }
         if self.cfg.dueling {
             let h = &self.heads;
-            let v = step(&h[1], &step(&h[0], &x).relu());
-            let adv = step(&h[3], &step(&h[2], &x).relu());
+            let v = step(&h[0], &x).relu();
+            let v = step(&h[1], &v);
+            let a = step(&h[2], &x).relu();
+            let adv = step(&h[3], &a);
             &v + &adv - adv.mean_dim([1i64].as_slice(), true, Kind::Float)
         } else {
-            step(&self.heads[1], &step(&self.heads[0], &x).relu())
+            let h = step(&self.heads[0], &x).relu();
+            step(&self.heads[1], &h)
         }
     }
 
     /// Q-values `[B, A]`. `train` matters only for mean-only BN layers.
     pub fn forward_t(&self, obs: &Tensor, train: bool) -> Tensor {
-        self.run(obs, train, None)
+        self.run(obs, &|_, l, x| l.forward_t(x, train))
+    }
+
+    /// Q-values with precomputed [`QNetwork::wn_scales`].
+    pub fn forward_scaled(&self, obs: &Tensor, train: bool, scales: &[Option<Tensor>]) -> Tensor {
+        self.run(obs, &|i, l, x| l.forward_scaled(x, train, scales[i].as_ref()))
     }
 
     /// Data-dependent init (paper Section 3) on a batch of real observations: every layer, in
     /// order, gets pre-activations of mean 0 and std `init_scale` on this batch.
     pub fn data_init(&self, obs: &Tensor, init_scale: f64) {
         tch::no_grad(|| {
-            let _ = self.run(obs, false, Some(init_scale));
+            let _ = self.run(obs, &|_, l, x| l.data_init(x, init_scale));
         });
     }
 
     /// `(layer name, g)` for every weight-normalized layer, for logging.
     pub fn scales(&self) -> Vec<(String, Tensor)> {
         let names = self.layer_names();
-        self.convs
-            .iter()
-            .chain(&self.dense)
-            .chain(&self.heads)
+        self.layers()
             .zip(names)
             .filter_map(|(l, n)| l.g.as_ref().map(|g| (n, g.detach())))
             .collect()
