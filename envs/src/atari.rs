@@ -24,6 +24,8 @@ pub struct AtariEnv {
     needs_fire: bool,
     rng: StdRng,
     raw: [Vec<u8>; 2],
+    /// Whether `raw[0]` holds the second-to-last frame of the last skip (max-pool it).
+    pooled: bool,
     resize: AreaResize,
     stack: Vec<u8>,
     frame_px: usize,
@@ -53,6 +55,7 @@ impl AtariEnv {
             needs_fire,
             rng: StdRng::seed_from_u64(0),
             raw: [vec![0; SCREEN_H * SCREEN_W], vec![0; SCREEN_H * SCREEN_W]],
+            pooled: false,
             resize: AreaResize::new(SCREEN_H, SCREEN_W, cfg.frame_size, cfg.frame_size),
             stack: vec![0; cfg.frame_stack * frame_px],
             frame_px,
@@ -93,26 +96,27 @@ impl AtariEnv {
                 break;
             }
         }
-        if grabbed_second_last {
-            let [a, b] = &mut self.raw;
-            for (x, &y) in b.iter_mut().zip(a.iter()) {
-                *x = (*x).max(y);
-            }
-        }
+        self.pooled = grabbed_second_last;
         reward
     }
 
-    fn push_frame(&mut self) {
+    /// Resize the newest screen (max-pooled with the one before when `skip` grabbed both).
+    fn resize_into_last(&mut self) {
         let px = self.frame_px;
-        self.stack.copy_within(px.., 0);
         let n = self.stack.len();
-        self.resize.apply(&self.raw[1], &mut self.stack[n - px..]);
+        let second = if self.pooled { Some(&self.raw[0][..]) } else { None };
+        self.resize.apply_max(&self.raw[1], second, &mut self.stack[n - px..]);
+    }
+
+    fn push_frame(&mut self) {
+        self.stack.copy_within(self.frame_px.., 0);
+        self.resize_into_last();
     }
 
     fn fill_stack(&mut self) {
         let px = self.frame_px;
         let n = self.stack.len();
-        self.resize.apply(&self.raw[1], &mut self.stack[n - px..]);
+        self.resize_into_last();
         let (head, last) = self.stack.split_at_mut(n - px);
         for chunk in head.chunks_exact_mut(px) {
             chunk.copy_from_slice(last);
@@ -134,6 +138,7 @@ impl AtariEnv {
         self.ep_return = 0.0;
         self.ep_length = 0;
         self.ale.screen_grayscale(&mut self.raw[1]);
+        self.pooled = false;
         self.fire();
     }
 
@@ -145,6 +150,7 @@ impl AtariEnv {
                 if self.ale.game_over() {
                     self.ale.reset_game();
                     self.ale.screen_grayscale(&mut self.raw[1]);
+                    self.pooled = false;
                 }
             }
         }

@@ -11,20 +11,24 @@ pub struct AreaResize {
     src_w: usize,
     dst_h: usize,
     dst_w: usize,
-    rows: Vec<Taps>,
-    cols: Vec<Taps>,
+    rows: Taps,
+    cols: Taps,
     tmp: Vec<f32>,
 }
 
+/// One axis: for output `i`, source indices `start[i] .. start[i] + k` with weights
+/// `w[i*k .. i*k + k]` (padded with zero weights so every output has exactly `k` taps; this
+/// keeps the inner loops branch-free).
 #[derive(Debug, Clone)]
 struct Taps {
-    start: usize,
-    weights: Vec<f32>,
+    k: usize,
+    start: Vec<usize>,
+    w: Vec<f32>,
 }
 
-fn axis_taps(src: usize, dst: usize) -> Vec<Taps> {
+fn axis_taps(src: usize, dst: usize) -> Taps {
     let scale = src as f64 / dst as f64;
-    (0..dst)
+    let spans: Vec<(usize, Vec<f32>)> = (0..dst)
         .map(|i| {
             let lo = i as f64 * scale;
             let hi = lo + scale;
@@ -36,49 +40,84 @@ fn axis_taps(src: usize, dst: usize) -> Vec<Taps> {
                     (overlap / scale) as f32
                 })
                 .collect();
-            Taps { start, weights }
+            (start, weights)
         })
-        .collect()
+        .collect();
+    let k = spans.iter().map(|(_, w)| w.len()).max().unwrap_or(1);
+    let mut start = Vec::with_capacity(dst);
+    let mut w = Vec::with_capacity(dst * k);
+    for (s, ws) in spans {
+        // Shift the window left near the end of the axis; the extra taps get weight 0.
+        let s0 = s.min(src - k);
+        start.push(s0);
+        for j in s0..s0 + k {
+            w.push(if j >= s && j - s < ws.len() { ws[j - s] } else { 0.0 });
+        }
+    }
+    Taps { k, start, w }
 }
 
 impl AreaResize {
     /// Weights for resizing `src_h x src_w` to `dst_h x dst_w` (downscaling only).
     pub fn new(src_h: usize, src_w: usize, dst_h: usize, dst_w: usize) -> Self {
         assert!(dst_h <= src_h && dst_w <= src_w, "area resize only shrinks");
-        AreaResize {
-            src_h,
-            src_w,
-            dst_h,
-            dst_w,
-            rows: axis_taps(src_h, dst_h),
-            cols: axis_taps(src_w, dst_w),
-            tmp: vec![0.0; src_h * dst_w],
-        }
+        AreaResize { src_h, src_w, dst_h, dst_w, rows: axis_taps(src_h, dst_h), cols: axis_taps(src_w, dst_w), tmp: vec![0.0; src_h * dst_w] }
     }
 
     /// Resize one grayscale image.
     pub fn apply(&mut self, src: &[u8], dst: &mut [u8]) {
-        assert_eq!(src.len(), self.src_h * self.src_w);
-        assert_eq!(dst.len(), self.dst_h * self.dst_w);
-        for (y, row) in src.chunks_exact(self.src_w).enumerate() {
-            let out = &mut self.tmp[y * self.dst_w..(y + 1) * self.dst_w];
-            for (o, t) in out.iter_mut().zip(&self.cols) {
-                let px = &row[t.start..t.start + t.weights.len()];
-                *o = px.iter().zip(&t.weights).map(|(&p, &w)| p as f32 * w).sum();
+        self.apply_max(src, None, dst)
+    }
+
+    /// Resize the pixel-wise maximum of `a` and `b` (max-pooling of two frames fused into the
+    /// horizontal pass), or of `a` alone.
+    pub fn apply_max(&mut self, a: &[u8], b: Option<&[u8]>, dst: &mut [u8]) {
+        let (sw, dw) = (self.src_w, self.dst_w);
+        assert_eq!(a.len(), self.src_h * sw);
+        assert_eq!(dst.len(), self.dst_h * dw);
+        let mut row = vec![0u8; sw];
+        let k = self.cols.k;
+        for y in 0..self.src_h {
+            let ra = &a[y * sw..(y + 1) * sw];
+            let px: &[u8] = match b {
+                Some(b) => {
+                    let rb = &b[y * sw..(y + 1) * sw];
+                    for ((o, &x), &z) in row.iter_mut().zip(ra).zip(rb) {
+                        *o = x.max(z);
+                    }
+                    &row
+                }
+                None => ra,
+            };
+            let out = &mut self.tmp[y * dw..(y + 1) * dw];
+            if k == 3 {
+                for (i, o) in out.iter_mut().enumerate() {
+                    let s = self.cols.start[i];
+                    let w = &self.cols.w[i * 3..i * 3 + 3];
+                    *o = px[s] as f32 * w[0] + px[s + 1] as f32 * w[1] + px[s + 2] as f32 * w[2];
+                }
+            } else {
+                for (i, o) in out.iter_mut().enumerate() {
+                    let s = self.cols.start[i];
+                    *o = self.cols.w[i * k..(i + 1) * k].iter().zip(&px[s..s + k]).map(|(&w, &p)| w * p as f32).sum();
+                }
             }
         }
-        for (oy, t) in self.rows.iter().enumerate() {
-            let out = &mut dst[oy * self.dst_w..(oy + 1) * self.dst_w];
-            let mut acc = [0f32; 256];
-            let acc = &mut acc[..self.dst_w];
-            for (k, &w) in t.weights.iter().enumerate() {
-                let r = &self.tmp[(t.start + k) * self.dst_w..(t.start + k + 1) * self.dst_w];
+        let kr = self.rows.k;
+        let mut acc = vec![0f32; dw];
+        for oy in 0..self.dst_h {
+            acc.iter_mut().for_each(|a| *a = 0.0);
+            let s = self.rows.start[oy];
+            for t in 0..kr {
+                let w = self.rows.w[oy * kr + t];
+                let r = &self.tmp[(s + t) * dw..(s + t + 1) * dw];
                 for (a, &v) in acc.iter_mut().zip(r) {
                     *a += v * w;
                 }
             }
-            for (o, a) in out.iter_mut().zip(acc.iter()) {
-                *o = a.round().clamp(0.0, 255.0) as u8;
+            for (o, &a) in dst[oy * dw..(oy + 1) * dw].iter_mut().zip(&acc) {
+                // Round half up; a + 0.5 truncated is exact for the non-negative sums here.
+                *o = (a + 0.5).min(255.0) as u8;
             }
         }
     }
@@ -120,9 +159,23 @@ mod tests {
 
     #[test]
     fn weights_sum_to_one() {
-        for t in axis_taps(210, 84).iter().chain(axis_taps(160, 84).iter()) {
-            let s: f32 = t.weights.iter().sum();
-            assert!((s - 1.0).abs() < 1e-5, "{s}");
+        for t in [axis_taps(210, 84), axis_taps(160, 84), axis_taps(7, 3)] {
+            for ws in t.w.chunks_exact(t.k) {
+                let s: f32 = ws.iter().sum();
+                assert!((s - 1.0).abs() < 1e-5, "{s}");
+            }
         }
+    }
+
+    #[test]
+    fn fused_max_equals_max_then_resize() {
+        let mut r = AreaResize::new(210, 160, 84, 84);
+        let a: Vec<u8> = (0..210 * 160).map(|i| ((i * 7919) % 251) as u8).collect();
+        let b: Vec<u8> = (0..210 * 160).map(|i| ((i * 104729) % 241) as u8).collect();
+        let m: Vec<u8> = a.iter().zip(&b).map(|(x, y)| *x.max(y)).collect();
+        let (mut d1, mut d2) = (vec![0u8; 84 * 84], vec![0u8; 84 * 84]);
+        r.apply_max(&a, Some(&b), &mut d1);
+        r.apply(&m, &mut d2);
+        assert_eq!(d1, d2);
     }
 }
