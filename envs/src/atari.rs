@@ -71,6 +71,11 @@ impl AtariEnv {
         &self.actions
     }
 
+    /// Emulator frames played in the current game (no-ops and FIRE included).
+    pub fn episode_frames(&self) -> i32 {
+        self.ale.episode_frame_number()
+    }
+
     /// The current 210x160x3 RGB screen (for videos).
     pub fn rgb_screen(&self) -> Vec<u8> {
         let mut v = vec![0; SCREEN_H * SCREEN_W * 3];
