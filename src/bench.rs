@@ -319,7 +319,9 @@ fn bench_e2e(b: E2eBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<(
     sets.insert(0, format!("env.id=\"{}\"", b.game));
     sets.push("run.total_env_steps=1000000000".into());
     let args = crate::train::TrainArgs {
-        config: b.config.clone(),
+        config: Some(b.config.clone()),
+        resume: None,
+        save_replay: false,
         variant: Some(b.variant.clone()),
         sets,
         seed: None,
@@ -335,8 +337,8 @@ fn bench_e2e(b: E2eBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<(
     cfg.env = env;
     cfg.log.eval_every = 0;
     cfg.log.checkpoint_every = 0;
-    let opts = crate::train::RunOptions { quiet: true, measure_secs: Some(b.seconds) };
-    let s = crate::train::run_training(cfg, &id, dev, &args.runs_dir, opts)?;
+    let opts = crate::train::RunOptions { quiet: true, measure_secs: Some(b.seconds), save_replay: false };
+    let s = crate::train::run_training(cfg, &id, dev, &args.runs_dir, opts, None)?;
     let _ = std::fs::remove_dir_all(&args.runs_dir);
     let m = s.measured.ok_or_else(|| anyhow::anyhow!("the run ended before learning started"))?;
     if b.json {

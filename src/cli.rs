@@ -27,6 +27,10 @@ pub struct Cli {
 pub enum Command {
     /// Train a DQN agent on a TOML config; writes runs/{env}__{variant}__s{seed}__{time}/.
     Train(TrainCmd),
+    /// Greedy evaluation of a run's checkpoint on whole games (mean, median, std, min, max; video).
+    Eval(crate::evaluate::EvalCmd),
+    /// Compare variants over seeds: launch them (--config) or compare finished run folders.
+    Compare(crate::compare::CompareCmd),
     /// Measure throughput: environments, the learner, the replay memory, or the whole system.
     #[command(subcommand)]
     Bench(crate::bench::BenchCmd),
@@ -41,9 +45,16 @@ pub enum Command {
 /// `wndqn train` flags.
 #[derive(Debug, Args)]
 pub struct TrainCmd {
-    /// The run's config (see configs/).
-    #[arg(long, short, default_value = "configs/pong.toml")]
-    pub config: PathBuf,
+    /// The run's config (see configs/). Default: configs/pong.toml, or the run's own with --resume.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Continue a run folder from its newest complete checkpoint (same folder, same curves).
+    #[arg(long, value_name = "RUN_DIR")]
+    pub resume: Option<PathBuf>,
+    /// Also save the replay memory with the final checkpoint (about 7 KB per stored Atari
+    /// transition), so a resumed run needs no new warm-up.
+    #[arg(long)]
+    pub save_replay: bool,
     /// Network variant: plain, weight_norm, weight_norm_noinit, weight_norm_mobn.
     #[arg(long)]
     pub variant: Option<String>,
@@ -66,9 +77,13 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Games { all } => crate::games::run(cli.rom_dir.as_deref(), all),
         Command::Bench(b) => crate::bench::run(b, cli.device, cli.rom_dir.as_deref()),
+        Command::Eval(e) => crate::evaluate::run(e, cli.rom_dir.as_deref()),
+        Command::Compare(c) => crate::compare::run(c, cli.device, cli.rom_dir.as_deref()),
         Command::Train(t) => {
             let args = crate::train::TrainArgs {
                 config: t.config,
+                resume: t.resume,
+                save_replay: t.save_replay,
                 variant: t.variant,
                 sets: t.sets,
                 seed: t.seed,

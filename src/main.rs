@@ -1,10 +1,15 @@
 //! `wndqn`: the command-line application. Thin: parse, run, map errors to an exit code.
 
 mod bench;
+mod checkpoint;
 mod cli;
+mod compare;
 mod config;
 mod device;
+mod evaluate;
+mod events;
 mod games;
+mod plot;
 mod signals;
 mod tb;
 mod train;

@@ -226,6 +226,55 @@ impl<T: Element> Memory<T> {
         self.shards.iter().map(|s| s.lock().map(|s| s.cap * (self.obs_len * std::mem::size_of::<T>() + 6)).unwrap_or(0)).sum()
     }
 
+    /// Write the whole memory (every shard's ring and counters) to `w`.
+    pub fn save(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        w.write_all(&(self.shards.len() as u64).to_le_bytes())?;
+        w.write_all(&(self.obs_len as u64).to_le_bytes())?;
+        w.write_all(&(self.stack as u64).to_le_bytes())?;
+        for i in 0..self.shards.len() {
+            let s = self.lock(i);
+            w.write_all(&(s.cap as u64).to_le_bytes())?;
+            w.write_all(&s.next.to_le_bytes())?;
+            // SAFETY: T is u8 or f32 (plain data); viewing the slice as bytes is sound.
+            let obs = unsafe { std::slice::from_raw_parts(s.obs.as_ptr() as *const u8, std::mem::size_of_val(&s.obs[..])) };
+            w.write_all(obs)?;
+            w.write_all(&s.action)?;
+            let rewards = unsafe { std::slice::from_raw_parts(s.reward.as_ptr() as *const u8, s.reward.len() * 4) };
+            w.write_all(rewards)?;
+            w.write_all(&s.flags)?;
+        }
+        Ok(())
+    }
+
+    /// Read what [`Memory::save`] wrote into this (same-shaped) memory.
+    pub fn load(&self, r: &mut impl std::io::Read) -> std::io::Result<()> {
+        let mut u = [0u8; 8];
+        let mut read_u64 = |r: &mut dyn std::io::Read| -> std::io::Result<u64> {
+            r.read_exact(&mut u)?;
+            Ok(u64::from_le_bytes(u))
+        };
+        let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
+        let (n, obs_len, stack) = (read_u64(r)?, read_u64(r)?, read_u64(r)?);
+        if n as usize != self.shards.len() || obs_len as usize != self.obs_len || stack as usize != self.stack {
+            return Err(bad(format!("saved replay has {n} shards of {obs_len}x{stack}, this run needs {} of {}x{}", self.shards.len(), self.obs_len, self.stack)));
+        }
+        for i in 0..self.shards.len() {
+            let mut s = self.lock(i);
+            let (cap, next) = (read_u64(r)?, read_u64(r)?);
+            if cap as usize != s.cap {
+                return Err(bad(format!("saved replay shard holds {cap} entries, this run's holds {}", s.cap)));
+            }
+            s.next = next;
+            let obs = unsafe { std::slice::from_raw_parts_mut(s.obs.as_mut_ptr() as *mut u8, std::mem::size_of_val(&s.obs[..])) };
+            r.read_exact(obs)?;
+            r.read_exact(&mut s.action)?;
+            let rewards = unsafe { std::slice::from_raw_parts_mut(s.reward.as_mut_ptr() as *mut u8, s.reward.len() * 4) };
+            r.read_exact(rewards)?;
+            r.read_exact(&mut s.flags)?;
+        }
+        Ok(())
+    }
+
     /// Sample `batch` transitions uniformly (with replacement); `None` until a few are stored.
     pub fn sample<R: Rng>(&self, batch: usize, rng: &mut R) -> Option<Batch<T>> {
         let sizes: Vec<usize> = (0..self.shards.len()).map(|i| self.lock(i).transitions()).collect();
@@ -360,6 +409,29 @@ mod tests {
     }
 
     #[test]
+    fn save_load_round_trips_the_memory() {
+        let mem = FrameMemory::new(100, 2, 3, 4);
+        for sh in 0..2 {
+            mem.start_episode(sh, ObsRef::Frame(&[sh as u8, 0, 0]));
+            for t in 1..70u8 {
+                mem.record_step(sh, t as usize % 5, t as f32 * 0.5, t % 20 == 0, false, ObsRef::Frame(&[sh as u8, t, 1]));
+                if t % 20 == 0 {
+                    mem.start_episode(sh, ObsRef::Frame(&[sh as u8, t, 2]));
+                }
+            }
+        }
+        let mut bytes = Vec::new();
+        mem.save(&mut bytes).unwrap();
+        let copy = FrameMemory::new(100, 2, 3, 4);
+        copy.load(&mut bytes.as_slice()).unwrap();
+        assert_eq!(copy.len(), mem.len());
+        let (a, b) = (mem.sample(64, &mut StdRng::seed_from_u64(5)).unwrap(), copy.sample(64, &mut StdRng::seed_from_u64(5)).unwrap());
+        assert_eq!((a.obs, a.next_obs, a.actions, a.rewards, a.terminated), (b.obs, b.next_obs, b.actions, b.rewards, b.terminated));
+        let other = FrameMemory::new(100, 4, 3, 4);
+        assert!(other.load(&mut bytes.as_slice()).is_err());
+    }
+
+    #[test]
     fn truncation_bootstraps_but_termination_does_not() {
         let mem = VectorMemory::new(100, 1, 1, 1);
         mem.start_episode(0, ObsRef::Vector(&[0.0]));
@@ -420,6 +492,20 @@ impl AnyMemory {
     /// Whether nothing is stored.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+    /// See [`Memory::save`].
+    pub fn save(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        match self {
+            AnyMemory::Frames(m) => m.save(w),
+            AnyMemory::Vectors(m) => m.save(w),
+        }
+    }
+    /// See [`Memory::load`].
+    pub fn load(&self, r: &mut impl std::io::Read) -> std::io::Result<()> {
+        match self {
+            AnyMemory::Frames(m) => m.load(r),
+            AnyMemory::Vectors(m) => m.load(r),
+        }
     }
     /// Sample a batch as tensors on `device` (`obs_shape` is one observation's shape).
     pub fn sample_tensors<R: Rng>(&self, batch: usize, rng: &mut R, obs_shape: &[i64], device: Device) -> Option<TensorBatch> {

@@ -217,6 +217,10 @@ impl Env for AtariEnv {
         }
     }
 
+    fn rgb_frame(&self) -> Option<(usize, usize, Vec<u8>)> {
+        Some((SCREEN_W, SCREEN_H, self.rgb_screen()))
+    }
+
     fn obs(&self) -> Obs<'_> {
         let n = self.stack.len();
         Obs::Frames { stack: &self.stack, latest: &self.stack[n - self.frame_px..] }

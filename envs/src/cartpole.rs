@@ -70,4 +70,7 @@ impl Env for CartPoleEnv {
     fn obs(&self) -> Obs<'_> {
         Obs::Vector(&self.state)
     }
+    fn rgb_frame(&self) -> Option<(usize, usize, Vec<u8>)> {
+        None // gymnasium-rs's CartPole cannot render (its `render` is unimplemented!()).
+    }
 }

@@ -253,6 +253,8 @@ pub trait Env: Send {
     fn step(&mut self, action: usize) -> Step;
     /// The current observation.
     fn obs(&self) -> Obs<'_>;
+    /// The screen as `(width, height, RGB bytes)` for videos; `None` where there is no screen.
+    fn rgb_frame(&self) -> Option<(usize, usize, Vec<u8>)>;
 }
 
 /// Build the environment a resolved config describes.

@@ -70,6 +70,9 @@ pub struct ActorSpec {
     pub apex: Option<(f64, f64)>,
     pub total_steps: u64,
     pub warmup: u64,
+    /// See `LearnerSpec::step_origin`.
+    pub step_origin: u64,
+    pub update_origin: u64,
     pub replay_ratio: f64,
     pub send_batch: usize,
 }
@@ -123,8 +126,8 @@ pub fn run(mut spec: ActorSpec, shared: Arc<Shared>, tx: Sender<ActorMsg>, event
         }
         // Replay ratio: do not run ahead of the learner.
         loop {
-            let updates = shared.updates.load(Ordering::Acquire) as f64;
-            let allowed = spec.warmup + ((updates + 1.0) / spec.replay_ratio) as u64 + slack;
+            let updates = shared.updates.load(Ordering::Acquire).saturating_sub(spec.update_origin) as f64;
+            let allowed = spec.step_origin + spec.warmup + ((updates + 1.0) / spec.replay_ratio) as u64 + slack;
             if claimed < allowed || shared.stopping() {
                 break;
             }

@@ -61,7 +61,11 @@ pub fn replay_thread(
 pub struct LearnerSpec {
     pub device: Device,
     pub warmup: u64,
-    pub total_steps: u64,
+    /// Env steps and updates at which this segment's replay-ratio accounting starts (0, 0 for a
+    /// fresh run or a resume with the replay memory; the checkpoint's counters otherwise, so
+    /// the emptied memory is refilled with `warmup` steps first).
+    pub step_origin: u64,
+    pub update_origin: u64,
     pub replay_ratio: f64,
     pub publish_every: u64,
     pub threads: usize,
@@ -94,13 +98,13 @@ pub fn learner_thread(
     shared: Arc<Shared>,
     batches: Receiver<TensorBatch>,
     events: Sender<Event>,
-    mut on_update: impl FnMut(&Dqn, u64) -> Result<()>,
+    mut on_update: impl FnMut(&Dqn) -> Result<()>,
 ) -> Result<LearnerOutcome> {
     if spec.threads > 0 {
         tch::set_num_threads(spec.threads as i32);
     }
     // Wait for the warm-up.
-    while shared.inserted.load(Ordering::Acquire) < spec.warmup {
+    while shared.inserted.load(Ordering::Acquire) < spec.step_origin + spec.warmup {
         if shared.stopping() {
             return Ok(LearnerOutcome { dqn });
         }
@@ -125,7 +129,7 @@ pub fn learner_thread(
         }
         // Replay ratio: one update per 1/ratio inserted env steps after the warm-up.
         let inserted = shared.inserted.load(Ordering::Acquire);
-        let due = ((inserted.saturating_sub(spec.warmup)) as f64 * spec.replay_ratio) as u64;
+        let due = spec.update_origin + ((inserted.saturating_sub(spec.step_origin + spec.warmup)) as f64 * spec.replay_ratio) as u64;
         if dqn.updates() >= due {
             let actors_done = shared.actors_running.load(Ordering::Acquire) == 0;
             if actors_done && inserted >= shared.env_steps.load(Ordering::Acquire) {
@@ -152,7 +156,7 @@ pub fn learner_thread(
         if updates % spec.publish_every == 0 {
             shared.weights.publish(dqn.snapshot());
         }
-        on_update(&dqn, updates)?;
+        on_update(&dqn)?;
         let step = shared.env_steps.load(Ordering::Acquire);
         if step >= next_log && acc.n > 0 {
             let dt = acc.since.elapsed().as_secs_f64();

@@ -36,7 +36,12 @@ use shared::{Event, Shared};
 /// Command-line settings of a training run.
 #[derive(Debug, Clone)]
 pub struct TrainArgs {
-    pub config: PathBuf,
+    /// Config file; `None` with `resume` means the run's own config.toml.
+    pub config: Option<PathBuf>,
+    /// Continue this run folder from its newest complete checkpoint.
+    pub resume: Option<PathBuf>,
+    /// Also checkpoint the replay memory (at the end / on Ctrl-C).
+    pub save_replay: bool,
     pub variant: Option<String>,
     pub sets: Vec<String>,
     pub seed: Option<u64>,
@@ -94,6 +99,8 @@ pub struct RunOptions {
     pub quiet: bool,
     /// Stop this many seconds after the first learner update (benchmarks).
     pub measure_secs: Option<f64>,
+    /// Save the replay memory with the final checkpoint.
+    pub save_replay: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -132,6 +139,11 @@ impl Mark {
 
 /// Resolve the config from the file and flags (one validated config before any thread starts).
 pub fn resolve_config(args: &TrainArgs) -> Result<Config> {
+    let path = match (&args.config, &args.resume) {
+        (Some(p), _) => p.clone(),
+        (None, Some(run)) => run.join("config.toml"),
+        (None, None) => PathBuf::from("configs/pong.toml"),
+    };
     let mut sets = args.sets.clone();
     if let Some(v) = &args.variant {
         if wndqn_agents::qnet::Variant::from_name(v).is_none() {
@@ -143,7 +155,40 @@ pub fn resolve_config(args: &TrainArgs) -> Result<Config> {
     if let Some(s) = args.seed {
         sets.push(format!("run.seed={s}"));
     }
-    crate::config::load(&args.config, &sets)
+    crate::config::load(&path, &sets)
+}
+
+/// Keys that may change when a run is resumed: budgets, logging and thread counts. Anything
+/// else (environment, network, optimizer, replay, exploration) would make it another run.
+const SAFE_ON_RESUME: &[&str] = &["run.total_env_steps", "run.stop_at_return", "learner.threads", "learner.prefetch", "log."];
+
+fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+/// Keys whose values differ between two configs.
+fn changed_keys(old: &Config, new: &Config) -> Result<Vec<String>> {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    flatten("", &toml::Value::try_from(old)?, &mut a);
+    flatten("", &toml::Value::try_from(new)?, &mut b);
+    let a: std::collections::BTreeMap<_, _> = a.into_iter().collect();
+    let b: std::collections::BTreeMap<_, _> = b.into_iter().collect();
+    Ok(a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect())
+}
+
+/// A run folder to continue.
+pub struct Resume {
+    pub run_dir: PathBuf,
+    pub ckpt: PathBuf,
+    pub state: crate::checkpoint::State,
 }
 
 /// Network settings for an environment.
@@ -228,20 +273,51 @@ fn join<T>(h: JoinHandle<Result<T>>, errors: &mut Vec<anyhow::Error>) -> Option<
 
 /// Train. Returns the run's summary (also on Ctrl-C).
 pub fn train(args: &TrainArgs) -> Result<Summary> {
-    let cfg = resolve_config(args)?;
+    let resume = match &args.resume {
+        None => None,
+        Some(run) => {
+            if !run.join("config.toml").is_file() || crate::events::files(run).is_empty() {
+                bail!("{} is not a wndqn run folder (it needs config.toml and an event file written by `wndqn train`)", run.display());
+            }
+            let stored = crate::config::load(&run.join("config.toml"), &[])?;
+            let wanted = resolve_config(args)?;
+            let unsafe_changes: Vec<String> = changed_keys(&stored, &wanted)?
+                .into_iter()
+                .filter(|k| !SAFE_ON_RESUME.iter().any(|s| k == s || (s.ends_with('.') && k.starts_with(s))))
+                .collect();
+            if !unsafe_changes.is_empty() {
+                bail!(
+                    "cannot resume {} with a different {}: these keys are fixed for a run (only {} may change). Start a new run instead.",
+                    run.display(),
+                    unsafe_changes.join(", "),
+                    SAFE_ON_RESUME.join(", ").replace("log.", "log.*")
+                );
+            }
+            let (ckpt, state) = crate::checkpoint::find(run, None, &mut |w| eprintln!("{w}"))?;
+            Some((wanted, Resume { run_dir: run.clone(), ckpt, state }))
+        }
+    };
+    let (cfg, resume) = match resume {
+        Some((c, r)) => (c, Some(r)),
+        None => (resolve_config(args)?, None),
+    };
     let device = args.device.resolve()?;
     crate::signals::install();
     let (env_id, env_cfg) = cfg.env.resolve(args.rom_dir.as_deref())?;
     let mut cfg = cfg;
     cfg.env = env_cfg.clone();
-    run_training(cfg, &env_id, device, &args.runs_dir, RunOptions { quiet: args.quiet, measure_secs: None })
+    let opts = RunOptions { quiet: args.quiet, measure_secs: None, save_replay: args.save_replay };
+    run_training(cfg, &env_id, device, &args.runs_dir, opts, resume)
 }
 
 /// Train on a resolved config.
-pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, runs_dir: &Path, opts: RunOptions) -> Result<Summary> {
+pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, runs_dir: &Path, opts: RunOptions, resume: Option<Resume>) -> Result<Summary> {
     let started = Instant::now();
     let n = cfg.actors.num_actors;
     let seed = cfg.run.seed;
+    let generation = resume.as_ref().map_or(0, |r| r.state.generation + 1);
+    // Each segment of a resumed run draws fresh random streams (same seed, next generation).
+    let gseed = if generation == 0 { seed } else { mix(seed, 0x5E60_0000 + generation) };
     // Environments first: a bad ROM fails before any file is written.
     let mut envs = Vec::with_capacity(n);
     for _ in 0..n {
@@ -251,21 +327,80 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, runs_dir: &Path
     let eval_env = make_env(env_id, &eval_cfg)?;
     let kind = envs[0].obs_kind();
     let net = net_config(&cfg, kind, envs[0].num_actions());
-    tch::manual_seed(mix(seed, 0xC0FFEE) as i64);
-    let dqn = Dqn::new(&net, cfg.agent.dqn(), device);
-
-    let run_dir = new_run_dir(runs_dir, &env_id.short_name(), cfg.agent.variant.name(), seed)?;
-    let cfg_text = cfg.to_toml();
-    std::fs::write(run_dir.join("config.toml"), &cfg_text)?;
-    let mut board = Board::new(&run_dir);
-    let start_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-    board.hparams(&run_dir.file_name().unwrap_or_default().to_string_lossy(), &hparams(&cfg), start_secs);
-    board.text("config", &format!("```toml\n{cfg_text}\n```"), 0);
-    board.flush();
-
+    tch::manual_seed(mix(gseed, 0xC0FFEE) as i64);
+    let mut dqn = Dqn::new(&net, cfg.agent.dqn(), device);
+    let memory = Arc::new(AnyMemory::new(cfg.replay.capacity, n, matches!(kind, ObsKind::Frames { .. }), &kind.shape()));
     let shared = Arc::new(Shared::default());
     shared.actors_running.store(n as u64, Ordering::SeqCst);
-    let memory = Arc::new(AnyMemory::new(cfg.replay.capacity, n, matches!(kind, ObsKind::Frames { .. }), &kind.shape()));
+    let (mut step_origin, mut update_origin, mut wall_before) = (0u64, 0u64, 0.0);
+    let mut returns: Vec<f64> = Vec::new();
+    let cfg_text = cfg.to_toml();
+    let run_dir = match &resume {
+        None => {
+            let d = new_run_dir(runs_dir, &env_id.short_name(), cfg.agent.variant.name(), seed)?;
+            std::fs::write(d.join("config.toml"), &cfg_text)?;
+            d
+        }
+        Some(r) => {
+            dqn.load(&r.ckpt).with_context(|| format!("loading {}", r.ckpt.display()))?;
+            let st = &r.state;
+            if st.has_replay {
+                let f = std::fs::File::open(r.ckpt.join("replay.bin"))?;
+                memory.load(&mut std::io::BufReader::with_capacity(1 << 22, f)).with_context(|| format!("loading {}/replay.bin", r.ckpt.display()))?;
+            } else {
+                (step_origin, update_origin) = (st.env_steps, st.updates);
+            }
+            for c in [&shared.env_steps, &shared.inserted] {
+                c.store(st.env_steps, Ordering::SeqCst);
+            }
+            shared.updates.store(st.updates, Ordering::SeqCst);
+            shared.episodes.store(st.episodes, Ordering::SeqCst);
+            returns = st.recent_returns.clone();
+            wall_before = st.wall_secs;
+            let dropped = crate::events::truncate_after(&r.run_dir, st.env_steps)?;
+            std::fs::write(r.run_dir.join("config.toml"), &cfg_text)?;
+            eprintln!(
+                "resuming {} from {} ({} env steps, {} updates{}; {dropped} logged events after it dropped)",
+                r.run_dir.display(),
+                r.ckpt.file_name().unwrap_or_default().to_string_lossy(),
+                st.env_steps,
+                st.updates,
+                if st.has_replay { ", with its replay memory" } else { "; the replay memory refills first" }
+            );
+            r.run_dir.clone()
+        }
+    };
+    // tensorboard-rs names event files by the second: never reuse a name in a resumed run.
+    while resume.is_some() && crate::events::files(&run_dir).iter().any(|f| {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        f.to_string_lossy().contains(&format!("tfevents.{now:010}."))
+    }) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let mut board = Board::new(&run_dir);
+    if resume.is_none() {
+        let start_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        board.hparams(&run_dir.file_name().unwrap_or_default().to_string_lossy(), &hparams(&cfg), start_secs);
+        board.text("config", &format!("```toml\n{cfg_text}\n```"), 0);
+    }
+    board.flush();
+    let start_step = shared.env_steps.load(Ordering::SeqCst);
+    let shared_start_updates = shared.updates.load(Ordering::SeqCst);
+    let make_state = {
+        let (cfg, shared) = (cfg.clone(), shared.clone());
+        move |recent: Vec<f64>, wall: f64, has_replay: bool| crate::checkpoint::State {
+            env_steps: shared.inserted.load(Ordering::Acquire),
+            updates: shared.updates.load(Ordering::Acquire),
+            episodes: shared.episodes.load(Ordering::Acquire),
+            recent_returns: recent,
+            epsilon: cfg.actors.schedule().value(shared.inserted.load(Ordering::Acquire)),
+            seed,
+            generation,
+            wall_secs: wall,
+            has_replay,
+        }
+    };
+    let recent = Arc::new(std::sync::Mutex::new(returns.iter().rev().take(100).rev().copied().collect::<Vec<f64>>()));
     let (act_tx, act_rx) = bounded(4 * n);
     let (batch_tx, batch_rx) = bounded(cfg.learner.prefetch);
     let (ev_tx, ev_rx) = unbounded::<Event>();
@@ -273,13 +408,14 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, runs_dir: &Path
 
     let replay = {
         let (m, s, bs, w, shape) = (memory.clone(), shared.clone(), cfg.replay.batch_size, cfg.replay.warmup_steps, kind.shape());
-        spawn("replay", &shared, move || learner::replay_thread(m, s, act_rx, batch_tx, bs, w, shape, mix(seed, 2)))?
+        spawn("replay", &shared, move || learner::replay_thread(m, s, act_rx, batch_tx, bs, w, shape, mix(gseed, 2)))?
     };
     let learner = {
         let spec = learner::LearnerSpec {
             device,
             warmup: cfg.replay.warmup_steps,
-            total_steps: cfg.run.total_env_steps,
+            step_origin,
+            update_origin,
             replay_ratio: cfg.learner.replay_ratio,
             publish_every: cfg.learner.publish_every,
             threads: if cfg.learner.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.learner.threads },
@@ -287,10 +423,22 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, runs_dir: &Path
             scalars_every: cfg.log.scalars_every,
             histograms_every: cfg.log.histograms_every,
             obs_shape: kind.shape(),
-            seed,
+            seed: gseed,
         };
         let (m, s, ev) = (memory.clone(), shared.clone(), ev_tx.clone());
-        spawn("learner", &shared, move || learner::learner_thread(dqn, spec, m, s, batch_rx, ev, |_, _| Ok(())))?
+        let every = cfg.log.checkpoint_every;
+        let (ck_dir, ck_cfg, keep, recent, make_state) = (run_dir.clone(), cfg_text.clone(), cfg.log.keep_checkpoints, recent.clone(), make_state.clone());
+        let ev2 = ev_tx.clone();
+        let on_update = move |dqn: &Dqn| -> Result<()> {
+            if every > 0 && dqn.updates() % every == 0 {
+                let r = recent.lock().map(|r| r.clone()).unwrap_or_default();
+                let st = make_state(r, wall_before + started.elapsed().as_secs_f64(), false);
+                let p = crate::checkpoint::write(&ck_dir, dqn, &st, &ck_cfg, None, keep)?;
+                let _ = ev2.send(Event::Note(format!("checkpoint {}", p.display())));
+            }
+            Ok(())
+        };
+        spawn("learner", &shared, move || learner::learner_thread(dqn, spec, m, s, batch_rx, ev, on_update))?
     };
     let mut actors = Vec::new();
     for (i, env) in envs.into_iter().enumerate() {
@@ -298,13 +446,15 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, runs_dir: &Path
             index: i,
             num_actors: n,
             env,
-            env_seed: mix(seed, 100 + i as u64),
-            rng_seed: mix(seed, 200 + i as u64),
+            env_seed: mix(gseed, 100 + i as u64),
+            rng_seed: mix(gseed, 200 + i as u64),
             net: net.clone(),
             schedule: cfg.actors.schedule(),
             apex: cfg.actors.apex.then_some((cfg.actors.apex_base, cfg.actors.apex_alpha)),
             total_steps: cfg.run.total_env_steps,
             warmup: cfg.replay.warmup_steps,
+            step_origin,
+            update_origin,
             replay_ratio: cfg.learner.replay_ratio,
             send_batch: cfg.actors.send_batch,
         };
@@ -326,7 +476,7 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, runs_dir: &Path
             let q = QNetwork::new(&vs.root(), &net);
             for (step, snap) in eval_rx.iter() {
                 load_snapshot(&vs, &snap);
-                let returns = eval::evaluate(env.as_mut(), &q, log.eval_episodes, log.eval_epsilon, log.eval_max_steps, mix(seed, 300 + step), |_, _| {})?;
+                let returns = eval::evaluate(env.as_mut(), &q, log.eval_episodes, log.eval_epsilon, log.eval_max_steps, mix(gseed, 300 + step), |_, _| {})?;
                 let _ = ev.send(Event::Eval { step, returns });
             }
             Ok(())
@@ -347,11 +497,10 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, runs_dir: &Path
         );
         pb
     };
-    let mut returns: Vec<f64> = Vec::new();
     let mut last_eval: Option<f64> = None;
-    let mut last_log = (Instant::now(), 0u64);
-    let mut next_scalars = cfg.log.scalars_every;
-    let mut next_eval = if cfg.log.eval_every > 0 { cfg.log.eval_every } else { u64::MAX };
+    let mut last_log = (Instant::now(), start_step);
+    let mut next_scalars = (start_step / cfg.log.scalars_every + 1) * cfg.log.scalars_every;
+    let mut next_eval = if cfg.log.eval_every > 0 { (start_step / cfg.log.eval_every + 1) * cfg.log.eval_every } else { u64::MAX };
     let mut eval_sent_final = false;
     let mut eval_tx = Some(eval_tx);
     let mut latest_loss = f64::NAN;
@@ -368,6 +517,12 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, runs_dir: &Path
                 board.scalar("charts/episodic_return", ret, step);
                 board.scalar("charts/episodic_length", length as f64, step);
                 returns.push(ret);
+                if let Ok(mut r) = recent.lock() {
+                    r.push(ret);
+                    if r.len() > 100 {
+                        r.remove(0);
+                    }
+                }
                 if returns.len() >= 20 {
                     let m = returns[returns.len() - 20..].iter().sum::<f64>() / 20.0;
                     best20 = best20.max(m);
@@ -456,7 +611,21 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, runs_dir: &Path
     let outcome = join(learner, &mut errors);
     join(evaluator, &mut errors);
     pb.finish_and_clear();
-    let _ = outcome;
+    if let Some(out) = outcome {
+        if out.dqn.updates() > 0 {
+            let r = recent.lock().map(|r| r.clone()).unwrap_or_default();
+            let st = make_state(r, wall_before + started.elapsed().as_secs_f64(), opts.save_replay);
+            let replay = opts.save_replay.then_some(memory.as_ref());
+            match crate::checkpoint::write(&run_dir, &out.dqn, &st, &cfg_text, replay, cfg.log.keep_checkpoints) {
+                Ok(p) => {
+                    if !opts.quiet {
+                        eprintln!("checkpoint {}", p.display());
+                    }
+                }
+                Err(e) => errors.push(e.context("writing the final checkpoint")),
+            }
+        }
+    }
     let end_mark = measured_end.unwrap_or_else(|| Mark::now(&shared));
     let measured = learn_start.map(|a| end_mark.since(&a, n));
 
@@ -472,11 +641,11 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, runs_dir: &Path
         seed,
         env_steps: steps,
         updates,
-        episodes: returns.len() as u64,
+        episodes: shared.episodes.load(Ordering::Acquire),
         interrupted: crate::signals::interrupted(),
         wall_secs: wall,
-        env_steps_per_sec: steps as f64 / wall,
-        updates_per_sec: updates as f64 / wall,
+        env_steps_per_sec: (steps - start_step) as f64 / wall,
+        updates_per_sec: (updates - shared_start_updates) as f64 / wall,
         last20_mean_return: if tail.is_empty() { f64::NAN } else { tail.iter().sum::<f64>() / tail.len() as f64 },
         best20_mean_return: best20,
         solved_at_step: solved_at,

@@ -1,0 +1,289 @@
+//! `wndqn compare`: launch variants over seeds and/or compare finished runs side by side.
+//!
+//! Per variant (over its seeds): final return (mean of the games that ended in the last 10% of
+//! each run's env steps) with a 95% bootstrap confidence interval over seeds, the interquartile
+//! mean (IQM, Agarwal et al. 2021) of those final games pooled over seeds, the normalized area
+//! under the return curve (mean return over training), env steps to reach a threshold (20-game
+//! mean), updates/s and wall time. Written as Markdown and CSV tables and a PNG of the mean
+//! curves with 95% bands, into `runs/comparisons/{env}__{time}/`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::plot::{line_plot, Series, PALETTE};
+
+/// `wndqn compare` flags.
+#[derive(Debug, Args)]
+pub struct CompareCmd {
+    /// Finished run folders to compare (or none, with --config, to launch the runs first).
+    pub runs: Vec<PathBuf>,
+    /// Launch: the config every run uses.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Launch: comma-separated variants.
+    #[arg(long, default_value = "plain,weight_norm", value_delimiter = ',')]
+    pub variants: Vec<String>,
+    /// Launch: seeds per variant (run.seed, run.seed + 1, ...).
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// Launch: config overrides for every run (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Launch: parent folder of the run folders.
+    #[arg(long, default_value = "runs")]
+    pub runs_dir: PathBuf,
+    /// Return the 20-game mean must reach for "steps to threshold" (default: 195 on CartPole).
+    #[arg(long)]
+    pub threshold: Option<f64>,
+    /// Compare runs of different environments anyway (their returns are not comparable).
+    #[arg(long)]
+    pub allow_mixed_envs: bool,
+    /// Output folder (default: RUNS_DIR/comparisons/{env}__{time}).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Launch: no progress bars.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+struct RunData {
+    dir: PathBuf,
+    env: String,
+    variant: String,
+    total_steps: u64,
+    returns: Vec<(u64, f64)>,
+    updates_per_sec: f64,
+    wall_secs: f64,
+}
+
+fn load_run(dir: &Path) -> Result<RunData> {
+    if !dir.join("config.toml").is_file() || crate::events::files(dir).is_empty() {
+        bail!("{} is not a wndqn run folder (it needs config.toml and an event file)", dir.display());
+    }
+    let cfg = crate::config::load(&dir.join("config.toml"), &[])?;
+    let returns = crate::events::scalars(dir, "charts/episodic_return")?;
+    let summary: serde_json::Value = std::fs::read_to_string(dir.join("summary.json")).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+    let steps = summary["env_steps"].as_u64().unwrap_or_else(|| returns.last().map_or(0, |r| r.0));
+    Ok(RunData {
+        dir: dir.to_path_buf(),
+        env: cfg.env.id.clone(),
+        variant: cfg.agent.variant.name().to_string(),
+        total_steps: steps.max(1),
+        returns,
+        updates_per_sec: summary["updates_per_sec"].as_f64().unwrap_or(f64::NAN),
+        wall_secs: summary["wall_secs"].as_f64().unwrap_or(f64::NAN),
+    })
+}
+
+fn mean(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        f64::NAN
+    } else {
+        v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+/// Interquartile mean: the mean of the middle 50% (Agarwal et al. 2021).
+pub fn iqm(v: &[f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let n = s.len();
+    let (lo, hi) = (n / 4, n - n / 4);
+    mean(&s[lo..hi.max(lo + 1)])
+}
+
+/// 95% percentile-bootstrap interval of the mean.
+pub fn bootstrap_ci(v: &[f64], seed: u64) -> (f64, f64) {
+    if v.len() < 2 {
+        let m = mean(v);
+        return (m, m);
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut means: Vec<f64> = (0..10_000).map(|_| mean(&(0..v.len()).map(|_| v[rng.gen_range(0..v.len())]).collect::<Vec<_>>())).collect();
+    means.sort_by(|a, b| a.total_cmp(b));
+    (means[250], means[9749])
+}
+
+fn final_window(r: &RunData) -> Vec<f64> {
+    let cut = r.total_steps - r.total_steps / 10;
+    let v: Vec<f64> = r.returns.iter().filter(|(s, _)| *s >= cut).map(|x| x.1).collect();
+    if v.len() >= 5 {
+        v
+    } else {
+        r.returns.iter().rev().take(20).map(|x| x.1).collect()
+    }
+}
+
+const BINS: usize = 50;
+
+/// The return curve on `BINS` equal step bins over [0, total]: mean return of the games ending
+/// in each bin, carried forward through empty bins.
+fn binned(r: &RunData, total: u64) -> Vec<f64> {
+    let mut sum = vec![0.0; BINS];
+    let mut cnt = vec![0usize; BINS];
+    for &(s, v) in &r.returns {
+        let b = ((s as f64 / total as f64 * BINS as f64) as usize).min(BINS - 1);
+        sum[b] += v;
+        cnt[b] += 1;
+    }
+    let mut out = vec![f64::NAN; BINS];
+    let mut last = f64::NAN;
+    for b in 0..BINS {
+        if cnt[b] > 0 {
+            last = sum[b] / cnt[b] as f64;
+        }
+        out[b] = last;
+    }
+    out
+}
+
+fn steps_to(r: &RunData, t: f64) -> Option<u64> {
+    (20..=r.returns.len()).find(|&i| mean(&r.returns[i - 20..i].iter().map(|x| x.1).collect::<Vec<_>>()) >= t).map(|i| r.returns[i - 1].0)
+}
+
+/// Run `wndqn compare`.
+pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&Path>) -> Result<()> {
+    let mut dirs = cmd.runs.clone();
+    if let Some(cfg) = &cmd.config {
+        if !dirs.is_empty() {
+            bail!("give either run folders or --config (to launch runs), not both");
+        }
+        let base_seed = crate::config::load(cfg, &cmd.sets)?.run.seed;
+        for v in &cmd.variants {
+            if wndqn_agents::qnet::Variant::from_name(v).is_none() {
+                bail!("unknown variant `{v}`");
+            }
+        }
+        let total = cmd.variants.len() as u64 * cmd.seeds;
+        let mut k = 0;
+        'launch: for s in 0..cmd.seeds {
+            for v in &cmd.variants {
+                k += 1;
+                eprintln!("[{k}/{total}] training {v}, seed {}", base_seed + s);
+                let args = crate::train::TrainArgs {
+                    config: Some(cfg.clone()),
+                    resume: None,
+                    save_replay: false,
+                    variant: Some(v.clone()),
+                    sets: cmd.sets.clone(),
+                    seed: Some(base_seed + s),
+                    runs_dir: cmd.runs_dir.clone(),
+                    quiet: cmd.quiet,
+                    device,
+                    rom_dir: rom_dir.map(Path::to_path_buf),
+                };
+                let summary = crate::train::train(&args)?;
+                dirs.push(summary.run_dir);
+                if crate::signals::interrupted() {
+                    eprintln!("interrupted: comparing the {} finished run(s)", dirs.len());
+                    break 'launch;
+                }
+            }
+        }
+    }
+    if dirs.is_empty() {
+        bail!("nothing to compare: give run folders, or --config with --variants and --seeds");
+    }
+    let runs: Vec<RunData> = dirs.iter().map(|d| load_run(d)).collect::<Result<_>>()?;
+    let envs: std::collections::BTreeSet<&str> = runs.iter().map(|r| r.env.as_str()).collect();
+    if envs.len() > 1 {
+        let list = envs.iter().copied().collect::<Vec<_>>().join(", ");
+        if !cmd.allow_mixed_envs {
+            bail!("these runs are on different environments ({list}); their returns are not comparable (pass --allow-mixed-envs to compare anyway)");
+        }
+        eprintln!("warning: comparing runs on different environments ({list})");
+    }
+    let env_name = envs.iter().next().copied().unwrap_or("runs").replace('/', "_");
+    let threshold = cmd.threshold.or_else(|| wndqn_envs::ids::is_cartpole(&env_name).then_some(195.0));
+    let mut by_variant: BTreeMap<String, Vec<&RunData>> = BTreeMap::new();
+    for r in &runs {
+        by_variant.entry(r.variant.clone()).or_default().push(r);
+    }
+    let total = runs.iter().map(|r| r.total_steps).max().unwrap_or(1);
+    let mut md = String::new();
+    let mut csv = String::from("variant,seeds,final_return_mean,ci95_low,ci95_high,iqm,auc,steps_to_threshold_median,reached,updates_per_sec,wall_secs\n");
+    md.push_str(&format!("Env: {env_name}; final return = mean of the games ending in the last 10% of env steps; 95% bootstrap CI over seeds; IQM of those games pooled over seeds; AUC = mean return over training{}\n\n", threshold.map(|t| format!("; threshold = 20-game mean >= {t}")).unwrap_or_default()));
+    md.push_str("| variant | seeds | final return | 95% CI | IQM | AUC | steps to threshold | updates/s | wall time |\n|---|---|---|---|---|---|---|---|---|\n");
+    let mut series = Vec::new();
+    for (i, (v, rs)) in by_variant.iter().enumerate() {
+        let finals: Vec<f64> = rs.iter().map(|r| mean(&final_window(r))).collect();
+        let pooled: Vec<f64> = rs.iter().flat_map(|r| final_window(r)).collect();
+        let m = mean(&finals);
+        let (lo, hi) = bootstrap_ci(&finals, 7);
+        let curves: Vec<Vec<f64>> = rs.iter().map(|r| binned(r, total)).collect();
+        let auc = mean(&curves.iter().map(|c| mean(&c.iter().copied().filter(|x| x.is_finite()).collect::<Vec<_>>())).collect::<Vec<_>>());
+        let reach: Vec<u64> = threshold.map(|t| rs.iter().filter_map(|r| steps_to(r, t)).collect()).unwrap_or_default();
+        let reach_med = if reach.is_empty() {
+            None
+        } else {
+            let mut s = reach.clone();
+            s.sort();
+            Some(s[s.len() / 2])
+        };
+        let ups = mean(&rs.iter().map(|r| r.updates_per_sec).collect::<Vec<_>>());
+        let wall = mean(&rs.iter().map(|r| r.wall_secs).collect::<Vec<_>>());
+        let reach_txt = match (threshold, reach_med) {
+            (None, _) => "-".to_string(),
+            (Some(_), None) => format!("not reached (0/{})", rs.len()),
+            (Some(_), Some(s)) => format!("{s} ({}/{})", reach.len(), rs.len()),
+        };
+        md.push_str(&format!("| {v} | {} | {m:.2} | [{lo:.2}, {hi:.2}] | {:.2} | {auc:.2} | {reach_txt} | {ups:.1} | {wall:.0}s |\n", rs.len(), iqm(&pooled)));
+        csv.push_str(&format!("{v},{},{m},{lo},{hi},{},{auc},{},{},{ups},{wall}\n", rs.len(), iqm(&pooled), reach_med.map(|s| s.to_string()).unwrap_or_default(), reach.len()));
+        // Curve: mean over seeds per bin, 95% normal band.
+        let x: Vec<f64> = (0..BINS).map(|b| (b as f64 + 0.5) / BINS as f64 * total as f64).collect();
+        let (mut mu, mut l, mut h) = (Vec::new(), Vec::new(), Vec::new());
+        for b in 0..BINS {
+            let vals: Vec<f64> = curves.iter().map(|c| c[b]).filter(|x| x.is_finite()).collect();
+            let mm = mean(&vals);
+            let sd = if vals.len() > 1 { (vals.iter().map(|x| (x - mm).powi(2)).sum::<f64>() / (vals.len() - 1) as f64).sqrt() } else { 0.0 };
+            let half = 1.96 * sd / (vals.len().max(1) as f64).sqrt();
+            mu.push(mm);
+            l.push(mm - half);
+            h.push(mm + half);
+        }
+        series.push(Series { label: format!("{v} ({} seeds)", rs.len()), color: PALETTE[i % PALETTE.len()], x, mean: mu, lo: l, hi: h });
+    }
+    let out = match &cmd.out {
+        Some(o) => o.clone(),
+        None => {
+            let parent = dirs[0].parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("runs"));
+            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            parent.join("comparisons").join(format!("{env_name}__{t}"))
+        }
+    };
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    std::fs::write(out.join("table.md"), &md)?;
+    std::fs::write(out.join("table.csv"), &csv)?;
+    std::fs::write(out.join("runs.txt"), runs.iter().map(|r| format!("{}\t{}\n", r.variant, r.dir.display())).collect::<String>())?;
+    line_plot(&out.join("curves.png"), &format!("{env_name}: episodic return (mean over seeds, 95% band)"), "env steps", "return", &series)?;
+    println!("{md}");
+    println!("written: {}/{{table.md, table.csv, curves.png, runs.txt}}", out.display());
+    println!("side by side in TensorBoard (HPARAMS tab, variant column): .venv/bin/tensorboard --logdir {}", dirs[0].parent().map(|p| p.display().to_string()).unwrap_or_else(|| "runs".into()));
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iqm_drops_the_outer_quartiles() {
+        assert_eq!(iqm(&[1.0, 2.0, 3.0, 100.0]), 2.5);
+        assert_eq!(iqm(&[5.0]), 5.0);
+    }
+
+    #[test]
+    fn bootstrap_interval_brackets_the_mean() {
+        let v = [1.0, 2.0, 3.0, 4.0, 10.0];
+        let (lo, hi) = bootstrap_ci(&v, 1);
+        assert!(lo < mean(&v) && mean(&v) < hi && lo >= 1.0 && hi <= 10.0, "{lo} {hi}");
+    }
+}
