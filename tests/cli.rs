@@ -188,3 +188,148 @@ fn config_errors_name_file_and_line() {
     assert!(!o.status.success());
     assert!(t.contains("bad.toml") && t.contains("line 5") && t.contains("learning_rate"), "{t}");
 }
+
+fn cartpole_run(runs: &Path, extra: &[&str]) -> PathBuf {
+    let mut args = vec!["train", "--config", "configs/cartpole.toml", "--quiet", "--runs-dir", runs.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    only_run_dir(runs)
+}
+
+#[cfg(unix)]
+#[test]
+fn interrupted_run_resumes_with_one_continuous_curve() {
+    let runs = tempfile::tempdir().unwrap();
+    // Slow the run down (a large replay ratio) so the interrupt lands mid-run.
+    let child = bin()
+        .args(["train", "--config", "configs/cartpole.toml", "--quiet", "--runs-dir", runs.path().to_str().unwrap(),
+            "--set", "run.total_env_steps=12000", "--set", "learner.replay_ratio=4", "--set", "log.checkpoint_every=2000", "--set", "log.scalars_every=200"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let dir = only_run_dir(runs.path());
+    let first = summary(&dir);
+    assert_eq!(first["interrupted"], true, "the interrupt came too late: {first}");
+    let stopped_at = first["env_steps"].as_u64().unwrap();
+    assert!(stopped_at < 12_000);
+    let o = run(&["train", "--resume", dir.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("resuming"), "{}", text(&o));
+    assert_eq!(only_run_dir(runs.path()), dir, "resume must not create a second run");
+    let s = summary(&dir);
+    assert_eq!(s["env_steps"].as_u64().unwrap(), 12_000);
+    assert!(s["updates"].as_u64().unwrap() > first["updates"].as_u64().unwrap());
+    let ev = read_events(&dir);
+    for tag in ["charts/episodic_return", "charts/sps", "losses/td_loss"] {
+        let steps: Vec<i64> = ev["scalars"][tag].as_array().unwrap().iter().map(|p| p[0].as_i64().unwrap()).collect();
+        assert!(steps.windows(2).all(|w| w[0] < w[1]), "{tag}: steps not strictly increasing: {steps:?}");
+        assert!(*steps.first().unwrap() < stopped_at as i64 && *steps.last().unwrap() > stopped_at as i64, "{tag} must span the resume");
+    }
+}
+
+#[test]
+fn corrupted_newest_checkpoint_is_skipped_for_the_previous_one() {
+    let runs = tempfile::tempdir().unwrap();
+    let dir = cartpole_run(runs.path(), &["--set", "run.total_env_steps=3000", "--set", "log.checkpoint_every=500", "--set", "log.eval_every=0"]);
+    let ckpts: Vec<_> = {
+        let mut v: Vec<_> = std::fs::read_dir(dir.join("checkpoints")).unwrap().flatten().map(|e| e.path()).collect();
+        v.sort();
+        v
+    };
+    assert!(ckpts.len() >= 2, "{ckpts:?}");
+    let newest = ckpts.last().unwrap();
+    // Flip bytes in the middle of the network file: same size, different content.
+    let f = newest.join("online.safetensors");
+    let mut bytes = std::fs::read(&f).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xFF;
+    std::fs::write(&f, bytes).unwrap();
+    let o = run(&["eval", dir.to_str().unwrap(), "--episodes", "2", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("warning: skipping checkpoint") && err.contains(newest.file_name().unwrap().to_str().unwrap()), "{err}");
+    let js: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(js["checkpoint"].as_str().unwrap().ends_with(ckpts[ckpts.len() - 2].file_name().unwrap().to_str().unwrap()));
+    assert_eq!(js["returns"].as_array().unwrap().len(), 2);
+    // An interrupted write (a temporary folder, no marker) is ignored too.
+    std::fs::create_dir_all(dir.join("checkpoints/.tmp-ckpt-000000099999-1")).unwrap();
+    let o = run(&["train", "--resume", dir.to_str().unwrap(), "--quiet", "--set", "run.total_env_steps=3500"]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn eval_reports_statistics_and_writes_a_gif() {
+    let runs = tempfile::tempdir().unwrap();
+    let o = run(&["train", "--config", "configs/pong.toml", "--quiet", "--runs-dir", runs.path().to_str().unwrap(),
+        "--set", "run.total_env_steps=1200", "--set", "replay.warmup_steps=1000", "--set", "replay.capacity=5000", "--set", "log.eval_every=0"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let dir = only_run_dir(runs.path());
+    let gif = runs.path().join("game.gif");
+    let o = run(&["eval", dir.to_str().unwrap(), "--episodes", "2", "--max-steps", "150", "--video", gif.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = text(&o);
+    assert!(out.contains("mean") && out.contains("median") && out.contains("std") && out.contains("min") && out.contains("max"), "{out}");
+    let bytes = std::fs::read(&gif).unwrap();
+    assert!(bytes.starts_with(b"GIF89a") && bytes.len() > 10_000, "{} bytes", bytes.len());
+}
+
+#[test]
+fn compare_two_tiny_cartpole_runs_writes_tables_and_a_png() {
+    let runs = tempfile::tempdir().unwrap();
+    let out = runs.path().join("cmp");
+    let o = run(&["compare", "--config", "configs/cartpole.toml", "--variants", "plain,weight_norm", "--seeds", "1", "--quiet",
+        "--runs-dir", runs.path().to_str().unwrap(), "--set", "run.total_env_steps=4000", "--set", "log.eval_every=0", "--out", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("| plain | 1 |") && stdout.contains("| weight_norm | 1 |"), "{stdout}");
+    let csv = std::fs::read_to_string(out.join("table.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    assert!(csv.starts_with("variant,seeds,final_return_mean,ci95_low,ci95_high,iqm,auc"));
+    let png = std::fs::read(out.join("curves.png")).unwrap();
+    assert!(png.starts_with(&[0x89, b'P', b'N', b'G', 0x0D, 0x0A, 0x1A, 0x0A]));
+    let dec = png::Decoder::new(std::io::Cursor::new(png));
+    let reader = dec.read_info().unwrap();
+    assert_eq!((reader.info().width, reader.info().height), (1000, 620));
+    // The finished runs can be compared again by folder.
+    let dirs: Vec<String> = std::fs::read_dir(runs.path()).unwrap().flatten().map(|e| e.path()).filter(|p| p.join("config.toml").exists()).map(|p| p.display().to_string()).collect();
+    assert_eq!(dirs.len(), 2);
+    let mut args = vec!["compare".to_string(), "--out".into(), runs.path().join("cmp2").display().to_string()];
+    args.extend(dirs);
+    let o = bin().args(&args).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn resume_eval_and_compare_refuse_bad_input() {
+    let runs = tempfile::tempdir().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let not_run = scratch.path().join("not-a-run");
+    std::fs::create_dir_all(&not_run).unwrap();
+    let o = run(&["train", "--resume", not_run.to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("is not a wndqn run folder"), "{}", text(&o));
+    let o = run(&["eval", not_run.to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("is not a wndqn run folder"), "{}", text(&o));
+    // A run without checkpoints: written, then its checkpoints removed.
+    let dir = cartpole_run(runs.path(), &["--set", "run.total_env_steps=1500", "--set", "log.eval_every=0"]);
+    std::fs::remove_dir_all(dir.join("checkpoints")).unwrap();
+    let o = run(&["eval", dir.to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("has no checkpoint"), "{}", text(&o));
+    // Resuming with a changed learning rate is refused, naming the key.
+    let o = run(&["train", "--resume", dir.to_str().unwrap(), "--set", "agent.lr=0.1"]);
+    assert!(!o.status.success() && text(&o).contains("agent.lr"), "{}", text(&o));
+    // Runs of different environments.
+    let other = tempfile::tempdir().unwrap();
+    let o = run(&["train", "--config", "configs/pong.toml", "--quiet", "--runs-dir", other.path().to_str().unwrap(),
+        "--set", "run.total_env_steps=1100", "--set", "replay.warmup_steps=1000", "--set", "replay.capacity=5000", "--set", "log.eval_every=0"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let pong = only_run_dir(other.path());
+    let o = run(&["compare", dir.to_str().unwrap(), pong.to_str().unwrap(), "--out", scratch.path().join("x").to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("different environments"), "{}", text(&o));
+    assert!(!text(&o).contains("panicked"));
+}
