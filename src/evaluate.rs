@@ -65,7 +65,7 @@ pub fn run(cmd: EvalCmd, rom_dir: Option<&Path>) -> Result<()> {
             _ => bail!("--video {}: use a .gif (or .mp4) file name", v.display()),
         }
     }
-    tch::set_num_threads(1);
+    crate::threads::limit_current_thread(1);
     let mut vs = nn::VarStore::new(Device::Cpu);
     let q = QNetwork::new(&vs.root(), &net_config(&cfg, env.obs_kind(), env.num_actions()));
     vs.load(ckpt.join("online.safetensors")).with_context(|| format!("loading {}", ckpt.display()))?;

@@ -11,6 +11,7 @@ mod events;
 mod games;
 mod plot;
 mod signals;
+mod threads;
 mod tb;
 mod train;
 

@@ -14,7 +14,7 @@ use wndqn_agents::qnet::{QNetConfig, QNetwork};
 use wndqn_agents::schedule::{apex_epsilon, LinearSchedule};
 use wndqn_envs::{Env, Obs};
 
-use super::shared::{backoff, Event, Shared};
+use super::shared::{Event, Shared};
 
 /// One observation as the replay memory stores it (the newest frame, or the vector).
 pub enum Item {
@@ -94,7 +94,7 @@ pub fn greedy(net: &QNetwork, o: Obs<'_>, shape: &[i64]) -> usize {
 
 /// The actor loop.
 pub fn run(mut spec: ActorSpec, shared: Arc<Shared>, tx: Sender<ActorMsg>, events: Sender<Event>) -> Result<()> {
-    tch::set_num_threads(1);
+    crate::threads::limit_current_thread(1);
     let vs = nn::VarStore::new(Device::Cpu);
     let net = QNetwork::new(&vs.root(), &spec.net);
     let shape = spec.env.obs_kind().shape();
@@ -132,7 +132,7 @@ pub fn run(mut spec: ActorSpec, shared: Arc<Shared>, tx: Sender<ActorMsg>, event
                 break;
             }
             flush(&mut pending, &mut pending_steps)?;
-            backoff(&shared.actor_wait_ns);
+            shared.gate.wait(&shared.actor_wait_ns);
         }
         if shared.weights.version() > version {
             let (v, _) = shared.weights.read(|snap| load_snapshot(&vs, snap));

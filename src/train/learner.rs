@@ -41,6 +41,7 @@ pub fn replay_thread(
                     }
                 }
                 shared.inserted.fetch_add(msg.steps, Ordering::AcqRel);
+                shared.gate.notify();
             }
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return Ok(()),
@@ -135,7 +136,7 @@ pub fn learner_thread(
             if actors_done && inserted >= shared.env_steps.load(Ordering::Acquire) {
                 break;
             }
-            backoff(&shared.learner_wait_ns);
+            shared.gate.wait(&shared.learner_wait_ns);
             continue;
         }
         let batch = match batches.recv_timeout(Duration::from_millis(50)) {
@@ -149,6 +150,7 @@ pub fn learner_thread(
         shared.learner_busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let updates = dqn.updates();
         shared.updates.store(updates, Ordering::Release);
+        shared.gate.notify();
         acc.n += 1;
         acc.loss += st.loss;
         acc.q += st.q_mean;

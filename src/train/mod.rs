@@ -471,7 +471,7 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, runs_dir: &Path
         let (ev, net, log) = (ev_tx.clone(), net.clone(), cfg.log.clone());
         let mut env = eval_env;
         spawn("evaluator", &shared, move || {
-            tch::set_num_threads(1);
+            crate::threads::limit_current_thread(1);
             let vs = nn::VarStore::new(Device::Cpu);
             let q = QNetwork::new(&vs.root(), &net);
             for (step, snap) in eval_rx.iter() {

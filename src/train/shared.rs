@@ -30,6 +30,30 @@ pub struct Shared {
     pub learner_busy_ns: AtomicU64,
     /// Latest published weights.
     pub weights: WeightSlot,
+    /// Wakes threads waiting on the replay-ratio gate (after an update or an insertion).
+    pub gate: Gate,
+}
+
+/// A condition variable for "a counter moved": waiters sleep until notified (or a short
+/// timeout, so that a stop request is always seen), instead of polling.
+#[derive(Default)]
+pub struct Gate {
+    m: Mutex<()>,
+    cv: std::sync::Condvar,
+}
+
+impl Gate {
+    /// Wake every waiter.
+    pub fn notify(&self) {
+        self.cv.notify_all();
+    }
+    /// Sleep until notified or 5 ms passed, adding the time to `counter`.
+    pub fn wait(&self, counter: &AtomicU64) {
+        let t0 = std::time::Instant::now();
+        let g = self.m.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = self.cv.wait_timeout(g, Duration::from_millis(5));
+        counter.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -82,9 +106,9 @@ pub enum Event {
     Note(String),
 }
 
-/// Sleep briefly while throttled, and account the time.
+/// Sleep briefly (warm-up waits), and account the time.
 pub fn backoff(counter: &AtomicU64) {
-    let d = Duration::from_micros(250);
+    let d = Duration::from_millis(1);
     std::thread::sleep(d);
     counter.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
 }
