@@ -2,7 +2,7 @@
 CONFIG ?= configs/pong.toml
 ARGS ?=
 
-.PHONY: setup train test tensorboard bench-env bench-learner
+.PHONY: setup train test tensorboard bench-env bench-learner bench-e2e
 setup:
 	@bash scripts/setup.sh
 
@@ -21,3 +21,7 @@ bench-env: setup
 
 bench-learner: setup
 	bash scripts/bench_learner_vs_pytorch.sh
+
+bench-e2e: setup
+	.venv/bin/python -m pip install -q -r scripts/requirements-bench.txt
+	bash scripts/bench_e2e_vs_pytorch.sh

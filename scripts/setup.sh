@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-time (and idempotent) set-up for wndqn. Called by `make train` and `make test`.
-#   1. cmake (apt) when missing: ale-sys builds ALE with it.
+#   1. cmake (apt) when missing: ale-sys builds ALE with it; the DejaVu font for plot labels.
 #   2. the project venv .venv with scripts/requirements.txt (libtorch, ROMs, tensorboard),
 #      reinstalled only when the requirements or the Python version change (stamp file).
 #   3. `.venv/libtorch` -> the wheel's torch/ folder, which .cargo/config.toml points LIBTORCH at.
@@ -9,11 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
 
-if ! command -v cmake >/dev/null 2>&1; then
-    log "installing cmake (apt)"
+FONT=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf   # labels of `wndqn compare` plots
+if ! command -v cmake >/dev/null 2>&1 || [ ! -f "$FONT" ]; then
+    log "installing cmake and fonts-dejavu-core (apt)"
     SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cmake >/dev/null
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cmake fonts-dejavu-core >/dev/null
 fi
 
 PY=${PYTHON:-python3}

@@ -351,6 +351,7 @@ impl Config {
 }
 
 /// Every preset in `configs/`.
+#[cfg(test)]
 pub fn presets_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("configs")
 }

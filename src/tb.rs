@@ -155,3 +155,14 @@ pub enum HParam {
     /// A flag.
     Bool(bool),
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_tag_is_documented_in_the_readme() {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        for (tag, _) in super::TAGS {
+            assert!(readme.contains(&format!("| `{tag}` |")), "README lacks a row for `{tag}`");
+        }
+    }
+}
