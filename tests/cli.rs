@@ -333,3 +333,27 @@ fn resume_eval_and_compare_refuse_bad_input() {
     assert!(!o.status.success() && text(&o).contains("different environments"), "{}", text(&o));
     assert!(!text(&o).contains("panicked"));
 }
+
+#[cfg(unix)]
+#[test]
+fn kill_9_never_breaks_the_newest_complete_checkpoint() {
+    let runs = tempfile::tempdir().unwrap();
+    // Checkpoints every 100 updates, so the kill is likely to land during a write.
+    let mut child = bin()
+        .args(["train", "--config", "configs/cartpole.toml", "--quiet", "--runs-dir", runs.path().to_str().unwrap(),
+            "--set", "run.total_env_steps=200000", "--set", "log.checkpoint_every=100", "--set", "log.eval_every=0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(4500));
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    let _ = child.wait();
+    let dir = only_run_dir(runs.path());
+    let o = run(&["eval", dir.to_str().unwrap(), "--episodes", "1", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run(&["train", "--resume", dir.to_str().unwrap(), "--quiet", "--set", "run.total_env_steps=1"]);
+    // A budget below the checkpoint's steps ends at once, but the checkpoint must load.
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("resuming"), "{}", text(&o));
+}

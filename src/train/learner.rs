@@ -106,7 +106,8 @@ pub fn learner_thread(
     }
     // Wait for the warm-up.
     while shared.inserted.load(Ordering::Acquire) < spec.step_origin + spec.warmup {
-        if shared.stopping() {
+        let actors_done = shared.actors_running.load(Ordering::Acquire) == 0 && shared.inserted.load(Ordering::Acquire) >= shared.env_steps.load(Ordering::Acquire);
+        if shared.stopping() || actors_done {
             return Ok(LearnerOutcome { dqn });
         }
         backoff(&shared.learner_wait_ns);
