@@ -2,7 +2,7 @@
 //! line. CLI flags (`--set section.key=value`, `--variant`, `--seed`) are applied on top, then
 //! the whole thing is validated once, before any thread starts. Units are in each field's doc.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -352,7 +352,7 @@ impl Config {
 
 /// Every preset in `configs/`.
 #[cfg(test)]
-pub fn presets_dir() -> PathBuf {
+pub fn presets_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("configs")
 }
 

@@ -37,6 +37,14 @@ pub const TAGS: &[(&str, &str)] = &[
     ("_hparams_/session_start_info", "HPARAMS tab: the run's hyper-parameters (variant, env, seed, lr, ...)"),
 ];
 
+/// Whether `tag` is one of [`TAGS`] (`<layer>` stands for any layer name).
+pub fn is_documented(tag: &str) -> bool {
+    TAGS.iter().any(|(t, _)| match t.strip_suffix("<layer>") {
+        Some(prefix) => tag.starts_with(prefix),
+        None => *t == tag,
+    })
+}
+
 /// The run's event file.
 pub struct Board {
     w: FileWriter,
@@ -50,11 +58,13 @@ impl Board {
 
     /// A scalar at `step`.
     pub fn scalar(&mut self, tag: &str, value: f64, step: u64) {
+        debug_assert!(is_documented(tag), "undocumented TensorBoard tag {tag}");
         self.w.add_summary(tensorboard_rs::summary::scalar(tag, value as f32), step as usize);
     }
 
     /// A histogram of `values` (30 equal-width buckets between min and max).
     pub fn histogram(&mut self, tag: &str, values: &[f32], step: u64) {
+        debug_assert!(is_documented(tag), "undocumented TensorBoard tag {tag}");
         if values.is_empty() {
             return;
         }
@@ -94,6 +104,7 @@ impl Board {
 
     /// A text summary (markdown), shown in TensorBoard's TEXT tab.
     pub fn text(&mut self, tag: &str, markdown: &str, step: u64) {
+        debug_assert!(is_documented(tag), "undocumented TensorBoard tag {tag}");
         let mut v = Self::plugin_value(tag, "text", Vec::new());
         let mut t = TensorProto::new();
         t.set_dtype(DataType::DT_STRING);
