@@ -373,7 +373,7 @@ mod tests {
         assert!(n >= 4, "expected the four presets, found {n}");
     }
 
-    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+    fn write(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("c.toml");
         std::fs::write(&p, text).unwrap();
