@@ -2,13 +2,13 @@
 //! run these side by side with reference implementations and report ratios.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::Deserialize;
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 use wndqn_agents::dqn::{Dqn, DqnConfig, Loss, TargetUpdate};
@@ -145,7 +145,6 @@ fn env_config(game: &str, sets: &[String]) -> Result<EnvConfig> {
     Ok(EnvConfig::deserialize(env).map_err(|e| anyhow::anyhow!("--set: {e}"))?)
 }
 
-use serde::Deserialize;
 
 fn bench_env(b: EnvBench, rom_dir: Option<&Path>) -> Result<()> {
     if b.threads == 0 || b.envs_per_thread == 0 || b.seconds <= 0.0 {
@@ -347,6 +346,5 @@ fn bench_e2e(b: E2eBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<(
         println!("{} {} ({}): {:.1} env steps/s, {:.1} updates/s over {:.0}s after warm-up", s.env, s.variant, device_name(dev), m.env_steps_per_sec, m.updates_per_sec, m.secs);
         println!("time: actors waited {:.0}% for the learner; learner busy {:.0}%, waited {:.0}% for data", 100.0 * m.actor_wait_frac, 100.0 * m.learner_busy_frac, 100.0 * m.learner_wait_frac);
     }
-    let _ = Ordering::SeqCst;
     Ok(())
 }

@@ -346,7 +346,19 @@ fn kill_9_never_breaks_the_newest_complete_checkpoint() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(4500));
+    // Wait (however loaded the machine is) until checkpoints are being written, then kill.
+    let t0 = std::time::Instant::now();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let written = std::fs::read_dir(runs.path()).unwrap().flatten().any(|run| {
+            std::fs::read_dir(run.path().join("checkpoints")).map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("ckpt-")).count() >= 2).unwrap_or(false)
+        });
+        assert!(t0.elapsed().as_secs() < 120, "no checkpoints after 2 minutes");
+        if written {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(150));
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
     let dir = only_run_dir(runs.path());
