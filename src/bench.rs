@@ -73,6 +73,11 @@ pub struct LearnerBench {
     /// Measurement time (after 5 warm-up updates).
     #[arg(long, default_value_t = 10.0)]
     pub seconds: f64,
+    /// Train on real frames of this game (random play, 4-frame stacks) instead of uniform noise.
+    /// Real frames are mostly flat background, which changes the numbers the network sees
+    /// (and, after a data-dependent init, its scales); `nature` only.
+    #[arg(long)]
+    pub game: Option<String>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -125,7 +130,7 @@ pub struct E2eBench {
 pub fn run(cmd: BenchCmd, device: DeviceArg, rom_dir: Option<&Path>) -> Result<()> {
     match cmd {
         BenchCmd::Env(b) => bench_env(b, rom_dir),
-        BenchCmd::Learner(b) => bench_learner(b, device),
+        BenchCmd::Learner(b) => bench_learner(b, device, rom_dir),
         BenchCmd::Replay(b) => bench_replay(b),
         BenchCmd::E2e(b) => bench_e2e(b, device, rom_dir),
     }
@@ -236,14 +241,58 @@ fn synthetic_batch(shape: &[i64], batch: i64, device: Device) -> TensorBatch {
     }
 }
 
-fn bench_learner(b: LearnerBench, device: DeviceArg) -> Result<()> {
+/// Two batches of real observations: `batch` consecutive stacks from random play, and the
+/// stacks one step later.
+fn game_batch(game: &str, batch: i64, device: Device, rom_dir: Option<&Path>) -> Result<TensorBatch> {
+    let (id, cfg) = env_config(game, &[])?.resolve(rom_dir)?;
+    let mut env = make_env(&id, &cfg)?;
+    let mut rng = StdRng::seed_from_u64(0);
+    env.reset(Some(0))?;
+    // Skip the first seconds of a game, where the screen barely changes.
+    for _ in 0..200 {
+        let a = rng.gen_range(0..env.num_actions());
+        if env.step(a).terminated {
+            env.reset(None)?;
+        }
+    }
+    let mut stacks: Vec<u8> = Vec::new();
+    let mut shape = Vec::new();
+    for _ in 0..=batch {
+        match env.obs() {
+            wndqn_envs::Obs::Frames { stack, latest } => {
+                let side = (latest.len() as f64).sqrt() as i64;
+                shape = vec![(stack.len() / latest.len()) as i64, side, side];
+                stacks.extend_from_slice(stack);
+            }
+            wndqn_envs::Obs::Vector(_) => bail!("--game wants an Atari game"),
+        }
+        let a = rng.gen_range(0..env.num_actions());
+        if env.step(a).terminated {
+            env.reset(None)?;
+        }
+    }
+    let all = Tensor::from_slice(&stacks).view([batch + 1, shape[0], shape[1], shape[2]]);
+    Ok(TensorBatch {
+        obs: all.narrow(0, 0, batch).to_device(device),
+        next_obs: all.narrow(0, 1, batch).to_device(device),
+        actions: Tensor::randint(env.num_actions() as i64, [batch], (Kind::Int64, Device::Cpu)).to_device(device),
+        rewards: Tensor::zeros([batch], (Kind::Float, Device::Cpu)).to_device(device),
+        terminated: Tensor::zeros([batch], (Kind::Float, Device::Cpu)).to_device(device),
+    })
+}
+
+fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<()> {
     let device = device.resolve()?;
     let variant = Variant::from_name(&b.variant).ok_or_else(|| anyhow::anyhow!("unknown variant `{}`", b.variant))?;
     let threads = if b.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { b.threads };
     tch::set_num_threads(threads as i32);
     tch::manual_seed(0);
     let (mut dqn, shape) = bench_dqn(&b.network, variant, device)?;
-    let batch = synthetic_batch(&shape, b.batch, device);
+    let batch = match &b.game {
+        Some(game) if b.network == "nature" => game_batch(game, b.batch, device, rom_dir)?,
+        Some(_) => bail!("--game needs --network nature"),
+        None => synthetic_batch(&shape, b.batch, device),
+    };
     if variant.data_init() {
         dqn.data_init(&batch.obs, 1.0);
     }
@@ -259,7 +308,7 @@ fn bench_learner(b: LearnerBench, device: DeviceArg) -> Result<()> {
     let secs = t0.elapsed().as_secs_f64();
     let ups = n as f64 / secs;
     if b.json {
-        println!("{}", json!({"updates_per_sec": ups, "variant": variant.name(), "network": b.network, "device": device_name(device), "threads": threads, "batch": b.batch, "updates": n, "seconds": secs}));
+        println!("{}", json!({"updates_per_sec": ups, "variant": variant.name(), "network": b.network, "obs": b.game.as_deref().unwrap_or("noise"), "device": device_name(device), "threads": threads, "batch": b.batch, "updates": n, "seconds": secs}));
     } else {
         println!("{} {} on {} ({} threads): {:.1} updates/s (batch {}, double DQN, Adam)", b.network, variant.name(), device_name(device), threads, ups, b.batch);
     }

@@ -145,7 +145,7 @@ impl Dqn {
     /// One gradient step on a batch. The weight-norm scales `g/||v||` are computed once for the
     /// online network (shared by the target and the loss passes) and cached for the target.
     pub fn update(&mut self, b: &TensorBatch) -> UpdateStats {
-        let scales = self.online.wn_scales();
+        let (scales, norms) = self.online.wn_train_scales();
         let detached: Vec<Option<Tensor>> = scales.iter().map(|s| s.as_ref().map(|t| t.detach())).collect();
         let target = self.td_target_scaled(b, &detached);
         let q = self.online.forward_scaled(&b.obs, true, &scales);
@@ -156,6 +156,7 @@ impl Dqn {
         };
         self.opt.zero_grad();
         loss.backward();
+        self.online.complete_wn_grads(&norms);
         let grad_norm = self.opt.clip_grad_norm(self.cfg.grad_clip_norm);
         self.opt.step();
         self.updates += 1;

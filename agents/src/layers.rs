@@ -159,6 +159,35 @@ impl Layer {
         self.g.as_ref().map(|g| g / self.v_norm())
     }
 
+    /// The training-time scale `g / ||v||` with `||v||` held constant for autograd, and that
+    /// norm. Backpropagating through it gives the exact `dL/dg` but only the `(g/||v||) dL/dw`
+    /// part of `dL/dv`; [`Layer::complete_v_grad`] adds the rest after the backward pass.
+    ///
+    /// Why: autograd through `||v||` (norm backward, a mask for zero norms, and accumulating two
+    /// gradients into `v`) costs several passes over every weight; for the Nature network that
+    /// was 40% of the whole backward pass (13.0 vs 7.9 ms per update for plain, 2 CPU threads).
+    pub fn wn_scale_const_norm(&self) -> Option<(Tensor, Tensor)> {
+        self.g.as_ref().map(|g| {
+            let norm = tch::no_grad(|| self.v_norm());
+            (g / &norm, norm)
+        })
+    }
+
+    /// Finish `dL/dv` after a backward pass through [`Layer::wn_scale_const_norm`]'s scale,
+    /// with the paper's eq. 3: `dL/dv = (g/||v||) dL/dw - (g dL/dg / ||v||^2) v`. Autograd has
+    /// left the first term in `v.grad`; this adds the second in one pass over `v`.
+    pub fn complete_v_grad(&self, norm: &Tensor) {
+        let Some(g) = &self.g else { return };
+        let (gg, mut vg) = (g.grad(), self.weight.grad());
+        if !gg.defined() || !vg.defined() {
+            return;
+        }
+        tch::no_grad(|| {
+            let coef = -(gg * g.detach()) / norm.square();
+            let _ = vg.addcmul_(&self.weight.detach(), &self.unit_view(&coef));
+        });
+    }
+
     /// Pre-activation for input `x`. `train` selects the minibatch mean (and updates the running
     /// mean) in mean-only BN layers; it changes nothing elsewhere.
     ///

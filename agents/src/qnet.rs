@@ -152,6 +152,23 @@ impl QNetwork {
         self.layers().map(|l| l.wn_scale()).collect()
     }
 
+    /// [`QNetwork::wn_scales`] for a gradient step: the norms are held constant for autograd
+    /// (see [`Layer::wn_scale_const_norm`]); call [`QNetwork::complete_wn_grads`] with the
+    /// returned norms after `backward()`.
+    pub fn wn_train_scales(&self) -> (Vec<Option<Tensor>>, Vec<Option<Tensor>>) {
+        self.layers().map(|l| l.wn_scale_const_norm().map_or((None, None), |(s, n)| (Some(s), Some(n)))).unzip()
+    }
+
+    /// Add the norm's share of every `v` gradient (paper eq. 3) after a backward pass through
+    /// [`QNetwork::wn_train_scales`].
+    pub fn complete_wn_grads(&self, norms: &[Option<Tensor>]) {
+        for (l, n) in self.layers().zip(norms) {
+            if let Some(n) = n {
+                l.complete_v_grad(n);
+            }
+        }
+    }
+
     /// Run the network. `how` picks, per layer index, plain forward, forward with a given scale,
     /// or data-dependent init.
     fn run(&self, obs: &Tensor, how: &dyn Fn(usize, &Layer, &Tensor) -> Tensor) -> Tensor {
@@ -260,6 +277,40 @@ mod tests {
         let (std, mean) = q.std_mean_correction(Some([0i64].as_slice()), 0, false);
         assert!(f64::try_from(mean.abs().max()).unwrap() < 1e-3);
         assert!(f64::try_from((std - 1.0).abs().max()).unwrap() < 1e-3);
+    }
+
+    /// The training path (norms held constant, then the paper's eq. 3 added by hand) gives the
+    /// gradients autograd gives through the norm, for every parameter of every variant.
+    #[test]
+    fn train_scales_give_autograd_gradients() {
+        for (variant, dueling) in [(Variant::WeightNorm, false), (Variant::WeightNormMobn, true), (Variant::Plain, false)] {
+            tch::manual_seed(3);
+            let (vs, net) = nature(variant, dueling);
+            let obs = Tensor::randint(256, [8, 4, 84, 84], (Kind::Uint8, Device::Cpu));
+            net.data_init(&obs, 1.0);
+            let target = Tensor::randn([8, 6], (Kind::Float, Device::Cpu));
+            let grads = |fast: bool| {
+                for mut t in vs.trainable_variables() {
+                    t.zero_grad();
+                }
+                if fast {
+                    let (scales, norms) = net.wn_train_scales();
+                    (net.forward_scaled(&obs, true, &scales) - &target).square().mean(Kind::Float).backward();
+                    net.complete_wn_grads(&norms);
+                } else {
+                    (net.forward_t(&obs, true) - &target).square().mean(Kind::Float).backward();
+                }
+                let mut g: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).map(|(n, t)| (n, t.grad().copy())).collect();
+                g.sort_by(|a, b| a.0.cmp(&b.0));
+                g
+            };
+            let (exact, fast) = (grads(false), grads(true));
+            for ((name, a), (_, b)) in exact.iter().zip(&fast) {
+                let scale = f64::try_from(a.abs().max()).unwrap().max(1e-12);
+                let err = f64::try_from((a - b).abs().max()).unwrap() / scale;
+                assert!(err < 1e-4, "{variant:?} {name}: relative error {err}");
+            }
+        }
     }
 
     #[test]
