@@ -157,8 +157,7 @@ impl Dqn {
         self.opt.zero_grad();
         loss.backward();
         self.online.complete_wn_grads(&norms);
-        let grad_norm = self.opt.clip_grad_norm(self.cfg.grad_clip_norm);
-        self.opt.step();
+        let grad_norm = self.opt.clip_and_step(self.cfg.grad_clip_norm);
         self.updates += 1;
         match self.cfg.target_update {
             TargetUpdate::Hard(n) if n > 0 && self.updates % n == 0 => self.sync_target(),

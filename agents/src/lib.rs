@@ -4,12 +4,14 @@
 //!   the paper's data-dependent initialization.
 //! - [`qnet`]: the Nature CNN and an MLP in the named variants (`plain`, `weight_norm`, ...).
 //! - [`dqn`]: the DQN update (targets, double DQN, Huber/MSE, gradient clipping, target sync).
-//! - [`optim`]: Adam, centered RMSProp and Adamax on tch tensors, with saveable state.
+//! - [`optim`]: Adam, centered RMSProp and Adamax on tch tensors, with saveable state
+//!   (`fused`: their one-pass CPU kernels).
 //! - [`replay`]: replay memory (frames stored once; vector observations).
 //! - [`schedule`]: exploration schedules.
 #![deny(missing_docs)]
 
 pub mod dqn;
+mod fused;
 pub mod layers;
 pub mod optim;
 pub mod qnet;

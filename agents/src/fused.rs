@@ -1,0 +1,159 @@
+//! One-pass CPU kernels for the optimizers (Adam, Adamax) and the gradient norm.
+//!
+//! Why: written with tensor ops, an Adam step over the Nature network's 1.7M weights makes about
+//! ten passes over memory (lerp, square, lerp, sqrt, div, add, mul, addcdiv, and two more for
+//! gradient clipping), each a separate libtorch kernel with its own temporaries; libtorch's fused
+//! Adam is not reachable from `tch`. These loops read each element once, keep it in registers,
+//! and fold the clipping coefficient into the gradient read. Measured on the Nature network
+//! (2-core CPU, per update, clipping + step): 1.0 ms instead of 2.9 ms (plain) and 0.9 ms
+//! instead of 1.9 ms (weight norm); `wndqn bench learner` shows it in updates/s.
+//!
+//! The arithmetic follows `torch.optim` element by element (f32 and f64); the optimizer tests
+//! check the trajectories against PyTorch. Rust never contracts `a * b + c` into an FMA on its
+//! own, so the AVX2 build of a loop rounds exactly like the baseline one.
+
+use std::ops::{Add, Div, Mul, Sub};
+
+/// The element types the kernels run on.
+pub(crate) trait Real: Copy + PartialOrd + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self> {
+    fn of(x: f64) -> Self;
+    fn to_f64(self) -> f64;
+    fn sqrt(self) -> Self;
+    fn abs(self) -> Self;
+}
+
+impl Real for f32 {
+    fn of(x: f64) -> Self {
+        x as f32
+    }
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+    fn sqrt(self) -> Self {
+        f32::sqrt(self)
+    }
+    fn abs(self) -> Self {
+        f32::abs(self)
+    }
+}
+
+impl Real for f64 {
+    fn of(x: f64) -> Self {
+        x
+    }
+    fn to_f64(self) -> f64 {
+        self
+    }
+    fn sqrt(self) -> Self {
+        f64::sqrt(self)
+    }
+    fn abs(self) -> Self {
+        f64::abs(self)
+    }
+}
+
+/// Adam hyper-parameters for one step (`torch.optim.Adam`, `foreach=False`).
+#[derive(Clone, Copy)]
+pub(crate) struct AdamStep {
+    /// Multiplies every gradient as it is read (the clipping coefficient, or 1).
+    pub gscale: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// `lr / (1 - beta1^t)`.
+    pub step_size: f64,
+    /// `sqrt(1 - beta2^t)`.
+    pub bc2_sqrt: f64,
+    pub eps: f64,
+}
+
+/// Adamax hyper-parameters for one step (`torch.optim.Adamax`).
+#[derive(Clone, Copy)]
+pub(crate) struct AdamaxStep {
+    pub gscale: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    /// `lr / (1 - beta1^t)`.
+    pub clr: f64,
+    pub eps: f64,
+}
+
+/// Runs `f` compiled for AVX2 where the CPU has it (8 f32 lanes instead of 4).
+macro_rules! dispatch {
+    ($name:ident, $generic:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        pub(crate) fn $name<T: Real>($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2")]
+                unsafe fn wide<T: Real>($($arg: $ty),*) -> $ret {
+                    $generic($($arg),*)
+                }
+                if std::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the CPU supports AVX2 (checked just above).
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            $generic($($arg),*)
+        }
+    };
+}
+
+#[inline(always)]
+fn sum_sq_generic<T: Real>(g: &[T]) -> f64 {
+    // Eight partial sums so the loop vectorizes without reassociating one long chain.
+    let mut acc = [T::of(0.0); 8];
+    let chunks = g.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] = acc[k] + c[k] * c[k];
+        }
+    }
+    let mut total: f64 = acc.iter().map(|a| a.to_f64()).sum();
+    for &x in rest {
+        total += (x * x).to_f64();
+    }
+    total
+}
+
+#[inline(always)]
+fn adam_generic<T: Real>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], s: AdamStep) {
+    let n = p.len();
+    let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+    let (gs, w1, b2, w2) = (T::of(s.gscale), T::of(1.0 - s.beta1), T::of(s.beta2), T::of(1.0 - s.beta2));
+    let (neg_step, bc2, eps) = (T::of(-s.step_size), T::of(s.bc2_sqrt), T::of(s.eps));
+    for i in 0..n {
+        let gi = g[i] * gs;
+        // exp_avg.lerp_(grad, 1 - beta1)
+        let mi = m[i] + w1 * (gi - m[i]);
+        // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        let vi = v[i] * b2 + w2 * gi * gi;
+        // param.addcdiv_(exp_avg, exp_avg_sq.sqrt() / bc2_sqrt + eps, value=-step_size)
+        let denom = vi.sqrt() / bc2 + eps;
+        p[i] = p[i] + neg_step * mi / denom;
+        m[i] = mi;
+        v[i] = vi;
+    }
+}
+
+#[inline(always)]
+fn adamax_generic<T: Real>(p: &mut [T], g: &[T], m: &mut [T], u: &mut [T], s: AdamaxStep) {
+    let n = p.len();
+    let (g, m, u) = (&g[..n], &mut m[..n], &mut u[..n]);
+    let (gs, w1, b2) = (T::of(s.gscale), T::of(1.0 - s.beta1), T::of(s.beta2));
+    let (neg_clr, eps) = (T::of(-s.clr), T::of(s.eps));
+    for i in 0..n {
+        let gi = g[i] * gs;
+        let mi = m[i] + w1 * (gi - m[i]);
+        // exp_inf = max(beta2 * exp_inf, |grad| + eps)
+        let a = gi.abs() + eps;
+        let b = u[i] * b2;
+        let ui = if b > a { b } else { a };
+        p[i] = p[i] + neg_clr * mi / ui;
+        m[i] = mi;
+        u[i] = ui;
+    }
+}
+
+dispatch!(sum_sq, sum_sq_generic, (g: &[T]) -> f64);
+dispatch!(adam, adam_generic, (p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], s: AdamStep) -> ());
+dispatch!(adamax, adamax_generic, (p: &mut [T], g: &[T], m: &mut [T], u: &mut [T], s: AdamaxStep) -> ());
