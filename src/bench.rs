@@ -296,6 +296,12 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     if variant.data_init() {
         dqn.data_init(&batch.obs, 1.0);
     }
+    // As in training: the CPU learner gets frames already scaled to f32 by the replay thread.
+    let batch = if device == Device::Cpu && batch.obs.kind() == Kind::Uint8 {
+        TensorBatch { obs: batch.obs.to_kind(Kind::Float) / 255.0, next_obs: batch.next_obs.to_kind(Kind::Float) / 255.0, ..batch }
+    } else {
+        batch
+    };
     for _ in 0..5 {
         dqn.update(&batch);
     }

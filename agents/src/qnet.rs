@@ -87,7 +87,6 @@ pub struct QNetwork {
     convs: Vec<Layer>,
     dense: Vec<Layer>,
     heads: Vec<Layer>,
-    input_is_u8: bool,
 }
 
 impl QNetwork {
@@ -126,7 +125,7 @@ impl QNetwork {
             heads.push(Layer::linear(&p.sub("fc1"), feat, width, lc));
             heads.push(Layer::linear(&p.sub("q"), width, cfg.num_actions, lc));
         }
-        QNetwork { cfg: cfg.clone(), convs, dense, heads, input_is_u8: cfg.arch == Arch::Nature }
+        QNetwork { cfg: cfg.clone(), convs, dense, heads }
     }
 
     /// The build settings.
@@ -134,8 +133,10 @@ impl QNetwork {
         &self.cfg
     }
 
+    /// Network input: `u8` frames become `x / 255`; float input is taken as already in that
+    /// form (see `replay::Batch::to_device_scaled`).
     fn prep(&self, obs: &Tensor) -> Tensor {
-        if self.input_is_u8 || obs.kind() == Kind::Uint8 {
+        if obs.kind() == Kind::Uint8 {
             obs.to_kind(Kind::Float) / 255.0
         } else {
             obs.to_kind(Kind::Float)

@@ -163,9 +163,13 @@ pub struct TensorBatch {
 impl<T: Element + tch::kind::Element> Batch<T> {
     /// Move to `device`; `obs_shape` is one observation's shape (`[4, 84, 84]`).
     pub fn to_device(&self, obs_shape: &[i64], device: Device) -> TensorBatch {
+        self.tensors(obs_shape, device, |v| Tensor::from_slice(v))
+    }
+
+    fn tensors(&self, obs_shape: &[i64], device: Device, obs: impl Fn(&[T]) -> Tensor) -> TensorBatch {
         let b = self.actions.len() as i64;
         let shape: Vec<i64> = std::iter::once(b).chain(obs_shape.iter().copied()).collect();
-        let mk = |v: &[T]| Tensor::from_slice(v).view(shape.as_slice()).to_device(device);
+        let mk = |v: &[T]| obs(v).view(shape.as_slice()).to_device(device);
         TensorBatch {
             obs: mk(&self.obs),
             next_obs: mk(&self.next_obs),
@@ -173,6 +177,20 @@ impl<T: Element + tch::kind::Element> Batch<T> {
             rewards: Tensor::from_slice(&self.rewards).to_device(device),
             terminated: Tensor::from_slice(&self.terminated).to_device(device).to_kind(Kind::Float),
         }
+    }
+}
+
+impl Batch<u8> {
+    /// [`Batch::to_device`] with the frames already as the network's `f32` input, `x / 255`
+    /// (bit-identical to the conversion the network does on `u8` input). The CPU learner gets
+    /// its batches this way, so the conversion (3 passes over 0.9M values per update, as the
+    /// next observations feed two networks) runs in the prefetching replay thread instead.
+    pub fn to_device_scaled(&self, obs_shape: &[i64], device: Device) -> TensorBatch {
+        let lut: [f32; 256] = std::array::from_fn(|i| i as f32 / 255.0);
+        self.tensors(obs_shape, device, |v| {
+            let f: Vec<f32> = v.iter().map(|&x| lut[x as usize]).collect();
+            Tensor::from_slice(&f)
+        })
     }
 }
 
@@ -507,9 +525,11 @@ impl AnyMemory {
             AnyMemory::Vectors(m) => m.load(r),
         }
     }
-    /// Sample a batch as tensors on `device` (`obs_shape` is one observation's shape).
-    pub fn sample_tensors<R: Rng>(&self, batch: usize, rng: &mut R, obs_shape: &[i64], device: Device) -> Option<TensorBatch> {
+    /// Sample a batch as tensors on `device` (`obs_shape` is one observation's shape); with
+    /// `scale_frames`, frames come as `f32` in [0, 1] ([`Batch::to_device_scaled`]).
+    pub fn sample_tensors<R: Rng>(&self, batch: usize, rng: &mut R, obs_shape: &[i64], device: Device, scale_frames: bool) -> Option<TensorBatch> {
         match self {
+            AnyMemory::Frames(m) if scale_frames => m.sample(batch, rng).map(|b| b.to_device_scaled(obs_shape, device)),
             AnyMemory::Frames(m) => m.sample(batch, rng).map(|b| b.to_device(obs_shape, device)),
             AnyMemory::Vectors(m) => m.sample(batch, rng).map(|b| b.to_device(obs_shape, device)),
         }

@@ -27,6 +27,7 @@ pub fn replay_thread(
     warmup: u64,
     obs_shape: Vec<i64>,
     seed: u64,
+    scale_frames: bool,
 ) -> Result<()> {
     let mut rng = StdRng::seed_from_u64(seed);
     loop {
@@ -48,7 +49,7 @@ pub fn replay_thread(
         }
         // Keep the prefetch queue full once learning can start.
         while shared.inserted.load(Ordering::Acquire) >= warmup && !batches.is_full() && rx.is_empty() {
-            let Some(b) = memory.sample_tensors(batch_size, &mut rng, &obs_shape, Device::Cpu) else { break };
+            let Some(b) = memory.sample_tensors(batch_size, &mut rng, &obs_shape, Device::Cpu, scale_frames) else { break };
             match batches.try_send(b) {
                 Ok(()) => {}
                 Err(TrySendError::Full(_)) => break,
@@ -115,7 +116,7 @@ pub fn learner_thread(
     if dqn.updates() == 0 {
         if let Some((n, scale)) = spec.data_init {
             let mut rng = StdRng::seed_from_u64(spec.seed ^ 0xDA7A);
-            if let Some(b) = memory.sample_tensors(n, &mut rng, &spec.obs_shape, spec.device) {
+            if let Some(b) = memory.sample_tensors(n, &mut rng, &spec.obs_shape, spec.device, false) {
                 dqn.data_init(&b.obs, scale);
                 let _ = events.send(Event::Note(format!("data-dependent init on {n} warm-up observations")));
             }

@@ -408,7 +408,8 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, runs_dir: &Path
 
     let replay = {
         let (m, s, bs, w, shape) = (memory.clone(), shared.clone(), cfg.replay.batch_size, cfg.replay.warmup_steps, kind.shape());
-        spawn("replay", &shared, move || learner::replay_thread(m, s, act_rx, batch_tx, bs, w, shape, mix(gseed, 2)))?
+        let scale = device == Device::Cpu;
+        spawn("replay", &shared, move || learner::replay_thread(m, s, act_rx, batch_tx, bs, w, shape, mix(gseed, 2), scale))?
     };
     let learner = {
         let spec = learner::LearnerSpec {
