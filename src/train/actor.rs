@@ -95,6 +95,7 @@ pub fn greedy(net: &QNetwork, o: Obs<'_>, shape: &[i64]) -> usize {
 /// The actor loop.
 pub fn run(mut spec: ActorSpec, shared: Arc<Shared>, tx: Sender<ActorMsg>, events: Sender<Event>) -> Result<()> {
     crate::threads::limit_current_thread(1);
+    crate::threads::background();
     let vs = nn::VarStore::new(Device::Cpu);
     let net = QNetwork::new(&vs.root(), &spec.net);
     let shape = spec.env.obs_kind().shape();

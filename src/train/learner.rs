@@ -29,6 +29,7 @@ pub fn replay_thread(
     seed: u64,
     scale_frames: bool,
 ) -> Result<()> {
+    crate::threads::background();
     let mut rng = StdRng::seed_from_u64(seed);
     loop {
         match rx.recv_timeout(Duration::from_millis(2)) {

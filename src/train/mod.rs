@@ -473,6 +473,7 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, runs_dir: &Path
         let mut env = eval_env;
         spawn("evaluator", &shared, move || {
             crate::threads::limit_current_thread(1);
+            crate::threads::background();
             let vs = nn::VarStore::new(Device::Cpu);
             let q = QNetwork::new(&vs.root(), &net);
             for (step, snap) in eval_rx.iter() {
