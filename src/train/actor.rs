@@ -87,9 +87,11 @@ pub fn obs_tensor(o: Obs<'_>, shape: &[i64]) -> Tensor {
     }
 }
 
-/// Greedy action of `net` for one observation.
-pub fn greedy(net: &QNetwork, o: Obs<'_>, shape: &[i64]) -> usize {
-    tch::no_grad(|| net.forward_t(&obs_tensor(o, shape), false).argmax(1, false).int64_value(&[0]) as usize)
+/// Greedy action of `net` for one observation; `scales` are the network's current
+/// `QNetwork::wn_scales` (computed once per weight load, not per step: for weight norm that
+/// is a pass over all 1.7M weights the batch-of-one forward would otherwise repeat).
+pub fn greedy(net: &QNetwork, scales: &[Option<Tensor>], o: Obs<'_>, shape: &[i64]) -> usize {
+    tch::no_grad(|| net.forward_scaled(&obs_tensor(o, shape), false, scales).argmax(1, false).int64_value(&[0]) as usize)
 }
 
 /// The actor loop.
@@ -102,6 +104,7 @@ pub fn run(mut spec: ActorSpec, shared: Arc<Shared>, tx: Sender<ActorMsg>, event
     let n_actions = spec.env.num_actions();
     let mut rng = StdRng::seed_from_u64(spec.rng_seed);
     let mut version = 0u64;
+    let mut scales = tch::no_grad(|| net.wn_scales());
     let mut pending: Vec<Item> = Vec::with_capacity(spec.send_batch + 1);
     let mut pending_steps = 0u64;
     let flush = |pending: &mut Vec<Item>, steps: &mut u64| -> Result<()> {
@@ -138,6 +141,7 @@ pub fn run(mut spec: ActorSpec, shared: Arc<Shared>, tx: Sender<ActorMsg>, event
         if shared.weights.version() > version {
             let (v, _) = shared.weights.read(|snap| load_snapshot(&vs, snap));
             version = v;
+            scales = tch::no_grad(|| net.wn_scales());
         }
         let eps = match spec.apex {
             Some((base, alpha)) => apex_epsilon(spec.index, spec.num_actors, base, alpha),
@@ -146,7 +150,7 @@ pub fn run(mut spec: ActorSpec, shared: Arc<Shared>, tx: Sender<ActorMsg>, event
         let action = if version == 0 || rng.gen::<f64>() < eps {
             rng.gen_range(0..n_actions)
         } else {
-            greedy(&net, spec.env.obs(), &shape)
+            greedy(&net, &scales, spec.env.obs(), &shape)
         };
         let step = spec.env.step(action);
         pending.push(Item::Step {

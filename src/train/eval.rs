@@ -23,6 +23,7 @@ pub fn evaluate(
 ) -> Result<Vec<f64>> {
     let shape = env.obs_kind().shape();
     let n = env.num_actions();
+    let scales = tch::no_grad(|| net.wn_scales());
     let mut rng = StdRng::seed_from_u64(seed);
     let mut returns = Vec::with_capacity(episodes);
     for ep in 0..episodes {
@@ -30,7 +31,7 @@ pub fn evaluate(
         on_frame(ep, env);
         let mut ret = 0.0;
         for _ in 0..max_steps {
-            let a = if rng.gen::<f64>() < epsilon { rng.gen_range(0..n) } else { greedy(net, env.obs(), &shape) };
+            let a = if rng.gen::<f64>() < epsilon { rng.gen_range(0..n) } else { greedy(net, &scales, env.obs(), &shape) };
             let s = env.step(a);
             ret += s.raw_reward as f64;
             on_frame(ep, env);
