@@ -217,10 +217,15 @@ pub struct LearnerConfig {
     pub threads: usize,
     /// Batches sampled ahead by the prefetch thread.
     pub prefetch: usize,
+    /// Give the learner first claim on the CPU: actors, the replay thread and the evaluator run
+    /// at idle priority (`SCHED_IDLE`) and only use cores the learner leaves free. Faster on a
+    /// machine dedicated to one run with a heavy CPU learner (Atari presets); with other busy
+    /// processes on the machine those threads can starve, so it is off by default.
+    pub exclusive_cpu: bool,
 }
 impl Default for LearnerConfig {
     fn default() -> Self {
-        LearnerConfig { replay_ratio: 0.25, publish_every: 50, threads: 0, prefetch: 4 }
+        LearnerConfig { replay_ratio: 0.25, publish_every: 50, threads: 0, prefetch: 4, exclusive_cpu: false }
     }
 }
 

@@ -17,7 +17,8 @@ pub fn limit_current_thread(n: usize) {
 }
 
 /// Give the current thread the lowest CPU priority (`SCHED_IDLE`): it runs only when a core
-/// would otherwise be idle. For every thread of a training run but the learner.
+/// would otherwise be idle. For every thread of a training run but the learner, when the
+/// config sets `learner.exclusive_cpu` (the Atari presets do).
 ///
 /// Why: the learner's updates run on an OpenMP team as wide as the machine, and every parallel
 /// region waits for its slowest member. Any other runnable thread at normal priority takes a
@@ -25,7 +26,11 @@ pub fn limit_current_thread(n: usize) {
 /// the learner made an update take 72 ms instead of 22 ms; the same thread under `SCHED_IDLE`
 /// cost nothing measurable (22.5 ms). Actors and the replay thread still get all the CPU they
 /// need: when they fall behind, the replay ratio makes the learner wait, which frees the cores.
-/// `wndqn bench e2e`, Pong, weight_norm: 158.7 env steps/s against 148-152 without it.
+/// `wndqn bench e2e`, Pong, weight_norm: 191-197 env steps/s against 172 without it.
+///
+/// Not the default: under `SCHED_IDLE` a thread gets (almost) nothing while any other thread
+/// of normal priority wants the core. Two CartPole runs side by side (a tiny learner whose
+/// OpenMP threads spin between updates) took minutes instead of 39 s.
 pub fn background() {
     let p = libc::sched_param { sched_priority: 0 };
     // SAFETY: changes only the calling thread's policy; failure (a sandbox) leaves it as it was.

@@ -197,6 +197,21 @@ fn cartpole_run(runs: &Path, extra: &[&str]) -> PathBuf {
     only_run_dir(runs)
 }
 
+/// Wait (however loaded the machine is) until the run under `runs` has written `n` checkpoints.
+fn wait_for_checkpoints(runs: &Path, n: usize) {
+    let t0 = std::time::Instant::now();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let written = std::fs::read_dir(runs).unwrap().flatten().any(|run| {
+            std::fs::read_dir(run.path().join("checkpoints")).map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("ckpt-")).count() >= n).unwrap_or(false)
+        });
+        assert!(t0.elapsed().as_secs() < 120, "no checkpoints after 2 minutes");
+        if written {
+            return;
+        }
+    }
+}
+
 #[cfg(unix)]
 #[test]
 fn interrupted_run_resumes_with_one_continuous_curve() {
@@ -209,7 +224,9 @@ fn interrupted_run_resumes_with_one_continuous_curve() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(6));
+    // Interrupt once learning has logged and checkpointed (not after a fixed time: under load
+    // a fixed sleep can end before the warm-up does).
+    wait_for_checkpoints(runs.path(), 1);
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
@@ -346,18 +363,7 @@ fn kill_9_never_breaks_the_newest_complete_checkpoint() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // Wait (however loaded the machine is) until checkpoints are being written, then kill.
-    let t0 = std::time::Instant::now();
-    loop {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let written = std::fs::read_dir(runs.path()).unwrap().flatten().any(|run| {
-            std::fs::read_dir(run.path().join("checkpoints")).map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("ckpt-")).count() >= 2).unwrap_or(false)
-        });
-        assert!(t0.elapsed().as_secs() < 120, "no checkpoints after 2 minutes");
-        if written {
-            break;
-        }
-    }
+    wait_for_checkpoints(runs.path(), 2);
     std::thread::sleep(std::time::Duration::from_millis(150));
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();

@@ -75,6 +75,8 @@ pub struct ActorSpec {
     pub update_origin: u64,
     pub replay_ratio: f64,
     pub send_batch: usize,
+    /// Run at idle CPU priority (`learner.exclusive_cpu`).
+    pub idle_priority: bool,
 }
 
 /// Observation as a batch-of-one tensor.
@@ -97,7 +99,9 @@ pub fn greedy(net: &QNetwork, scales: &[Option<Tensor>], o: Obs<'_>, shape: &[i6
 /// The actor loop.
 pub fn run(mut spec: ActorSpec, shared: Arc<Shared>, tx: Sender<ActorMsg>, events: Sender<Event>) -> Result<()> {
     crate::threads::limit_current_thread(1);
-    crate::threads::background();
+    if spec.idle_priority {
+        crate::threads::background();
+    }
     let vs = nn::VarStore::new(Device::Cpu);
     let net = QNetwork::new(&vs.root(), &spec.net);
     let shape = spec.env.obs_kind().shape();

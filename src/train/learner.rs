@@ -28,8 +28,11 @@ pub fn replay_thread(
     obs_shape: Vec<i64>,
     seed: u64,
     scale_frames: bool,
+    idle_priority: bool,
 ) -> Result<()> {
-    crate::threads::background();
+    if idle_priority {
+        crate::threads::background();
+    }
     let mut rng = StdRng::seed_from_u64(seed);
     loop {
         match rx.recv_timeout(Duration::from_millis(2)) {

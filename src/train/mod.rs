@@ -160,7 +160,7 @@ pub fn resolve_config(args: &TrainArgs) -> Result<Config> {
 
 /// Keys that may change when a run is resumed: budgets, logging and thread counts. Anything
 /// else (environment, network, optimizer, replay, exploration) would make it another run.
-const SAFE_ON_RESUME: &[&str] = &["run.total_env_steps", "run.stop_at_return", "learner.threads", "learner.prefetch", "log."];
+const SAFE_ON_RESUME: &[&str] = &["run.total_env_steps", "run.stop_at_return", "learner.threads", "learner.prefetch", "learner.exclusive_cpu", "log."];
 
 fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
     match v {
@@ -408,8 +408,8 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, runs_dir: &Path
 
     let replay = {
         let (m, s, bs, w, shape) = (memory.clone(), shared.clone(), cfg.replay.batch_size, cfg.replay.warmup_steps, kind.shape());
-        let scale = device == Device::Cpu;
-        spawn("replay", &shared, move || learner::replay_thread(m, s, act_rx, batch_tx, bs, w, shape, mix(gseed, 2), scale))?
+        let (scale, idle) = (device == Device::Cpu, cfg.learner.exclusive_cpu);
+        spawn("replay", &shared, move || learner::replay_thread(m, s, act_rx, batch_tx, bs, w, shape, mix(gseed, 2), scale, idle))?
     };
     let learner = {
         let spec = learner::LearnerSpec {
@@ -458,6 +458,7 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, runs_dir: &Path
             update_origin,
             replay_ratio: cfg.learner.replay_ratio,
             send_batch: cfg.actors.send_batch,
+            idle_priority: cfg.learner.exclusive_cpu,
         };
         let (s, tx, ev) = (shared.clone(), act_tx.clone(), ev_tx.clone());
         let s2 = shared.clone();
@@ -469,11 +470,13 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, runs_dir: &Path
     }
     drop(act_tx);
     let evaluator = {
-        let (ev, net, log) = (ev_tx.clone(), net.clone(), cfg.log.clone());
+        let (ev, net, log, idle) = (ev_tx.clone(), net.clone(), cfg.log.clone(), cfg.learner.exclusive_cpu);
         let mut env = eval_env;
         spawn("evaluator", &shared, move || {
             crate::threads::limit_current_thread(1);
-            crate::threads::background();
+            if idle {
+                crate::threads::background();
+            }
             let vs = nn::VarStore::new(Device::Cpu);
             let q = QNetwork::new(&vs.root(), &net);
             for (step, snap) in eval_rx.iter() {
