@@ -3,13 +3,14 @@
 use std::path::Path;
 
 use anyhow::Result;
-use wndqn_envs::roms;
+use wndqn_envs::{ale, roms};
 
-/// Print the games found in the ROM folder that ALE 0.6 can play.
+/// Print the games found in the ROM folder that the compiled-in ALE can play; with `all`, also
+/// check every ROM's MD5 with ALE and list the files it does not know.
 pub fn run(rom_dir: Option<&Path>, all: bool) -> Result<()> {
     let dir = roms::rom_dir(rom_dir)?;
     let games = roms::available_games(&dir);
-    println!("{} playable Atari games (ROMs from {}):", games.len(), dir.display());
+    println!("{} playable Atari games on ALE {} (ROMs from {}):", games.len(), ale::version(), dir.display());
     println!("{:<20} {:<22} {:<30}", "id", "ALE/…-v5 id", "ROM");
     for g in &games {
         println!("{:<20} {:<22} {}", g.id, format!("ALE/{}-v5", g.id), g.rom.path.file_name().unwrap_or_default().to_string_lossy());
@@ -17,13 +18,26 @@ pub fn run(rom_dir: Option<&Path>, all: bool) -> Result<()> {
     println!("\nplus classic control: CartPole-v1");
     let missing: Vec<_> = roms::ALE_SUPPORTED.iter().filter(|s| !games.iter().any(|g| g.rom.name == **s)).collect();
     if !missing.is_empty() {
-        println!("\nsupported by ALE 0.6 but no ROM in that folder: {}", missing.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "));
+        println!("\nsupported by ALE {} but no ROM in that folder: {}", ale::version(), missing.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "));
     }
     let unsupported = roms::unsupported_roms(&dir);
-    if all && !unsupported.is_empty() {
-        println!("\nROMs present that ALE 0.6 cannot play (added in ALE 0.7+): {}", unsupported.join(", "));
-    } else if !unsupported.is_empty() {
-        println!("({} more ROMs need a newer ALE; `wndqn games --all` lists them)", unsupported.len());
+    if !unsupported.is_empty() {
+        println!("\nROM files with names ALE {} does not know: {}", ale::version(), unsupported.join(", "));
+    }
+    if all {
+        let mut unknown = Vec::new();
+        for g in &games {
+            match ale::identify(&g.rom.path) {
+                Ok((Some(name), _)) if name == g.rom.name => {}
+                Ok((name, md5)) => unknown.push(format!("{} (md5 {md5}{})", g.rom.path.display(), name.map(|n| format!(", the ROM of {n}")).unwrap_or_default())),
+                Err(e) => unknown.push(e.to_string()),
+            }
+        }
+        if unknown.is_empty() {
+            println!("\nevery listed ROM has the MD5 that ALE {} expects", ale::version());
+        } else {
+            println!("\nROMs ALE {} will refuse (unknown MD5):\n  {}", ale::version(), unknown.join("\n  "));
+        }
     }
     Ok(())
 }

@@ -7,6 +7,13 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::ale::{Ale, AleSettings, SCREEN_H, SCREEN_W};
+
+/// ALE's `random_seed` for a user seed: any u64 mapped into 0..i32::MAX (ALE reads -1 as
+/// "seed from the clock", and its setting is an `int`).
+pub fn ale_seed(seed: u64) -> i32 {
+    let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (seed >> 29);
+    (mixed % i32::MAX as u64) as i32
+}
 use crate::resize::AreaResize;
 use crate::roms::Rom;
 use crate::{Env, EnvConfig, EnvError, EpisodeStats, Obs, ObsKind, Step};
@@ -19,7 +26,7 @@ pub struct AtariEnv {
     rom: Rom,
     cfg: EnvConfig,
     frameskip: u32,
-    sticky: f32,
+    settings: AleSettings,
     actions: Vec<i32>,
     needs_fire: bool,
     rng: StdRng,
@@ -41,7 +48,14 @@ impl AtariEnv {
     pub fn new(rom: &Rom, cfg: &EnvConfig) -> Result<Self, EnvError> {
         let frameskip = cfg.frameskip.unwrap_or(4);
         let sticky = cfg.repeat_action_probability.unwrap_or(0.0);
-        let ale = Ale::load(rom, AleSettings { seed: 0, repeat_action_probability: sticky })?;
+        let settings = AleSettings {
+            seed: ale_seed(0),
+            repeat_action_probability: sticky,
+            max_episode_frames: cfg.max_episode_frames,
+            mode: cfg.mode,
+            difficulty: cfg.difficulty,
+        };
+        let ale = Ale::load(rom, settings)?;
         let actions = if cfg.full_action_space.unwrap_or(false) { ale.legal_actions() } else { ale.minimal_actions() };
         let needs_fire = actions.len() >= 3 && actions[1] == FIRE;
         let frame_px = cfg.frame_size * cfg.frame_size;
@@ -50,7 +64,7 @@ impl AtariEnv {
             rom: rom.clone(),
             cfg: cfg.clone(),
             frameskip,
-            sticky,
+            settings,
             actions,
             needs_fire,
             rng: StdRng::seed_from_u64(0),
@@ -66,14 +80,16 @@ impl AtariEnv {
         })
     }
 
-    /// ALE action codes of this env's action set, by action index.
-    pub fn action_codes(&self) -> &[i32] {
-        &self.actions
-    }
-
     /// Emulator frames played in the current game (no-ops and FIRE included).
     pub fn episode_frames(&self) -> i32 {
         self.ale.episode_frame_number()
+    }
+
+    /// The current 210x160 grayscale screen, as ALE renders it (before any preprocessing).
+    pub fn grayscale_screen(&self) -> Vec<u8> {
+        let mut v = vec![0; SCREEN_H * SCREEN_W];
+        self.ale.screen_grayscale(&mut v);
+        v
     }
 
     /// The current 210x160x3 RGB screen (for videos).
@@ -91,7 +107,7 @@ impl AtariEnv {
         let mut grabbed_second_last = false;
         for i in 0..n {
             reward += self.ale.act(code);
-            let over = self.ale.game_over();
+            let over = self.ale.game_over() || self.ale.truncated();
             if self.cfg.max_pool && n > 1 && i + 2 == n && !over {
                 self.ale.screen_grayscale(&mut self.raw[0]);
                 grabbed_second_last = true;
@@ -173,7 +189,8 @@ impl Env for AtariEnv {
 
     fn reset(&mut self, seed: Option<u64>) -> Result<Obs<'_>, EnvError> {
         if let Some(seed) = seed {
-            self.ale.reload(&self.rom.path, AleSettings { seed, repeat_action_probability: self.sticky })?;
+            // A full power-cycle with the new seed, as ale-py does on `reset(seed=...)`.
+            self.ale = Ale::load(&self.rom, AleSettings { seed: ale_seed(seed), ..self.settings })?;
             self.rng = StdRng::seed_from_u64(seed);
             self.game_over_pending = true;
         }
@@ -200,7 +217,7 @@ impl Env for AtariEnv {
         self.ep_length += 1;
         let lives = self.ale.lives();
         let game_over = self.ale.game_over();
-        let truncated = !game_over && self.ale.episode_frame_number() as u32 >= self.cfg.max_episode_frames;
+        let truncated = !game_over && self.ale.truncated();
         let life_lost = self.cfg.episodic_life && lives < self.lives && lives > 0;
         self.lives = lives;
         let ended = game_over || truncated;

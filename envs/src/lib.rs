@@ -1,6 +1,7 @@
 //! `wndqn-envs`: the environments wndqn trains on. No torch here.
 //!
-//! - [`atari::AtariEnv`]: an ALE game (through [`ale`], the one module that touches `ale-sys`)
+//! - [`atari::AtariEnv`]: an ALE game (through [`ale`], the one module that touches the
+//!   emulator: ALE 0.12.1's C++ core, compiled in by `build.rs`)
 //!   with the standard DQN preprocessing, each stage switchable in [`EnvConfig`].
 //! - [`cartpole::CartPoleEnv`]: classic control through `gymnasium-rs`, so the whole training
 //!   stack can be exercised in seconds.
@@ -54,8 +55,8 @@ pub enum EnvError {
         /// Folders tried, with their source.
         searched: Vec<String>,
     },
-    /// A ROM exists but ALE 0.6 has no settings for it.
-    #[error("`{game}` has a ROM but ALE 0.6 (bundled by ale-sys) cannot play it; `wndqn games` lists the playable games")]
+    /// A ROM exists but the ALE compiled in has no settings for it.
+    #[error("`{game}` has a ROM but ALE 0.12.1 cannot play it; `wndqn games` lists the playable games")]
     UnsupportedGame {
         /// The game name.
         game: String,
@@ -97,6 +98,10 @@ pub struct EnvConfig {
     pub repeat_action_probability: Option<f32>,
     /// Use all 18 actions instead of the game's minimal set. Default: false.
     pub full_action_space: Option<bool>,
+    /// ALE game mode (`wndqn games --modes` lists each game's); `None` = the game's default.
+    pub mode: Option<u32>,
+    /// ALE game difficulty; `None` = the game's default.
+    pub difficulty: Option<u32>,
     /// Up to this many no-op frames after a reset (random count, 0 = off).
     pub noop_max: u32,
     /// Max-pool the last two frames of each frame skip (removes sprite flicker).
@@ -111,7 +116,8 @@ pub struct EnvConfig {
     pub clip_rewards: bool,
     /// Number of most recent frames stacked into one observation.
     pub frame_stack: usize,
-    /// Truncate a game after this many emulator frames (108,000 = 30 minutes at 60 Hz).
+    /// Truncate a game after this many emulator frames (108,000 = 30 minutes at 60 Hz); ALE's
+    /// own `max_num_frames_per_episode`.
     pub max_episode_frames: u32,
     /// CartPole only: truncate after this many steps (CartPole-v1: 500).
     pub max_episode_steps: u32,
@@ -124,6 +130,8 @@ impl Default for EnvConfig {
             frameskip: None,
             repeat_action_probability: None,
             full_action_space: None,
+            mode: None,
+            difficulty: None,
             noop_max: 30,
             max_pool: true,
             fire_reset: true,

@@ -11,21 +11,25 @@ use crate::EnvError;
 /// The variable that points at a folder of `<game>.bin` ROMs.
 pub const ROM_DIR_ENV: &str = "WNDQN_ROM_DIR";
 
-/// Games that ALE 0.6.0 (the version `ale-sys` bundles) has reward/terminal settings for, by ROM
-/// file stem. Taken from ALE 0.6.0's `src/games/supported/`. (`surround` and the games added in
-/// ALE 0.7+ are not in it.)
+/// Games that ALE 0.12.1 (compiled in by `build.rs`) has reward/terminal settings for, by ROM
+/// file stem: the `rom()` names of ALE 0.12.1's `src/ale/games/supported/` (103 games, the
+/// Atari-57 among them). ALE itself checks each ROM's MD5 when it loads it (`ale::identify`).
 pub const ALE_SUPPORTED: &[&str] = &[
     "adventure", "air_raid", "alien", "amidar", "assault", "asterix", "asteroids", "atlantis",
-    "bank_heist", "battle_zone", "beam_rider", "berzerk", "bowling", "boxing", "breakout",
-    "carnival", "centipede", "chopper_command", "crazy_climber", "defender", "demon_attack",
-    "donkey_kong", "double_dunk", "elevator_action", "enduro", "fishing_derby", "freeway",
-    "frogger", "frostbite", "galaxian", "gopher", "gravitar", "hero", "ice_hockey", "jamesbond",
-    "journey_escape", "kaboom", "kangaroo", "keystone_kapers", "king_kong", "koolaid", "krull",
-    "kung_fu_master", "laser_gates", "lost_luggage", "montezuma_revenge", "mr_do", "ms_pacman",
-    "name_this_game", "phoenix", "pitfall", "pong", "pooyan", "private_eye", "qbert", "riverraid",
-    "road_runner", "robotank", "seaquest", "sir_lancelot", "skiing", "solaris", "space_invaders",
-    "star_gunner", "tennis", "tetris", "time_pilot", "trondead", "turmoil", "tutankham",
-    "up_n_down", "venture", "video_pinball", "wizard_of_wor", "yars_revenge", "zaxxon",
+    "atlantis2", "backgammon", "bank_heist", "basic_math", "battle_zone", "beam_rider", "berzerk",
+    "blackjack", "bowling", "boxing", "breakout", "carnival", "casino", "centipede",
+    "chopper_command", "crazy_climber", "crossbow", "darkchambers", "defender", "demon_attack",
+    "donkey_kong", "double_dunk", "earthworld", "elevator_action", "enduro", "entombed", "et",
+    "fishing_derby", "flag_capture", "freeway", "frogger", "frostbite", "galaxian", "gopher",
+    "gravitar", "hangman", "haunted_house", "hero", "human_cannonball", "ice_hockey", "jamesbond",
+    "journey_escape", "kaboom", "kangaroo", "keystone_kapers", "king_kong", "klax", "koolaid",
+    "krull", "kung_fu_master", "laser_gates", "lost_luggage", "mario_bros", "miniature_golf",
+    "montezuma_revenge", "mr_do", "ms_pacman", "name_this_game", "othello", "pacman", "phoenix",
+    "pitfall", "pitfall2", "pong", "pooyan", "private_eye", "qbert", "riverraid", "road_runner",
+    "robotank", "seaquest", "sir_lancelot", "skiing", "solaris", "space_invaders", "space_war",
+    "star_gunner", "superman", "surround", "tennis", "tetris", "tic_tac_toe_3d", "time_pilot",
+    "trondead", "turmoil", "tutankham", "up_n_down", "venture", "video_chess", "video_cube",
+    "video_pinball", "wizard_of_wor", "word_zapper", "yars_revenge", "zaxxon",
 ];
 
 /// A game's ROM on disk.
@@ -38,7 +42,7 @@ pub struct Rom {
 }
 
 impl Rom {
-    /// Check the file before ALE opens it: ALE 0.6 calls `exit(1)` on files it cannot use.
+    /// Check the file before ALE opens it (size and permissions; ALE then checks its MD5).
     pub fn check_readable(&self) -> Result<(), EnvError> {
         let meta = std::fs::metadata(&self.path).map_err(|e| EnvError::BadRom {
             path: self.path.clone(),
@@ -106,7 +110,7 @@ pub fn rom_dir(flag: Option<&Path>) -> Result<PathBuf, EnvError> {
     Err(EnvError::NoRomDir { searched: cands.into_iter().map(|(d, s)| format!("{} ({s})", d.display())).collect() })
 }
 
-/// One playable game: supported by ALE 0.6 and with a ROM present.
+/// One playable game: supported by ALE 0.12.1 and with a ROM present.
 #[derive(Debug, Clone)]
 pub struct Game {
     /// The id users type (`SpaceInvaders`).
@@ -128,7 +132,7 @@ pub fn game_id(stem: &str) -> String {
         .collect()
 }
 
-/// The games found in `dir` that ALE 0.6 supports, sorted by id.
+/// The games found in `dir` that ALE 0.12.1 supports, sorted by id.
 pub fn available_games(dir: &Path) -> Vec<Game> {
     let mut games: Vec<Game> = ALE_SUPPORTED
         .iter()

@@ -91,7 +91,8 @@ fn frame_skip_max_pool_and_resize_match_a_direct_computation() {
     let EnvId::Atari { game, .. } = &id else { unreachable!() };
     let mut env = make_env(&id, &cfg).unwrap();
     env.reset(Some(3)).unwrap();
-    let mut ale = Ale::load(&game.rom, AleSettings { seed: 3, repeat_action_probability: 0.0 }).unwrap();
+    let settings = AleSettings { seed: wndqn_envs::atari::ale_seed(3), max_episode_frames: 108_000, ..Default::default() };
+    let mut ale = Ale::load(&game.rom, settings).unwrap();
     ale.reset_game();
     let codes = ale.minimal_actions();
     let mut resize = AreaResize::new(SCREEN_H, SCREEN_W, 84, 84);
@@ -263,6 +264,61 @@ fn bad_ids_and_roms_give_clear_errors() {
     let e = EnvConfig { id: "Pong".into(), ..Default::default() }.resolve(Some(Path::new("/nonexistent/roms"))).unwrap_err().to_string();
     assert!(e.contains("no ROM folder") || e.contains("no ROM for"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_rom_ale_does_not_know_is_an_error_within_seconds() {
+    // Random bytes named pong.bin: ALE would run Pong's settings on garbage code (ALE 0.6 hung).
+    let dir = tempfile_dir();
+    let mut x = 0x1234_5678u64;
+    let bytes: Vec<u8> = (0..4096)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 56) as u8
+        })
+        .collect();
+    std::fs::write(dir.join("pong.bin"), bytes).unwrap();
+    let t0 = std::time::Instant::now();
+    let (id, cfg) = EnvConfig { id: "Pong".into(), ..Default::default() }.resolve(Some(&dir)).unwrap();
+    let e = make_env(&id, &cfg).err().expect("a random-bytes ROM must be refused").to_string();
+    assert!(t0.elapsed().as_secs() < 5, "took {:?}", t0.elapsed());
+    assert!(e.contains("pong.bin") && e.contains("does not know this ROM") && e.contains("md5"), "{e}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn game_modes_and_difficulties_come_from_ale_and_are_validated() {
+    let (id, cfg) = env_cfg("ALE/Breakout-v5", |c| c.mode = Some(999));
+    let e = make_env(&id, &cfg).err().expect("mode 999 is not a Breakout mode").to_string();
+    assert!(e.contains("env.mode = 999") && e.contains("available: 0, 4,"), "{e}");
+    let (id, cfg) = env_cfg("ALE/Breakout-v5", |c| c.difficulty = Some(7));
+    let e = make_env(&id, &cfg).err().expect("difficulty 7 is not a Breakout difficulty").to_string();
+    assert!(e.contains("env.difficulty = 7") && e.contains("available: 0, 1"), "{e}");
+    let EnvId::Atari { game, .. } = &id else { unreachable!() };
+    let ale = Ale::load(&game.rom, AleSettings { mode: Some(4), difficulty: Some(1), ..Default::default() }).unwrap();
+    assert_eq!(ale.mode_and_difficulty(), (4, 1));
+    assert!(ale.modes().len() > 1 && ale.difficulties() == vec![0, 1], "{:?} {:?}", ale.modes(), ale.difficulties());
+    // A mode changes the game: Breakout's mode 4 plays differently from mode 0.
+    let play = |mode| {
+        let (id, cfg) = env_cfg("ALE/Breakout-v5", |c| {
+            c.mode = Some(mode);
+            c.repeat_action_probability = Some(0.0);
+        });
+        trajectory(&id, &cfg, 1, 300)
+    };
+    assert_ne!(play(0), play(4));
+}
+
+#[test]
+fn every_atari_57_game_including_surround_is_playable() {
+    for g in ["Surround", "Pitfall", "Tennis", "YarsRevenge", "VideoPinball"] {
+        let (id, cfg) = env_cfg(&format!("ALE/{g}-v5"), |_| {});
+        let mut env = make_env(&id, &cfg).unwrap_or_else(|e| panic!("{g}: {e}"));
+        env.reset(Some(1)).unwrap();
+        for a in actions(50, env.num_actions(), 2) {
+            env.step(a);
+        }
+    }
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
