@@ -392,7 +392,7 @@ fn bench_e2e(b: E2eBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<(
     cfg.log.eval_every = 0;
     cfg.log.checkpoint_every = 0;
     let opts = crate::train::RunOptions { quiet: true, measure_secs: Some(b.seconds), save_replay: false };
-    let s = crate::train::run_training(cfg, &id, dev, &args.runs_dir, opts, None)?;
+    let s = crate::train::run_training(cfg, &id, dev, crate::train::Target::New(args.runs_dir.clone()), opts)?;
     let _ = std::fs::remove_dir_all(&args.runs_dir);
     let m = s.measured.ok_or_else(|| anyhow::anyhow!("the run ended before learning started"))?;
     if b.json {

@@ -41,6 +41,8 @@ pub struct State {
 }
 
 const MARKER: &str = "COMPLETE";
+/// Name prefix of a checkpoint being written.
+const TMP_PREFIX: &str = ".tmp-";
 
 fn fnv(path: &Path) -> Result<(u64, u64)> {
     let mut f = File::open(path)?;
@@ -70,40 +72,23 @@ pub fn dir(run: &Path) -> PathBuf {
     run.join("checkpoints")
 }
 
-/// Write a checkpoint of `dqn` + `state` (+ the replay memory) and prune old ones.
+/// Write a checkpoint of `dqn` + `state` (+ the replay memory) and prune old ones. On failure
+/// (a full disk, say) the temporary folder is removed and the error names the file.
 pub fn write(run: &Path, dqn: &Dqn, state: &State, config_toml: &str, replay: Option<&AnyMemory>, keep: usize) -> Result<PathBuf> {
     let root = dir(run);
-    std::fs::create_dir_all(&root)?;
+    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let name = format!("ckpt-{:012}", state.updates);
-    let tmp = root.join(format!(".tmp-{name}-{}", std::process::id()));
+    let tmp = root.join(format!("{TMP_PREFIX}{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp)?;
-    dqn.save(&tmp)?;
-    std::fs::write(tmp.join("state.json"), serde_json::to_string_pretty(state)?)?;
-    std::fs::write(tmp.join("config.toml"), config_toml)?;
-    if let Some(m) = replay {
-        let mut w = BufWriter::with_capacity(1 << 22, File::create(tmp.join("replay.bin"))?);
-        m.save(&mut w)?;
-        w.flush()?;
+    if let Err(e) = fill(&tmp, dqn, state, config_toml, replay) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
     }
-    let mut manifest = String::new();
-    let mut names: Vec<String> = std::fs::read_dir(&tmp)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
-    names.sort();
-    for n in &names {
-        let p = tmp.join(n);
-        File::open(&p)?.sync_all()?;
-        let (size, hash) = if n == "replay.bin" { (std::fs::metadata(&p)?.len(), 0) } else { fnv(&p)? };
-        manifest.push_str(&format!("{n} {size} {hash:016x}\n"));
-    }
-    let mut m = File::create(tmp.join(MARKER))?;
-    m.write_all(manifest.as_bytes())?;
-    m.sync_all()?;
-    fsync_dir(&tmp);
     let dest = root.join(&name);
     if dest.exists() {
-        std::fs::remove_dir_all(&dest)?;
+        std::fs::remove_dir_all(&dest).with_context(|| format!("cannot replace {}", dest.display()))?;
     }
-    std::fs::rename(&tmp, &dest)?;
+    std::fs::rename(&tmp, &dest).with_context(|| format!("cannot rename {} to {}", tmp.display(), dest.display()))?;
     fsync_dir(&root);
     // Keep the newest `keep`.
     let all = list(run);
@@ -111,6 +96,53 @@ pub fn write(run: &Path, dqn: &Dqn, state: &State, config_toml: &str, replay: Op
         let _ = std::fs::remove_dir_all(old);
     }
     Ok(dest)
+}
+
+/// The files of a checkpoint in `tmp`, each fsynced, the marker last.
+fn fill(tmp: &Path, dqn: &Dqn, state: &State, config_toml: &str, replay: Option<&AnyMemory>) -> Result<()> {
+    std::fs::create_dir_all(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    dqn.save(tmp).with_context(|| format!("writing the networks and optimizer into {}", tmp.display()))?;
+    let put = |n: &str, bytes: &[u8]| std::fs::write(tmp.join(n), bytes).with_context(|| format!("writing {}", tmp.join(n).display()));
+    put("state.json", serde_json::to_string_pretty(state)?.as_bytes())?;
+    put("config.toml", config_toml.as_bytes())?;
+    if let Some(m) = replay {
+        let p = tmp.join("replay.bin");
+        let r = (|| -> Result<()> {
+            let mut w = BufWriter::with_capacity(1 << 22, File::create(&p)?);
+            m.save(&mut w)?;
+            w.flush()?;
+            Ok(())
+        })();
+        r.with_context(|| format!("writing {}", p.display()))?;
+    }
+    let mut manifest = String::new();
+    let mut names: Vec<String> = std::fs::read_dir(tmp)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    for n in &names {
+        let p = tmp.join(n);
+        File::open(&p).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", p.display()))?;
+        let (size, hash) = if n == "replay.bin" { (std::fs::metadata(&p)?.len(), 0) } else { fnv(&p)? };
+        manifest.push_str(&format!("{n} {size} {hash:016x}\n"));
+    }
+    let marker = tmp.join(MARKER);
+    (|| -> std::io::Result<()> {
+        let mut m = File::create(&marker)?;
+        m.write_all(manifest.as_bytes())?;
+        m.sync_all()
+    })()
+    .with_context(|| format!("writing {}", marker.display()))?;
+    fsync_dir(tmp);
+    Ok(())
+}
+
+/// Remove the temporary folders that a process which died while writing a checkpoint left
+/// behind (called once the run folder's lock is held, so no live writer owns them).
+pub fn remove_temporaries(run: &Path) {
+    for e in std::fs::read_dir(dir(run)).into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 /// Checkpoint folders, newest first (complete or not).

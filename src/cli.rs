@@ -36,7 +36,7 @@ pub enum Command {
     Bench(crate::bench::BenchCmd),
     /// List the playable games and their ids.
     Games {
-        /// Also list ROMs that this ALE version cannot play.
+        /// Also check every ROM's MD5 with ALE (a ROM it does not know is refused at load).
         #[arg(long)]
         all: bool,
     },
@@ -70,6 +70,15 @@ pub struct TrainCmd {
     /// No progress bar (for scripts); the summary is still printed.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// `s` as one shell word: unchanged when it is safe, else in single quotes.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:=,@%".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 /// Run the parsed command.
@@ -115,7 +124,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 100.0 * s.learner_busy_frac,
                 100.0 * s.learner_wait_frac
             );
-            println!("  view: make tensorboard   (or .venv/bin/tensorboard --logdir {})", s.run_dir.display());
+            println!("  view: make tensorboard   (or .venv/bin/tensorboard --logdir {})", shell_quote(&s.run_dir.display().to_string()));
             Ok(())
         }
     }

@@ -67,17 +67,35 @@ fn load_run(dir: &Path) -> Result<RunData> {
     }
     let cfg = crate::config::load(&dir.join("config.toml"), &[])?;
     let returns = crate::events::scalars(dir, "charts/episodic_return")?;
-    let summary: serde_json::Value = std::fs::read_to_string(dir.join("summary.json")).ok().and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
-    let steps = summary["env_steps"].as_u64().unwrap_or_else(|| returns.last().map_or(0, |r| r.0));
+    let summary = read_summary(dir)?;
+    let steps = summary.env_steps;
     Ok(RunData {
         dir: dir.to_path_buf(),
         env: cfg.env.id.clone(),
         variant: cfg.agent.variant.name().to_string(),
         total_steps: steps.max(1),
         returns,
-        updates_per_sec: summary["updates_per_sec"].as_f64().unwrap_or(f64::NAN),
-        wall_secs: summary["wall_secs"].as_f64().unwrap_or(f64::NAN),
+        updates_per_sec: summary.updates_per_sec,
+        wall_secs: summary.wall_secs,
     })
+}
+
+/// What `compare` needs from a run's `summary.json`.
+struct SummaryFields {
+    env_steps: u64,
+    updates_per_sec: f64,
+    wall_secs: f64,
+}
+
+/// A run's `summary.json`, or an error saying why it cannot be compared.
+fn read_summary(dir: &Path) -> Result<SummaryFields> {
+    let p = dir.join("summary.json");
+    let fix = format!("finish it with `wndqn train --resume {}`, or leave it out", crate::cli::shell_quote(&dir.display().to_string()));
+    let text = std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{} has no readable summary.json ({e}): the run is still going or did not end cleanly; {fix}", dir.display()))?;
+    let bad = |why: String| anyhow::anyhow!("{}: {why} (an incomplete or damaged summary, e.g. from a full disk); {fix}", p.display());
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let num = |k: &str| v[k].as_f64().filter(|x| x.is_finite()).ok_or_else(|| bad(format!("no number `{k}`")));
+    Ok(SummaryFields { env_steps: num("env_steps")? as u64, updates_per_sec: num("updates_per_sec")?, wall_secs: num("wall_secs")? })
 }
 
 fn mean(v: &[f64]) -> f64 {

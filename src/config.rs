@@ -256,12 +256,27 @@ impl Default for LogConfig {
     }
 }
 
+/// A TOML error as `file:line:column: message`, with the offending line cut to 120 characters
+/// (the toml crate quotes the whole line, which can be megabytes long).
+fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let Some(span) = e.span() else { return anyhow!("{}: {}", path.display(), e.message()) };
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next().unwrap_or("");
+    let col = text[line_start..start].chars().count() + 1;
+    let from = col.saturating_sub(60).min(line.chars().count());
+    let shown: String = line.chars().skip(from).take(120).collect();
+    let (pre, post) = (if from > 0 { "…" } else { "" }, if line.chars().count() > from + 120 { "…" } else { "" });
+    anyhow!("{}:{line_no}:{col}: {} (line {line_no}: `{pre}{shown}{post}`)", path.display(), e.message())
+}
+
 /// Read a config file: TOML syntax and unknown keys are reported with the file and line.
 pub fn load_file(path: &Path) -> Result<toml::Table> {
     let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| anyhow!("{}: {}", path.display(), e))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
     // Type and unknown-key errors, still with the file's line numbers.
-    toml::from_str::<Config>(&text).map_err(|e| anyhow!("{}: {}", path.display(), e))?;
+    toml::from_str::<Config>(&text).map_err(|e| toml_error(path, &text, &e))?;
     Ok(table)
 }
 
@@ -329,7 +344,7 @@ impl Config {
             check((0.0..=1.0).contains(&v), format!("actors.{k} = {v} must be in [0, 1]"));
         }
         check(ac.send_batch >= 1, "actors.send_batch must be >= 1".into());
-        check(r.capacity / ac.num_actors >= 64, "replay.capacity / actors.num_actors must be >= 64 (each actor has its own ring)".into());
+        check(ac.num_actors == 0 || r.capacity / ac.num_actors >= 64, "replay.capacity / actors.num_actors must be >= 64 (each actor has its own ring)".into());
         let l = &self.learner;
         check(l.replay_ratio > 0.0 && l.replay_ratio <= 64.0, format!("learner.replay_ratio = {} must be in (0, 64]", l.replay_ratio));
         check(l.publish_every >= 1, "learner.publish_every must be >= 1".into());
@@ -340,8 +355,10 @@ impl Config {
         check((0.0..=1.0).contains(&g.eval_epsilon), "log.eval_epsilon must be in [0, 1]".into());
         check(g.keep_checkpoints >= 1, "log.keep_checkpoints must be >= 1".into());
         let is_cartpole = wndqn_envs::ids::is_cartpole(&self.env.id);
-        check(!is_cartpole || self.agent.network == Arch::Mlp, format!("env.id = {} has vector observations: set agent.network = \"mlp\"", self.env.id));
-        check(is_cartpole || self.agent.network == Arch::Nature, format!("env.id = {} has frame observations: set agent.network = \"nature\"", self.env.id));
+        let id_given = !self.env.id.trim().is_empty();
+        check(id_given, "env.id is empty: name an environment (`wndqn games` lists them), e.g. env.id = \"Pong\"".into());
+        check(!id_given || !is_cartpole || self.agent.network == Arch::Mlp, format!("env.id = {} has vector observations: set agent.network = \"mlp\"", self.env.id));
+        check(!id_given || is_cartpole || self.agent.network == Arch::Nature, format!("env.id = {} has frame observations: set agent.network = \"nature\"", self.env.id));
         if errs.is_empty() {
             Ok(())
         } else {
@@ -416,6 +433,22 @@ mod tests {
         let e = format!("{:#}", load(&p, &["agent.nope=1".into()]).unwrap_err());
         assert!(e.contains("nope") && e.contains("--set"), "{e}");
         assert!(load(&p, &["agent.variant=fancy".into()]).is_err());
+    }
+
+    #[test]
+    fn a_long_bad_line_is_cut_in_the_error() {
+        let (_d, p) = write(&format!("[agent]\nlr = 1e-4 {}\n", "x".repeat(100_000)));
+        let e = format!("{:#}", load(&p, &[]).unwrap_err());
+        assert!(e.contains("c.toml:2:") && e.contains("line 2") && e.len() < 600, "{} chars: {}", e.len(), &e[..e.len().min(300)]);
+    }
+
+    #[test]
+    fn zero_actors_and_an_empty_id_are_named_not_panics() {
+        let (_d, p) = write("[agent]\nlr = 1e-4\n");
+        let e = format!("{:#}", load(&p, &["actors.num_actors=0".into()]).unwrap_err());
+        assert!(e.contains("actors.num_actors = 0 must be 1..=256"), "{e}");
+        let e = format!("{:#}", load(&p, &["env.id=\"\"".into()]).unwrap_err());
+        assert!(e.contains("env.id is empty") && !e.contains("frame observations"), "{e}");
     }
 
     #[test]

@@ -39,11 +39,15 @@ fn main() -> ExitCode {
         }));
     }
     let cli = cli::Cli::parse();
-    match cli::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match cli::run(cli) {
+        Ok(()) => 0,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(2)
+            2
         }
+    };
+    if signals::abandoned() {
+        signals::exit_now(code);
     }
+    ExitCode::from(code as u8)
 }

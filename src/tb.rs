@@ -2,20 +2,30 @@
 //!
 //! Why a wrapper: tensorboard-rs 0.5.9 writes scalars and raw histograms, but `add_hparams`,
 //! `add_text` and `add_histogram` are `unimplemented!()`. Text and the HPARAMS session are
-//! written here as raw summaries (`FileWriter::add_summary` with `tensorboard-proto` types), and
-//! histograms are bucketed here. Every tag the project writes is listed in [`TAGS`] (and in the
-//! README, which a test keeps in sync).
+//! written here as raw summaries with `tensorboard-proto` types, and histograms are bucketed
+//! here. Its `FileWriter` also cannot fail: its writer thread panics on a write error (a full
+//! disk then kills the whole run with a panic and loses the summary and checkpoint) and it names
+//! files by the second, so two writers in one second share a file. So the event file itself is
+//! written here, with tensorboard-rs's `RecordWriter` (the TFRecord framing) over a file created
+//! with `create_new`: a failed write is kept as an error naming the file, later writes are
+//! skipped, and the run stops cleanly with that error. Every tag the project writes is listed in
+//! [`TAGS`] (and in the README, which a test keeps in sync).
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, Context, Result};
 
 use protobuf::well_known_types::Value;
 use protobuf::{Message, RepeatedField};
 use tensorboard_proto::plugin_hparams::{HParamsPluginData, SessionEndInfo, SessionStartInfo};
+use tensorboard_proto::event::Event;
 use tensorboard_proto::summary::{Summary, SummaryMetadata, SummaryMetadata_PluginData, Summary_Value};
 use tensorboard_proto::tensor::TensorProto;
 use tensorboard_proto::types::DataType;
-use tensorboard_rs::summary_writer::FileWriter;
+use tensorboard_rs::record_writer::RecordWriter;
 
 /// Every tag wndqn writes, with its meaning. The x-axis is always env steps (all actors).
 pub const TAGS: &[(&str, &str)] = &[
@@ -45,21 +55,85 @@ pub fn is_documented(tag: &str) -> bool {
     })
 }
 
+fn unix_secs() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer and its length; gethostname NUL-terminates what fits.
+    let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
+    let name = if ok { std::ffi::CStr::from_bytes_until_nul(&buf).map(|c| c.to_string_lossy().into_owned()).unwrap_or_default() } else { String::new() };
+    if name.is_empty() { "localhost".into() } else { name }
+}
+
 /// The run's event file.
 pub struct Board {
-    w: FileWriter,
+    w: RecordWriter<BufWriter<File>>,
+    path: PathBuf,
+    /// The first write error; once set, nothing more is written.
+    error: Option<std::io::Error>,
 }
 
 impl Board {
-    /// Open a writer on `dir` (which must exist).
-    pub fn new(dir: &Path) -> Board {
-        Board { w: FileWriter::new(dir) }
+    /// Create a new event file in `dir` (which must exist), named as TensorBoard expects
+    /// (`events.out.tfevents.{secs}.{host}.{pid}.{k}`), never reusing an existing name.
+    pub fn new(dir: &Path) -> Result<Board> {
+        let (secs, host, pid) = (unix_secs(), hostname(), std::process::id());
+        for k in 0..1000 {
+            let path = dir.join(format!("events.out.tfevents.{:010}.{host}.{pid}.{k}", secs as u64));
+            match File::options().write(true).create_new(true).open(&path) {
+                Ok(f) => {
+                    let mut b = Board { w: RecordWriter::new(BufWriter::with_capacity(1 << 16, f)), path, error: None };
+                    let mut e = Event::new();
+                    e.set_wall_time(secs);
+                    e.set_file_version("brain.Event:2".into());
+                    b.write_event(e);
+                    b.flush();
+                    b.check()?;
+                    return Ok(b);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+            }
+        }
+        Err(anyhow!("no free event file name in {}", dir.display()))
+    }
+
+    /// The first write error, naming the file.
+    pub fn check(&self) -> Result<()> {
+        match &self.error {
+            None => Ok(()),
+            Some(e) => Err(anyhow!("writing {}: {e}", self.path.display())),
+        }
+    }
+
+    fn write_event(&mut self, e: Event) {
+        if self.error.is_some() {
+            return;
+        }
+        match e.write_to_bytes() {
+            Ok(bytes) => {
+                if let Err(err) = self.w.write(&bytes) {
+                    self.error = Some(err);
+                }
+            }
+            Err(err) => self.error = Some(std::io::Error::other(err.to_string())),
+        }
+    }
+
+    fn write_summary(&mut self, s: Summary, step: u64) {
+        let mut e = Event::new();
+        e.set_wall_time(unix_secs());
+        e.set_step(step as i64);
+        e.set_summary(s);
+        self.write_event(e);
     }
 
     /// A scalar at `step`.
     pub fn scalar(&mut self, tag: &str, value: f64, step: u64) {
         debug_assert!(is_documented(tag), "undocumented TensorBoard tag {tag}");
-        self.w.add_summary(tensorboard_rs::summary::scalar(tag, value as f32), step as usize);
+        self.write_summary(tensorboard_rs::summary::scalar(tag, value as f32), step);
     }
 
     /// A histogram of `values` (30 equal-width buckets between min and max).
@@ -81,7 +155,7 @@ impl Board {
         let sum: f64 = values.iter().map(|&v| v as f64).sum();
         let sq: f64 = values.iter().map(|&v| (v as f64).powi(2)).sum();
         let s = tensorboard_rs::summary::histogram_raw(tag, min, max, values.len() as f64, sum, sq, &limits, &counts);
-        self.w.add_summary(s, step as usize);
+        self.write_summary(s, step);
     }
 
     fn plugin_value(tag: &str, plugin: &str, content: Vec<u8>) -> Summary_Value {
@@ -99,7 +173,7 @@ impl Board {
     fn write_values(&mut self, values: Vec<Summary_Value>, step: u64) {
         let mut s = Summary::new();
         s.set_value(RepeatedField::from(values));
-        self.w.add_summary(s, step as usize);
+        self.write_summary(s, step);
     }
 
     /// A text summary (markdown), shown in TensorBoard's TEXT tab.
@@ -150,9 +224,13 @@ impl Board {
         self.write_values(vec![v], step);
     }
 
-    /// Push queued events to disk.
+    /// Push buffered events to the file.
     pub fn flush(&mut self) {
-        self.w.flush();
+        if self.error.is_none() {
+            if let Err(e) = self.w.flush() {
+                self.error = Some(e);
+            }
+        }
     }
 }
 

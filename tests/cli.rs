@@ -1,43 +1,10 @@
 //! Integration suite: the real `wndqn` binary, real ROMs, real libtorch, and TensorBoard's own
 //! reader (Python `tensorboard`, through scripts/read_events.py) on the event files it writes.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_wndqn"));
-    c.current_dir(root());
-    c.env_remove("RUST_BACKTRACE");
-    c
-}
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("wndqn runs")
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-fn only_run_dir(runs: &Path) -> PathBuf {
-    let dirs: Vec<_> = std::fs::read_dir(runs).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
-    assert_eq!(dirs.len(), 1, "expected one run folder in {}: {dirs:?}", runs.display());
-    dirs[0].clone()
-}
-
-fn summary(run_dir: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap()
-}
-
-fn read_events(run_dir: &Path) -> serde_json::Value {
-    let o = Command::new(root().join(".venv/bin/python")).arg(root().join("scripts/read_events.py")).arg(run_dir).output().unwrap();
-    assert!(o.status.success(), "{}", text(&o));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
+use common::*;
+use std::path::Path;
 
 #[test]
 fn games_lists_the_standard_atari_games() {
@@ -189,29 +156,6 @@ fn config_errors_name_file_and_line() {
     assert!(t.contains("bad.toml") && t.contains("line 5") && t.contains("learning_rate"), "{t}");
 }
 
-fn cartpole_run(runs: &Path, extra: &[&str]) -> PathBuf {
-    let mut args = vec!["train", "--config", "configs/cartpole.toml", "--quiet", "--runs-dir", runs.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let o = run(&args);
-    assert!(o.status.success(), "{}", text(&o));
-    only_run_dir(runs)
-}
-
-/// Wait (however loaded the machine is) until the run under `runs` has written `n` checkpoints.
-fn wait_for_checkpoints(runs: &Path, n: usize) {
-    let t0 = std::time::Instant::now();
-    loop {
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        let written = std::fs::read_dir(runs).unwrap().flatten().any(|run| {
-            std::fs::read_dir(run.path().join("checkpoints")).map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("ckpt-")).count() >= n).unwrap_or(false)
-        });
-        assert!(t0.elapsed().as_secs() < 120, "no checkpoints after 2 minutes");
-        if written {
-            return;
-        }
-    }
-}
-
 #[cfg(unix)]
 #[test]
 fn interrupted_run_resumes_with_one_continuous_curve() {
@@ -276,8 +220,9 @@ fn corrupted_newest_checkpoint_is_skipped_for_the_previous_one() {
     assert_eq!(js["returns"].as_array().unwrap().len(), 2);
     // An interrupted write (a temporary folder, no marker) is ignored too.
     std::fs::create_dir_all(dir.join("checkpoints/.tmp-ckpt-000000099999-1")).unwrap();
-    let o = run(&["train", "--resume", dir.to_str().unwrap(), "--quiet", "--set", "run.total_env_steps=3500"]);
+    let o = run(&["train", "--resume", dir.to_str().unwrap(), "--quiet", "--set", "run.total_env_steps=4500"]);
     assert!(o.status.success(), "{}", text(&o));
+    assert!(!dir.join("checkpoints/.tmp-ckpt-000000099999-1").exists(), "a resume removes what dead writers left");
 }
 
 #[test]
@@ -332,14 +277,14 @@ fn resume_eval_and_compare_refuse_bad_input() {
     assert!(!o.status.success() && text(&o).contains("is not a wndqn run folder"), "{}", text(&o));
     let o = run(&["eval", not_run.to_str().unwrap()]);
     assert!(!o.status.success() && text(&o).contains("is not a wndqn run folder"), "{}", text(&o));
-    // A run without checkpoints: written, then its checkpoints removed.
     let dir = cartpole_run(runs.path(), &["--set", "run.total_env_steps=1500", "--set", "log.eval_every=0"]);
+    // Resuming with a changed learning rate is refused, naming the key.
+    let o = run(&["train", "--resume", dir.to_str().unwrap(), "--set", "agent.lr=0.1", "--set", "run.total_env_steps=9000"]);
+    assert!(!o.status.success() && text(&o).contains("agent.lr"), "{}", text(&o));
+    // A run without checkpoints: its checkpoints removed.
     std::fs::remove_dir_all(dir.join("checkpoints")).unwrap();
     let o = run(&["eval", dir.to_str().unwrap()]);
     assert!(!o.status.success() && text(&o).contains("has no checkpoint"), "{}", text(&o));
-    // Resuming with a changed learning rate is refused, naming the key.
-    let o = run(&["train", "--resume", dir.to_str().unwrap(), "--set", "agent.lr=0.1"]);
-    assert!(!o.status.success() && text(&o).contains("agent.lr"), "{}", text(&o));
     // Runs of different environments.
     let other = tempfile::tempdir().unwrap();
     let o = run(&["train", "--config", "configs/pong.toml", "--quiet", "--runs-dir", other.path().to_str().unwrap(),
@@ -371,7 +316,6 @@ fn kill_9_never_breaks_the_newest_complete_checkpoint() {
     let o = run(&["eval", dir.to_str().unwrap(), "--episodes", "1", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let o = run(&["train", "--resume", dir.to_str().unwrap(), "--quiet", "--set", "run.total_env_steps=1"]);
-    // A budget below the checkpoint's steps ends at once, but the checkpoint must load.
-    assert!(o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("resuming"), "{}", text(&o));
+    // A budget below the checkpoint's steps is refused up front, after reading the checkpoint.
+    assert!(!o.status.success() && text(&o).contains("nothing to train"), "{}", text(&o));
 }

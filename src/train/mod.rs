@@ -11,6 +11,8 @@
 pub mod actor;
 pub mod eval;
 pub mod learner;
+pub mod monitor;
+pub mod run_dir;
 pub mod shared;
 
 use std::path::{Path, PathBuf};
@@ -20,10 +22,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use crossbeam::channel::{bounded, unbounded, RecvTimeoutError};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use crossbeam::channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device, Tensor};
+use tch::{nn, Device};
 use wndqn_agents::dqn::{load_snapshot, Dqn};
 use wndqn_agents::qnet::{QNetConfig, QNetwork};
 use wndqn_agents::replay::AnyMemory;
@@ -31,6 +32,8 @@ use wndqn_envs::{make_env, EnvConfig, EnvId, ObsKind};
 
 use crate::config::Config;
 use crate::tb::{Board, HParam};
+use monitor::{Mark, Monitor};
+use run_dir::{Resume, RunDir};
 use shared::{Event, Shared};
 
 /// Command-line settings of a training run.
@@ -78,20 +81,7 @@ pub struct Summary {
     pub measured: Option<Measured>,
 }
 
-/// Steady-state rates between two moments of a run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Measured {
-    pub secs: f64,
-    pub env_steps_per_sec: f64,
-    pub updates_per_sec: f64,
-    /// Fraction of the actors' time spent waiting for the learner (replay-ratio throttle).
-    pub actor_wait_frac: f64,
-    /// Fraction of the learner's time spent waiting for data.
-    pub learner_wait_frac: f64,
-    /// Fraction of the learner's time spent in updates.
-    pub learner_busy_frac: f64,
-}
-
+pub use monitor::Measured;
 /// How a run behaves.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
@@ -103,38 +93,13 @@ pub struct RunOptions {
     pub save_replay: bool,
 }
 
-#[derive(Clone, Copy)]
-struct Mark {
-    t: Instant,
-    steps: u64,
-    updates: u64,
-    actor_wait: u64,
-    learner_wait: u64,
-    learner_busy: u64,
-}
-
-impl Mark {
-    fn now(s: &Shared) -> Mark {
-        Mark {
-            t: Instant::now(),
-            steps: s.env_steps.load(Ordering::Acquire),
-            updates: s.updates.load(Ordering::Acquire),
-            actor_wait: s.actor_wait_ns.load(Ordering::Relaxed),
-            learner_wait: s.learner_wait_ns.load(Ordering::Relaxed),
-            learner_busy: s.learner_busy_ns.load(Ordering::Relaxed),
-        }
-    }
-    fn since(&self, a: &Mark, actors: usize) -> Measured {
-        let secs = self.t.duration_since(a.t).as_secs_f64().max(1e-9);
-        Measured {
-            secs,
-            env_steps_per_sec: (self.steps - a.steps) as f64 / secs,
-            updates_per_sec: (self.updates - a.updates) as f64 / secs,
-            actor_wait_frac: (self.actor_wait - a.actor_wait) as f64 * 1e-9 / (secs * actors as f64),
-            learner_wait_frac: (self.learner_wait - a.learner_wait) as f64 * 1e-9 / secs,
-            learner_busy_frac: (self.learner_busy - a.learner_busy) as f64 * 1e-9 / secs,
-        }
-    }
+/// Where a run writes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A new folder under this parent.
+    New(PathBuf),
+    /// Continue this run folder from its newest complete checkpoint.
+    Resume(PathBuf),
 }
 
 /// Resolve the config from the file and flags (one validated config before any thread starts).
@@ -158,37 +123,24 @@ pub fn resolve_config(args: &TrainArgs) -> Result<Config> {
     crate::config::load(&path, &sets)
 }
 
-/// Keys that may change when a run is resumed: budgets, logging and thread counts. Anything
-/// else (environment, network, optimizer, replay, exploration) would make it another run.
-const SAFE_ON_RESUME: &[&str] = &["run.total_env_steps", "run.stop_at_return", "learner.threads", "learner.prefetch", "learner.exclusive_cpu", "log."];
-
-fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
-    match v {
-        toml::Value::Table(t) => {
-            for (k, v) in t {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                flatten(&key, v, out);
-            }
+/// Train. Returns the run's summary (also on Ctrl-C).
+pub fn train(args: &TrainArgs) -> Result<Summary> {
+    if let Some(run) = &args.resume {
+        if !run.join("config.toml").is_file() {
+            bail!("{} is not a wndqn run folder (it needs config.toml and an event file written by `wndqn train`)", run.display());
         }
-        other => out.push((prefix.to_string(), other.to_string())),
     }
-}
-
-/// Keys whose values differ between two configs.
-fn changed_keys(old: &Config, new: &Config) -> Result<Vec<String>> {
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    flatten("", &toml::Value::try_from(old)?, &mut a);
-    flatten("", &toml::Value::try_from(new)?, &mut b);
-    let a: std::collections::BTreeMap<_, _> = a.into_iter().collect();
-    let b: std::collections::BTreeMap<_, _> = b.into_iter().collect();
-    Ok(a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect())
-}
-
-/// A run folder to continue.
-pub struct Resume {
-    pub run_dir: PathBuf,
-    pub ckpt: PathBuf,
-    pub state: crate::checkpoint::State,
+    let mut cfg = resolve_config(args)?;
+    let device = args.device.resolve()?;
+    crate::signals::install();
+    let (env_id, env_cfg) = cfg.env.resolve(args.rom_dir.as_deref())?;
+    cfg.env = env_cfg;
+    let target = match &args.resume {
+        None => Target::New(args.runs_dir.clone()),
+        Some(run) => Target::Resume(run.clone()),
+    };
+    let opts = RunOptions { quiet: args.quiet, measure_secs: None, save_replay: args.save_replay };
+    run_training(cfg, &env_id, device, target, opts)
 }
 
 /// Network settings for an environment.
@@ -201,22 +153,6 @@ fn mix(seed: u64, k: u64) -> u64 {
     x ^= x >> 31;
     x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x ^ (x >> 29)
-}
-
-/// A new, unique run folder `runs/{env}__{variant}__s{seed}__{unix_time}/`.
-fn new_run_dir(runs: &Path, env: &str, variant: &str, seed: u64) -> Result<PathBuf> {
-    std::fs::create_dir_all(runs).with_context(|| format!("cannot create {}", runs.display()))?;
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    for k in 0..1000 {
-        let name = if k == 0 { format!("{env}__{variant}__s{seed}__{t}") } else { format!("{env}__{variant}__s{seed}__{t}_{k}") };
-        let p = runs.join(name);
-        match std::fs::create_dir(&p) {
-            Ok(()) => return Ok(p),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("cannot create {}", p.display())),
-        }
-    }
-    bail!("cannot find a free run folder name in {}", runs.display())
 }
 
 fn hparams(cfg: &Config) -> Vec<(String, HParam)> {
@@ -271,208 +207,200 @@ fn join<T>(h: JoinHandle<Result<T>>, errors: &mut Vec<anyhow::Error>) -> Option<
     }
 }
 
-/// Train. Returns the run's summary (also on Ctrl-C).
-pub fn train(args: &TrainArgs) -> Result<Summary> {
-    let resume = match &args.resume {
-        None => None,
-        Some(run) => {
-            if !run.join("config.toml").is_file() || crate::events::files(run).is_empty() {
-                bail!("{} is not a wndqn run folder (it needs config.toml and an event file written by `wndqn train`)", run.display());
-            }
-            let stored = crate::config::load(&run.join("config.toml"), &[])?;
-            let wanted = resolve_config(args)?;
-            let unsafe_changes: Vec<String> = changed_keys(&stored, &wanted)?
-                .into_iter()
-                .filter(|k| !SAFE_ON_RESUME.iter().any(|s| k == s || (s.ends_with('.') && k.starts_with(s))))
-                .collect();
-            if !unsafe_changes.is_empty() {
-                bail!(
-                    "cannot resume {} with a different {}: these keys are fixed for a run (only {} may change). Start a new run instead.",
-                    run.display(),
-                    unsafe_changes.join(", "),
-                    SAFE_ON_RESUME.join(", ").replace("log.", "log.*")
-                );
-            }
-            let (ckpt, state) = crate::checkpoint::find(run, None, &mut |w| eprintln!("{w}"))?;
-            Some((wanted, Resume { run_dir: run.clone(), ckpt, state }))
-        }
-    };
-    let (cfg, resume) = match resume {
-        Some((c, r)) => (c, Some(r)),
-        None => (resolve_config(args)?, None),
-    };
-    let device = args.device.resolve()?;
-    crate::signals::install();
-    let (env_id, env_cfg) = cfg.env.resolve(args.rom_dir.as_deref())?;
-    let mut cfg = cfg;
-    cfg.env = env_cfg.clone();
-    let opts = RunOptions { quiet: args.quiet, measure_secs: None, save_replay: args.save_replay };
-    run_training(cfg, &env_id, device, &args.runs_dir, opts, resume)
+/// What a run is made of before its threads start.
+struct Parts {
+    cfg: Config,
+    cfg_text: String,
+    envs: Vec<Box<dyn wndqn_envs::Env>>,
+    eval_env: Box<dyn wndqn_envs::Env>,
+    kind: ObsKind,
+    net: QNetConfig,
+    dqn: Dqn,
+    memory: Arc<AnyMemory>,
+    shared: Arc<Shared>,
+    /// Seed of this segment (a resumed segment draws fresh streams from the same seed).
+    gseed: u64,
+    generation: u64,
+    /// See `LearnerSpec::step_origin`.
+    step_origin: u64,
+    update_origin: u64,
+    wall_before: f64,
+    returns: Vec<f64>,
 }
 
-/// Train on a resolved config.
-pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, runs_dir: &Path, opts: RunOptions, resume: Option<Resume>) -> Result<Summary> {
-    let started = Instant::now();
+/// Environments, networks and the replay memory (environments first: a bad ROM fails before any
+/// file is written).
+fn build(cfg: Config, env_id: &EnvId, device: Device, generation: u64) -> Result<Parts> {
     let n = cfg.actors.num_actors;
-    let seed = cfg.run.seed;
-    let generation = resume.as_ref().map_or(0, |r| r.state.generation + 1);
-    // Each segment of a resumed run draws fresh random streams (same seed, next generation).
-    let gseed = if generation == 0 { seed } else { mix(seed, 0x5E60_0000 + generation) };
-    // Environments first: a bad ROM fails before any file is written.
-    let mut envs = Vec::with_capacity(n);
-    for _ in 0..n {
-        envs.push(make_env(env_id, &cfg.env)?);
-    }
-    let eval_cfg = EnvConfig { episodic_life: false, ..cfg.env.clone() };
-    let eval_env = make_env(env_id, &eval_cfg)?;
+    let gseed = if generation == 0 { cfg.run.seed } else { mix(cfg.run.seed, 0x5E60_0000 + generation) };
+    let envs = (0..n).map(|_| make_env(env_id, &cfg.env)).collect::<Result<Vec<_>, _>>()?;
+    let eval_env = make_env(env_id, &EnvConfig { episodic_life: false, ..cfg.env.clone() })?;
     let kind = envs[0].obs_kind();
     let net = net_config(&cfg, kind, envs[0].num_actions());
     tch::manual_seed(mix(gseed, 0xC0FFEE) as i64);
-    let mut dqn = Dqn::new(&net, cfg.agent.dqn(), device);
+    let dqn = Dqn::new(&net, cfg.agent.dqn(), device);
     let memory = Arc::new(AnyMemory::new(cfg.replay.capacity, n, matches!(kind, ObsKind::Frames { .. }), &kind.shape()));
     let shared = Arc::new(Shared::default());
     shared.actors_running.store(n as u64, Ordering::SeqCst);
-    let (mut step_origin, mut update_origin, mut wall_before) = (0u64, 0u64, 0.0);
-    let mut returns: Vec<f64> = Vec::new();
     let cfg_text = cfg.to_toml();
-    let run_dir = match &resume {
-        None => {
-            let d = new_run_dir(runs_dir, &env_id.short_name(), cfg.agent.variant.name(), seed)?;
-            std::fs::write(d.join("config.toml"), &cfg_text)?;
-            d
+    Ok(Parts { cfg, cfg_text, envs, eval_env, kind, net, dqn, memory, shared, gseed, generation, step_origin: 0, update_origin: 0, wall_before: 0.0, returns: Vec::new() })
+}
+
+/// Continue from a checkpoint: networks, optimizer, counters, returns, the replay memory when it
+/// was saved; events logged after the checkpoint are dropped so every curve continues.
+fn restore(p: &mut Parts, run: &RunDir, r: &Resume) -> Result<()> {
+    p.dqn.load(&r.ckpt).with_context(|| format!("loading {}", r.ckpt.display()))?;
+    let st = &r.state;
+    if st.has_replay {
+        let path = r.ckpt.join("replay.bin");
+        let f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        p.memory.load(&mut std::io::BufReader::with_capacity(1 << 22, f)).with_context(|| format!("loading {}", path.display()))?;
+    } else {
+        (p.step_origin, p.update_origin) = (st.env_steps, st.updates);
+    }
+    for c in [&p.shared.env_steps, &p.shared.inserted] {
+        c.store(st.env_steps, Ordering::SeqCst);
+    }
+    p.shared.updates.store(st.updates, Ordering::SeqCst);
+    p.shared.episodes.store(st.episodes, Ordering::SeqCst);
+    p.returns = st.recent_returns.clone();
+    p.wall_before = st.wall_secs;
+    let dropped = crate::events::truncate_after(&run.path, st.env_steps)?;
+    run.write("config.toml", p.cfg_text.as_bytes())?;
+    eprintln!(
+        "resuming {} from {} ({} env steps, {} updates{}; {dropped} logged events after it dropped)",
+        run.path.display(),
+        r.ckpt.file_name().unwrap_or_default().to_string_lossy(),
+        st.env_steps,
+        st.updates,
+        if st.has_replay { ", with its replay memory" } else { "; the replay memory refills first" }
+    );
+    Ok(())
+}
+
+/// The run folder, locked: a new one, or the resumed one with its checkpoint restored.
+fn open_run(p: &mut Parts, env_id: &EnvId, target: &Target) -> Result<(RunDir, Board)> {
+    let run = match target {
+        Target::New(runs) => {
+            let run = RunDir::create(runs, &env_id.short_name(), p.cfg.agent.variant.name(), p.cfg.run.seed)?;
+            run.write("config.toml", p.cfg_text.as_bytes())?;
+            run
         }
-        Some(r) => {
-            dqn.load(&r.ckpt).with_context(|| format!("loading {}", r.ckpt.display()))?;
-            let st = &r.state;
-            if st.has_replay {
-                let f = std::fs::File::open(r.ckpt.join("replay.bin"))?;
-                memory.load(&mut std::io::BufReader::with_capacity(1 << 22, f)).with_context(|| format!("loading {}/replay.bin", r.ckpt.display()))?;
-            } else {
-                (step_origin, update_origin) = (st.env_steps, st.updates);
+        Target::Resume(path) => {
+            let run = RunDir::open(path)?;
+            let resume = run_dir::resume_point(&run.path, &p.cfg)?;
+            if p.generation != resume.state.generation + 1 {
+                *p = build(p.cfg.clone(), env_id, p.dqn.online_vs.device(), resume.state.generation + 1)?;
             }
-            for c in [&shared.env_steps, &shared.inserted] {
-                c.store(st.env_steps, Ordering::SeqCst);
-            }
-            shared.updates.store(st.updates, Ordering::SeqCst);
-            shared.episodes.store(st.episodes, Ordering::SeqCst);
-            returns = st.recent_returns.clone();
-            wall_before = st.wall_secs;
-            let dropped = crate::events::truncate_after(&r.run_dir, st.env_steps)?;
-            std::fs::write(r.run_dir.join("config.toml"), &cfg_text)?;
-            eprintln!(
-                "resuming {} from {} ({} env steps, {} updates{}; {dropped} logged events after it dropped)",
-                r.run_dir.display(),
-                r.ckpt.file_name().unwrap_or_default().to_string_lossy(),
-                st.env_steps,
-                st.updates,
-                if st.has_replay { ", with its replay memory" } else { "; the replay memory refills first" }
-            );
-            r.run_dir.clone()
+            restore(p, &run, &resume)?;
+            run
         }
     };
-    // tensorboard-rs names event files by the second: never reuse a name in a resumed run.
-    while resume.is_some() && crate::events::files(&run_dir).iter().any(|f| {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        f.to_string_lossy().contains(&format!("tfevents.{now:010}."))
-    }) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let mut board = Board::new(&run_dir);
-    if resume.is_none() {
+    let mut board = Board::new(&run.path)?;
+    if matches!(target, Target::New(_)) {
         let start_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-        board.hparams(&run_dir.file_name().unwrap_or_default().to_string_lossy(), &hparams(&cfg), start_secs);
-        board.text("config", &format!("```toml\n{cfg_text}\n```"), 0);
+        board.hparams(&run.path.file_name().unwrap_or_default().to_string_lossy(), &hparams(&p.cfg), start_secs);
+        board.text("config", &format!("```toml\n{}\n```", p.cfg_text), 0);
     }
     board.flush();
-    let start_step = shared.env_steps.load(Ordering::SeqCst);
-    let shared_start_updates = shared.updates.load(Ordering::SeqCst);
-    let make_state = {
-        let (cfg, shared) = (cfg.clone(), shared.clone());
-        move |recent: Vec<f64>, wall: f64, has_replay: bool| crate::checkpoint::State {
-            env_steps: shared.inserted.load(Ordering::Acquire),
-            updates: shared.updates.load(Ordering::Acquire),
-            episodes: shared.episodes.load(Ordering::Acquire),
-            recent_returns: recent,
-            epsilon: cfg.actors.schedule().value(shared.inserted.load(Ordering::Acquire)),
-            seed,
-            generation,
-            wall_secs: wall,
-            has_replay,
-        }
-    };
-    let recent = Arc::new(std::sync::Mutex::new(returns.iter().rev().take(100).rev().copied().collect::<Vec<f64>>()));
+    board.check()?;
+    Ok((run, board))
+}
+
+/// The checkpoint state of a run at this moment.
+fn make_state(cfg: &Config, shared: &Shared, generation: u64, recent: Vec<f64>, wall: f64, has_replay: bool) -> crate::checkpoint::State {
+    let steps = shared.inserted.load(Ordering::Acquire);
+    crate::checkpoint::State {
+        env_steps: steps,
+        updates: shared.updates.load(Ordering::Acquire),
+        episodes: shared.episodes.load(Ordering::Acquire),
+        recent_returns: recent,
+        epsilon: cfg.actors.schedule().value(steps),
+        seed: cfg.run.seed,
+        generation,
+        wall_secs: wall,
+        has_replay,
+    }
+}
+
+/// The threads of a run.
+struct Threads {
+    replay: JoinHandle<Result<()>>,
+    learner: JoinHandle<Result<learner::LearnerOutcome>>,
+    actors: Vec<JoinHandle<Result<()>>>,
+    evaluator: JoinHandle<Result<()>>,
+}
+
+/// Start the replay, learner, actor and evaluator threads.
+fn start_threads(p: Parts, run: &Path, recent: Arc<std::sync::Mutex<Vec<f64>>>, started: Instant, ev_tx: Sender<Event>, eval_rx: Receiver<monitor::EvalJob>) -> Result<Threads> {
+    let (cfg, shared, n, gseed) = (&p.cfg, &p.shared, p.cfg.actors.num_actors, p.gseed);
+    let device = p.dqn.online_vs.device();
     let (act_tx, act_rx) = bounded(4 * n);
     let (batch_tx, batch_rx) = bounded(cfg.learner.prefetch);
-    let (ev_tx, ev_rx) = unbounded::<Event>();
-    let (eval_tx, eval_rx) = bounded::<(u64, Vec<(String, Tensor)>)>(1);
-
     let replay = {
-        let (m, s, bs, w, shape) = (memory.clone(), shared.clone(), cfg.replay.batch_size, cfg.replay.warmup_steps, kind.shape());
+        let (m, s, bs, w, shape) = (p.memory.clone(), shared.clone(), cfg.replay.batch_size, cfg.replay.warmup_steps, p.kind.shape());
         let (scale, idle) = (device == Device::Cpu, cfg.learner.exclusive_cpu);
-        spawn("replay", &shared, move || learner::replay_thread(m, s, act_rx, batch_tx, bs, w, shape, mix(gseed, 2), scale, idle))?
+        spawn("replay", shared, move || learner::replay_thread(m, s, act_rx, batch_tx, bs, w, shape, mix(gseed, 2), scale, idle))?
     };
     let learner = {
         let spec = learner::LearnerSpec {
             device,
             warmup: cfg.replay.warmup_steps,
-            step_origin,
-            update_origin,
+            step_origin: p.step_origin,
+            update_origin: p.update_origin,
             replay_ratio: cfg.learner.replay_ratio,
             publish_every: cfg.learner.publish_every,
-            threads: if cfg.learner.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { cfg.learner.threads },
+            threads: learner_threads(cfg),
             data_init: cfg.agent.variant.data_init().then_some((cfg.agent.init_batch, cfg.agent.init_scale)),
             scalars_every: cfg.log.scalars_every,
             histograms_every: cfg.log.histograms_every,
-            obs_shape: kind.shape(),
+            obs_shape: p.kind.shape(),
             seed: gseed,
         };
-        let (m, s, ev) = (memory.clone(), shared.clone(), ev_tx.clone());
-        let every = cfg.log.checkpoint_every;
-        let (ck_dir, ck_cfg, keep, recent, make_state) = (run_dir.clone(), cfg_text.clone(), cfg.log.keep_checkpoints, recent.clone(), make_state.clone());
-        let ev2 = ev_tx.clone();
+        let (m, s, ev) = (p.memory.clone(), shared.clone(), ev_tx.clone());
+        let (every, keep, wall_before, generation) = (cfg.log.checkpoint_every, cfg.log.keep_checkpoints, p.wall_before, p.generation);
+        let (ck_dir, ck_cfg, ck_text, ck_shared, ev2) = (run.to_path_buf(), cfg.clone(), p.cfg_text.clone(), shared.clone(), ev_tx.clone());
         let on_update = move |dqn: &Dqn| -> Result<()> {
             if every > 0 && dqn.updates() % every == 0 {
                 let r = recent.lock().map(|r| r.clone()).unwrap_or_default();
-                let st = make_state(r, wall_before + started.elapsed().as_secs_f64(), false);
-                let p = crate::checkpoint::write(&ck_dir, dqn, &st, &ck_cfg, None, keep)?;
-                let _ = ev2.send(Event::Note(format!("checkpoint {}", p.display())));
+                let st = make_state(&ck_cfg, &ck_shared, generation, r, wall_before + started.elapsed().as_secs_f64(), false);
+                let path = crate::checkpoint::write(&ck_dir, dqn, &st, &ck_text, None, keep)?;
+                let _ = ev2.send(Event::Note(format!("checkpoint {}", path.display())));
             }
             Ok(())
         };
-        spawn("learner", &shared, move || learner::learner_thread(dqn, spec, m, s, batch_rx, ev, on_update))?
+        spawn("learner", shared, move || learner::learner_thread(p.dqn, spec, m, s, batch_rx, ev, on_update))?
     };
     let mut actors = Vec::new();
-    for (i, env) in envs.into_iter().enumerate() {
+    for (i, env) in p.envs.into_iter().enumerate() {
         let spec = actor::ActorSpec {
             index: i,
             num_actors: n,
             env,
             env_seed: mix(gseed, 100 + i as u64),
             rng_seed: mix(gseed, 200 + i as u64),
-            net: net.clone(),
+            net: p.net.clone(),
             schedule: cfg.actors.schedule(),
             apex: cfg.actors.apex.then_some((cfg.actors.apex_base, cfg.actors.apex_alpha)),
             total_steps: cfg.run.total_env_steps,
             warmup: cfg.replay.warmup_steps,
-            step_origin,
-            update_origin,
+            step_origin: p.step_origin,
+            update_origin: p.update_origin,
             replay_ratio: cfg.learner.replay_ratio,
             send_batch: cfg.actors.send_batch,
             idle_priority: cfg.learner.exclusive_cpu,
         };
         let (s, tx, ev) = (shared.clone(), act_tx.clone(), ev_tx.clone());
         let s2 = shared.clone();
-        actors.push(spawn(&format!("actor{i}"), &shared, move || {
+        actors.push(spawn(&format!("actor{i}"), shared, move || {
             let r = actor::run(spec, s, tx, ev);
             s2.actors_running.fetch_sub(1, Ordering::SeqCst);
             r
         })?);
     }
-    drop(act_tx);
     let evaluator = {
-        let (ev, net, log, idle) = (ev_tx.clone(), net.clone(), cfg.log.clone(), cfg.learner.exclusive_cpu);
-        let mut env = eval_env;
-        spawn("evaluator", &shared, move || {
+        let (ev, net, log, idle, mut env) = (ev_tx.clone(), p.net.clone(), cfg.log.clone(), cfg.learner.exclusive_cpu, p.eval_env);
+        spawn("evaluator", shared, move || {
             crate::threads::limit_current_thread(1);
             if idle {
                 crate::threads::background();
@@ -487,186 +415,129 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, runs_dir: &Path
             Ok(())
         })?
     };
-    drop(ev_tx);
+    Ok(Threads { replay, learner, actors, evaluator })
+}
 
-    // The main thread: events -> TensorBoard, progress bar, evaluation triggers.
-    let total = cfg.run.total_env_steps;
-    let pb = if opts.quiet {
-        ProgressBar::hidden()
-    } else {
-        let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(4));
-        pb.set_style(
-            ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {human_pos}/{human_len} steps  {per_sec}  ETA {eta}  {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        pb
-    };
-    let mut last_eval: Option<f64> = None;
-    let mut last_log = (Instant::now(), start_step);
-    let mut next_scalars = (start_step / cfg.log.scalars_every + 1) * cfg.log.scalars_every;
-    let mut next_eval = if cfg.log.eval_every > 0 { (start_step / cfg.log.eval_every + 1) * cfg.log.eval_every } else { u64::MAX };
-    let mut eval_sent_final = false;
-    let mut eval_tx = Some(eval_tx);
-    let mut latest_loss = f64::NAN;
-    let mut best20 = f64::NAN;
-    let mut solved_at: Option<u64> = None;
-    let mut learn_start: Option<Mark> = None;
-    let mut measured_end: Option<Mark> = None;
+/// Intra-op CPU threads for the learner: `learner.threads`, or by the work when 0. A small MLP
+/// gains nothing from an OpenMP team and a team suffers most from shared cores, so vector
+/// observations get one thread; the Nature CNN gets one per core.
+pub fn learner_threads(cfg: &Config) -> usize {
+    match (cfg.learner.threads, cfg.agent.network) {
+        (0, wndqn_agents::qnet::Arch::Mlp) => 1,
+        (0, _) => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        (t, _) => t,
+    }
+}
+
+/// Join every thread that has ended, waiting for the others until the stop deadline; a thread
+/// still running then is abandoned (named in `errors`; the process must then end with `_exit`).
+fn join_all(t: Threads, deadline: Option<Instant>, errors: &mut Vec<anyhow::Error>) -> Option<learner::LearnerOutcome> {
+    fn wait<T>(h: &JoinHandle<T>, deadline: Option<Instant>) -> bool {
+        while !h.is_finished() && deadline.is_none_or(|d| Instant::now() < d) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        h.is_finished()
+    }
+    let mut outcome = None;
+    let mut abandoned = Vec::new();
+    for (i, a) in t.actors.into_iter().enumerate() {
+        if wait(&a, deadline) { join(a, errors); } else { abandoned.push(format!("actor{i}")); }
+    }
+    if wait(&t.replay, deadline) { join(t.replay, errors); } else { abandoned.push("replay".into()); }
+    if wait(&t.learner, deadline) { outcome = join(t.learner, errors); } else { abandoned.push("learner".into()); }
+    if wait(&t.evaluator, deadline) { join(t.evaluator, errors); } else { abandoned.push("evaluator".into()); }
+    if !abandoned.is_empty() {
+        crate::signals::set_abandoned();
+        errors.push(anyhow!("thread(s) {} did not stop within {}s of the stop request; abandoned", abandoned.join(", "), monitor::STOP_GRACE.as_secs()));
+    }
+    outcome
+}
+
+/// Train on a resolved config.
+pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target, opts: RunOptions) -> Result<Summary> {
+    let started = Instant::now();
+    let mut parts = build(cfg, env_id, device, 0)?;
+    let (run, board) = open_run(&mut parts, env_id, &target)?;
+    let (cfg, shared, memory, generation, wall_before) = (parts.cfg.clone(), parts.shared.clone(), parts.memory.clone(), parts.generation, parts.wall_before);
+    let start = Mark::now(&shared);
+    let (ev_tx, ev_rx) = unbounded::<Event>();
+    let (eval_tx, eval_rx) = bounded::<monitor::EvalJob>(1);
+    let m2 = memory.clone();
+    let mut mon = Monitor::new(&cfg, shared.clone(), board, std::mem::take(&mut parts.returns), eval_tx, opts.quiet, opts.measure_secs, Box::new(move || m2.len()));
+    let threads = start_threads(parts, &run.path, mon.recent.clone(), started, ev_tx, eval_rx)?;
     loop {
         if crate::signals::interrupted() && !shared.stopping() {
             shared.request_stop();
         }
         match ev_rx.recv_timeout(Duration::from_millis(100)) {
-            Ok(Event::Episode { step, ret, length }) => {
-                board.scalar("charts/episodic_return", ret, step);
-                board.scalar("charts/episodic_length", length as f64, step);
-                returns.push(ret);
-                if let Ok(mut r) = recent.lock() {
-                    r.push(ret);
-                    if r.len() > 100 {
-                        r.remove(0);
-                    }
-                }
-                if returns.len() >= 20 {
-                    let m = returns[returns.len() - 20..].iter().sum::<f64>() / 20.0;
-                    best20 = best20.max(m);
-                    if cfg.run.stop_at_return > 0.0 && m >= cfg.run.stop_at_return && solved_at.is_none() {
-                        solved_at = Some(step);
-                        pb.println(format!("the 20-game mean return reached {m:.1} at {step} steps: stopping (run.stop_at_return)"));
-                        shared.request_stop();
-                    }
-                }
-            }
-            Ok(Event::Learner { step, updates, loss, q, grad_norm, updates_per_sec }) => {
-                board.scalar("losses/td_loss", loss, step);
-                board.scalar("losses/q_values", q, step);
-                board.scalar("learner/grad_norm", grad_norm, step);
-                board.scalar("learner/updates_per_sec", updates_per_sec, step);
-                board.scalar("learner/updates", updates as f64, step);
-                latest_loss = loss;
-            }
-            Ok(Event::Scales { step, layers }) => {
-                for (name, g) in layers {
-                    let mean = g.iter().map(|&x| x as f64).sum::<f64>() / g.len().max(1) as f64;
-                    board.scalar(&format!("weight_norm/g_mean/{name}"), mean, step);
-                    board.histogram(&format!("weight_norm/g/{name}"), &g, step);
-                }
-            }
-            Ok(Event::Eval { step, returns: r }) => {
-                let [mean, _, std, _, _] = eval::stats(&r);
-                board.scalar("eval/episodic_return", mean, step);
-                board.scalar("eval/episodic_return_std", std, step);
-                last_eval = Some(mean);
-                pb.println(format!("eval @ {step} steps: mean return {mean:.1} ± {std:.1} over {} games", r.len()));
-            }
-            Ok(Event::Note(s)) => pb.println(s),
+            Ok(e) => mon.handle(e),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        if learn_start.is_none() && shared.updates.load(Ordering::Acquire) > 0 {
-            learn_start = Some(Mark::now(&shared));
+        if let Err(e) = mon.board.check() {
+            mon.note(format!("error: {e:#}; stopping"));
+            shared.request_stop();
         }
-        if let (Some(m), Some(limit), None) = (learn_start, opts.measure_secs, measured_end) {
-            if m.t.elapsed().as_secs_f64() >= limit {
-                measured_end = Some(Mark::now(&shared));
-                shared.request_stop();
-            }
-        }
-        let step = shared.env_steps.load(Ordering::Acquire);
-        if step >= next_scalars {
-            let (t, s0) = last_log;
-            let sps = (step - s0) as f64 / t.elapsed().as_secs_f64().max(1e-9);
-            board.scalar("charts/sps", sps, step);
-            board.scalar("charts/epsilon", if cfg.actors.apex { wndqn_agents::schedule::apex_epsilon(0, n, cfg.actors.apex_base, cfg.actors.apex_alpha) } else { cfg.actors.schedule().value(step) }, step);
-            board.scalar("replay/size", memory.len() as f64, step);
-            last_log = (Instant::now(), step);
-            next_scalars = (step / cfg.log.scalars_every + 1) * cfg.log.scalars_every;
-        }
-        let learner_done = learner.is_finished();
-        if step >= next_eval || (learner_done && !eval_sent_final && cfg.log.eval_every > 0 && !shared.stopping()) {
-            if shared.weights.version() > 0 {
-                if let Some(tx) = &eval_tx {
-                    let (_, snap) = shared.weights.read(|s| s.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect::<Vec<_>>());
-                    if tx.try_send((step, snap)).is_ok() && learner_done {
-                        eval_sent_final = true;
-                    }
-                }
-            }
-            if step >= next_eval {
-                next_eval = (step / cfg.log.eval_every + 1) * cfg.log.eval_every;
-            }
-        }
-        if learner_done && (eval_sent_final || cfg.log.eval_every == 0 || shared.stopping()) {
-            eval_tx = None; // lets the evaluator finish its last job and exit
-        }
-        let last = returns.last().map(|r| format!("return {r:.1}")).unwrap_or_default();
-        pb.set_position(step.min(total));
-        pb.set_message(format!("{last}  upd {}  loss {latest_loss:.4}", shared.updates.load(Ordering::Relaxed)));
-        if shared.stopping() {
-            eval_tx = None;
+        mon.tick(threads.learner.is_finished());
+        if mon.past_stop_deadline() {
+            break;
         }
     }
-    drop(eval_tx);
     let mut errors = Vec::new();
-    for a in actors {
-        join(a, &mut errors);
-    }
-    join(replay, &mut errors);
-    let outcome = join(learner, &mut errors);
-    join(evaluator, &mut errors);
-    pb.finish_and_clear();
-    if let Some(out) = outcome {
-        if out.dqn.updates() > 0 {
-            let r = recent.lock().map(|r| r.clone()).unwrap_or_default();
-            let st = make_state(r, wall_before + started.elapsed().as_secs_f64(), opts.save_replay);
-            let replay = opts.save_replay.then_some(memory.as_ref());
-            match crate::checkpoint::write(&run_dir, &out.dqn, &st, &cfg_text, replay, cfg.log.keep_checkpoints) {
-                Ok(p) => {
-                    if !opts.quiet {
-                        eprintln!("checkpoint {}", p.display());
-                    }
-                }
-                Err(e) => errors.push(e.context("writing the final checkpoint")),
-            }
+    let deadline = shared.stopping().then(|| Instant::now() + Duration::from_secs(1));
+    let outcome = join_all(threads, deadline, &mut errors);
+    mon.finish_bar();
+    if let Some(out) = outcome.filter(|o| o.dqn.updates() > 0) {
+        let r = mon.recent.lock().map(|r| r.clone()).unwrap_or_default();
+        let st = make_state(&cfg, &shared, generation, r, wall_before + started.elapsed().as_secs_f64(), opts.save_replay);
+        let replay = opts.save_replay.then_some(memory.as_ref());
+        match crate::checkpoint::write(&run.path, &out.dqn, &st, &cfg.to_toml(), replay, cfg.log.keep_checkpoints) {
+            Ok(p) if !opts.quiet => eprintln!("checkpoint {}", p.display()),
+            Ok(_) => {}
+            Err(e) => errors.push(e.context("writing the final checkpoint")),
         }
     }
-    let end_mark = measured_end.unwrap_or_else(|| Mark::now(&shared));
-    let measured = learn_start.map(|a| end_mark.since(&a, n));
-
-    let wall = started.elapsed().as_secs_f64();
-    let steps = shared.env_steps.load(Ordering::Acquire);
-    let updates = shared.updates.load(Ordering::Acquire);
-    let ns = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed) as f64 * 1e-9;
-    let tail = &returns[returns.len().saturating_sub(20)..];
-    let summary = Summary {
-        run_dir: run_dir.clone(),
-        env: env_id.short_name(),
-        variant: cfg.agent.variant.name().into(),
-        seed,
-        env_steps: steps,
-        updates,
-        episodes: shared.episodes.load(Ordering::Acquire),
-        interrupted: crate::signals::interrupted(),
-        wall_secs: wall,
-        env_steps_per_sec: (steps - start_step) as f64 / wall,
-        updates_per_sec: (updates - shared_start_updates) as f64 / wall,
-        last20_mean_return: if tail.is_empty() { f64::NAN } else { tail.iter().sum::<f64>() / tail.len() as f64 },
-        best20_mean_return: best20,
-        solved_at_step: solved_at,
-        actor_wait_frac: ns(&shared.actor_wait_ns) / (wall * n as f64),
-        learner_wait_frac: ns(&shared.learner_wait_ns) / wall,
-        learner_busy_frac: ns(&shared.learner_busy_ns) / wall,
-        final_eval_mean: last_eval,
-        measured,
-    };
+    let summary = summarize(&mon, &cfg, env_id, &run.path, &shared, &start, started);
     let end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-    board.hparams_end(end, steps);
-    board.flush();
-    drop(board);
-    std::fs::write(run_dir.join("summary.json"), serde_json::to_string_pretty(&summary)?)?;
+    mon.board.hparams_end(end, summary.env_steps);
+    mon.board.flush();
+    if let Err(e) = mon.board.check() {
+        errors.insert(0, e);
+    }
+    if let Err(e) = run.write("summary.json", serde_json::to_string_pretty(&summary)?.as_bytes()) {
+        errors.push(e);
+    }
     if let Some(e) = errors.into_iter().next() {
-        return Err(e.context(format!("run {} stopped", run_dir.display())));
+        return Err(e.context(format!("run {} stopped", run.path.display())));
     }
     Ok(summary)
+}
+
+/// The run's summary from the monitor's state and the counters.
+fn summarize(mon: &Monitor, cfg: &Config, env_id: &EnvId, run: &Path, shared: &Shared, start: &Mark, started: Instant) -> Summary {
+    let n = cfg.actors.num_actors;
+    let end = mon.measured_end.unwrap_or_else(|| Mark::now(shared));
+    let whole = end.since(start, n);
+    let tail = &mon.returns[mon.returns.len().saturating_sub(20)..];
+    Summary {
+        run_dir: run.to_path_buf(),
+        env: env_id.short_name(),
+        variant: cfg.agent.variant.name().into(),
+        seed: cfg.run.seed,
+        env_steps: shared.env_steps.load(Ordering::Acquire),
+        updates: shared.updates.load(Ordering::Acquire),
+        episodes: shared.episodes.load(Ordering::Acquire),
+        interrupted: crate::signals::interrupted(),
+        wall_secs: started.elapsed().as_secs_f64(),
+        env_steps_per_sec: whole.env_steps_per_sec,
+        updates_per_sec: whole.updates_per_sec,
+        last20_mean_return: if tail.is_empty() { f64::NAN } else { tail.iter().sum::<f64>() / tail.len() as f64 },
+        best20_mean_return: mon.best20,
+        solved_at_step: mon.solved_at,
+        actor_wait_frac: whole.actor_wait_frac,
+        learner_wait_frac: whole.learner_wait_frac,
+        learner_busy_frac: whole.learner_busy_frac,
+        final_eval_mean: mon.last_eval,
+        measured: mon.learn_start.map(|a| end.since(&a, n)),
+    }
 }

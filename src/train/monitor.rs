@@ -1,0 +1,385 @@
+//! The main thread of a run: events from the other threads become TensorBoard records, the
+//! progress bar and evaluation requests; it also decides when the run is over. One method per
+//! event, no threads of its own, so it can be driven by hand in tests (events in, TensorBoard
+//! calls and state out).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam::channel::Sender;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+use super::eval;
+use super::shared::{Event, Shared};
+use crate::config::Config;
+use crate::tb::Board;
+
+/// How long threads get to stop after a stop request before the run gives up on them.
+pub const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// Steady-state rates between two moments of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Measured {
+    pub secs: f64,
+    pub env_steps_per_sec: f64,
+    pub updates_per_sec: f64,
+    /// Fraction of the actors' time spent waiting for the learner (replay-ratio throttle).
+    pub actor_wait_frac: f64,
+    /// Fraction of the learner's time spent waiting for data.
+    pub learner_wait_frac: f64,
+    /// Fraction of the learner's time spent in updates.
+    pub learner_busy_frac: f64,
+}
+
+/// The counters of a run at one moment.
+#[derive(Clone, Copy)]
+pub struct Mark {
+    t: Instant,
+    steps: u64,
+    updates: u64,
+    actor_wait: u64,
+    learner_wait: u64,
+    learner_busy: u64,
+}
+
+impl Mark {
+    /// The counters now.
+    pub fn now(s: &Shared) -> Mark {
+        Mark {
+            t: Instant::now(),
+            steps: s.env_steps.load(Ordering::Acquire),
+            updates: s.updates.load(Ordering::Acquire),
+            actor_wait: s.actor_wait_ns.load(Ordering::Relaxed),
+            learner_wait: s.learner_wait_ns.load(Ordering::Relaxed),
+            learner_busy: s.learner_busy_ns.load(Ordering::Relaxed),
+        }
+    }
+    /// Rates from `a` to this mark, with `actors` actor threads.
+    pub fn since(&self, a: &Mark, actors: usize) -> Measured {
+        let secs = self.t.duration_since(a.t).as_secs_f64().max(1e-9);
+        Measured {
+            secs,
+            env_steps_per_sec: (self.steps - a.steps) as f64 / secs,
+            updates_per_sec: (self.updates - a.updates) as f64 / secs,
+            actor_wait_frac: (self.actor_wait - a.actor_wait) as f64 * 1e-9 / (secs * actors as f64),
+            learner_wait_frac: (self.learner_wait - a.learner_wait) as f64 * 1e-9 / secs,
+            learner_busy_frac: (self.learner_busy - a.learner_busy) as f64 * 1e-9 / secs,
+        }
+    }
+}
+
+/// A weights snapshot to evaluate, with the env step it belongs to.
+pub type EvalJob = (u64, Vec<(String, Tensor)>);
+
+/// The main thread's state.
+pub struct Monitor {
+    cfg: Config,
+    shared: Arc<Shared>,
+    pub board: Board,
+    pb: ProgressBar,
+    /// Every whole-game return of the run (earlier segments' recent ones included).
+    pub returns: Vec<f64>,
+    /// The last 100 returns, for checkpoints.
+    pub recent: Arc<std::sync::Mutex<Vec<f64>>>,
+    pub last_eval: Option<f64>,
+    pub best20: f64,
+    pub solved_at: Option<u64>,
+    latest_loss: Option<f64>,
+    last_log: (Instant, u64),
+    next_scalars: u64,
+    next_eval: u64,
+    eval_sent_final: bool,
+    eval_tx: Option<Sender<EvalJob>>,
+    pub learn_start: Option<Mark>,
+    pub measured_end: Option<Mark>,
+    measure_secs: Option<f64>,
+    stop_deadline: Option<Instant>,
+    replay_len: Box<dyn Fn() -> usize>,
+}
+
+impl Monitor {
+    /// A monitor for a run starting at `start_step` with `returns` from earlier segments.
+    pub fn new(cfg: &Config, shared: Arc<Shared>, board: Board, returns: Vec<f64>, eval_tx: Sender<EvalJob>, quiet: bool, measure_secs: Option<f64>, replay_len: Box<dyn Fn() -> usize>) -> Monitor {
+        let start_step = shared.env_steps.load(Ordering::SeqCst);
+        let every = |e: u64| if e > 0 { (start_step / e + 1) * e } else { u64::MAX };
+        let recent = returns.iter().rev().take(100).rev().copied().collect();
+        Monitor {
+            cfg: cfg.clone(),
+            board,
+            pb: progress_bar(cfg.run.total_env_steps, quiet),
+            returns,
+            recent: Arc::new(std::sync::Mutex::new(recent)),
+            last_eval: None,
+            best20: f64::NAN,
+            solved_at: None,
+            latest_loss: None,
+            last_log: (Instant::now(), start_step),
+            next_scalars: every(cfg.log.scalars_every),
+            next_eval: every(cfg.log.eval_every),
+            eval_sent_final: false,
+            eval_tx: Some(eval_tx),
+            learn_start: None,
+            measured_end: None,
+            measure_secs,
+            stop_deadline: None,
+            replay_len,
+            shared,
+        }
+    }
+
+    /// Print a line above the progress bar.
+    pub fn note(&self, s: String) {
+        self.pb.println(s);
+    }
+
+    /// One event from a thread.
+    pub fn handle(&mut self, e: Event) {
+        match e {
+            Event::Episode { step, ret, length } => self.episode(step, ret, length),
+            Event::Learner { step, updates, loss, q, grad_norm, updates_per_sec } => {
+                let b = &mut self.board;
+                b.scalar("losses/td_loss", loss, step);
+                b.scalar("losses/q_values", q, step);
+                b.scalar("learner/grad_norm", grad_norm, step);
+                b.scalar("learner/updates_per_sec", updates_per_sec, step);
+                b.scalar("learner/updates", updates as f64, step);
+                self.latest_loss = Some(loss);
+            }
+            Event::Scales { step, layers } => {
+                for (name, g) in layers {
+                    let mean = g.iter().map(|&x| x as f64).sum::<f64>() / g.len().max(1) as f64;
+                    self.board.scalar(&format!("weight_norm/g_mean/{name}"), mean, step);
+                    self.board.histogram(&format!("weight_norm/g/{name}"), &g, step);
+                }
+            }
+            Event::Eval { step, returns } => {
+                let [mean, _, std, _, _] = eval::stats(&returns);
+                self.board.scalar("eval/episodic_return", mean, step);
+                self.board.scalar("eval/episodic_return_std", std, step);
+                self.last_eval = Some(mean);
+                self.pb.println(format!("eval @ {step} steps: mean return {mean:.1} ± {std:.1} over {} games", returns.len()));
+            }
+            Event::Note(s) => self.pb.println(s),
+        }
+    }
+
+    fn episode(&mut self, step: u64, ret: f64, length: u64) {
+        self.board.scalar("charts/episodic_return", ret, step);
+        self.board.scalar("charts/episodic_length", length as f64, step);
+        self.returns.push(ret);
+        if let Ok(mut r) = self.recent.lock() {
+            r.push(ret);
+            if r.len() > 100 {
+                r.remove(0);
+            }
+        }
+        if self.returns.len() >= 20 {
+            let m = self.returns[self.returns.len() - 20..].iter().sum::<f64>() / 20.0;
+            self.best20 = self.best20.max(m);
+            let goal = self.cfg.run.stop_at_return;
+            if goal > 0.0 && m >= goal && self.solved_at.is_none() {
+                self.solved_at = Some(step);
+                self.pb.println(format!("the 20-game mean return reached {m:.1} at {step} steps: stopping (run.stop_at_return)"));
+                self.shared.request_stop();
+            }
+        }
+    }
+
+    /// Periodic work after each event or timeout: scalars, evaluation requests, the progress
+    /// bar, the benchmark clock. `learner_done`: the learner thread has ended.
+    pub fn tick(&mut self, learner_done: bool) {
+        let s = self.shared.clone();
+        if self.learn_start.is_none() && s.updates.load(Ordering::Acquire) > 0 {
+            self.learn_start = Some(Mark::now(&s));
+        }
+        if let (Some(m), Some(limit), None) = (self.learn_start, self.measure_secs, self.measured_end) {
+            if m.t.elapsed().as_secs_f64() >= limit {
+                self.measured_end = Some(Mark::now(&s));
+                s.request_stop();
+            }
+        }
+        let step = s.env_steps.load(Ordering::Acquire);
+        if step >= self.next_scalars {
+            self.scalars(step);
+        }
+        self.request_eval(step, learner_done);
+        self.progress(step);
+        if s.stopping() && self.stop_deadline.is_none() {
+            self.stop_deadline = Some(Instant::now() + STOP_GRACE);
+        }
+    }
+
+    fn scalars(&mut self, step: u64) {
+        let c = &self.cfg;
+        let (t, s0) = self.last_log;
+        let sps = (step - s0) as f64 / t.elapsed().as_secs_f64().max(1e-9);
+        let eps = if c.actors.apex { wndqn_agents::schedule::apex_epsilon(0, c.actors.num_actors, c.actors.apex_base, c.actors.apex_alpha) } else { c.actors.schedule().value(step) };
+        self.board.scalar("charts/sps", sps, step);
+        self.board.scalar("charts/epsilon", eps, step);
+        self.board.scalar("replay/size", (self.replay_len)() as f64, step);
+        self.last_log = (Instant::now(), step);
+        self.next_scalars = (step / c.log.scalars_every + 1) * c.log.scalars_every;
+    }
+
+    /// Send the evaluator the latest weights when an evaluation is due (and once more at the
+    /// end); hang up on it when no more will come, so that it finishes.
+    fn request_eval(&mut self, step: u64, learner_done: bool) {
+        let every = self.cfg.log.eval_every;
+        let stopping = self.shared.stopping();
+        let published = self.shared.weights.version() > 0;
+        let final_due = learner_done && !self.eval_sent_final && every > 0 && !stopping;
+        if (step >= self.next_eval || final_due) && published {
+            if let Some(tx) = &self.eval_tx {
+                let (_, snap) = self.shared.weights.read(|s| s.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect::<Vec<_>>());
+                if tx.try_send((step, snap)).is_ok() && learner_done {
+                    self.eval_sent_final = true;
+                }
+            }
+        }
+        if step >= self.next_eval && every > 0 {
+            self.next_eval = (step / every + 1) * every;
+        }
+        // Nothing more to evaluate: the final one went out, evaluation is off, the run is
+        // stopping, or the learner ended without ever publishing weights.
+        if stopping || (learner_done && (self.eval_sent_final || every == 0 || !published)) {
+            self.eval_tx = None;
+        }
+    }
+
+    fn progress(&mut self, step: u64) {
+        let total = self.cfg.run.total_env_steps;
+        self.pb.set_position(step.min(total));
+        let warmup_end = self.cfg.replay.warmup_steps;
+        let updates = self.shared.updates.load(Ordering::Relaxed);
+        let elapsed = self.pb.elapsed().as_secs_f64().max(1e-9);
+        let rate = |steps: u64, secs: f64| steps as f64 / secs.max(1e-9);
+        let phase = match self.learn_start {
+            None if updates == 0 => format!("warm-up {}/{} (no learning yet)", human(step), human(warmup_end)),
+            None => String::new(),
+            Some(m) => {
+                let r = rate(step.saturating_sub(m.steps), m.t.elapsed().as_secs_f64());
+                let left = total.saturating_sub(step) as f64 / r.max(1e-9);
+                format!("ETA {}", if r > 0.0 { duration(left) } else { "?".into() })
+            }
+        };
+        let sps = rate(step.saturating_sub(self.last_log.1), self.last_log.0.elapsed().as_secs_f64()).max(0.0);
+        let sps = if sps > 0.0 { sps } else { rate(step, elapsed) };
+        let last = self.returns.last().map(|r| format!("  return {r:.1}")).unwrap_or_default();
+        let loss = self.latest_loss.map(|l| format!("  loss {l:.4}")).unwrap_or_default();
+        self.pb.set_message(format!("{sps:.0} steps/s  {phase}{last}  upd {updates}{loss}"));
+    }
+
+    /// Whether the run has given its threads the grace time to stop and they did not.
+    pub fn past_stop_deadline(&self) -> bool {
+        self.stop_deadline.is_some_and(|d| Instant::now() > d)
+    }
+
+    /// Clear the progress bar.
+    pub fn finish_bar(&self) {
+        self.pb.finish_and_clear();
+    }
+}
+
+fn progress_bar(total: u64, quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(4));
+    pb.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed_precise} [{bar:30}] {human_pos}/{human_len} steps  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+/// `1234567` -> `1.2M`.
+fn human(n: u64) -> String {
+    match n {
+        0..=9_999 => n.to_string(),
+        10_000..=999_999 => format!("{:.0}k", n as f64 / 1e3),
+        _ => format!("{:.1}M", n as f64 / 1e6),
+    }
+}
+
+/// Seconds as `1h05m`, `12m30s` or `45s`.
+fn duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam::channel::bounded;
+
+    fn monitor(cfg: &Config) -> (tempfile::TempDir, Monitor, Arc<Shared>, crossbeam::channel::Receiver<EvalJob>) {
+        let d = tempfile::tempdir().unwrap();
+        let shared = Arc::new(Shared::default());
+        let (tx, rx) = bounded(1);
+        let m = Monitor::new(cfg, shared.clone(), Board::new(d.path()).unwrap(), vec![], tx, true, None, Box::new(|| 0));
+        (d, m, shared, rx)
+    }
+
+    #[test]
+    fn twenty_games_at_the_goal_stop_the_run_and_record_the_step() {
+        let mut cfg = Config::default();
+        cfg.run.stop_at_return = 10.0;
+        let (_d, mut m, shared, _rx) = monitor(&cfg);
+        for k in 0..19 {
+            m.handle(Event::Episode { step: 100 * k, ret: 12.0, length: 100 });
+        }
+        assert!(!shared.stopping() && m.solved_at.is_none());
+        m.handle(Event::Episode { step: 2000, ret: 12.0, length: 100 });
+        assert!(shared.stopping());
+        assert_eq!(m.solved_at, Some(2000));
+        assert_eq!(m.best20, 12.0);
+        assert_eq!(m.recent.lock().unwrap().len(), 20);
+    }
+
+    #[test]
+    fn the_evaluator_is_released_when_the_learner_ends_without_weights() {
+        // A resume whose budget was already spent: the learner ends before publishing.
+        let (_d, mut m, _shared, rx) = monitor(&Config::default());
+        m.tick(false);
+        assert!(m.eval_tx.is_some());
+        m.tick(true);
+        assert!(m.eval_tx.is_none(), "the evaluator would wait forever");
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn the_final_evaluation_is_requested_once_weights_exist() {
+        let (_d, mut m, shared, rx) = monitor(&Config::default());
+        shared.weights.publish(vec![("w".into(), Tensor::zeros([2], (tch::Kind::Float, tch::Device::Cpu)))]);
+        m.tick(true);
+        assert!(rx.try_recv().is_ok(), "a final evaluation");
+        assert!(m.eval_tx.is_none());
+    }
+
+    #[test]
+    fn a_stop_request_starts_the_grace_period() {
+        let (_d, mut m, shared, _rx) = monitor(&Config::default());
+        m.tick(false);
+        assert!(m.stop_deadline.is_none());
+        shared.request_stop();
+        m.tick(false);
+        assert!(m.stop_deadline.is_some() && !m.past_stop_deadline());
+    }
+
+    #[test]
+    fn progress_numbers_are_rounded() {
+        assert_eq!(human(1884), "1884");
+        assert_eq!(human(80_000), "80k");
+        assert_eq!(human(10_000_000), "10.0M");
+        assert_eq!(duration(5400.0), "1h30m");
+        assert_eq!(duration(75.0), "1m15s");
+    }
+}

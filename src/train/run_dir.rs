@@ -1,0 +1,233 @@
+//! The run folder `runs/{env}__{variant}__s{seed}__{unix_time}/`: creating a new one or opening
+//! one to resume, the lock that makes its process its only writer, the resume checks, and the
+//! atomic writes of its small files (config.toml, summary.json).
+//!
+//! The lock is an advisory `flock` on `RUN/.lock`, held for the life of the process (the kernel
+//! drops it when the process ends, even on `kill -9`); the file holds the owner's PID so that a
+//! second `wndqn train --resume RUN` can say who has it. Once the lock is held, leftovers of an
+//! earlier process (temporary checkpoint folders of a run that died mid-write) are removed.
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::checkpoint::State;
+use crate::config::Config;
+
+const LOCK: &str = ".lock";
+
+/// A run folder this process owns (locked until dropped).
+pub struct RunDir {
+    /// The folder.
+    pub path: PathBuf,
+    _lock: File,
+}
+
+/// A checkpoint to continue from.
+pub struct Resume {
+    /// The checkpoint folder.
+    pub ckpt: PathBuf,
+    /// Its counters.
+    pub state: State,
+}
+
+impl RunDir {
+    /// A new, unique run folder under `runs`, locked.
+    pub fn create(runs: &Path, env: &str, variant: &str, seed: u64) -> Result<RunDir> {
+        std::fs::create_dir_all(runs).with_context(|| format!("cannot create {}", runs.display()))?;
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        for k in 0..1000 {
+            let name = if k == 0 { format!("{env}__{variant}__s{seed}__{t}") } else { format!("{env}__{variant}__s{seed}__{t}_{k}") };
+            let p = runs.join(name);
+            match std::fs::create_dir(&p) {
+                Ok(()) => return Ok(RunDir { _lock: lock(&p)?, path: p }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e).with_context(|| format!("cannot create {}", p.display())),
+            }
+        }
+        bail!("cannot find a free run folder name in {}", runs.display())
+    }
+
+    /// An existing run folder, locked, with leftovers of dead processes removed.
+    pub fn open(path: &Path) -> Result<RunDir> {
+        if !path.join("config.toml").is_file() || crate::events::files(path).is_empty() {
+            bail!("{} is not a wndqn run folder (it needs config.toml and an event file written by `wndqn train`)", path.display());
+        }
+        let lock = lock(path)?;
+        crate::checkpoint::remove_temporaries(path);
+        Ok(RunDir { path: path.to_path_buf(), _lock: lock })
+    }
+
+    /// Write `name` in the folder atomically (temporary file, fsync, rename).
+    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        write_atomic(&self.path.join(name), bytes)
+    }
+}
+
+/// Write `path` atomically: a reader sees the old file or the whole new one, never a prefix.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_file_name(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    let r = (|| -> std::io::Result<()> {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r.with_context(|| format!("writing {}", path.display()))
+}
+
+fn lock(dir: &Path) -> Result<File> {
+    let path = dir.join(LOCK);
+    let mut f = File::options().read(true).write(true).create(true).truncate(false).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a file descriptor we own.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+            let mut owner = String::new();
+            let _ = f.read_to_string(&mut owner);
+            let pid = owner.lines().next().unwrap_or("?").trim().to_string();
+            bail!(
+                "{} is in use by another wndqn process (pid {pid}{}): one process writes a run folder at a time. Wait for it to finish or stop it (kill -INT {pid}).",
+                dir.display(),
+                owner.lines().nth(1).map(|c| format!(", `{}`", c.trim())).unwrap_or_default()
+            );
+        }
+        return Err(err).with_context(|| format!("cannot lock {}", path.display()));
+    }
+    let cmd: Vec<String> = std::env::args().collect();
+    f.set_len(0)?;
+    f.rewind()?;
+    writeln!(f, "{}\n{}", std::process::id(), cmd.join(" ")).with_context(|| format!("writing {}", path.display()))?;
+    Ok(f)
+}
+
+/// Keys that may change when a run is resumed: budgets, logging and thread counts. Anything
+/// else (environment, network, optimizer, replay, exploration) would make it another run.
+pub const SAFE_ON_RESUME: &[&str] = &["run.total_env_steps", "run.stop_at_return", "learner.threads", "learner.prefetch", "learner.exclusive_cpu", "log."];
+
+fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
+}
+
+/// Keys whose values differ between two configs.
+pub fn changed_keys(old: &Config, new: &Config) -> Result<Vec<String>> {
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    flatten("", &toml::Value::try_from(old)?, &mut a);
+    flatten("", &toml::Value::try_from(new)?, &mut b);
+    let a: std::collections::BTreeMap<_, _> = a.into_iter().collect();
+    let b: std::collections::BTreeMap<_, _> = b.into_iter().collect();
+    let keys: std::collections::BTreeSet<_> = a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).cloned().collect();
+    Ok(keys.into_iter().collect())
+}
+
+/// The checks before a resume: `wanted` (the run's config.toml with the command line's
+/// overrides) may differ from the config the checkpoint was trained with only in
+/// [`SAFE_ON_RESUME`] keys, and the budget must leave something to do.
+pub fn check_resume(run: &Path, ckpt: &Path, state: &State, wanted: &Config) -> Result<()> {
+    let trained = crate::config::load(&ckpt.join("config.toml"), &[]).with_context(|| format!("the config of checkpoint {}", ckpt.display()))?;
+    let fixed: Vec<String> = changed_keys(&trained, wanted)?.into_iter().filter(|k| !SAFE_ON_RESUME.iter().any(|s| k == s || (s.ends_with('.') && k.starts_with(s)))).collect();
+    if !fixed.is_empty() {
+        bail!(
+            "cannot resume {}: {} differ from the config its checkpoint was trained with ({}); these keys are fixed for a run (only {} may change). Start a new run instead.",
+            run.display(),
+            fixed.join(", "),
+            ckpt.join("config.toml").display(),
+            SAFE_ON_RESUME.join(", ").replace("log.", "log.*")
+        );
+    }
+    let total = wanted.run.total_env_steps;
+    if state.env_steps >= total {
+        bail!(
+            "{} already has {} env steps, at or past run.total_env_steps = {total}: nothing to train. Raise the budget, e.g. --set run.total_env_steps={}",
+            run.display(),
+            state.env_steps,
+            state.env_steps * 2
+        );
+    }
+    let refill = wanted.replay.warmup_steps;
+    if !state.has_replay && state.env_steps + refill > total {
+        bail!(
+            "{} would stop before learning again: its checkpoint has no replay memory, so {refill} env steps (replay.warmup_steps) refill it first, but run.total_env_steps = {total} leaves only {}. Raise the budget to more than {} (--set run.total_env_steps=N), or save the replay memory (`--save-replay`) next time.",
+            run.display(),
+            total - state.env_steps,
+            state.env_steps + refill
+        );
+    }
+    Ok(())
+}
+
+/// Read the checkpoint to resume `run` from and check `wanted` against it.
+pub fn resume_point(run: &Path, wanted: &Config) -> Result<Resume> {
+    let (ckpt, state) = crate::checkpoint::find(run, None, &mut |w| eprintln!("{w}"))?;
+    check_resume(run, &ckpt, &state, wanted)?;
+    Ok(Resume { ckpt, state })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_lock_names_the_owner_and_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let first = lock(d.path()).unwrap();
+        let e = format!("{:#}", lock(d.path()).unwrap_err());
+        assert!(e.contains("in use by another wndqn process") && e.contains(&format!("pid {}", std::process::id())), "{e}");
+        drop(first);
+        lock(d.path()).expect("free again once the owner is gone");
+    }
+
+    #[test]
+    fn atomic_writes_leave_no_temporary_and_replace_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("summary.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"two");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+        let e = format!("{:#}", write_atomic(&d.path().join("missing/x.json"), b"x").unwrap_err());
+        assert!(e.contains("missing/x.json"), "{e}");
+    }
+
+    fn state(steps: u64, has_replay: bool) -> State {
+        State { env_steps: steps, updates: 10, episodes: 1, recent_returns: vec![], epsilon: 1.0, seed: 1, generation: 0, wall_secs: 1.0, has_replay }
+    }
+
+    #[test]
+    fn resume_refuses_changed_keys_and_budgets_that_leave_nothing_to_learn() {
+        let d = tempfile::tempdir().unwrap();
+        let ckpt = d.path().join("ckpt");
+        std::fs::create_dir(&ckpt).unwrap();
+        let mut trained = Config::default();
+        trained.replay.warmup_steps = 1000;
+        trained.run.total_env_steps = 10_000;
+        std::fs::write(ckpt.join("config.toml"), trained.to_toml()).unwrap();
+        check_resume(d.path(), &ckpt, &state(5000, false), &trained).unwrap();
+        let mut edited = trained.clone();
+        edited.agent.lr = 1e-3;
+        let e = format!("{:#}", check_resume(d.path(), &ckpt, &state(5000, false), &edited).unwrap_err());
+        assert!(e.contains("agent.lr") && e.contains("fixed for a run"), "{e}");
+        let mut longer = trained.clone();
+        longer.run.total_env_steps = 20_000;
+        check_resume(d.path(), &ckpt, &state(5000, false), &longer).unwrap();
+        let e = format!("{:#}", check_resume(d.path(), &ckpt, &state(9500, false), &trained).unwrap_err());
+        assert!(e.contains("replay.warmup_steps") && e.contains("leaves only 500"), "{e}");
+        check_resume(d.path(), &ckpt, &state(9500, true), &trained).expect("with its replay memory it can go on");
+        let e = format!("{:#}", check_resume(d.path(), &ckpt, &state(10_000, true), &trained).unwrap_err());
+        assert!(e.contains("nothing to train"), "{e}");
+    }
+}

@@ -1,0 +1,64 @@
+//! Helpers shared by the integration suites: the real binary, run folders, TensorBoard's reader.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_wndqn"));
+    c.current_dir(root());
+    c.env_remove("RUST_BACKTRACE");
+    c
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("wndqn runs")
+}
+
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+pub fn only_run_dir(runs: &Path) -> PathBuf {
+    let dirs: Vec<_> = std::fs::read_dir(runs).unwrap().flatten().map(|e| e.path()).filter(|p| p.is_dir()).collect();
+    assert_eq!(dirs.len(), 1, "expected one run folder in {}: {dirs:?}", runs.display());
+    dirs[0].clone()
+}
+
+pub fn summary(run_dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(run_dir.join("summary.json")).unwrap()).unwrap()
+}
+
+pub fn read_events(run_dir: &Path) -> serde_json::Value {
+    let o = Command::new(root().join(".venv/bin/python")).arg(root().join("scripts/read_events.py")).arg(run_dir).output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+pub fn cartpole_run(runs: &Path, extra: &[&str]) -> PathBuf {
+    let mut args = vec!["train", "--config", "configs/cartpole.toml", "--quiet", "--runs-dir", runs.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    only_run_dir(runs)
+}
+
+/// Wait (however loaded the machine is) until the run under `runs` has written `n` checkpoints.
+pub fn wait_for_checkpoints(runs: &Path, n: usize) {
+    let t0 = std::time::Instant::now();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let written = std::fs::read_dir(runs).unwrap().flatten().any(|run| {
+            std::fs::read_dir(run.path().join("checkpoints")).map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("ckpt-")).count() >= n).unwrap_or(false)
+        });
+        assert!(t0.elapsed().as_secs() < 120, "no checkpoints after 2 minutes");
+        if written {
+            return;
+        }
+    }
+}
+
