@@ -1,9 +1,24 @@
-//! Gives every binary of this package (the CLI, tests, benches) an rpath to libtorch's `lib/`,
-//! which torch-sys exports as `DEP_TCH_LIBTORCH_LIB`; without it the binary only runs with
-//! `LD_LIBRARY_PATH` set. Same script as `agents/build.rs`.
+//! Link settings for every binary of this package (the CLI, tests, benches):
+//! - an rpath to libtorch's `lib/` (torch-sys exports it as `DEP_TCH_LIBTORCH_LIB`), so the
+//!   binary runs without `LD_LIBRARY_PATH`;
+//! - libtorch's CUDA libraries linked for real. torch-sys asks for `-ltorch_cuda`, but no symbol
+//!   of it is referenced, so the linker's `--as-needed` drops it and libtorch's CUDA backend never
+//!   registers: `tch::Cuda::is_available()` is then false even on a GPU machine. Wrapping them in
+//!   `--no-as-needed` keeps them in the binary's dynamic section; only when the libtorch in use
+//!   has them (the CUDA wheel does, and runs fine without a GPU). `tests/cli.rs` checks the
+//!   result with `readelf -d`.
 fn main() {
-    if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
-    }
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else { return };
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+    let dir = std::path::Path::new(&lib);
+    let cuda: Vec<&str> = ["torch_cuda", "c10_cuda"].into_iter().filter(|l| dir.join(format!("lib{l}.so")).exists()).collect();
+    if !cuda.is_empty() {
+        println!("cargo:rustc-link-arg=-L{lib}");
+        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
+        for l in cuda {
+            println!("cargo:rustc-link-arg=-l{l}");
+        }
+        println!("cargo:rustc-link-arg=-Wl,--as-needed");
+    }
 }

@@ -3,6 +3,9 @@
 Nature CNN (4x84x84 u8 input / 255, 6 actions), batch 32, double DQN, Huber loss, global
 gradient-norm clipping at 10, Adam(lr=1e-4, eps=1.5e-4), synthetic batch, `--threads` intra-op
 threads. `--variant weight_norm` wraps every layer in torch's weight_norm parametrization.
+`--cuda-graph` (CUDA only) captures the whole update once (forwards, loss, backward, clipping,
+a capturable Adam step) as a CUDA graph and replays it, copying a fresh pinned-host batch into the
+graph's static inputs before each replay: the launch-free upper bound for this update.
 Prints one JSON object like `wndqn bench learner --json`.
 """
 import argparse
@@ -19,7 +22,10 @@ p.add_argument("--threads", type=int, default=2)
 p.add_argument("--seconds", type=float, default=10.0)
 p.add_argument("--batch", type=int, default=32)
 p.add_argument("--device", default="cpu")
+p.add_argument("--cuda-graph", action="store_true")
 args = p.parse_args()
+if args.cuda_graph and not args.device.startswith("cuda"):
+    p.error("--cuda-graph needs --device cuda")
 torch.set_num_threads(args.threads)
 torch.manual_seed(0)
 dev = torch.device(args.device)
@@ -41,7 +47,7 @@ def qnet():
 
 online, target = qnet(), qnet()
 target.load_state_dict(online.state_dict())
-opt = torch.optim.Adam(online.parameters(), lr=1e-4, eps=1.5e-4)
+opt = torch.optim.Adam(online.parameters(), lr=1e-4, eps=1.5e-4, capturable=args.cuda_graph)
 B = args.batch
 obs = torch.randint(0, 256, (B, 4, 84, 84), dtype=torch.uint8, device=dev)
 nxt = torch.randint(0, 256, (B, 4, 84, 84), dtype=torch.uint8, device=dev)
@@ -50,19 +56,43 @@ rew = torch.randn(B, device=dev)
 term = torch.zeros(B, device=dev)
 
 
-def update():
+def loss_and_step():
     with torch.no_grad():
         x = nxt.float() / 255.0
         a = online(x).argmax(1, keepdim=True)
         y = rew + 0.99 * (1 - term) * target(x).gather(1, a).squeeze(1)
     q = online(obs.float() / 255.0).gather(1, act.unsqueeze(1)).squeeze(1)
     loss = F.smooth_l1_loss(q, y)
-    opt.zero_grad()
     loss.backward()
     nn.utils.clip_grad_norm_(online.parameters(), 10.0)
     opt.step()
-    return loss.item()
+    return loss
 
+
+def update():
+    opt.zero_grad()
+    return loss_and_step().item()
+
+
+if args.cuda_graph:
+    # Warm up on a side stream (as torch.cuda.graphs requires), then capture one update.
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            opt.zero_grad(set_to_none=True)
+            loss_and_step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    opt.zero_grad(set_to_none=True)
+    with torch.cuda.graph(graph):
+        static_loss = loss_and_step()
+    host = [t.cpu().pin_memory() for t in (obs, nxt, act, rew, term)]
+
+    def update():
+        for dst, src in zip((obs, nxt, act, rew, term), host):
+            dst.copy_(src, non_blocking=True)
+        graph.replay()
 
 for _ in range(5):
     update()
@@ -70,6 +100,9 @@ n, t0 = 0, time.perf_counter()
 while time.perf_counter() - t0 < args.seconds:
     update()
     n += 1
+if dev.type == "cuda":
+    torch.cuda.synchronize()
 secs = time.perf_counter() - t0
+impl = "pytorch-cuda-graph" if args.cuda_graph else "pytorch"
 print(json.dumps({"updates_per_sec": n / secs, "variant": args.variant, "device": args.device,
-                  "threads": args.threads, "batch": B, "updates": n, "seconds": secs, "impl": "pytorch"}))
+                  "threads": args.threads, "batch": B, "updates": n, "seconds": secs, "impl": impl}))

@@ -34,6 +34,13 @@ pub enum Command {
     /// Measure throughput: environments, the learner, the replay memory, or the whole system.
     #[command(subcommand)]
     Bench(crate::bench::BenchCmd),
+    /// Versions, devices and paths for a bug report: libtorch, CUDA and GPUs, cuDNN, CPU
+    /// threads, ALE, the ROM folder.
+    Info {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the playable games and their ids.
     Games {
         /// Also check every ROM's MD5 with ALE (a ROM it does not know is refused at load).
@@ -85,6 +92,7 @@ pub fn shell_quote(s: &str) -> String {
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Games { all } => crate::games::run(cli.rom_dir.as_deref(), all),
+        Command::Info { json } => crate::info::run(cli.rom_dir.as_deref(), json),
         Command::Bench(b) => crate::bench::run(b, cli.device, cli.rom_dir.as_deref()),
         Command::Eval(e) => crate::evaluate::run(e, cli.rom_dir.as_deref()),
         Command::Compare(c) => crate::compare::run(c, cli.device, cli.rom_dir.as_deref()),

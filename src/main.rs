@@ -9,6 +9,7 @@ mod device;
 mod evaluate;
 mod events;
 mod games;
+mod info;
 mod plot;
 mod signals;
 mod threads;

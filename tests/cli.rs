@@ -145,6 +145,28 @@ fn bad_input_gets_clear_errors_and_leaves_no_run_folder() {
     assert_eq!(std::fs::read_dir(runs.path()).unwrap().count(), 0, "a failed start left files behind");
 }
 
+/// libtorch's CUDA backend registers only if libtorch_cuda.so is a real dependency of the
+/// binary; the linker drops it unless build.rs keeps it (`--no-as-needed`).
+#[test]
+fn the_binary_links_libtorch_cuda_when_libtorch_has_it() {
+    let lib = root().join(".venv/libtorch/lib");
+    let o = std::process::Command::new("readelf").arg("-d").arg(env!("CARGO_BIN_EXE_wndqn")).output().expect("readelf (binutils) is installed");
+    let dynamic = String::from_utf8_lossy(&o.stdout);
+    for l in ["libtorch_cuda.so", "libc10_cuda.so"] {
+        if lib.join(l).exists() {
+            assert!(dynamic.contains(&format!("[{l}]")), "{l} is not NEEDED by the binary:\n{dynamic}");
+        }
+    }
+    let o = run(&["info", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(info["ale"], "0.12.1");
+    assert!(info["libtorch"].as_str().unwrap().starts_with("2.11.0"), "{info}");
+    assert_eq!(info["libtorch_cuda_loaded"], lib.join("libtorch_cuda.so").exists());
+    assert_eq!(info["cuda_available"], Path::new("/dev/nvidia0").exists());
+    assert!(info["games"].as_u64().unwrap() >= 100, "{info}");
+}
+
 #[test]
 fn config_errors_name_file_and_line() {
     let d = tempfile::tempdir().unwrap();
