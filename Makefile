@@ -2,15 +2,20 @@
 CONFIG ?= configs/pong.toml
 ARGS ?=
 
-.PHONY: setup train test tensorboard bench-env bench-learner bench-e2e
+.PHONY: setup train test lint tensorboard bench-env bench-learner bench-e2e bench-side-by-side
 setup:
 	@bash scripts/setup.sh
 
 train: setup
 	target/release/wndqn train --config $(CONFIG) $(ARGS)
 
-test: setup
+test: setup lint
 	cargo test --release --workspace
+
+# Formatting and lints, as CI checks them (part of `make test`).
+lint: setup
+	cargo fmt --all --check
+	cargo clippy --release --workspace --all-targets --quiet -- -D warnings
 
 tensorboard: setup
 	.venv/bin/tensorboard --logdir runs --bind_all
@@ -21,6 +26,10 @@ bench-env: setup
 
 bench-learner: setup
 	bash scripts/bench_learner_vs_pytorch.sh
+
+bench-side-by-side: setup
+	bash scripts/bench_side_by_side.sh 2 30 configs/cartpole.toml CartPole-v1
+	bash scripts/bench_side_by_side.sh 2 40 configs/pong.toml Pong --set replay.warmup_steps=5000 --set replay.capacity=100000
 
 bench-e2e: setup
 	.venv/bin/python -m pip install -q -r scripts/requirements-bench.txt

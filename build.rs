@@ -12,7 +12,8 @@ fn main() {
     let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else { return };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     let dir = std::path::Path::new(&lib);
-    let cuda: Vec<&str> = ["torch_cuda", "c10_cuda"].into_iter().filter(|l| dir.join(format!("lib{l}.so")).exists()).collect();
+    let cuda: Vec<&str> =
+        ["torch_cuda", "c10_cuda"].into_iter().filter(|l| dir.join(format!("lib{l}.so")).exists()).collect();
     if !cuda.is_empty() {
         println!("cargo:rustc-link-arg=-L{lib}");
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");

@@ -147,9 +147,8 @@ fn env_config(game: &str, sets: &[String]) -> Result<EnvConfig> {
     }
     crate::config::apply_sets(&mut t, &sets)?;
     let env = t.remove("env").unwrap_or(toml::Value::Table(Default::default()));
-    Ok(EnvConfig::deserialize(env).map_err(|e| anyhow::anyhow!("--set: {e}"))?)
+    EnvConfig::deserialize(env).map_err(|e| anyhow::anyhow!("--set: {e}"))
 }
-
 
 fn bench_env(b: EnvBench, rom_dir: Option<&Path>) -> Result<()> {
     if b.threads == 0 || b.envs_per_thread == 0 || b.seconds <= 0.0 {
@@ -199,9 +198,20 @@ fn bench_env(b: EnvBench, rom_dir: Option<&Path>) -> Result<()> {
     let sps = steps as f64 / secs;
     let frameskip = cfg.frameskip.unwrap_or(1) as f64;
     if b.json {
-        println!("{}", json!({"game": id.short_name(), "threads": b.threads, "envs_per_thread": b.envs_per_thread, "env_steps_per_sec": sps, "frames_per_sec": sps * frameskip, "seconds": secs, "frameskip": frameskip}));
+        println!(
+            "{}",
+            json!({"game": id.short_name(), "threads": b.threads, "envs_per_thread": b.envs_per_thread, "env_steps_per_sec": sps, "frames_per_sec": sps * frameskip, "seconds": secs, "frameskip": frameskip})
+        );
     } else {
-        println!("{}: {:.0} env steps/s ({:.0} frames/s) on {} thread(s), {} env(s) each, {:.1}s", id.short_name(), sps, sps * frameskip, b.threads, b.envs_per_thread, secs);
+        println!(
+            "{}: {:.0} env steps/s ({:.0} frames/s) on {} thread(s), {} env(s) each, {:.1}s",
+            id.short_name(),
+            sps,
+            sps * frameskip,
+            b.threads,
+            b.envs_per_thread,
+            secs
+        );
     }
     Ok(())
 }
@@ -230,8 +240,16 @@ fn synthetic_batch(shape: &[i64], batch: i64, device: Device) -> TensorBatch {
     let mut s = vec![batch];
     s.extend_from_slice(shape);
     let frames = shape.len() == 3;
-    let obs = if frames { Tensor::randint(256, s.as_slice(), (Kind::Uint8, Device::Cpu)) } else { Tensor::randn(s.as_slice(), (Kind::Float, Device::Cpu)) };
-    let next = if frames { Tensor::randint(256, s.as_slice(), (Kind::Uint8, Device::Cpu)) } else { Tensor::randn(s.as_slice(), (Kind::Float, Device::Cpu)) };
+    let obs = if frames {
+        Tensor::randint(256, s.as_slice(), (Kind::Uint8, Device::Cpu))
+    } else {
+        Tensor::randn(s.as_slice(), (Kind::Float, Device::Cpu))
+    };
+    let next = if frames {
+        Tensor::randint(256, s.as_slice(), (Kind::Uint8, Device::Cpu))
+    } else {
+        Tensor::randn(s.as_slice(), (Kind::Float, Device::Cpu))
+    };
     TensorBatch {
         obs: obs.to_device(device),
         next_obs: next.to_device(device),
@@ -284,7 +302,8 @@ fn game_batch(game: &str, batch: i64, device: Device, rom_dir: Option<&Path>) ->
 fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<()> {
     let device = device.resolve()?;
     let variant = Variant::from_name(&b.variant).ok_or_else(|| anyhow::anyhow!("unknown variant `{}`", b.variant))?;
-    let threads = if b.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { b.threads };
+    let threads =
+        if b.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { b.threads };
     tch::set_num_threads(threads as i32);
     tch::manual_seed(0);
     let (mut dqn, shape) = bench_dqn(&b.network, variant, device)?;
@@ -298,7 +317,11 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     }
     // As in training: the CPU learner gets frames already scaled to f32 by the replay thread.
     let batch = if device == Device::Cpu && batch.obs.kind() == Kind::Uint8 {
-        TensorBatch { obs: batch.obs.to_kind(Kind::Float) / 255.0, next_obs: batch.next_obs.to_kind(Kind::Float) / 255.0, ..batch }
+        TensorBatch {
+            obs: batch.obs.to_kind(Kind::Float) / 255.0,
+            next_obs: batch.next_obs.to_kind(Kind::Float) / 255.0,
+            ..batch
+        }
     } else {
         batch
     };
@@ -314,9 +337,20 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     let secs = t0.elapsed().as_secs_f64();
     let ups = n as f64 / secs;
     if b.json {
-        println!("{}", json!({"updates_per_sec": ups, "variant": variant.name(), "network": b.network, "obs": b.game.as_deref().unwrap_or("noise"), "device": device_name(device), "threads": threads, "batch": b.batch, "updates": n, "seconds": secs}));
+        println!(
+            "{}",
+            json!({"updates_per_sec": ups, "variant": variant.name(), "network": b.network, "obs": b.game.as_deref().unwrap_or("noise"), "device": device_name(device), "threads": threads, "batch": b.batch, "updates": n, "seconds": secs})
+        );
     } else {
-        println!("{} {} on {} ({} threads): {:.1} updates/s (batch {}, double DQN, Adam)", b.network, variant.name(), device_name(device), threads, ups, b.batch);
+        println!(
+            "{} {} on {} ({} threads): {:.1} updates/s (batch {}, double DQN, Adam)",
+            b.network,
+            variant.name(),
+            device_name(device),
+            threads,
+            ups,
+            b.batch
+        );
     }
     Ok(())
 }
@@ -360,7 +394,10 @@ fn bench_replay(b: ReplayBench) -> Result<()> {
     let bps = n as f64 / t0.elapsed().as_secs_f64();
     let projected_gb = per_transition * 1e6 / 1e9;
     if b.json {
-        println!("{}", json!({"batches_per_sec": bps, "transitions_per_sec": bps * b.batch as f64, "stored": stored, "rss_bytes_per_transition": per_transition, "projected_rss_gb_for_1m": projected_gb, "batch": b.batch}));
+        println!(
+            "{}",
+            json!({"batches_per_sec": bps, "transitions_per_sec": bps * b.batch as f64, "stored": stored, "rss_bytes_per_transition": per_transition, "projected_rss_gb_for_1m": projected_gb, "batch": b.batch})
+        );
     } else {
         println!("replay: {stored} transitions stored; {per_transition:.0} resident bytes per transition (1M transitions: {projected_gb:.2} GB)");
         println!("sampling: {bps:.0} batches/s of {} as u8 tensors (a CPU learner consumes ~30-40/s)", b.batch);
@@ -396,10 +433,26 @@ fn bench_e2e(b: E2eBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<(
     let _ = std::fs::remove_dir_all(&args.runs_dir);
     let m = s.measured.ok_or_else(|| anyhow::anyhow!("the run ended before learning started"))?;
     if b.json {
-        println!("{}", json!({"game": s.env, "variant": s.variant, "device": device_name(dev), "env_steps_per_sec": m.env_steps_per_sec, "updates_per_sec": m.updates_per_sec, "seconds": m.secs, "actor_wait_frac": m.actor_wait_frac, "learner_wait_frac": m.learner_wait_frac, "learner_busy_frac": m.learner_busy_frac}));
+        println!(
+            "{}",
+            json!({"game": s.env, "variant": s.variant, "device": device_name(dev), "env_steps_per_sec": m.env_steps_per_sec, "updates_per_sec": m.updates_per_sec, "seconds": m.secs, "actor_wait_frac": m.actor_wait_frac, "learner_wait_frac": m.learner_wait_frac, "learner_busy_frac": m.learner_busy_frac})
+        );
     } else {
-        println!("{} {} ({}): {:.1} env steps/s, {:.1} updates/s over {:.0}s after warm-up", s.env, s.variant, device_name(dev), m.env_steps_per_sec, m.updates_per_sec, m.secs);
-        println!("time: actors waited {:.0}% for the learner; learner busy {:.0}%, waited {:.0}% for data", 100.0 * m.actor_wait_frac, 100.0 * m.learner_busy_frac, 100.0 * m.learner_wait_frac);
+        println!(
+            "{} {} ({}): {:.1} env steps/s, {:.1} updates/s over {:.0}s after warm-up",
+            s.env,
+            s.variant,
+            device_name(dev),
+            m.env_steps_per_sec,
+            m.updates_per_sec,
+            m.secs
+        );
+        println!(
+            "time: actors waited {:.0}% for the learner; learner busy {:.0}%, waited {:.0}% for data",
+            100.0 * m.actor_wait_frac,
+            100.0 * m.learner_busy_frac,
+            100.0 * m.learner_wait_frac
+        );
     }
     Ok(())
 }

@@ -74,7 +74,14 @@ pub fn dir(run: &Path) -> PathBuf {
 
 /// Write a checkpoint of `dqn` + `state` (+ the replay memory) and prune old ones. On failure
 /// (a full disk, say) the temporary folder is removed and the error names the file.
-pub fn write(run: &Path, dqn: &Dqn, state: &State, config_toml: &str, replay: Option<&AnyMemory>, keep: usize) -> Result<PathBuf> {
+pub fn write(
+    run: &Path,
+    dqn: &Dqn,
+    state: &State,
+    config_toml: &str,
+    replay: Option<&AnyMemory>,
+    keep: usize,
+) -> Result<PathBuf> {
     let root = dir(run);
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let name = format!("ckpt-{:012}", state.updates);
@@ -102,7 +109,9 @@ pub fn write(run: &Path, dqn: &Dqn, state: &State, config_toml: &str, replay: Op
 fn fill(tmp: &Path, dqn: &Dqn, state: &State, config_toml: &str, replay: Option<&AnyMemory>) -> Result<()> {
     std::fs::create_dir_all(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     dqn.save(tmp).with_context(|| format!("writing the networks and optimizer into {}", tmp.display()))?;
-    let put = |n: &str, bytes: &[u8]| std::fs::write(tmp.join(n), bytes).with_context(|| format!("writing {}", tmp.join(n).display()));
+    let put = |n: &str, bytes: &[u8]| {
+        std::fs::write(tmp.join(n), bytes).with_context(|| format!("writing {}", tmp.join(n).display()))
+    };
     put("state.json", serde_json::to_string_pretty(state)?.as_bytes())?;
     put("config.toml", config_toml.as_bytes())?;
     if let Some(m) = replay {
@@ -116,7 +125,8 @@ fn fill(tmp: &Path, dqn: &Dqn, state: &State, config_toml: &str, replay: Option<
         r.with_context(|| format!("writing {}", p.display()))?;
     }
     let mut manifest = String::new();
-    let mut names: Vec<String> = std::fs::read_dir(tmp)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> =
+        std::fs::read_dir(tmp)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     for n in &names {
         let p = tmp.join(n);
@@ -156,23 +166,31 @@ pub fn list(run: &Path) -> Vec<(u64, PathBuf)> {
             n.strip_prefix("ckpt-").and_then(|u| u.parse().ok()).map(|u| (u, e.path()))
         })
         .collect();
-    v.sort_by(|a, b| b.0.cmp(&a.0));
+    v.sort_by_key(|e| std::cmp::Reverse(e.0));
     v
 }
 
 /// Check a checkpoint against its marker.
 pub fn verify(ckpt: &Path) -> Result<State> {
-    let manifest = std::fs::read_to_string(ckpt.join(MARKER)).map_err(|_| anyhow!("no {MARKER} marker (incomplete)"))?;
+    let manifest =
+        std::fs::read_to_string(ckpt.join(MARKER)).map_err(|_| anyhow!("no {MARKER} marker (incomplete)"))?;
     for line in manifest.lines() {
         let mut it = line.split_whitespace();
-        let (Some(n), Some(size), Some(hash)) = (it.next(), it.next(), it.next()) else { bail!("malformed marker line `{line}`") };
+        let (Some(n), Some(size), Some(hash)) = (it.next(), it.next(), it.next()) else {
+            bail!("malformed marker line `{line}`")
+        };
         let p = ckpt.join(n);
-        let (got_size, got_hash) = if n == "replay.bin" { (std::fs::metadata(&p).map(|m| m.len()).unwrap_or(u64::MAX), 0) } else { fnv(&p).unwrap_or((u64::MAX, 0)) };
+        let (got_size, got_hash) = if n == "replay.bin" {
+            (std::fs::metadata(&p).map(|m| m.len()).unwrap_or(u64::MAX), 0)
+        } else {
+            fnv(&p).unwrap_or((u64::MAX, 0))
+        };
         if got_size.to_string() != size || format!("{got_hash:016x}") != hash {
             bail!("{n} does not match its marker (size {got_size}, expected {size})");
         }
     }
-    let state: State = serde_json::from_str(&std::fs::read_to_string(ckpt.join("state.json"))?).context("state.json")?;
+    let state: State =
+        serde_json::from_str(&std::fs::read_to_string(ckpt.join("state.json"))?).context("state.json")?;
     Ok(state)
 }
 
@@ -194,7 +212,11 @@ pub fn find(run: &Path, updates: Option<u64>, warn: &mut dyn FnMut(String)) -> R
         }
     }
     match updates {
-        Some(u) => bail!("{} has no usable checkpoint at {u} updates (available: {})", run.display(), all.iter().map(|(u, _)| u.to_string()).collect::<Vec<_>>().join(", ")),
+        Some(u) => bail!(
+            "{} has no usable checkpoint at {u} updates (available: {})",
+            run.display(),
+            all.iter().map(|(u, _)| u.to_string()).collect::<Vec<_>>().join(", ")
+        ),
         None => bail!("{} has no usable checkpoint", run.display()),
     }
 }

@@ -28,7 +28,7 @@ pub enum Command {
     /// Train a DQN agent on a TOML config; writes runs/{env}__{variant}__s{seed}__{time}/.
     Train(TrainCmd),
     /// Greedy evaluation of a run's checkpoint on whole games (mean, median, std, min, max; video).
-    Eval(crate::evaluate::EvalCmd),
+    Eval(crate::eval_cmd::EvalCmd),
     /// Compare variants over seeds: launch them (--config) or compare finished run folders.
     Compare(crate::compare::CompareCmd),
     /// Measure throughput: environments, the learner, the replay memory, or the whole system.
@@ -94,7 +94,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Games { all } => crate::games::run(cli.rom_dir.as_deref(), all),
         Command::Info { json } => crate::info::run(cli.rom_dir.as_deref(), json),
         Command::Bench(b) => crate::bench::run(b, cli.device, cli.rom_dir.as_deref()),
-        Command::Eval(e) => crate::evaluate::run(e, cli.rom_dir.as_deref()),
+        Command::Eval(e) => crate::eval_cmd::run(e, cli.rom_dir.as_deref()),
         Command::Compare(c) => crate::compare::run(c, cli.device, cli.rom_dir.as_deref()),
         Command::Train(t) => {
             let args = crate::train::TrainArgs {
@@ -132,7 +132,10 @@ pub fn run(cli: Cli) -> Result<()> {
                 100.0 * s.learner_busy_frac,
                 100.0 * s.learner_wait_frac
             );
-            println!("  view: make tensorboard   (or .venv/bin/tensorboard --logdir {})", shell_quote(&s.run_dir.display().to_string()));
+            println!(
+                "  view: make tensorboard   (or .venv/bin/tensorboard --logdir {})",
+                shell_quote(&s.run_dir.display().to_string())
+            );
             Ok(())
         }
     }

@@ -62,11 +62,11 @@ struct RunData {
 }
 
 fn load_run(dir: &Path) -> Result<RunData> {
-    if !dir.join("config.toml").is_file() || crate::events::files(dir).is_empty() {
+    if !dir.join("config.toml").is_file() || crate::event_file::files(dir).is_empty() {
         bail!("{} is not a wndqn run folder (it needs config.toml and an event file)", dir.display());
     }
     let cfg = crate::config::load(&dir.join("config.toml"), &[])?;
-    let returns = crate::events::scalars(dir, "charts/episodic_return")?;
+    let returns = crate::event_file::scalars(dir, "charts/episodic_return")?;
     let summary = read_summary(dir)?;
     let steps = summary.env_steps;
     Ok(RunData {
@@ -90,12 +90,26 @@ struct SummaryFields {
 /// A run's `summary.json`, or an error saying why it cannot be compared.
 fn read_summary(dir: &Path) -> Result<SummaryFields> {
     let p = dir.join("summary.json");
-    let fix = format!("finish it with `wndqn train --resume {}`, or leave it out", crate::cli::shell_quote(&dir.display().to_string()));
-    let text = std::fs::read_to_string(&p).map_err(|e| anyhow::anyhow!("{} has no readable summary.json ({e}): the run is still going or did not end cleanly; {fix}", dir.display()))?;
-    let bad = |why: String| anyhow::anyhow!("{}: {why} (an incomplete or damaged summary, e.g. from a full disk); {fix}", p.display());
+    let fix = format!(
+        "finish it with `wndqn train --resume {}`, or leave it out",
+        crate::cli::shell_quote(&dir.display().to_string())
+    );
+    let text = std::fs::read_to_string(&p).map_err(|e| {
+        anyhow::anyhow!(
+            "{} has no readable summary.json ({e}): the run is still going or did not end cleanly; {fix}",
+            dir.display()
+        )
+    })?;
+    let bad = |why: String| {
+        anyhow::anyhow!("{}: {why} (an incomplete or damaged summary, e.g. from a full disk); {fix}", p.display())
+    };
     let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let num = |k: &str| v[k].as_f64().filter(|x| x.is_finite()).ok_or_else(|| bad(format!("no number `{k}`")));
-    Ok(SummaryFields { env_steps: num("env_steps")? as u64, updates_per_sec: num("updates_per_sec")?, wall_secs: num("wall_secs")? })
+    Ok(SummaryFields {
+        env_steps: num("env_steps")? as u64,
+        updates_per_sec: num("updates_per_sec")?,
+        wall_secs: num("wall_secs")?,
+    })
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -125,7 +139,8 @@ pub fn bootstrap_ci(v: &[f64], seed: u64) -> (f64, f64) {
         return (m, m);
     }
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut means: Vec<f64> = (0..10_000).map(|_| mean(&(0..v.len()).map(|_| v[rng.gen_range(0..v.len())]).collect::<Vec<_>>())).collect();
+    let mut means: Vec<f64> =
+        (0..10_000).map(|_| mean(&(0..v.len()).map(|_| v[rng.gen_range(0..v.len())]).collect::<Vec<_>>())).collect();
     means.sort_by(|a, b| a.total_cmp(b));
     (means[250], means[9749])
 }
@@ -164,7 +179,9 @@ fn binned(r: &RunData, total: u64) -> Vec<f64> {
 }
 
 fn steps_to(r: &RunData, t: f64) -> Option<u64> {
-    (20..=r.returns.len()).find(|&i| mean(&r.returns[i - 20..i].iter().map(|x| x.1).collect::<Vec<_>>()) >= t).map(|i| r.returns[i - 1].0)
+    (20..=r.returns.len())
+        .find(|&i| mean(&r.returns[i - 20..i].iter().map(|x| x.1).collect::<Vec<_>>()) >= t)
+        .map(|i| r.returns[i - 1].0)
 }
 
 /// Run `wndqn compare`.
@@ -237,7 +254,12 @@ pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&P
         let m = mean(&finals);
         let (lo, hi) = bootstrap_ci(&finals, 7);
         let curves: Vec<Vec<f64>> = rs.iter().map(|r| binned(r, total)).collect();
-        let auc = mean(&curves.iter().map(|c| mean(&c.iter().copied().filter(|x| x.is_finite()).collect::<Vec<_>>())).collect::<Vec<_>>());
+        let auc = mean(
+            &curves
+                .iter()
+                .map(|c| mean(&c.iter().copied().filter(|x| x.is_finite()).collect::<Vec<_>>()))
+                .collect::<Vec<_>>(),
+        );
         let reach: Vec<u64> = threshold.map(|t| rs.iter().filter_map(|r| steps_to(r, t)).collect()).unwrap_or_default();
         let reach_med = if reach.is_empty() {
             None
@@ -253,38 +275,72 @@ pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&P
             (Some(_), None) => format!("not reached (0/{})", rs.len()),
             (Some(_), Some(s)) => format!("{s} ({}/{})", reach.len(), rs.len()),
         };
-        md.push_str(&format!("| {v} | {} | {m:.2} | [{lo:.2}, {hi:.2}] | {:.2} | {auc:.2} | {reach_txt} | {ups:.1} | {wall:.0}s |\n", rs.len(), iqm(&pooled)));
-        csv.push_str(&format!("{v},{},{m},{lo},{hi},{},{auc},{},{},{ups},{wall}\n", rs.len(), iqm(&pooled), reach_med.map(|s| s.to_string()).unwrap_or_default(), reach.len()));
+        md.push_str(&format!(
+            "| {v} | {} | {m:.2} | [{lo:.2}, {hi:.2}] | {:.2} | {auc:.2} | {reach_txt} | {ups:.1} | {wall:.0}s |\n",
+            rs.len(),
+            iqm(&pooled)
+        ));
+        csv.push_str(&format!(
+            "{v},{},{m},{lo},{hi},{},{auc},{},{},{ups},{wall}\n",
+            rs.len(),
+            iqm(&pooled),
+            reach_med.map(|s| s.to_string()).unwrap_or_default(),
+            reach.len()
+        ));
         // Curve: mean over seeds per bin, 95% normal band.
         let x: Vec<f64> = (0..BINS).map(|b| (b as f64 + 0.5) / BINS as f64 * total as f64).collect();
         let (mut mu, mut l, mut h) = (Vec::new(), Vec::new(), Vec::new());
         for b in 0..BINS {
             let vals: Vec<f64> = curves.iter().map(|c| c[b]).filter(|x| x.is_finite()).collect();
             let mm = mean(&vals);
-            let sd = if vals.len() > 1 { (vals.iter().map(|x| (x - mm).powi(2)).sum::<f64>() / (vals.len() - 1) as f64).sqrt() } else { 0.0 };
+            let sd = if vals.len() > 1 {
+                (vals.iter().map(|x| (x - mm).powi(2)).sum::<f64>() / (vals.len() - 1) as f64).sqrt()
+            } else {
+                0.0
+            };
             let half = 1.96 * sd / (vals.len().max(1) as f64).sqrt();
             mu.push(mm);
             l.push(mm - half);
             h.push(mm + half);
         }
-        series.push(Series { label: format!("{v} ({} seeds)", rs.len()), color: PALETTE[i % PALETTE.len()], x, mean: mu, lo: l, hi: h });
+        series.push(Series {
+            label: format!("{v} ({} seeds)", rs.len()),
+            color: PALETTE[i % PALETTE.len()],
+            x,
+            mean: mu,
+            lo: l,
+            hi: h,
+        });
     }
     let out = match &cmd.out {
         Some(o) => o.clone(),
         None => {
             let parent = dirs[0].parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("runs"));
-            let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let t =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             parent.join("comparisons").join(format!("{env_name}__{t}"))
         }
     };
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     std::fs::write(out.join("table.md"), &md)?;
     std::fs::write(out.join("table.csv"), &csv)?;
-    std::fs::write(out.join("runs.txt"), runs.iter().map(|r| format!("{}\t{}\n", r.variant, r.dir.display())).collect::<String>())?;
-    line_plot(&out.join("curves.png"), &format!("{env_name}: episodic return (mean over seeds, 95% band)"), "env steps", "return", &series)?;
+    std::fs::write(
+        out.join("runs.txt"),
+        runs.iter().map(|r| format!("{}\t{}\n", r.variant, r.dir.display())).collect::<String>(),
+    )?;
+    line_plot(
+        &out.join("curves.png"),
+        &format!("{env_name}: episodic return (mean over seeds, 95% band)"),
+        "env steps",
+        "return",
+        &series,
+    )?;
     println!("{md}");
     println!("written: {}/{{table.md, table.csv, curves.png, runs.txt}}", out.display());
-    println!("side by side in TensorBoard (HPARAMS tab, variant column): .venv/bin/tensorboard --logdir {}", dirs[0].parent().map(|p| p.display().to_string()).unwrap_or_else(|| "runs".into()));
+    println!(
+        "side by side in TensorBoard (HPARAMS tab, variant column): .venv/bin/tensorboard --logdir {}",
+        dirs[0].parent().map(|p| p.display().to_string()).unwrap_or_else(|| "runs".into())
+    );
     Ok(())
 }
 

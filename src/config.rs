@@ -139,14 +139,23 @@ impl AgentConfig {
         let optimizer = match self.optimizer {
             OptimizerName::Adam => OptimizerKind::Adam { beta1: self.beta1, beta2: self.beta2, eps: self.eps },
             OptimizerName::Adamax => OptimizerKind::Adamax { beta1: self.beta1, beta2: self.beta2, eps: self.eps },
-            OptimizerName::Rmsprop => OptimizerKind::RmsProp { alpha: self.rms_alpha, eps: self.eps, centered: self.rms_centered, momentum: self.rms_momentum },
+            OptimizerName::Rmsprop => OptimizerKind::RmsProp {
+                alpha: self.rms_alpha,
+                eps: self.eps,
+                centered: self.rms_centered,
+                momentum: self.rms_momentum,
+            },
         };
         DqnConfig {
             gamma: self.gamma,
             double_dqn: self.double_dqn,
             loss: self.loss,
             grad_clip_norm: (self.grad_clip_norm > 0.0).then_some(self.grad_clip_norm),
-            target_update: if self.target_update_every > 0 { TargetUpdate::Hard(self.target_update_every) } else { TargetUpdate::Polyak(self.target_tau) },
+            target_update: if self.target_update_every > 0 {
+                TargetUpdate::Hard(self.target_update_every)
+            } else {
+                TargetUpdate::Polyak(self.target_tau)
+            },
             optimizer,
             lr: self.lr,
         }
@@ -193,7 +202,16 @@ pub struct ActorsConfig {
 }
 impl Default for ActorsConfig {
     fn default() -> Self {
-        ActorsConfig { num_actors: 2, epsilon_start: 1.0, epsilon_end: 0.01, epsilon_decay_steps: 1_000_000, apex: false, apex_base: 0.4, apex_alpha: 7.0, send_batch: 16 }
+        ActorsConfig {
+            num_actors: 2,
+            epsilon_start: 1.0,
+            epsilon_end: 0.01,
+            epsilon_decay_steps: 1_000_000,
+            apex: false,
+            apex_base: 0.4,
+            apex_alpha: 7.0,
+            send_batch: 16,
+        }
     }
 }
 
@@ -252,7 +270,16 @@ pub struct LogConfig {
 }
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { scalars_every: 1000, histograms_every: 50_000, eval_every: 250_000, eval_episodes: 5, eval_epsilon: 0.001, eval_max_steps: 27_000, checkpoint_every: 50_000, keep_checkpoints: 3 }
+        LogConfig {
+            scalars_every: 1000,
+            histograms_every: 50_000,
+            eval_every: 250_000,
+            eval_episodes: 5,
+            eval_epsilon: 0.001,
+            eval_max_steps: 27_000,
+            checkpoint_every: 50_000,
+            keep_checkpoints: 3,
+        }
     }
 }
 
@@ -284,7 +311,10 @@ pub fn load_file(path: &Path) -> Result<toml::Table> {
 pub fn apply_sets(table: &mut toml::Table, sets: &[String]) -> Result<()> {
     for s in sets {
         let (key, raw) = s.split_once('=').ok_or_else(|| anyhow!("--set {s}: expected section.key=value"))?;
-        let (section, field) = key.trim().split_once('.').ok_or_else(|| anyhow!("--set {s}: expected section.key=value (e.g. agent.lr=3e-4)"))?;
+        let (section, field) = key
+            .trim()
+            .split_once('.')
+            .ok_or_else(|| anyhow!("--set {s}: expected section.key=value (e.g. agent.lr=3e-4)"))?;
         let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {}", raw.trim())) {
             Ok(mut t) => t.remove("v").expect("parsed"),
             Err(_) => toml::Value::String(raw.trim().to_string()),
@@ -307,7 +337,8 @@ pub fn from_table(table: toml::Table, origin: &str) -> Result<Config> {
 pub fn load(path: &Path, sets: &[String]) -> Result<Config> {
     let mut t = load_file(path)?;
     apply_sets(&mut t, sets)?;
-    let origin = if sets.is_empty() { path.display().to_string() } else { format!("{} with --set overrides", path.display()) };
+    let origin =
+        if sets.is_empty() { path.display().to_string() } else { format!("{} with --set overrides", path.display()) };
     from_table(t, &origin)
 }
 
@@ -324,29 +355,61 @@ impl Config {
         check(self.run.total_env_steps > 0, "run.total_env_steps must be > 0".into());
         check((0.0..=1.0).contains(&a.gamma), format!("agent.gamma = {} must be in [0, 1]", a.gamma));
         check(a.lr > 0.0 && a.lr.is_finite(), format!("agent.lr = {} must be positive", a.lr));
-        check((0.0..1.0).contains(&a.beta1) && (0.0..1.0).contains(&a.beta2), "agent.beta1 and agent.beta2 must be in [0, 1)".into());
+        check(
+            (0.0..1.0).contains(&a.beta1) && (0.0..1.0).contains(&a.beta2),
+            "agent.beta1 and agent.beta2 must be in [0, 1)".into(),
+        );
         check(a.eps > 0.0, format!("agent.eps = {} must be positive", a.eps));
         check((0.0..1.0).contains(&a.rms_alpha), "agent.rms_alpha must be in [0, 1)".into());
         check(a.init_scale > 0.0, "agent.init_scale must be positive".into());
         check(a.grad_clip_norm >= 0.0, "agent.grad_clip_norm must be >= 0 (0 = off)".into());
-        check(a.target_update_every > 0 || (a.target_tau > 0.0 && a.target_tau <= 1.0), "agent.target_update_every = 0 needs agent.target_tau in (0, 1]".into());
+        check(
+            a.target_update_every > 0 || (a.target_tau > 0.0 && a.target_tau <= 1.0),
+            "agent.target_update_every = 0 needs agent.target_tau in (0, 1]".into(),
+        );
         check(a.hidden > 0, "agent.hidden must be positive".into());
         check(a.init_batch >= 2, "agent.init_batch must be at least 2 (a std over one sample is 0)".into());
         let r = &self.replay;
         check(r.batch_size > 0, "replay.batch_size must be positive".into());
-        check(r.capacity >= r.batch_size.max(64), format!("replay.capacity = {} must hold at least a batch (and 64 transitions)", r.capacity));
-        check(r.warmup_steps as usize >= r.batch_size, format!("replay.warmup_steps = {} must be >= replay.batch_size = {}", r.warmup_steps, r.batch_size));
-        check(r.warmup_steps as usize <= r.capacity, format!("replay.warmup_steps = {} exceeds replay.capacity = {}", r.warmup_steps, r.capacity));
-        check(!self.agent.variant.data_init() || a.init_batch as u64 <= r.warmup_steps, format!("agent.init_batch = {} must be <= replay.warmup_steps = {} (the data init uses warm-up observations)", a.init_batch, r.warmup_steps));
+        check(
+            r.capacity >= r.batch_size.max(64),
+            format!("replay.capacity = {} must hold at least a batch (and 64 transitions)", r.capacity),
+        );
+        check(
+            r.warmup_steps as usize >= r.batch_size,
+            format!("replay.warmup_steps = {} must be >= replay.batch_size = {}", r.warmup_steps, r.batch_size),
+        );
+        check(
+            r.warmup_steps as usize <= r.capacity,
+            format!("replay.warmup_steps = {} exceeds replay.capacity = {}", r.warmup_steps, r.capacity),
+        );
+        check(
+            !self.agent.variant.data_init() || a.init_batch as u64 <= r.warmup_steps,
+            format!(
+                "agent.init_batch = {} must be <= replay.warmup_steps = {} (the data init uses warm-up observations)",
+                a.init_batch, r.warmup_steps
+            ),
+        );
         let ac = &self.actors;
-        check(ac.num_actors >= 1 && ac.num_actors <= 256, format!("actors.num_actors = {} must be 1..=256", ac.num_actors));
-        for (k, v) in [("epsilon_start", ac.epsilon_start), ("epsilon_end", ac.epsilon_end), ("apex_base", ac.apex_base)] {
+        check(
+            ac.num_actors >= 1 && ac.num_actors <= 256,
+            format!("actors.num_actors = {} must be 1..=256", ac.num_actors),
+        );
+        for (k, v) in
+            [("epsilon_start", ac.epsilon_start), ("epsilon_end", ac.epsilon_end), ("apex_base", ac.apex_base)]
+        {
             check((0.0..=1.0).contains(&v), format!("actors.{k} = {v} must be in [0, 1]"));
         }
         check(ac.send_batch >= 1, "actors.send_batch must be >= 1".into());
-        check(ac.num_actors == 0 || r.capacity / ac.num_actors >= 64, "replay.capacity / actors.num_actors must be >= 64 (each actor has its own ring)".into());
+        check(
+            ac.num_actors == 0 || r.capacity / ac.num_actors >= 64,
+            "replay.capacity / actors.num_actors must be >= 64 (each actor has its own ring)".into(),
+        );
         let l = &self.learner;
-        check(l.replay_ratio > 0.0 && l.replay_ratio <= 64.0, format!("learner.replay_ratio = {} must be in (0, 64]", l.replay_ratio));
+        check(
+            l.replay_ratio > 0.0 && l.replay_ratio <= 64.0,
+            format!("learner.replay_ratio = {} must be in (0, 64]", l.replay_ratio),
+        );
         check(l.publish_every >= 1, "learner.publish_every must be >= 1".into());
         check(l.prefetch >= 1, "learner.prefetch must be >= 1".into());
         let g = &self.log;
@@ -356,9 +419,18 @@ impl Config {
         check(g.keep_checkpoints >= 1, "log.keep_checkpoints must be >= 1".into());
         let is_cartpole = wndqn_envs::ids::is_cartpole(&self.env.id);
         let id_given = !self.env.id.trim().is_empty();
-        check(id_given, "env.id is empty: name an environment (`wndqn games` lists them), e.g. env.id = \"Pong\"".into());
-        check(!id_given || !is_cartpole || self.agent.network == Arch::Mlp, format!("env.id = {} has vector observations: set agent.network = \"mlp\"", self.env.id));
-        check(!id_given || is_cartpole || self.agent.network == Arch::Nature, format!("env.id = {} has frame observations: set agent.network = \"nature\"", self.env.id));
+        check(
+            id_given,
+            "env.id is empty: name an environment (`wndqn games` lists them), e.g. env.id = \"Pong\"".into(),
+        );
+        check(
+            !id_given || !is_cartpole || self.agent.network == Arch::Mlp,
+            format!("env.id = {} has vector observations: set agent.network = \"mlp\"", self.env.id),
+        );
+        check(
+            !id_given || is_cartpole || self.agent.network == Arch::Nature,
+            format!("env.id = {} has frame observations: set agent.network = \"nature\"", self.env.id),
+        );
         if errs.is_empty() {
             Ok(())
         } else {
@@ -426,7 +498,8 @@ mod tests {
     #[test]
     fn sets_override_and_are_checked() {
         let (_d, p) = write("[agent]\nlr = 1e-4\n");
-        let c = load(&p, &["agent.lr=3e-4".into(), "agent.variant=plain".into(), "env.id=ALE/Breakout-v5".into()]).unwrap();
+        let c =
+            load(&p, &["agent.lr=3e-4".into(), "agent.variant=plain".into(), "env.id=ALE/Breakout-v5".into()]).unwrap();
         assert_eq!(c.agent.lr, 3e-4);
         assert_eq!(c.agent.variant, Variant::Plain);
         assert_eq!(c.env.id, "ALE/Breakout-v5");
@@ -439,7 +512,12 @@ mod tests {
     fn a_long_bad_line_is_cut_in_the_error() {
         let (_d, p) = write(&format!("[agent]\nlr = 1e-4 {}\n", "x".repeat(100_000)));
         let e = format!("{:#}", load(&p, &[]).unwrap_err());
-        assert!(e.contains("c.toml:2:") && e.contains("line 2") && e.len() < 600, "{} chars: {}", e.len(), &e[..e.len().min(300)]);
+        assert!(
+            e.contains("c.toml:2:") && e.contains("line 2") && e.len() < 600,
+            "{} chars: {}",
+            e.len(),
+            &e[..e.len().min(300)]
+        );
     }
 
     #[test]

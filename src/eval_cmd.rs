@@ -8,8 +8,7 @@ use std::process::{Command, Stdio};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use serde_json::json;
-use tch::{nn, Device};
-use wndqn_agents::qnet::QNetwork;
+use wndqn_agents::policy::Policy;
 use wndqn_envs::{make_env, EnvConfig};
 
 use crate::train::eval::{evaluate, stats};
@@ -61,18 +60,20 @@ pub fn run(cmd: EvalCmd, rom_dir: Option<&Path>) -> Result<()> {
         match v.extension().and_then(|e| e.to_str()) {
             Some("gif") => {}
             Some("mp4") if which("ffmpeg") => {}
-            Some("mp4") => bail!("--video {}: MP4 needs ffmpeg on PATH (apt-get install ffmpeg); use a .gif name instead", v.display()),
+            Some("mp4") => bail!(
+                "--video {}: MP4 needs ffmpeg on PATH (apt-get install ffmpeg); use a .gif name instead",
+                v.display()
+            ),
             _ => bail!("--video {}: use a .gif (or .mp4) file name", v.display()),
         }
     }
     crate::threads::limit_current_thread(1);
-    let mut vs = nn::VarStore::new(Device::Cpu);
-    let q = QNetwork::new(&vs.root(), &net_config(&cfg, env.obs_kind(), env.num_actions()));
-    vs.load(ckpt.join("online.safetensors")).with_context(|| format!("loading {}", ckpt.display()))?;
+    let mut policy = Policy::new(&net_config(&cfg, env.obs_kind(), env.num_actions()));
+    policy.load_file(&ckpt.join("online.safetensors")).with_context(|| format!("loading {}", ckpt.display()))?;
     let mut frames: Vec<Vec<u8>> = Vec::new();
     let mut size = (0, 0);
     let want_video = cmd.video.is_some();
-    let returns = evaluate(env.as_mut(), &q, cmd.episodes, cmd.epsilon, cmd.max_steps, cmd.seed, |ep, e| {
+    let returns = evaluate(env.as_mut(), &policy, cmd.episodes, cmd.epsilon, cmd.max_steps, cmd.seed, |ep, e| {
         if want_video && ep == 0 {
             if let Some((w, h, rgb)) = e.rgb_frame() {
                 size = (w, h);
@@ -85,9 +86,19 @@ pub fn run(cmd: EvalCmd, rom_dir: Option<&Path>) -> Result<()> {
     }
     let [mean, median, std, min, max] = stats(&returns);
     if cmd.json {
-        println!("{}", json!({"run": run, "checkpoint": ckpt, "env_steps": state.env_steps, "updates": state.updates, "episodes": returns.len(), "epsilon": cmd.epsilon, "mean": mean, "median": median, "std": std, "min": min, "max": max, "returns": returns}));
+        println!(
+            "{}",
+            json!({"run": run, "checkpoint": ckpt, "env_steps": state.env_steps, "updates": state.updates, "episodes": returns.len(), "epsilon": cmd.epsilon, "mean": mean, "median": median, "std": std, "min": min, "max": max, "returns": returns})
+        );
     } else {
-        println!("{} @ {} updates / {} env steps, {} games, epsilon {}:", run.display(), state.updates, state.env_steps, returns.len(), cmd.epsilon);
+        println!(
+            "{} @ {} updates / {} env steps, {} games, epsilon {}:",
+            run.display(),
+            state.updates,
+            state.env_steps,
+            returns.len(),
+            cmd.epsilon
+        );
         println!("  mean {mean:.2}  median {median:.2}  std {std:.2}  min {min:.2}  max {max:.2}");
         if let Some(v) = &cmd.video {
             println!("  video of game 1 ({} frames): {}", frames.len(), v.display());
@@ -118,7 +129,27 @@ fn write_video(path: &Path, (w, h): (usize, usize), frames: &[Vec<u8>]) -> Resul
             }
         } else {
             let mut child = Command::new("ffmpeg")
-                .args(["-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", &format!("{w}x{h}"), "-r", "15", "-i", "-", "-pix_fmt", "yuv420p", "-vf", "scale=320:420", "-f", "mp4"])
+                .args([
+                    "-loglevel",
+                    "error",
+                    "-y",
+                    "-f",
+                    "rawvideo",
+                    "-pix_fmt",
+                    "rgb24",
+                    "-s",
+                    &format!("{w}x{h}"),
+                    "-r",
+                    "15",
+                    "-i",
+                    "-",
+                    "-pix_fmt",
+                    "yuv420p",
+                    "-vf",
+                    "scale=320:420",
+                    "-f",
+                    "mp4",
+                ])
                 .arg(&tmp)
                 .stdin(Stdio::piped())
                 .spawn()?;

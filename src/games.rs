@@ -13,12 +13,21 @@ pub fn run(rom_dir: Option<&Path>, all: bool) -> Result<()> {
     println!("{} playable Atari games on ALE {} (ROMs from {}):", games.len(), ale::version(), dir.display());
     println!("{:<20} {:<22} {:<30}", "id", "ALE/…-v5 id", "ROM");
     for g in &games {
-        println!("{:<20} {:<22} {}", g.id, format!("ALE/{}-v5", g.id), g.rom.path.file_name().unwrap_or_default().to_string_lossy());
+        println!(
+            "{:<20} {:<22} {}",
+            g.id,
+            format!("ALE/{}-v5", g.id),
+            g.rom.path.file_name().unwrap_or_default().to_string_lossy()
+        );
     }
     println!("\nplus classic control: CartPole-v1");
     let missing: Vec<_> = roms::ALE_SUPPORTED.iter().filter(|s| !games.iter().any(|g| g.rom.name == **s)).collect();
     if !missing.is_empty() {
-        println!("\nsupported by ALE {} but no ROM in that folder: {}", ale::version(), missing.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", "));
+        println!(
+            "\nsupported by ALE {} but no ROM in that folder: {}",
+            ale::version(),
+            missing.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
+        );
     }
     let unsupported = roms::unsupported_roms(&dir);
     if !unsupported.is_empty() {
@@ -29,7 +38,11 @@ pub fn run(rom_dir: Option<&Path>, all: bool) -> Result<()> {
         for g in &games {
             match ale::identify(&g.rom.path) {
                 Ok((Some(name), _)) if name == g.rom.name => {}
-                Ok((name, md5)) => unknown.push(format!("{} (md5 {md5}{})", g.rom.path.display(), name.map(|n| format!(", the ROM of {n}")).unwrap_or_default())),
+                Ok((name, md5)) => unknown.push(format!(
+                    "{} (md5 {md5}{})",
+                    g.rom.path.display(),
+                    name.map(|n| format!(", the ROM of {n}")).unwrap_or_default()
+                )),
                 Err(e) => unknown.push(e.to_string()),
             }
         }

@@ -39,11 +39,23 @@ fn gpus() -> Result<Vec<(String, u64)>, String> {
             return Err("no NVIDIA driver (libcuda.so.1 not found)".into());
         }
         let sym = |n: &std::ffi::CStr| libc::dlsym(h, n.as_ptr());
-        let (init, count, get, name, mem) = (sym(c"cuInit"), sym(c"cuDeviceGetCount"), sym(c"cuDeviceGet"), sym(c"cuDeviceGetName"), sym(c"cuDeviceTotalMem_v2"));
+        let (init, count, get, name, mem) = (
+            sym(c"cuInit"),
+            sym(c"cuDeviceGetCount"),
+            sym(c"cuDeviceGet"),
+            sym(c"cuDeviceGetName"),
+            sym(c"cuDeviceTotalMem_v2"),
+        );
         if [init, count, get, name, mem].iter().any(|p| p.is_null()) {
             return Err("libcuda.so.1 lacks the driver API".into());
         }
-        let (init, count, get, name, mem): (Init, Count, Get, Name, Mem) = (std::mem::transmute(init), std::mem::transmute(count), std::mem::transmute(get), std::mem::transmute(name), std::mem::transmute(mem));
+        let (init, count, get, name, mem): (Init, Count, Get, Name, Mem) = (
+            std::mem::transmute::<*mut libc::c_void, Init>(init),
+            std::mem::transmute::<*mut libc::c_void, Count>(count),
+            std::mem::transmute::<*mut libc::c_void, Get>(get),
+            std::mem::transmute::<*mut libc::c_void, Name>(name),
+            std::mem::transmute::<*mut libc::c_void, Mem>(mem),
+        );
         let rc = init(0);
         if rc != 0 {
             return Err(format!("cuInit failed with CUDA error {rc}"));
@@ -91,7 +103,16 @@ pub fn run(rom_dir: Option<&Path>, as_json: bool) -> Result<()> {
     }
     println!("wndqn       {}", env!("CARGO_PKG_VERSION"));
     println!("libtorch    {version} ({})", torch_dir.map_or("location unknown".into(), |d| d.display().to_string()));
-    println!("CUDA        {}", if cuda { format!("available, {devices} device(s)") } else if linked_cuda { "not available (libtorch_cuda is loaded; no usable GPU)".into() } else { "not available (this libtorch has no CUDA backend loaded)".into() });
+    println!(
+        "CUDA        {}",
+        if cuda {
+            format!("available, {devices} device(s)")
+        } else if linked_cuda {
+            "not available (libtorch_cuda is loaded; no usable GPU)".into()
+        } else {
+            "not available (this libtorch has no CUDA backend loaded)".into()
+        }
+    );
     match &gpus {
         Ok(g) if !g.is_empty() => {
             for (i, (name, mem)) in g.iter().enumerate() {

@@ -6,14 +6,14 @@ mod cli;
 mod compare;
 mod config;
 mod device;
-mod evaluate;
-mod events;
+mod eval_cmd;
+mod event_file;
 mod games;
 mod info;
 mod plot;
 mod signals;
-mod threads;
 mod tb;
+mod threads;
 mod train;
 
 use std::process::ExitCode;
@@ -34,7 +34,12 @@ fn main() -> ExitCode {
     // A bug should read as one line, not a backtrace (RUST_BACKTRACE=1 still shows it).
     if std::env::var_os("RUST_BACKTRACE").is_none_or(|v| v == "0") {
         std::panic::set_hook(Box::new(|info| {
-            let msg = info.payload().downcast_ref::<String>().cloned().or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+            let msg = info
+                .payload()
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
             let loc = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
             eprintln!("internal error{loc}: {msg}");
         }));

@@ -19,7 +19,16 @@ pub struct Series {
 }
 
 /// Colors for up to 8 variants (Tableau 10).
-pub const PALETTE: [[u8; 3]; 8] = [[31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40], [148, 103, 189], [140, 86, 75], [227, 119, 194], [127, 127, 127]];
+pub const PALETTE: [[u8; 3]; 8] = [
+    [31, 119, 180],
+    [255, 127, 14],
+    [44, 160, 44],
+    [214, 39, 40],
+    [148, 103, 189],
+    [140, 86, 75],
+    [227, 119, 194],
+    [127, 127, 127],
+];
 
 struct Canvas {
     w: usize,
@@ -34,9 +43,8 @@ impl Canvas {
             return;
         }
         let i = (y as usize * self.w + x as usize) * 3;
-        for k in 0..3 {
-            let v = self.px[i + k] as f32 * (1.0 - a) + c[k] as f32 * a;
-            self.px[i + k] = v.round() as u8;
+        for (p, &ck) in self.px[i..i + 3].iter_mut().zip(&c) {
+            *p = (*p as f32 * (1.0 - a) + ck as f32 * a).round() as u8;
         }
     }
 
@@ -122,7 +130,9 @@ fn fmt_tick(v: f64) -> String {
 /// Draw `series` into a PNG at `path`.
 pub fn line_plot(path: &Path, title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Result<()> {
     let (w, h) = (1000usize, 620usize);
-    let font = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").ok().and_then(|b| FontVec::try_from_vec(b).ok());
+    let font = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+        .ok()
+        .and_then(|b| FontVec::try_from_vec(b).ok());
     let mut c = Canvas { w, h, px: vec![255; w * h * 3], font };
     let (l, r, t, b) = (80.0, 20.0, 50.0, 70.0);
     let (pw, ph) = (w as f64 - l - r, h as f64 - t - b);
@@ -165,7 +175,8 @@ pub fn line_plot(path: &Path, title: &str, xlabel: &str, ylabel: &str, series: &
         }
     }
     for s in series {
-        let pts: Vec<(f64, f64)> = s.x.iter().zip(&s.mean).filter(|(_, m)| m.is_finite()).map(|(&x, &m)| (fx(x), fy(m))).collect();
+        let pts: Vec<(f64, f64)> =
+            s.x.iter().zip(&s.mean).filter(|(_, m)| m.is_finite()).map(|(&x, &m)| (fx(x), fy(m))).collect();
         c.polyline(&pts, s.color, 2.5);
     }
     let axis = [40, 40, 40];

@@ -20,8 +20,8 @@ use anyhow::{anyhow, Context, Result};
 
 use protobuf::well_known_types::Value;
 use protobuf::{Message, RepeatedField};
-use tensorboard_proto::plugin_hparams::{HParamsPluginData, SessionEndInfo, SessionStartInfo};
 use tensorboard_proto::event::Event;
+use tensorboard_proto::plugin_hparams::{HParamsPluginData, SessionEndInfo, SessionStartInfo};
 use tensorboard_proto::summary::{Summary, SummaryMetadata, SummaryMetadata_PluginData, Summary_Value};
 use tensorboard_proto::tensor::TensorProto;
 use tensorboard_proto::types::DataType;
@@ -63,8 +63,16 @@ fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer and its length; gethostname NUL-terminates what fits.
     let ok = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) } == 0;
-    let name = if ok { std::ffi::CStr::from_bytes_until_nul(&buf).map(|c| c.to_string_lossy().into_owned()).unwrap_or_default() } else { String::new() };
-    if name.is_empty() { "localhost".into() } else { name }
+    let name = if ok {
+        std::ffi::CStr::from_bytes_until_nul(&buf).map(|c| c.to_string_lossy().into_owned()).unwrap_or_default()
+    } else {
+        String::new()
+    };
+    if name.is_empty() {
+        "localhost".into()
+    } else {
+        name
+    }
 }
 
 /// The run's event file.

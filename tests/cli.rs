@@ -21,8 +21,18 @@ fn games_lists_the_standard_atari_games() {
 fn cartpole_solves(variant: &str) {
     let runs = tempfile::tempdir().unwrap();
     let o = run(&[
-        "train", "--config", "configs/cartpole.toml", "--variant", variant, "--seed", "1", "--quiet",
-        "--runs-dir", runs.path().to_str().unwrap(), "--set", "run.stop_at_return=195",
+        "train",
+        "--config",
+        "configs/cartpole.toml",
+        "--variant",
+        variant,
+        "--seed",
+        "1",
+        "--quiet",
+        "--runs-dir",
+        runs.path().to_str().unwrap(),
+        "--set",
+        "run.stop_at_return=195",
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let s = summary(&only_run_dir(runs.path()));
@@ -46,10 +56,32 @@ fn cartpole_weight_norm_learns() {
 fn atari_run_with_two_actors_writes_a_tensorboard_run() {
     let runs = tempfile::tempdir().unwrap();
     let o = run(&[
-        "train", "--config", "configs/pong.toml", "--quiet", "--device", "cpu", "--runs-dir", runs.path().to_str().unwrap(),
-        "--set", "run.total_env_steps=3000", "--set", "replay.warmup_steps=1000", "--set", "replay.capacity=5000",
-        "--set", "log.scalars_every=250", "--set", "log.histograms_every=500", "--set", "log.eval_every=1500",
-        "--set", "log.eval_episodes=1", "--set", "log.eval_max_steps=300", "--set", "actors.num_actors=2",
+        "train",
+        "--config",
+        "configs/pong.toml",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--runs-dir",
+        runs.path().to_str().unwrap(),
+        "--set",
+        "run.total_env_steps=3000",
+        "--set",
+        "replay.warmup_steps=1000",
+        "--set",
+        "replay.capacity=5000",
+        "--set",
+        "log.scalars_every=250",
+        "--set",
+        "log.histograms_every=500",
+        "--set",
+        "log.eval_every=1500",
+        "--set",
+        "log.eval_episodes=1",
+        "--set",
+        "log.eval_max_steps=300",
+        "--set",
+        "actors.num_actors=2",
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let dir = only_run_dir(runs.path());
@@ -63,8 +95,19 @@ fn atari_run_with_two_actors_writes_a_tensorboard_run() {
     let updates = s["updates"].as_u64().unwrap();
     assert!((480..=500).contains(&updates), "updates {updates}");
     let ev = read_events(&dir);
-    for tag in ["charts/episodic_return", "charts/episodic_length", "charts/epsilon", "charts/sps", "losses/td_loss", "losses/q_values",
-        "learner/updates_per_sec", "learner/grad_norm", "replay/size", "weight_norm/g_mean/conv0", "eval/episodic_return"] {
+    for tag in [
+        "charts/episodic_return",
+        "charts/episodic_length",
+        "charts/epsilon",
+        "charts/sps",
+        "losses/td_loss",
+        "losses/q_values",
+        "learner/updates_per_sec",
+        "learner/grad_norm",
+        "replay/size",
+        "weight_norm/g_mean/conv0",
+        "eval/episodic_return",
+    ] {
         let points = ev["scalars"][tag].as_array().unwrap_or_else(|| panic!("{tag} missing: {}", ev["scalars"]));
         assert!(!points.is_empty(), "{tag}");
     }
@@ -87,8 +130,20 @@ fn atari_run_with_two_actors_writes_a_tensorboard_run() {
 fn ctrl_c_stops_cleanly_with_a_readable_event_file() {
     let runs = tempfile::tempdir().unwrap();
     let child = bin()
-        .args(["train", "--config", "configs/pong.toml", "--quiet", "--runs-dir", runs.path().to_str().unwrap(),
-            "--set", "replay.warmup_steps=500", "--set", "replay.capacity=5000", "--set", "log.scalars_every=100"])
+        .args([
+            "train",
+            "--config",
+            "configs/pong.toml",
+            "--quiet",
+            "--runs-dir",
+            runs.path().to_str().unwrap(),
+            "--set",
+            "replay.warmup_steps=500",
+            "--set",
+            "replay.capacity=5000",
+            "--set",
+            "log.scalars_every=100",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -122,9 +177,18 @@ fn bad_input_gets_clear_errors_and_leaves_no_run_folder() {
     let runs = tempfile::tempdir().unwrap();
     let r = runs.path().to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["train", "--config", "configs/pong.toml", "--runs-dir", r, "--set", "env.id=\"Pnog\""], "Did you mean: Pong"),
-        (vec!["train", "--config", "configs/pong.toml", "--runs-dir", r, "--set", "agent.lrr=1"], "unknown field `lrr`"),
-        (vec!["train", "--config", "configs/pong.toml", "--runs-dir", r, "--variant", "fancy"], "unknown variant `fancy`"),
+        (
+            vec!["train", "--config", "configs/pong.toml", "--runs-dir", r, "--set", "env.id=\"Pnog\""],
+            "Did you mean: Pong",
+        ),
+        (
+            vec!["train", "--config", "configs/pong.toml", "--runs-dir", r, "--set", "agent.lrr=1"],
+            "unknown field `lrr`",
+        ),
+        (
+            vec!["train", "--config", "configs/pong.toml", "--runs-dir", r, "--variant", "fancy"],
+            "unknown variant `fancy`",
+        ),
         (vec!["train", "--config", "configs/pong.toml", "--runs-dir", r, "--set", "agent.gamma=2"], "agent.gamma"),
         (vec!["train", "--config", "configs/nope.toml", "--runs-dir", r], "cannot read config"),
         (vec!["train", "--config", "configs/pong.toml", "--runs-dir", r, "--rom-dir", "/nonexistent"], "no ROM folder"),
@@ -150,7 +214,11 @@ fn bad_input_gets_clear_errors_and_leaves_no_run_folder() {
 #[test]
 fn the_binary_links_libtorch_cuda_when_libtorch_has_it() {
     let lib = root().join(".venv/libtorch/lib");
-    let o = std::process::Command::new("readelf").arg("-d").arg(env!("CARGO_BIN_EXE_wndqn")).output().expect("readelf (binutils) is installed");
+    let o = std::process::Command::new("readelf")
+        .arg("-d")
+        .arg(env!("CARGO_BIN_EXE_wndqn"))
+        .output()
+        .expect("readelf (binutils) is installed");
     let dynamic = String::from_utf8_lossy(&o.stdout);
     for l in ["libtorch_cuda.so", "libc10_cuda.so"] {
         if lib.join(l).exists() {
@@ -184,8 +252,22 @@ fn interrupted_run_resumes_with_one_continuous_curve() {
     let runs = tempfile::tempdir().unwrap();
     // Slow the run down (a large replay ratio) so the interrupt lands mid-run.
     let child = bin()
-        .args(["train", "--config", "configs/cartpole.toml", "--quiet", "--runs-dir", runs.path().to_str().unwrap(),
-            "--set", "run.total_env_steps=12000", "--set", "learner.replay_ratio=4", "--set", "log.checkpoint_every=2000", "--set", "log.scalars_every=200"])
+        .args([
+            "train",
+            "--config",
+            "configs/cartpole.toml",
+            "--quiet",
+            "--runs-dir",
+            runs.path().to_str().unwrap(),
+            "--set",
+            "run.total_env_steps=12000",
+            "--set",
+            "learner.replay_ratio=4",
+            "--set",
+            "log.checkpoint_every=2000",
+            "--set",
+            "log.scalars_every=200",
+        ])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -212,14 +294,20 @@ fn interrupted_run_resumes_with_one_continuous_curve() {
     for tag in ["charts/episodic_return", "charts/sps", "losses/td_loss"] {
         let steps: Vec<i64> = ev["scalars"][tag].as_array().unwrap().iter().map(|p| p[0].as_i64().unwrap()).collect();
         assert!(steps.windows(2).all(|w| w[0] < w[1]), "{tag}: steps not strictly increasing: {steps:?}");
-        assert!(*steps.first().unwrap() < stopped_at as i64 && *steps.last().unwrap() > stopped_at as i64, "{tag} must span the resume");
+        assert!(
+            *steps.first().unwrap() < stopped_at as i64 && *steps.last().unwrap() > stopped_at as i64,
+            "{tag} must span the resume"
+        );
     }
 }
 
 #[test]
 fn corrupted_newest_checkpoint_is_skipped_for_the_previous_one() {
     let runs = tempfile::tempdir().unwrap();
-    let dir = cartpole_run(runs.path(), &["--set", "run.total_env_steps=3000", "--set", "log.checkpoint_every=500", "--set", "log.eval_every=0"]);
+    let dir = cartpole_run(
+        runs.path(),
+        &["--set", "run.total_env_steps=3000", "--set", "log.checkpoint_every=500", "--set", "log.eval_every=0"],
+    );
     let ckpts: Vec<_> = {
         let mut v: Vec<_> = std::fs::read_dir(dir.join("checkpoints")).unwrap().flatten().map(|e| e.path()).collect();
         v.sort();
@@ -236,9 +324,15 @@ fn corrupted_newest_checkpoint_is_skipped_for_the_previous_one() {
     let o = run(&["eval", dir.to_str().unwrap(), "--episodes", "2", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("warning: skipping checkpoint") && err.contains(newest.file_name().unwrap().to_str().unwrap()), "{err}");
+    assert!(
+        err.contains("warning: skipping checkpoint") && err.contains(newest.file_name().unwrap().to_str().unwrap()),
+        "{err}"
+    );
     let js: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert!(js["checkpoint"].as_str().unwrap().ends_with(ckpts[ckpts.len() - 2].file_name().unwrap().to_str().unwrap()));
+    assert!(js["checkpoint"]
+        .as_str()
+        .unwrap()
+        .ends_with(ckpts[ckpts.len() - 2].file_name().unwrap().to_str().unwrap()));
     assert_eq!(js["returns"].as_array().unwrap().len(), 2);
     // An interrupted write (a temporary folder, no marker) is ignored too.
     std::fs::create_dir_all(dir.join("checkpoints/.tmp-ckpt-000000099999-1")).unwrap();
@@ -250,15 +344,45 @@ fn corrupted_newest_checkpoint_is_skipped_for_the_previous_one() {
 #[test]
 fn eval_reports_statistics_and_writes_a_gif() {
     let runs = tempfile::tempdir().unwrap();
-    let o = run(&["train", "--config", "configs/pong.toml", "--quiet", "--runs-dir", runs.path().to_str().unwrap(),
-        "--set", "run.total_env_steps=1200", "--set", "replay.warmup_steps=1000", "--set", "replay.capacity=5000", "--set", "log.eval_every=0"]);
+    let o = run(&[
+        "train",
+        "--config",
+        "configs/pong.toml",
+        "--quiet",
+        "--runs-dir",
+        runs.path().to_str().unwrap(),
+        "--set",
+        "run.total_env_steps=1200",
+        "--set",
+        "replay.warmup_steps=1000",
+        "--set",
+        "replay.capacity=5000",
+        "--set",
+        "log.eval_every=0",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let dir = only_run_dir(runs.path());
     let gif = runs.path().join("game.gif");
-    let o = run(&["eval", dir.to_str().unwrap(), "--episodes", "2", "--max-steps", "150", "--video", gif.to_str().unwrap()]);
+    let o = run(&[
+        "eval",
+        dir.to_str().unwrap(),
+        "--episodes",
+        "2",
+        "--max-steps",
+        "150",
+        "--video",
+        gif.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let out = text(&o);
-    assert!(out.contains("mean") && out.contains("median") && out.contains("std") && out.contains("min") && out.contains("max"), "{out}");
+    assert!(
+        out.contains("mean")
+            && out.contains("median")
+            && out.contains("std")
+            && out.contains("min")
+            && out.contains("max"),
+        "{out}"
+    );
     let bytes = std::fs::read(&gif).unwrap();
     assert!(bytes.starts_with(b"GIF89a") && bytes.len() > 10_000, "{} bytes", bytes.len());
 }
@@ -267,8 +391,24 @@ fn eval_reports_statistics_and_writes_a_gif() {
 fn compare_two_tiny_cartpole_runs_writes_tables_and_a_png() {
     let runs = tempfile::tempdir().unwrap();
     let out = runs.path().join("cmp");
-    let o = run(&["compare", "--config", "configs/cartpole.toml", "--variants", "plain,weight_norm", "--seeds", "1", "--quiet",
-        "--runs-dir", runs.path().to_str().unwrap(), "--set", "run.total_env_steps=4000", "--set", "log.eval_every=0", "--out", out.to_str().unwrap()]);
+    let o = run(&[
+        "compare",
+        "--config",
+        "configs/cartpole.toml",
+        "--variants",
+        "plain,weight_norm",
+        "--seeds",
+        "1",
+        "--quiet",
+        "--runs-dir",
+        runs.path().to_str().unwrap(),
+        "--set",
+        "run.total_env_steps=4000",
+        "--set",
+        "log.eval_every=0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("| plain | 1 |") && stdout.contains("| weight_norm | 1 |"), "{stdout}");
@@ -281,7 +421,13 @@ fn compare_two_tiny_cartpole_runs_writes_tables_and_a_png() {
     let reader = dec.read_info().unwrap();
     assert_eq!((reader.info().width, reader.info().height), (1000, 620));
     // The finished runs can be compared again by folder.
-    let dirs: Vec<String> = std::fs::read_dir(runs.path()).unwrap().flatten().map(|e| e.path()).filter(|p| p.join("config.toml").exists()).map(|p| p.display().to_string()).collect();
+    let dirs: Vec<String> = std::fs::read_dir(runs.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.join("config.toml").exists())
+        .map(|p| p.display().to_string())
+        .collect();
     assert_eq!(dirs.len(), 2);
     let mut args = vec!["compare".to_string(), "--out".into(), runs.path().join("cmp2").display().to_string()];
     args.extend(dirs);
@@ -301,7 +447,15 @@ fn resume_eval_and_compare_refuse_bad_input() {
     assert!(!o.status.success() && text(&o).contains("is not a wndqn run folder"), "{}", text(&o));
     let dir = cartpole_run(runs.path(), &["--set", "run.total_env_steps=1500", "--set", "log.eval_every=0"]);
     // Resuming with a changed learning rate is refused, naming the key.
-    let o = run(&["train", "--resume", dir.to_str().unwrap(), "--set", "agent.lr=0.1", "--set", "run.total_env_steps=9000"]);
+    let o = run(&[
+        "train",
+        "--resume",
+        dir.to_str().unwrap(),
+        "--set",
+        "agent.lr=0.1",
+        "--set",
+        "run.total_env_steps=9000",
+    ]);
     assert!(!o.status.success() && text(&o).contains("agent.lr"), "{}", text(&o));
     // A run without checkpoints: its checkpoints removed.
     std::fs::remove_dir_all(dir.join("checkpoints")).unwrap();
@@ -309,11 +463,31 @@ fn resume_eval_and_compare_refuse_bad_input() {
     assert!(!o.status.success() && text(&o).contains("has no checkpoint"), "{}", text(&o));
     // Runs of different environments.
     let other = tempfile::tempdir().unwrap();
-    let o = run(&["train", "--config", "configs/pong.toml", "--quiet", "--runs-dir", other.path().to_str().unwrap(),
-        "--set", "run.total_env_steps=1100", "--set", "replay.warmup_steps=1000", "--set", "replay.capacity=5000", "--set", "log.eval_every=0"]);
+    let o = run(&[
+        "train",
+        "--config",
+        "configs/pong.toml",
+        "--quiet",
+        "--runs-dir",
+        other.path().to_str().unwrap(),
+        "--set",
+        "run.total_env_steps=1100",
+        "--set",
+        "replay.warmup_steps=1000",
+        "--set",
+        "replay.capacity=5000",
+        "--set",
+        "log.eval_every=0",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let pong = only_run_dir(other.path());
-    let o = run(&["compare", dir.to_str().unwrap(), pong.to_str().unwrap(), "--out", scratch.path().join("x").to_str().unwrap()]);
+    let o = run(&[
+        "compare",
+        dir.to_str().unwrap(),
+        pong.to_str().unwrap(),
+        "--out",
+        scratch.path().join("x").to_str().unwrap(),
+    ]);
     assert!(!o.status.success() && text(&o).contains("different environments"), "{}", text(&o));
     assert!(!text(&o).contains("panicked"));
 }
@@ -324,8 +498,20 @@ fn kill_9_never_breaks_the_newest_complete_checkpoint() {
     let runs = tempfile::tempdir().unwrap();
     // Checkpoints every 100 updates, so the kill is likely to land during a write.
     let mut child = bin()
-        .args(["train", "--config", "configs/cartpole.toml", "--quiet", "--runs-dir", runs.path().to_str().unwrap(),
-            "--set", "run.total_env_steps=200000", "--set", "log.checkpoint_every=100", "--set", "log.eval_every=0"])
+        .args([
+            "train",
+            "--config",
+            "configs/cartpole.toml",
+            "--quiet",
+            "--runs-dir",
+            runs.path().to_str().unwrap(),
+            "--set",
+            "run.total_env_steps=200000",
+            "--set",
+            "log.checkpoint_every=100",
+            "--set",
+            "log.eval_every=0",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -47,7 +47,15 @@ fn a_rom_that_cannot_run_is_an_error_within_seconds() {
     let rom_dir = roms.path().to_str().unwrap();
     for args in [
         vec!["--rom-dir", rom_dir, "bench", "env", "--game", "Pong", "--seconds", "1"],
-        vec!["--rom-dir", rom_dir, "train", "--config", "configs/pong.toml", "--runs-dir", runs.path().to_str().unwrap()],
+        vec![
+            "--rom-dir",
+            rom_dir,
+            "train",
+            "--config",
+            "configs/pong.toml",
+            "--runs-dir",
+            runs.path().to_str().unwrap(),
+        ],
     ] {
         let (o, took) = wait_within(spawn(&args), Duration::from_secs(30));
         quiet_failure(&o);
@@ -61,13 +69,24 @@ fn a_rom_that_cannot_run_is_an_error_within_seconds() {
 #[test]
 fn zero_actors_is_a_named_error_not_a_panic() {
     let runs = tempfile::tempdir().unwrap();
-    let o = run(&["train", "--config", "configs/cartpole.toml", "--runs-dir", runs.path().to_str().unwrap(), "--set", "actors.num_actors=0"]);
+    let o = run(&[
+        "train",
+        "--config",
+        "configs/cartpole.toml",
+        "--runs-dir",
+        runs.path().to_str().unwrap(),
+        "--set",
+        "actors.num_actors=0",
+    ]);
     quiet_failure(&o);
     assert!(text(&o).contains("actors.num_actors = 0 must be 1..=256"), "{}", text(&o));
 }
 
 fn checkpointed_run(runs: &Path) -> std::path::PathBuf {
-    cartpole_run(runs, &["--set", "run.total_env_steps=3000", "--set", "log.checkpoint_every=500", "--set", "log.eval_every=0"])
+    cartpole_run(
+        runs,
+        &["--set", "run.total_env_steps=3000", "--set", "log.checkpoint_every=500", "--set", "log.eval_every=0"],
+    )
 }
 
 #[test]
@@ -82,11 +101,19 @@ fn a_run_folder_has_one_writer() {
         assert!(t0.elapsed() < Duration::from_secs(60), "the first process never took the lock");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let events_before = std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("events.")).count();
+    let events_before = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("events."))
+        .count();
     let o = run(&["train", "--resume", d, "--quiet", "--set", "run.total_env_steps=100000000"]);
     quiet_failure(&o);
     assert!(text(&o).contains(&format!("in use by another wndqn process (pid {pid}")), "{}", text(&o));
-    let events_after = std::fs::read_dir(&dir).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with("events.")).count();
+    let events_after = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("events."))
+        .count();
     assert_eq!(events_before, events_after, "the refused process wrote an event file");
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
     let (o, _) = wait_within(first, Duration::from_secs(60));
@@ -125,11 +152,19 @@ struct SmallDisk(tempfile::TempDir);
 impl SmallDisk {
     fn new(kib: u64) -> Option<SmallDisk> {
         let d = tempfile::tempdir().unwrap();
-        let ok = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"]).arg(d.path()).status().is_ok_and(|s| s.success());
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(d.path())
+            .status()
+            .is_ok_and(|s| s.success());
         ok.then_some(SmallDisk(d))
     }
     fn grow(&self, kib: u64) {
-        let s = std::process::Command::new("mount").args(["-o", &format!("remount,size={kib}k")]).arg(self.0.path()).status().unwrap();
+        let s = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={kib}k")])
+            .arg(self.0.path())
+            .status()
+            .unwrap();
         assert!(s.success());
     }
 }
@@ -147,13 +182,35 @@ fn a_full_disk_stops_the_run_cleanly_naming_the_file() {
         return;
     };
     let runs = disk.0.path();
-    let args = ["train", "--config", "configs/cartpole.toml", "--quiet", "--runs-dir", runs.to_str().unwrap(), "--set", "run.total_env_steps=1000000", "--set", "log.checkpoint_every=100", "--set", "log.keep_checkpoints=3", "--set", "log.eval_every=0"];
+    let args = [
+        "train",
+        "--config",
+        "configs/cartpole.toml",
+        "--quiet",
+        "--runs-dir",
+        runs.to_str().unwrap(),
+        "--set",
+        "run.total_env_steps=1000000",
+        "--set",
+        "log.checkpoint_every=100",
+        "--set",
+        "log.keep_checkpoints=3",
+        "--set",
+        "log.eval_every=0",
+    ];
     let (o, _) = wait_within(spawn(&args), Duration::from_secs(120));
     quiet_failure(&o);
     let t = text(&o);
     let dir = only_run_dir(runs);
-    assert!(t.contains("No space left on device") && t.contains(dir.to_str().unwrap()), "the error must name the file: {t}");
-    let leftovers: Vec<_> = std::fs::read_dir(dir.join("checkpoints")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(".tmp")).collect();
+    assert!(
+        t.contains("No space left on device") && t.contains(dir.to_str().unwrap()),
+        "the error must name the file: {t}"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(dir.join("checkpoints"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+        .collect();
     assert!(leftovers.is_empty(), "temporary checkpoint folders left: {leftovers:?}");
     match std::fs::read_to_string(dir.join("summary.json")) {
         Ok(s) => assert!(serde_json::from_str::<serde_json::Value>(&s).is_ok(), "a partial summary.json: {s:?}"),
@@ -168,7 +225,16 @@ fn a_full_disk_stops_the_run_cleanly_naming_the_file() {
     disk.grow(64 * 1024);
     let steps = std::fs::read_dir(dir.join("checkpoints")).unwrap().flatten().count();
     assert!(steps >= 1, "no complete checkpoint survived");
-    let o = run(&["train", "--resume", dir.to_str().unwrap(), "--quiet", "--set", "run.total_env_steps=1000000", "--set", "run.stop_at_return=1"]);
+    let o = run(&[
+        "train",
+        "--resume",
+        dir.to_str().unwrap(),
+        "--quiet",
+        "--set",
+        "run.total_env_steps=1000000",
+        "--set",
+        "run.stop_at_return=1",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     let o = run(&["compare", dir.to_str().unwrap(), "--out", runs.join("cmp2").to_str().unwrap()]);
     assert!(o.status.success() && !text(&o).contains("NaN"), "{}", text(&o));
@@ -177,8 +243,20 @@ fn a_full_disk_stops_the_run_cleanly_naming_the_file() {
 #[test]
 fn a_second_ctrl_c_exits_at_once_and_quietly() {
     let runs = tempfile::tempdir().unwrap();
-    let child = spawn(&["train", "--config", "configs/pong.toml", "--quiet", "--runs-dir", runs.path().to_str().unwrap(),
-        "--set", "replay.warmup_steps=300", "--set", "replay.capacity=5000", "--set", "learner.exclusive_cpu=false"]);
+    let child = spawn(&[
+        "train",
+        "--config",
+        "configs/pong.toml",
+        "--quiet",
+        "--runs-dir",
+        runs.path().to_str().unwrap(),
+        "--set",
+        "replay.warmup_steps=300",
+        "--set",
+        "replay.capacity=5000",
+        "--set",
+        "learner.exclusive_cpu=false",
+    ]);
     // Wait until the actors act with published weights (the learner has written its first
     // scalars), so that they are inside libtorch when the signals come.
     let t0 = Instant::now();

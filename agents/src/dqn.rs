@@ -86,11 +86,8 @@ impl Dqn {
         let target = QNetwork::new(&target_vs.root(), net);
         target_vs.copy(&online_vs).expect("same architecture");
         target_vs.freeze();
-        let params: Vec<(String, Tensor)> = online_vs
-            .variables()
-            .into_iter()
-            .filter(|(_, t)| t.requires_grad())
-            .collect();
+        let params: Vec<(String, Tensor)> =
+            online_vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         let opt = Optimizer::new(cfg.optimizer, cfg.lr, params);
         let target_scales = tch::no_grad(|| target.wn_scales());
         Dqn { online_vs, online, target_vs, target, opt, cfg, updates: 0, target_scales }
@@ -99,11 +96,6 @@ impl Dqn {
     /// Learner updates done.
     pub fn updates(&self) -> u64 {
         self.updates
-    }
-
-    /// Set the update counter (when resuming).
-    pub fn set_updates(&mut self, n: u64) {
-        self.updates = n;
     }
 
     /// Data-dependent init on real observations, then sync the target.
@@ -160,7 +152,7 @@ impl Dqn {
         let grad_norm = self.opt.clip_and_step(self.cfg.grad_clip_norm);
         self.updates += 1;
         match self.cfg.target_update {
-            TargetUpdate::Hard(n) if n > 0 && self.updates % n == 0 => self.sync_target(),
+            TargetUpdate::Hard(n) if n > 0 && self.updates.is_multiple_of(n) => self.sync_target(),
             TargetUpdate::Polyak(tau) => {
                 tch::no_grad(|| {
                     let online = self.online_vs.variables();
@@ -200,12 +192,8 @@ impl Dqn {
     /// CPU copies of the online network's variables (for actors), by name.
     pub fn snapshot(&self) -> Vec<(String, Tensor)> {
         tch::no_grad(|| {
-            let mut v: Vec<(String, Tensor)> = self
-                .online_vs
-                .variables()
-                .into_iter()
-                .map(|(n, t)| (n, t.to_device(Device::Cpu).copy()))
-                .collect();
+            let mut v: Vec<(String, Tensor)> =
+                self.online_vs.variables().into_iter().map(|(n, t)| (n, t.to_device(Device::Cpu).copy())).collect();
             v.sort_by(|a, b| a.0.cmp(&b.0));
             v
         })
@@ -231,7 +219,14 @@ mod tests {
 
     fn setup(double: bool) -> Dqn {
         tch::manual_seed(0);
-        let net = QNetConfig { arch: Arch::Mlp, variant: Variant::Plain, dueling: false, obs_shape: vec![3], num_actions: 2, hidden: 8 };
+        let net = QNetConfig {
+            arch: Arch::Mlp,
+            variant: Variant::Plain,
+            dueling: false,
+            obs_shape: vec![3],
+            num_actions: 2,
+            hidden: 8,
+        };
         let cfg = DqnConfig {
             gamma: 0.9,
             double_dqn: double,
@@ -270,7 +265,17 @@ mod tests {
             let qo = d.online.forward_t(&b.next_obs, false);
             let qt0 = Vec::<f32>::try_from(qt.get(0)).unwrap();
             let qo0 = Vec::<f32>::try_from(qo.get(0)).unwrap();
-            let a = if double { if qo0[0] >= qo0[1] { 0 } else { 1 } } else if qt0[0] >= qt0[1] { 0 } else { 1 };
+            let a = if double {
+                if qo0[0] >= qo0[1] {
+                    0
+                } else {
+                    1
+                }
+            } else if qt0[0] >= qt0[1] {
+                0
+            } else {
+                1
+            };
             let expect0 = 1.0 + 0.9 * qt0[a];
             assert!((y[0] - expect0).abs() < 1e-5, "double={double}: {} vs {expect0}", y[0]);
             assert!((y[1] - -1.0).abs() < 1e-6, "terminal target must be the reward");

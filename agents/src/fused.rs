@@ -15,7 +15,9 @@
 use std::ops::{Add, Div, Mul, Sub};
 
 /// The element types the kernels run on.
-pub(crate) trait Real: Copy + PartialOrd + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self> {
+pub(crate) trait Real:
+    Copy + PartialOrd + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self>
+{
     fn of(x: f64) -> Self;
     fn to_f64(self) -> f64;
     fn sqrt(self) -> Self;

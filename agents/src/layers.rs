@@ -50,7 +50,6 @@ enum Op {
 #[derive(Debug)]
 pub struct Layer {
     op: Op,
-    param: Param,
     /// `W` (plain) or `v` (weight norm).
     pub weight: Tensor,
     /// `g`, one per output unit (weight norm only).
@@ -85,7 +84,7 @@ impl Layer {
             Param::WeightNorm { mean_only_bn: true } => Some(p.zeros_no_train("running_mean", &[out])),
             _ => None,
         };
-        Layer { op, param: cfg.param, weight, g, bias, running_mean, bn_momentum: cfg.bn_momentum }
+        Layer { op, weight, g, bias, running_mean, bn_momentum: cfg.bn_momentum }
     }
 
     /// A dense layer `in_dim -> out_dim` under path `p`.
@@ -96,11 +95,6 @@ impl Layer {
     /// A square-kernel 2-D convolution without padding.
     pub fn conv2d(p: &nn::Path, in_ch: i64, out_ch: i64, kernel: i64, stride: i64, cfg: LayerConfig) -> Layer {
         Layer::new(p, Op::Conv2d { stride }, &[out_ch, in_ch, kernel, kernel], cfg)
-    }
-
-    /// The parameterization.
-    pub fn param(&self) -> Param {
-        self.param
     }
 
     /// Per-unit shape for broadcasting over the weight (`[out, 1, ...]`).
@@ -332,7 +326,9 @@ mod tests {
         let e2 = f64::try_from((l.weight.grad() - &dv).abs().max()).unwrap();
         assert!(e1 < 1e-4 && e2 < 1e-4, "dg err {e1}, dv err {e2}");
         // The gradient w.r.t. v is orthogonal to v.
-        let dot = f64::try_from((l.weight.grad() * &v).sum_dim_intlist([1i64].as_slice(), false, Kind::Float).abs().max()).unwrap();
+        let dot =
+            f64::try_from((l.weight.grad() * &v).sum_dim_intlist([1i64].as_slice(), false, Kind::Float).abs().max())
+                .unwrap();
         assert!(dot < 1e-4, "v . dL/dv = {dot}");
     }
 
@@ -376,7 +372,11 @@ mod tests {
         tch::manual_seed(3);
         let vs = nn::VarStore::new(Device::Cpu);
         let x = Tensor::randn([64, 4, 12, 12], (Kind::Float, Device::Cpu)) * 3.0 + 1.0;
-        for (i, param) in [Param::Plain, Param::WeightNorm { mean_only_bn: false }, Param::WeightNorm { mean_only_bn: true }].into_iter().enumerate() {
+        for (i, param) in
+            [Param::Plain, Param::WeightNorm { mean_only_bn: false }, Param::WeightNorm { mean_only_bn: true }]
+                .into_iter()
+                .enumerate()
+        {
             let cfg = LayerConfig { param, ..Default::default() };
             let c = Layer::conv2d(&vs.root().sub(format!("c{i}")), 4, 8, 3, 1, cfg);
             check_init(&c, &x, 0.5, &[0, 2, 3]);

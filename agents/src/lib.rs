@@ -3,6 +3,7 @@
 //! - [`layers`]: linear/conv layers, plain or weight-normalized (+ mean-only batch norm), with
 //!   the paper's data-dependent initialization.
 //! - [`qnet`]: the Nature CNN and an MLP in the named variants (`plain`, `weight_norm`, ...).
+//! - [`policy`]: a CPU copy of the Q-network acting epsilon-greedily (actors, evaluation).
 //! - [`dqn`]: the DQN update (targets, double DQN, Huber/MSE, gradient clipping, target sync).
 //! - [`optim`]: Adam, centered RMSProp and Adamax on tch tensors, with saveable state
 //!   (`fused`: their one-pass CPU kernels).
@@ -14,6 +15,7 @@ pub mod dqn;
 mod fused;
 pub mod layers;
 pub mod optim;
+pub mod policy;
 pub mod qnet;
 pub mod replay;
 pub mod schedule;

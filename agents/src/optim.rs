@@ -8,12 +8,10 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 /// Which optimizer, with its hyper-parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum OptimizerKind {
     /// Adam (Kingma & Ba 2015).
     Adam {
@@ -74,10 +72,8 @@ impl Optimizer {
     /// An optimizer for `params` (name, tensor). Names key the saved state.
     pub fn new(kind: OptimizerKind, lr: f64, mut params: Vec<(String, Tensor)>) -> Self {
         params.sort_by(|a, b| a.0.cmp(&b.0));
-        let state = params
-            .iter()
-            .map(|(_, p)| kind.state_names().iter().map(|_| p.zeros_like().detach()).collect())
-            .collect();
+        let state =
+            params.iter().map(|(_, p)| kind.state_names().iter().map(|_| p.zeros_like().detach()).collect()).collect();
         let (names, params) = params.into_iter().unzip();
         Optimizer { kind, lr, names, params, state, step: 0, fused: true }
     }
@@ -124,10 +120,17 @@ impl Optimizer {
             return norm;
         }
         let grads: Vec<Tensor> = self.params.iter().map(|p| p.grad()).collect();
-        let sq: f64 = grads.iter().map(|g| match g.kind() {
-            Kind::Float => crate::fused::sum_sq(data::<f32>(g)),
-            _ => crate::fused::sum_sq(data::<f64>(g)),
-        }).sum();
+        // SAFETY: `fusable` checked that every gradient is a contiguous CPU tensor of f32 or f64;
+        // nothing writes them while their squares are summed.
+        let sq: f64 = grads
+            .iter()
+            .map(|g| unsafe {
+                match g.kind() {
+                    Kind::Float => crate::fused::sum_sq(data::<f32>(g)),
+                    _ => crate::fused::sum_sq(data::<f64>(g)),
+                }
+            })
+            .sum();
         let norm = sq.sqrt();
         let coef = max_norm.map_or(1.0, |m| (m / (norm + 1e-6)).min(1.0));
         self.step_fused(&grads, coef);
@@ -140,10 +143,15 @@ impl Optimizer {
         if !self.fused || matches!(self.kind, OptimizerKind::RmsProp { .. }) {
             return false;
         }
-        let ok = |t: &Tensor, kind: Kind| t.defined() && t.device() == tch::Device::Cpu && t.kind() == kind && t.is_contiguous();
+        let ok = |t: &Tensor, kind: Kind| {
+            t.defined() && t.device() == tch::Device::Cpu && t.kind() == kind && t.is_contiguous()
+        };
         self.params.iter().zip(&self.state).all(|(p, st)| {
             let kind = p.kind();
-            matches!(kind, Kind::Float | Kind::Double) && ok(p, kind) && ok(&p.grad(), kind) && st.iter().all(|t| ok(t, kind))
+            matches!(kind, Kind::Float | Kind::Double)
+                && ok(p, kind)
+                && ok(&p.grad(), kind)
+                && st.iter().all(|t| ok(t, kind))
         })
     }
 
@@ -156,12 +164,24 @@ impl Optimizer {
                 ($ty:ty) => {
                     match self.kind {
                         OptimizerKind::Adam { beta1, beta2, eps } => {
-                            let s = AdamStep { gscale, beta1, beta2, step_size: self.lr / (1.0 - beta1.powf(t)), bc2_sqrt: (1.0 - beta2.powf(t)).sqrt(), eps };
-                            adam::<$ty>(data_mut(p), data(g), data_mut(&st[0]), data_mut(&st[1]), s)
+                            let s = AdamStep {
+                                gscale,
+                                beta1,
+                                beta2,
+                                step_size: self.lr / (1.0 - beta1.powf(t)),
+                                bc2_sqrt: (1.0 - beta2.powf(t)).sqrt(),
+                                eps,
+                            };
+                            // SAFETY: `fusable` checked that every tensor is a contiguous CPU
+                            // tensor of `$ty`; a parameter, its gradient and its two state
+                            // buffers are four distinct storages, and nothing else touches
+                            // them during the step.
+                            unsafe { adam::<$ty>(data_mut(p), data(g), data_mut(&st[0]), data_mut(&st[1]), s) }
                         }
                         OptimizerKind::Adamax { beta1, beta2, eps } => {
                             let s = AdamaxStep { gscale, beta1, beta2, clr: self.lr / (1.0 - beta1.powf(t)), eps };
-                            adamax::<$ty>(data_mut(p), data(g), data_mut(&st[0]), data_mut(&st[1]), s)
+                            // SAFETY: as for Adam above.
+                            unsafe { adamax::<$ty>(data_mut(p), data(g), data_mut(&st[0]), data_mut(&st[1]), s) }
                         }
                         OptimizerKind::RmsProp { .. } => unreachable!("not fusable"),
                     }
@@ -255,7 +275,8 @@ impl Optimizer {
 
     /// Save the state (safetensors).
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        let cpu: Vec<(String, Tensor)> = self.state_tensors().into_iter().map(|(n, t)| (n, t.to_device(tch::Device::Cpu))).collect();
+        let cpu: Vec<(String, Tensor)> =
+            self.state_tensors().into_iter().map(|(n, t)| (n, t.to_device(tch::Device::Cpu))).collect();
         Tensor::write_safetensors(&cpu, path)?;
         Ok(())
     }
@@ -263,13 +284,17 @@ impl Optimizer {
     /// Restore the state saved by [`Optimizer::save`]; every tensor must be present.
     pub fn load(&mut self, path: &Path) -> anyhow::Result<()> {
         let loaded: HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
-        let step = loaded.get("__step").ok_or_else(|| anyhow::anyhow!("optimizer state {} has no step counter", path.display()))?;
+        let step = loaded
+            .get("__step")
+            .ok_or_else(|| anyhow::anyhow!("optimizer state {} has no step counter", path.display()))?;
         self.step = step.int64_value(&[0]);
         tch::no_grad(|| -> anyhow::Result<()> {
             for (name, st) in self.names.iter().zip(self.state.iter_mut()) {
                 for (sn, t) in self.kind.state_names().iter().zip(st.iter_mut()) {
                     let key = format!("{name}/{sn}");
-                    let src = loaded.get(&key).ok_or_else(|| anyhow::anyhow!("optimizer state {} lacks {key}", path.display()))?;
+                    let src = loaded
+                        .get(&key)
+                        .ok_or_else(|| anyhow::anyhow!("optimizer state {} lacks {key}", path.display()))?;
                     t.copy_(src);
                 }
             }
@@ -278,18 +303,24 @@ impl Optimizer {
     }
 }
 
-/// A contiguous CPU tensor's elements (checked by `Optimizer::fusable`).
-fn data<T>(t: &Tensor) -> &[T] {
-    // SAFETY: `fusable` checked CPU, contiguous and the element kind; the tensor outlives the
-    // borrow, and nothing else touches these buffers during an optimizer step.
-    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel()) }
+/// A contiguous CPU tensor's elements.
+///
+/// # Safety
+/// `t` must be a contiguous CPU tensor whose elements are `T`, and no one may write its storage
+/// while the slice lives.
+unsafe fn data<T>(t: &Tensor) -> &[T] {
+    std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel())
 }
 
-/// Mutable view of a parameter or state buffer (distinct storages; see [`data`]).
+/// A contiguous CPU tensor's elements, writable through a shared `&Tensor` (tch hands out
+/// storage only that way).
+///
+/// # Safety
+/// As for [`data`], and no other slice or tensor op may read or write the same storage while
+/// this one lives (the caller guarantees the storages it views are pairwise distinct).
 #[allow(clippy::mut_from_ref)]
-fn data_mut<T>(t: &Tensor) -> &mut [T] {
-    // SAFETY: as in `data`; parameters, gradients and state never share storage.
-    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut T, t.numel()) }
+unsafe fn data_mut<T>(t: &Tensor) -> &mut [T] {
+    std::slice::from_raw_parts_mut(t.data_ptr() as *mut T, t.numel())
 }
 
 #[cfg(test)]
@@ -325,8 +356,16 @@ mod tests {
         vec![
             ("adam", OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 }, 0.01),
             ("adamax", OptimizerKind::Adamax { beta1: 0.5, beta2: 0.999, eps: 1e-8 }, 0.01),
-            ("rmsprop_centered", OptimizerKind::RmsProp { alpha: 0.95, eps: 0.01, centered: true, momentum: 0.0 }, 0.01),
-            ("rmsprop_momentum", OptimizerKind::RmsProp { alpha: 0.99, eps: 1e-8, centered: false, momentum: 0.9 }, 0.001),
+            (
+                "rmsprop_centered",
+                OptimizerKind::RmsProp { alpha: 0.95, eps: 0.01, centered: true, momentum: 0.0 },
+                0.01,
+            ),
+            (
+                "rmsprop_momentum",
+                OptimizerKind::RmsProp { alpha: 0.99, eps: 1e-8, centered: false, momentum: 0.9 },
+                0.001,
+            ),
         ]
     }
 
@@ -346,7 +385,10 @@ mod tests {
                 let ours = run(kind, lr, 25, fused);
                 let theirs = &reference[name];
                 for (a, b) in ours.iter().zip(theirs) {
-                    assert!((a - b).abs() < 1e-10 * (1.0 + b.abs()), "{name} (fused: {fused}): ours {ours:?} torch {theirs:?}");
+                    assert!(
+                        (a - b).abs() < 1e-10 * (1.0 + b.abs()),
+                        "{name} (fused: {fused}): ours {ours:?} torch {theirs:?}"
+                    );
                 }
                 // And the problem really moves the parameters.
                 assert!((ours[0] - 0.5).abs() > 1e-3, "{name}");

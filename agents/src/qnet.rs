@@ -22,7 +22,8 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant.
-    pub const ALL: [Variant; 4] = [Variant::Plain, Variant::WeightNorm, Variant::WeightNormNoinit, Variant::WeightNormMobn];
+    pub const ALL: [Variant; 4] =
+        [Variant::Plain, Variant::WeightNorm, Variant::WeightNormNoinit, Variant::WeightNormMobn];
 
     /// The config/CLI name (`weight_norm`).
     pub fn name(self) -> &'static str {
@@ -128,11 +129,6 @@ impl QNetwork {
         QNetwork { cfg: cfg.clone(), convs, dense, heads }
     }
 
-    /// The build settings.
-    pub fn config(&self) -> &QNetConfig {
-        &self.cfg
-    }
-
     /// Network input: `u8` frames become `x / 255`; float input is taken as already in that
     /// form (see `replay::Batch::to_device_scaled`).
     fn prep(&self, obs: &Tensor) -> Tensor {
@@ -221,10 +217,7 @@ impl QNetwork {
     /// `(layer name, g)` for every weight-normalized layer, for logging.
     pub fn scales(&self) -> Vec<(String, Tensor)> {
         let names = self.layer_names();
-        self.layers()
-            .zip(names)
-            .filter_map(|(l, n)| l.g.as_ref().map(|g| (n, g.detach())))
-            .collect()
+        self.layers().zip(names).filter_map(|(l, n)| l.g.as_ref().map(|g| (n, g.detach()))).collect()
     }
 
     fn layer_names(&self) -> Vec<String> {
@@ -246,7 +239,8 @@ mod tests {
 
     fn nature(variant: Variant, dueling: bool) -> (nn::VarStore, QNetwork) {
         let vs = nn::VarStore::new(Device::Cpu);
-        let cfg = QNetConfig { arch: Arch::Nature, variant, dueling, obs_shape: vec![4, 84, 84], num_actions: 6, hidden: 0 };
+        let cfg =
+            QNetConfig { arch: Arch::Nature, variant, dueling, obs_shape: vec![4, 84, 84], num_actions: 6, hidden: 0 };
         let net = QNetwork::new(&vs.root(), &cfg);
         (vs, net)
     }
@@ -284,7 +278,9 @@ mod tests {
     /// gradients autograd gives through the norm, for every parameter of every variant.
     #[test]
     fn train_scales_give_autograd_gradients() {
-        for (variant, dueling) in [(Variant::WeightNorm, false), (Variant::WeightNormMobn, true), (Variant::Plain, false)] {
+        for (variant, dueling) in
+            [(Variant::WeightNorm, false), (Variant::WeightNormMobn, true), (Variant::Plain, false)]
+        {
             tch::manual_seed(3);
             let (vs, net) = nature(variant, dueling);
             let obs = Tensor::randint(256, [8, 4, 84, 84], (Kind::Uint8, Device::Cpu));
@@ -301,7 +297,12 @@ mod tests {
                 } else {
                     (net.forward_t(&obs, true) - &target).square().mean(Kind::Float).backward();
                 }
-                let mut g: Vec<(String, Tensor)> = vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).map(|(n, t)| (n, t.grad().copy())).collect();
+                let mut g: Vec<(String, Tensor)> = vs
+                    .variables()
+                    .into_iter()
+                    .filter(|(_, t)| t.requires_grad())
+                    .map(|(n, t)| (n, t.grad().copy()))
+                    .collect();
                 g.sort_by(|a, b| a.0.cmp(&b.0));
                 g
             };

@@ -33,7 +33,7 @@ pub enum ObsRef<'a> {
 }
 
 /// Storage element (u8 frames or f32 vectors).
-pub trait Element: Copy + Default + Send + 'static {
+pub trait Element: Copy + Default + Send + bytemuck::Pod + 'static {
     /// Extract from an [`ObsRef`] of the matching kind.
     fn from_obs(o: ObsRef<'_>) -> &[Self];
 }
@@ -67,7 +67,14 @@ struct Shard<T> {
 impl<T: Element> Shard<T> {
     fn new(cap: usize, obs_len: usize) -> Self {
         // `vec![0; n]` is a calloc: pages become resident only when written.
-        Shard { cap, obs: vec![T::default(); cap * obs_len], action: vec![0; cap], reward: vec![0.0; cap], flags: vec![0; cap], next: 0 }
+        Shard {
+            cap,
+            obs: vec![T::default(); cap * obs_len],
+            action: vec![0; cap],
+            reward: vec![0.0; cap],
+            flags: vec![0; cap],
+            next: 0,
+        }
     }
 
     fn oldest(&self) -> u64 {
@@ -110,7 +117,10 @@ impl<T: Element> Shard<T> {
 
     /// Whether entry `i` starts a sampleable transition.
     fn valid(&self, i: u64, k: usize, idx: &mut [u64]) -> bool {
-        i >= self.oldest() && i + 1 < self.next && self.flags[self.slot(i)] & ACTED != 0 && self.stack_indices(i, k, idx)
+        i >= self.oldest()
+            && i + 1 < self.next
+            && self.flags[self.slot(i)] & ACTED != 0
+            && self.stack_indices(i, k, idx)
     }
 
     fn transitions(&self) -> usize {
@@ -203,11 +213,6 @@ impl<T: Element> Memory<T> {
         Memory { shards: (0..shards).map(|_| Mutex::new(Shard::new(per, obs_len))).collect(), obs_len, stack }
     }
 
-    /// Number of shards (one per actor).
-    pub fn num_shards(&self) -> usize {
-        self.shards.len()
-    }
-
     fn lock(&self, shard: usize) -> std::sync::MutexGuard<'_, Shard<T>> {
         // A panicking actor already stops the run; the data itself stays consistent.
         self.shards[shard].lock().unwrap_or_else(|e| e.into_inner())
@@ -219,7 +224,15 @@ impl<T: Element> Memory<T> {
     }
 
     /// The actor took `action` from the last stored observation and saw `next`.
-    pub fn record_step(&self, shard: usize, action: usize, reward: f32, terminated: bool, truncated: bool, next: ObsRef<'_>) {
+    pub fn record_step(
+        &self,
+        shard: usize,
+        action: usize,
+        reward: f32,
+        terminated: bool,
+        truncated: bool,
+        next: ObsRef<'_>,
+    ) {
         let mut s = self.lock(shard);
         assert!(s.next > 0, "record_step before start_episode");
         let last = s.slot(s.next - 1);
@@ -239,11 +252,6 @@ impl<T: Element> Memory<T> {
         self.len() == 0
     }
 
-    /// Bytes the observation storage uses once full.
-    pub fn capacity_bytes(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().map(|s| s.cap * (self.obs_len * std::mem::size_of::<T>() + 6)).unwrap_or(0)).sum()
-    }
-
     /// Write the whole memory (every shard's ring and counters) to `w`.
     pub fn save(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
         w.write_all(&(self.shards.len() as u64).to_le_bytes())?;
@@ -253,12 +261,9 @@ impl<T: Element> Memory<T> {
             let s = self.lock(i);
             w.write_all(&(s.cap as u64).to_le_bytes())?;
             w.write_all(&s.next.to_le_bytes())?;
-            // SAFETY: T is u8 or f32 (plain data); viewing the slice as bytes is sound.
-            let obs = unsafe { std::slice::from_raw_parts(s.obs.as_ptr() as *const u8, std::mem::size_of_val(&s.obs[..])) };
-            w.write_all(obs)?;
+            w.write_all(bytemuck::cast_slice(&s.obs[..]))?;
             w.write_all(&s.action)?;
-            let rewards = unsafe { std::slice::from_raw_parts(s.reward.as_ptr() as *const u8, s.reward.len() * 4) };
-            w.write_all(rewards)?;
+            w.write_all(bytemuck::cast_slice(&s.reward[..]))?;
             w.write_all(&s.flags)?;
         }
         Ok(())
@@ -274,7 +279,12 @@ impl<T: Element> Memory<T> {
         let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
         let (n, obs_len, stack) = (read_u64(r)?, read_u64(r)?, read_u64(r)?);
         if n as usize != self.shards.len() || obs_len as usize != self.obs_len || stack as usize != self.stack {
-            return Err(bad(format!("saved replay has {n} shards of {obs_len}x{stack}, this run needs {} of {}x{}", self.shards.len(), self.obs_len, self.stack)));
+            return Err(bad(format!(
+                "saved replay has {n} shards of {obs_len}x{stack}, this run needs {} of {}x{}",
+                self.shards.len(),
+                self.obs_len,
+                self.stack
+            )));
         }
         for i in 0..self.shards.len() {
             let mut s = self.lock(i);
@@ -283,11 +293,9 @@ impl<T: Element> Memory<T> {
                 return Err(bad(format!("saved replay shard holds {cap} entries, this run's holds {}", s.cap)));
             }
             s.next = next;
-            let obs = unsafe { std::slice::from_raw_parts_mut(s.obs.as_mut_ptr() as *mut u8, std::mem::size_of_val(&s.obs[..])) };
-            r.read_exact(obs)?;
+            r.read_exact(bytemuck::cast_slice_mut(&mut s.obs[..]))?;
             r.read_exact(&mut s.action)?;
-            let rewards = unsafe { std::slice::from_raw_parts_mut(s.reward.as_mut_ptr() as *mut u8, s.reward.len() * 4) };
-            r.read_exact(rewards)?;
+            r.read_exact(bytemuck::cast_slice_mut(&mut s.reward[..]))?;
             r.read_exact(&mut s.flags)?;
         }
         Ok(())
@@ -362,6 +370,89 @@ impl<T: Element> Memory<T> {
     }
 }
 
+/// A frame or a vector memory, chosen by the environment's observation kind.
+pub enum AnyMemory {
+    /// u8 frames, stacked at sampling.
+    Frames(FrameMemory),
+    /// f32 vectors.
+    Vectors(VectorMemory),
+}
+
+impl AnyMemory {
+    /// A memory for observations of `shape` (`[stack, h, w]` frames or `[n]` vectors).
+    pub fn new(capacity: usize, shards: usize, frames: bool, shape: &[i64]) -> AnyMemory {
+        if frames {
+            let px = (shape[1] * shape[2]) as usize;
+            AnyMemory::Frames(FrameMemory::new(capacity, shards, px, shape[0] as usize))
+        } else {
+            AnyMemory::Vectors(VectorMemory::new(capacity, shards, shape.iter().product::<i64>() as usize, 1))
+        }
+    }
+    /// See [`Memory::start_episode`].
+    pub fn start_episode(&self, shard: usize, obs: ObsRef<'_>) {
+        match self {
+            AnyMemory::Frames(m) => m.start_episode(shard, obs),
+            AnyMemory::Vectors(m) => m.start_episode(shard, obs),
+        }
+    }
+    /// See [`Memory::record_step`].
+    pub fn record_step(
+        &self,
+        shard: usize,
+        action: usize,
+        reward: f32,
+        terminated: bool,
+        truncated: bool,
+        next: ObsRef<'_>,
+    ) {
+        match self {
+            AnyMemory::Frames(m) => m.record_step(shard, action, reward, terminated, truncated, next),
+            AnyMemory::Vectors(m) => m.record_step(shard, action, reward, terminated, truncated, next),
+        }
+    }
+    /// Stored transitions.
+    pub fn len(&self) -> usize {
+        match self {
+            AnyMemory::Frames(m) => m.len(),
+            AnyMemory::Vectors(m) => m.len(),
+        }
+    }
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// See [`Memory::save`].
+    pub fn save(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        match self {
+            AnyMemory::Frames(m) => m.save(w),
+            AnyMemory::Vectors(m) => m.save(w),
+        }
+    }
+    /// See [`Memory::load`].
+    pub fn load(&self, r: &mut impl std::io::Read) -> std::io::Result<()> {
+        match self {
+            AnyMemory::Frames(m) => m.load(r),
+            AnyMemory::Vectors(m) => m.load(r),
+        }
+    }
+    /// Sample a batch as tensors on `device` (`obs_shape` is one observation's shape); with
+    /// `scale_frames`, frames come as `f32` in [0, 1] ([`Batch::to_device_scaled`]).
+    pub fn sample_tensors<R: Rng>(
+        &self,
+        batch: usize,
+        rng: &mut R,
+        obs_shape: &[i64],
+        device: Device,
+        scale_frames: bool,
+    ) -> Option<TensorBatch> {
+        match self {
+            AnyMemory::Frames(m) if scale_frames => m.sample(batch, rng).map(|b| b.to_device_scaled(obs_shape, device)),
+            AnyMemory::Frames(m) => m.sample(batch, rng).map(|b| b.to_device(obs_shape, device)),
+            AnyMemory::Vectors(m) => m.sample(batch, rng).map(|b| b.to_device(obs_shape, device)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,16 +465,14 @@ mod tests {
     fn stacks_never_mix_episodes() {
         let mem = FrameMemory::new(200, 2, 2, 4);
         let mut rng = StdRng::seed_from_u64(0);
-        let mut ep = [0u8, 100u8];
-        for shard in 0..2 {
-            for _ in 0..12 {
+        for (shard, first_id) in [0u8, 100u8].into_iter().enumerate() {
+            for id in first_id..first_id + 12 {
                 let len = rng.gen_range(1..9u8);
-                mem.start_episode(shard, ObsRef::Frame(&[ep[shard], 0]));
+                mem.start_episode(shard, ObsRef::Frame(&[id, 0]));
                 for t in 1..=len {
                     let term = t == len;
-                    mem.record_step(shard, t as usize, t as f32, term, false, ObsRef::Frame(&[ep[shard], t]));
+                    mem.record_step(shard, t as usize, t as f32, term, false, ObsRef::Frame(&[id, t]));
                 }
-                ep[shard] += 1;
             }
         }
         for _ in 0..50 {
@@ -432,7 +521,14 @@ mod tests {
         for sh in 0..2 {
             mem.start_episode(sh, ObsRef::Frame(&[sh as u8, 0, 0]));
             for t in 1..70u8 {
-                mem.record_step(sh, t as usize % 5, t as f32 * 0.5, t % 20 == 0, false, ObsRef::Frame(&[sh as u8, t, 1]));
+                mem.record_step(
+                    sh,
+                    t as usize % 5,
+                    t as f32 * 0.5,
+                    t % 20 == 0,
+                    false,
+                    ObsRef::Frame(&[sh as u8, t, 1]),
+                );
                 if t % 20 == 0 {
                     mem.start_episode(sh, ObsRef::Frame(&[sh as u8, t, 2]));
                 }
@@ -443,8 +539,14 @@ mod tests {
         let copy = FrameMemory::new(100, 2, 3, 4);
         copy.load(&mut bytes.as_slice()).unwrap();
         assert_eq!(copy.len(), mem.len());
-        let (a, b) = (mem.sample(64, &mut StdRng::seed_from_u64(5)).unwrap(), copy.sample(64, &mut StdRng::seed_from_u64(5)).unwrap());
-        assert_eq!((a.obs, a.next_obs, a.actions, a.rewards, a.terminated), (b.obs, b.next_obs, b.actions, b.rewards, b.terminated));
+        let (a, b) = (
+            mem.sample(64, &mut StdRng::seed_from_u64(5)).unwrap(),
+            copy.sample(64, &mut StdRng::seed_from_u64(5)).unwrap(),
+        );
+        assert_eq!(
+            (a.obs, a.next_obs, a.actions, a.rewards, a.terminated),
+            (b.obs, b.next_obs, b.actions, b.rewards, b.terminated)
+        );
         let other = FrameMemory::new(100, 4, 3, 4);
         assert!(other.load(&mut bytes.as_slice()).is_err());
     }
@@ -464,74 +566,6 @@ mod tests {
                 10 => assert_eq!((b.next_obs[r], b.terminated[r]), (11.0, 1.0)),
                 other => panic!("final observations are not transition starts: {other}"),
             }
-        }
-    }
-}
-
-/// A frame or a vector memory, chosen by the environment's observation kind.
-pub enum AnyMemory {
-    /// u8 frames, stacked at sampling.
-    Frames(FrameMemory),
-    /// f32 vectors.
-    Vectors(VectorMemory),
-}
-
-impl AnyMemory {
-    /// A memory for observations of `shape` (`[stack, h, w]` frames or `[n]` vectors).
-    pub fn new(capacity: usize, shards: usize, frames: bool, shape: &[i64]) -> AnyMemory {
-        if frames {
-            let px = (shape[1] * shape[2]) as usize;
-            AnyMemory::Frames(FrameMemory::new(capacity, shards, px, shape[0] as usize))
-        } else {
-            AnyMemory::Vectors(VectorMemory::new(capacity, shards, shape.iter().product::<i64>() as usize, 1))
-        }
-    }
-    /// See [`Memory::start_episode`].
-    pub fn start_episode(&self, shard: usize, obs: ObsRef<'_>) {
-        match self {
-            AnyMemory::Frames(m) => m.start_episode(shard, obs),
-            AnyMemory::Vectors(m) => m.start_episode(shard, obs),
-        }
-    }
-    /// See [`Memory::record_step`].
-    pub fn record_step(&self, shard: usize, action: usize, reward: f32, terminated: bool, truncated: bool, next: ObsRef<'_>) {
-        match self {
-            AnyMemory::Frames(m) => m.record_step(shard, action, reward, terminated, truncated, next),
-            AnyMemory::Vectors(m) => m.record_step(shard, action, reward, terminated, truncated, next),
-        }
-    }
-    /// Stored transitions.
-    pub fn len(&self) -> usize {
-        match self {
-            AnyMemory::Frames(m) => m.len(),
-            AnyMemory::Vectors(m) => m.len(),
-        }
-    }
-    /// Whether nothing is stored.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-    /// See [`Memory::save`].
-    pub fn save(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
-        match self {
-            AnyMemory::Frames(m) => m.save(w),
-            AnyMemory::Vectors(m) => m.save(w),
-        }
-    }
-    /// See [`Memory::load`].
-    pub fn load(&self, r: &mut impl std::io::Read) -> std::io::Result<()> {
-        match self {
-            AnyMemory::Frames(m) => m.load(r),
-            AnyMemory::Vectors(m) => m.load(r),
-        }
-    }
-    /// Sample a batch as tensors on `device` (`obs_shape` is one observation's shape); with
-    /// `scale_frames`, frames come as `f32` in [0, 1] ([`Batch::to_device_scaled`]).
-    pub fn sample_tensors<R: Rng>(&self, batch: usize, rng: &mut R, obs_shape: &[i64], device: Device, scale_frames: bool) -> Option<TensorBatch> {
-        match self {
-            AnyMemory::Frames(m) if scale_frames => m.sample(batch, rng).map(|b| b.to_device_scaled(obs_shape, device)),
-            AnyMemory::Frames(m) => m.sample(batch, rng).map(|b| b.to_device(obs_shape, device)),
-            AnyMemory::Vectors(m) => m.sample(batch, rng).map(|b| b.to_device(obs_shape, device)),
         }
     }
 }

@@ -27,8 +27,24 @@ mod ffi {
     extern "C" {
         pub fn wale_quiet();
         pub fn wale_version() -> *const c_char;
-        pub fn wale_identify(path: *const c_char, name: *mut c_char, name_cap: usize, md5: *mut c_char, err: *mut c_char, err_cap: usize) -> c_int;
-        pub fn wale_new(path: *const c_char, seed: c_int, sticky: f32, max_frames: c_int, mode: c_int, difficulty: c_int, err: *mut c_char, err_cap: usize) -> *mut c_void;
+        pub fn wale_identify(
+            path: *const c_char,
+            name: *mut c_char,
+            name_cap: usize,
+            md5: *mut c_char,
+            err: *mut c_char,
+            err_cap: usize,
+        ) -> c_int;
+        pub fn wale_new(
+            path: *const c_char,
+            seed: c_int,
+            sticky: f32,
+            max_frames: c_int,
+            mode: c_int,
+            difficulty: c_int,
+            err: *mut c_char,
+            err_cap: usize,
+        ) -> *mut c_void;
         pub fn wale_delete(ale: *mut c_void);
         pub fn wale_act(ale: *mut c_void, action: c_int) -> c_int;
         pub fn wale_game_over(ale: *mut c_void) -> bool;
@@ -78,7 +94,8 @@ unsafe impl Send for Ale {}
 static QUIET: Once = Once::new();
 
 fn path_c(p: &Path) -> Result<CString, EnvError> {
-    CString::new(p.to_string_lossy().as_bytes()).map_err(|_| EnvError::BadRom { path: p.to_path_buf(), why: "the path holds a NUL byte".into() })
+    CString::new(p.to_string_lossy().as_bytes())
+        .map_err(|_| EnvError::BadRom { path: p.to_path_buf(), why: "the path holds a NUL byte".into() })
 }
 
 fn c_text(buf: &[u8]) -> String {
@@ -97,7 +114,16 @@ pub fn identify(path: &Path) -> Result<(Option<String>, String), EnvError> {
     let c = path_c(path)?;
     let (mut name, mut md5, mut err) = ([0u8; 128], [0u8; 33], [0u8; 512]);
     // SAFETY: every buffer is passed with its capacity; the shim writes NUL-terminated text.
-    let rc = unsafe { ffi::wale_identify(c.as_ptr(), name.as_mut_ptr().cast(), name.len(), md5.as_mut_ptr().cast(), err.as_mut_ptr().cast(), err.len()) };
+    let rc = unsafe {
+        ffi::wale_identify(
+            c.as_ptr(),
+            name.as_mut_ptr().cast(),
+            name.len(),
+            md5.as_mut_ptr().cast(),
+            err.as_mut_ptr().cast(),
+            err.len(),
+        )
+    };
     if rc != 0 {
         return Err(EnvError::BadRom { path: path.to_path_buf(), why: c_text(&err) });
     }
@@ -133,14 +159,20 @@ impl Ale {
             if why.starts_with("env.") {
                 return Err(EnvError::Invalid(why));
             }
-            return Err(EnvError::BadRom { path: rom.path.clone(), why: format!("{why}; the ROMs ALE supports come with the ale-py wheel (`make setup`)") });
+            return Err(EnvError::BadRom {
+                path: rom.path.clone(),
+                why: format!("{why}; the ROMs ALE supports come with the ale-py wheel (`make setup`)"),
+            });
         }
         let ale = Ale { ptr };
         let (mut h, mut w) = (0, 0);
         // SAFETY: `ptr` is a live emulator.
         unsafe { ffi::wale_screen_size(ale.ptr, &mut h, &mut w) };
         if (h as usize, w as usize) != (SCREEN_H, SCREEN_W) {
-            return Err(EnvError::Emulator(format!("{}: a {w}x{h} screen, expected {SCREEN_W}x{SCREEN_H}", rom.path.display())));
+            return Err(EnvError::Emulator(format!(
+                "{}: a {w}x{h} screen, expected {SCREEN_W}x{SCREEN_H}",
+                rom.path.display()
+            )));
         }
         Ok(ale)
     }

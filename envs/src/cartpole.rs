@@ -27,7 +27,14 @@ pub struct CartPoleEnv {
 impl CartPoleEnv {
     /// A CartPole with `cfg.max_episode_steps`.
     pub fn new(cfg: &EnvConfig) -> Self {
-        CartPoleEnv { inner: CartPole::new(), state: [0.0; 4], max_steps: cfg.max_episode_steps, next_seed: 0, ep_return: 0.0, ep_length: 0 }
+        CartPoleEnv {
+            inner: CartPole::new(),
+            state: [0.0; 4],
+            max_steps: cfg.max_episode_steps,
+            next_seed: 0,
+            ep_return: 0.0,
+            ep_length: 0,
+        }
     }
 }
 

@@ -111,7 +111,8 @@ pub fn resolve(id: &str, rom_dir: Option<&Path>) -> Result<EnvId, EnvError> {
             if roms::unsupported_roms(&dir).iter().any(|s| normalize(s) == wanted) {
                 return Err(EnvError::UnsupportedGame { game: game_part });
             }
-            let ids: Vec<String> = roms::ALE_SUPPORTED.iter().map(|s| roms::game_id(s)).chain(["CartPole-v1".to_string()]).collect();
+            let ids: Vec<String> =
+                roms::ALE_SUPPORTED.iter().map(|s| roms::game_id(s)).chain(["CartPole-v1".to_string()]).collect();
             Err(EnvError::UnknownId {
                 id: id.to_string(),
                 suggestions: roms::suggestions(&game_part, ids.iter().map(String::as_str)),

@@ -64,7 +64,16 @@ impl AreaResize {
     /// Weights for resizing `src_h x src_w` to `dst_h x dst_w` (downscaling only).
     pub fn new(src_h: usize, src_w: usize, dst_h: usize, dst_w: usize) -> Self {
         assert!(dst_h <= src_h && dst_w <= src_w, "area resize only shrinks");
-        AreaResize { src_h, src_w, dst_h, dst_w, rows: axis_taps(src_h, dst_h), cols: axis_taps(src_w, dst_w), tmp: vec![0.0; src_w], max: Vec::new() }
+        AreaResize {
+            src_h,
+            src_w,
+            dst_h,
+            dst_w,
+            rows: axis_taps(src_h, dst_h),
+            cols: axis_taps(src_w, dst_w),
+            tmp: vec![0.0; src_w],
+            max: Vec::new(),
+        }
     }
 
     /// Resize one grayscale image.

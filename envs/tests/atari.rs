@@ -45,7 +45,8 @@ fn trajectory(id: &EnvId, cfg: &EnvConfig, seed: u64, n: usize) -> Vec<(u64, Ste
     let mut out = Vec::new();
     for a in acts {
         let s = env.step(a);
-        let h = stack(env.as_ref()).iter().fold(1469598103934665603u64, |h, &b| (h ^ b as u64).wrapping_mul(1099511628211));
+        let h =
+            stack(env.as_ref()).iter().fold(1469598103934665603u64, |h, &b| (h ^ b as u64).wrapping_mul(1099511628211));
         out.push((h, s));
         if s.terminated || s.truncated {
             env.reset(None).unwrap();
@@ -91,7 +92,8 @@ fn frame_skip_max_pool_and_resize_match_a_direct_computation() {
     let EnvId::Atari { game, .. } = &id else { unreachable!() };
     let mut env = make_env(&id, &cfg).unwrap();
     env.reset(Some(3)).unwrap();
-    let settings = AleSettings { seed: wndqn_envs::atari::ale_seed(3), max_episode_frames: 108_000, ..Default::default() };
+    let settings =
+        AleSettings { seed: wndqn_envs::atari::ale_seed(3), max_episode_frames: 108_000, ..Default::default() };
     let mut ale = Ale::load(&game.rom, settings).unwrap();
     ale.reset_game();
     let codes = ale.minimal_actions();
@@ -197,7 +199,7 @@ fn truncation_at_the_frame_limit_is_not_termination() {
         if s.truncated {
             assert!(!s.terminated);
             assert!(s.episode.is_some());
-            assert!(t >= 80 && t < 100, "400 frames at frameskip 4 is ~100 steps (minus no-ops), got {t}");
+            assert!((80..100).contains(&t), "400 frames at frameskip 4 is ~100 steps (minus no-ops), got {t}");
             return;
         }
     }
@@ -242,7 +244,12 @@ fn minimal_and_full_action_sets() {
 
 #[test]
 fn ids_resolve_case_insensitively_with_family_defaults() {
-    for (id, skip, sticky) in [("pong", 4, 0.25), ("ALE/Pong-v5", 4, 0.25), ("PONGNOFRAMESKIP-V4", 1, 0.0), ("ale/space_invaders-v5", 4, 0.25)] {
+    for (id, skip, sticky) in [
+        ("pong", 4, 0.25),
+        ("ALE/Pong-v5", 4, 0.25),
+        ("PONGNOFRAMESKIP-V4", 1, 0.0),
+        ("ale/space_invaders-v5", 4, 0.25),
+    ] {
         let (_, c) = env_cfg(id, |_| {});
         assert_eq!((c.frameskip, c.repeat_action_probability), (Some(skip), Some(sticky)), "{id}");
     }
@@ -261,7 +268,10 @@ fn bad_ids_and_roms_give_clear_errors() {
     let (id, cfg) = EnvConfig { id: "Pong".into(), ..Default::default() }.resolve(Some(&dir)).unwrap();
     let e = make_env(&id, &cfg).err().expect("a 100-byte ROM must be refused").to_string();
     assert!(e.contains("not the size of an Atari 2600 cartridge"), "{e}");
-    let e = EnvConfig { id: "Pong".into(), ..Default::default() }.resolve(Some(Path::new("/nonexistent/roms"))).unwrap_err().to_string();
+    let e = EnvConfig { id: "Pong".into(), ..Default::default() }
+        .resolve(Some(Path::new("/nonexistent/roms")))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no ROM folder") || e.contains("no ROM for"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -322,7 +332,11 @@ fn every_atari_57_game_including_surround_is_playable() {
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("wndqn-roms-{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()));
+    let d = std::env::temp_dir().join(format!(
+        "wndqn-roms-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }

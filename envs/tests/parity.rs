@@ -13,14 +13,63 @@ use wndqn_envs::{Env, EnvConfig, EnvId, Obs};
 
 /// The Atari-57 (Badia et al. 2020, Agent57), by ALE ROM name.
 const ATARI_57: &[&str] = &[
-    "alien", "amidar", "assault", "asterix", "asteroids", "atlantis", "bank_heist", "battle_zone",
-    "beam_rider", "berzerk", "bowling", "boxing", "breakout", "centipede", "chopper_command",
-    "crazy_climber", "defender", "demon_attack", "double_dunk", "enduro", "fishing_derby",
-    "freeway", "frostbite", "gopher", "gravitar", "hero", "ice_hockey", "jamesbond", "kangaroo",
-    "krull", "kung_fu_master", "montezuma_revenge", "ms_pacman", "name_this_game", "phoenix",
-    "pitfall", "pong", "private_eye", "qbert", "riverraid", "road_runner", "robotank", "seaquest",
-    "skiing", "solaris", "space_invaders", "star_gunner", "surround", "tennis", "time_pilot",
-    "tutankham", "up_n_down", "venture", "video_pinball", "wizard_of_wor", "yars_revenge", "zaxxon",
+    "alien",
+    "amidar",
+    "assault",
+    "asterix",
+    "asteroids",
+    "atlantis",
+    "bank_heist",
+    "battle_zone",
+    "beam_rider",
+    "berzerk",
+    "bowling",
+    "boxing",
+    "breakout",
+    "centipede",
+    "chopper_command",
+    "crazy_climber",
+    "defender",
+    "demon_attack",
+    "double_dunk",
+    "enduro",
+    "fishing_derby",
+    "freeway",
+    "frostbite",
+    "gopher",
+    "gravitar",
+    "hero",
+    "ice_hockey",
+    "jamesbond",
+    "kangaroo",
+    "krull",
+    "kung_fu_master",
+    "montezuma_revenge",
+    "ms_pacman",
+    "name_this_game",
+    "phoenix",
+    "pitfall",
+    "pong",
+    "private_eye",
+    "qbert",
+    "riverraid",
+    "road_runner",
+    "robotank",
+    "seaquest",
+    "skiing",
+    "solaris",
+    "space_invaders",
+    "star_gunner",
+    "surround",
+    "tennis",
+    "time_pilot",
+    "tutankham",
+    "up_n_down",
+    "venture",
+    "video_pinball",
+    "wizard_of_wor",
+    "yars_revenge",
+    "zaxxon",
 ];
 
 const OBS_EVERY: usize = 5;
@@ -94,7 +143,8 @@ fn oracle(jobs: &[Job], tag: &str) -> PathBuf {
 
 /// Play a job and compare; returns (steps compared, |rewards| seen, life changes seen).
 fn compare(j: &mut Job, k: usize, out: &Path, weights: &[u64]) -> (usize, f64, usize) {
-    let theirs: Vec<(f64, i32, bool, bool, String)> = serde_json::from_str(&std::fs::read_to_string(out.join(format!("{k}.json"))).unwrap()).unwrap();
+    let theirs: Vec<(f64, i32, bool, bool, String)> =
+        serde_json::from_str(&std::fs::read_to_string(out.join(format!("{k}.json"))).unwrap()).unwrap();
     let frames = std::fs::read(out.join(format!("{k}.u8"))).unwrap();
     let g = &j.game;
     let (mut rewards, mut life_changes, mut prev_lives) = (0.0, 0, None);
@@ -136,7 +186,8 @@ fn check_all(mut jobs: Vec<Job>, tag: &str) -> Vec<(String, usize, f64, usize)> 
 #[test]
 fn atari_57_match_ale_py_without_sticky_actions() {
     assert_eq!(ATARI_57.len(), 57);
-    let jobs: Vec<Job> = ATARI_57.iter().enumerate().map(|(i, g)| job(g, "{}NoFrameskip-v4", 11 + i as u64, 600)).collect();
+    let jobs: Vec<Job> =
+        ATARI_57.iter().enumerate().map(|(i, g)| job(g, "{}NoFrameskip-v4", 11 + i as u64, 600)).collect();
     let results = check_all(jobs, "57");
     // Not vacuous: the sequences score, lose lives and play many steps in most games.
     let scoring = results.iter().filter(|r| r.2 > 0.0).count();

@@ -7,10 +7,9 @@ use std::sync::Arc;
 use anyhow::Result;
 use crossbeam::channel::Sender;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use tch::{nn, Device, Tensor};
-use wndqn_agents::dqn::load_snapshot;
-use wndqn_agents::qnet::{QNetConfig, QNetwork};
+use rand::SeedableRng;
+use wndqn_agents::policy::{Observation, Policy};
+use wndqn_agents::qnet::QNetConfig;
 use wndqn_agents::schedule::{apex_epsilon, LinearSchedule};
 use wndqn_envs::{Env, Obs};
 
@@ -79,21 +78,12 @@ pub struct ActorSpec {
     pub idle_priority: bool,
 }
 
-/// Observation as a batch-of-one tensor.
-pub fn obs_tensor(o: Obs<'_>, shape: &[i64]) -> Tensor {
-    let mut s = vec![1i64];
-    s.extend_from_slice(shape);
+/// An environment's observation as the policy's input.
+pub fn observation(o: Obs<'_>) -> Observation<'_> {
     match o {
-        Obs::Frames { stack, .. } => Tensor::from_slice(stack).view(s.as_slice()),
-        Obs::Vector(v) => Tensor::from_slice(v).view(s.as_slice()),
+        Obs::Frames { stack, .. } => Observation::Frames(stack),
+        Obs::Vector(v) => Observation::Vector(v),
     }
-}
-
-/// Greedy action of `net` for one observation; `scales` are the network's current
-/// `QNetwork::wn_scales` (computed once per weight load, not per step: for weight norm that
-/// is a pass over all 1.7M weights the batch-of-one forward would otherwise repeat).
-pub fn greedy(net: &QNetwork, scales: &[Option<Tensor>], o: Obs<'_>, shape: &[i64]) -> usize {
-    tch::no_grad(|| net.forward_scaled(&obs_tensor(o, shape), false, scales).argmax(1, false).int64_value(&[0]) as usize)
 }
 
 /// The actor loop.
@@ -102,13 +92,9 @@ pub fn run(mut spec: ActorSpec, shared: Arc<Shared>, tx: Sender<ActorMsg>, event
     if spec.idle_priority {
         crate::threads::background();
     }
-    let vs = nn::VarStore::new(Device::Cpu);
-    let net = QNetwork::new(&vs.root(), &spec.net);
-    let shape = spec.env.obs_kind().shape();
-    let n_actions = spec.env.num_actions();
+    let mut policy = Policy::new(&spec.net);
     let mut rng = StdRng::seed_from_u64(spec.rng_seed);
     let mut version = 0u64;
-    let mut scales = tch::no_grad(|| net.wn_scales());
     let mut pending: Vec<Item> = Vec::with_capacity(spec.send_batch + 1);
     let mut pending_steps = 0u64;
     let flush = |pending: &mut Vec<Item>, steps: &mut u64| -> Result<()> {
@@ -143,19 +129,13 @@ pub fn run(mut spec: ActorSpec, shared: Arc<Shared>, tx: Sender<ActorMsg>, event
             shared.gate.wait(&shared.actor_wait_ns);
         }
         if shared.weights.version() > version {
-            let (v, _) = shared.weights.read(|snap| load_snapshot(&vs, snap));
-            version = v;
-            scales = tch::no_grad(|| net.wn_scales());
+            (version, _) = shared.weights.read(|snap| policy.load_snapshot(snap));
         }
         let eps = match spec.apex {
             Some((base, alpha)) => apex_epsilon(spec.index, spec.num_actors, base, alpha),
             None => spec.schedule.value(claimed),
         };
-        let action = if version == 0 || rng.gen::<f64>() < eps {
-            rng.gen_range(0..n_actions)
-        } else {
-            greedy(&net, &scales, spec.env.obs(), &shape)
-        };
+        let action = policy.act(observation(spec.env.obs()), eps, &mut rng);
         let step = spec.env.step(action);
         pending.push(Item::Step {
             action: action as u8,

@@ -3,27 +3,24 @@
 
 use anyhow::Result;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use wndqn_agents::qnet::QNetwork;
+use rand::SeedableRng;
+use wndqn_agents::policy::Policy;
 use wndqn_envs::Env;
 
-use super::actor::greedy;
+use super::actor::observation;
 
 /// Returns of `episodes` games played epsilon-greedily (with `epsilon` random actions).
 /// An episode is cut after `max_steps` env steps; its return so far counts. `on_frame` is
 /// called after every step (for videos).
 pub fn evaluate(
     env: &mut dyn Env,
-    net: &QNetwork,
+    policy: &Policy,
     episodes: usize,
     epsilon: f64,
     max_steps: u64,
     seed: u64,
     mut on_frame: impl FnMut(usize, &dyn Env),
 ) -> Result<Vec<f64>> {
-    let shape = env.obs_kind().shape();
-    let n = env.num_actions();
-    let scales = tch::no_grad(|| net.wn_scales());
     let mut rng = StdRng::seed_from_u64(seed);
     let mut returns = Vec::with_capacity(episodes);
     for ep in 0..episodes {
@@ -31,7 +28,7 @@ pub fn evaluate(
         on_frame(ep, env);
         let mut ret = 0.0;
         for _ in 0..max_steps {
-            let a = if rng.gen::<f64>() < epsilon { rng.gen_range(0..n) } else { greedy(net, &scales, env.obs(), &shape) };
+            let a = policy.act(observation(env.obs()), epsilon, &mut rng);
             let s = env.step(a);
             ret += s.raw_reward as f64;
             on_frame(ep, env);

@@ -1,67 +1,19 @@
-//! The replay thread (inserts actor transitions, samples batches ahead) and the learner thread
-//! (data-dependent init, updates, target sync, weight publishing, learner statistics).
+//! The learner thread: data-dependent init, updates at the replay ratio, target sync, weight
+//! publishing to the actors, learner statistics.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tch::{Device, Kind};
 use wndqn_agents::dqn::Dqn;
 use wndqn_agents::replay::{AnyMemory, TensorBatch};
 
-use super::actor::{ActorMsg, Item};
 use super::shared::{backoff, Event, Shared};
-
-/// The replay thread: drains the actors' channel into the memory and keeps `batches` full.
-/// Ends when every actor has hung up.
-pub fn replay_thread(
-    memory: Arc<AnyMemory>,
-    shared: Arc<Shared>,
-    rx: Receiver<ActorMsg>,
-    batches: Sender<TensorBatch>,
-    batch_size: usize,
-    warmup: u64,
-    obs_shape: Vec<i64>,
-    seed: u64,
-    scale_frames: bool,
-    idle_priority: bool,
-) -> Result<()> {
-    if idle_priority {
-        crate::threads::background();
-    }
-    let mut rng = StdRng::seed_from_u64(seed);
-    loop {
-        match rx.recv_timeout(Duration::from_millis(2)) {
-            Ok(msg) => {
-                for item in &msg.items {
-                    match item {
-                        Item::Start(o) => memory.start_episode(msg.actor, o.as_ref()),
-                        Item::Step { action, reward, terminated, truncated, next } => {
-                            memory.record_step(msg.actor, *action as usize, *reward, *terminated, *truncated, next.as_ref())
-                        }
-                    }
-                }
-                shared.inserted.fetch_add(msg.steps, Ordering::AcqRel);
-                shared.gate.notify();
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
-        }
-        // Keep the prefetch queue full once learning can start.
-        while shared.inserted.load(Ordering::Acquire) >= warmup && !batches.is_full() && rx.is_empty() {
-            let Some(b) = memory.sample_tensors(batch_size, &mut rng, &obs_shape, Device::Cpu, scale_frames) else { break };
-            match batches.try_send(b) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => break,
-                Err(TrySendError::Disconnected(_)) => break,
-            }
-        }
-    }
-}
 
 /// Learner settings.
 pub struct LearnerSpec {
@@ -111,7 +63,8 @@ pub fn learner_thread(
     }
     // Wait for the warm-up.
     while shared.inserted.load(Ordering::Acquire) < spec.step_origin + spec.warmup {
-        let actors_done = shared.actors_running.load(Ordering::Acquire) == 0 && shared.inserted.load(Ordering::Acquire) >= shared.env_steps.load(Ordering::Acquire);
+        let actors_done = shared.actors_running.load(Ordering::Acquire) == 0
+            && shared.inserted.load(Ordering::Acquire) >= shared.env_steps.load(Ordering::Acquire);
         if shared.stopping() || actors_done {
             return Ok(LearnerOutcome { dqn });
         }
@@ -129,14 +82,16 @@ pub fn learner_thread(
     shared.weights.publish(dqn.snapshot());
     let mut acc = Acc { n: 0, loss: 0.0, q: 0.0, grad: 0.0, since: Instant::now(), updates_at: dqn.updates() };
     let mut next_log = (shared.env_steps.load(Ordering::Acquire) / spec.scalars_every + 1) * spec.scalars_every;
-    let mut next_hist = (shared.env_steps.load(Ordering::Acquire) / spec.histograms_every.max(1) + 1) * spec.histograms_every.max(1);
+    let mut next_hist =
+        (shared.env_steps.load(Ordering::Acquire) / spec.histograms_every.max(1) + 1) * spec.histograms_every.max(1);
     loop {
         if shared.stopping() {
             break;
         }
         // Replay ratio: one update per 1/ratio inserted env steps after the warm-up.
         let inserted = shared.inserted.load(Ordering::Acquire);
-        let due = spec.update_origin + ((inserted.saturating_sub(spec.step_origin + spec.warmup)) as f64 * spec.replay_ratio) as u64;
+        let due = spec.update_origin
+            + ((inserted.saturating_sub(spec.step_origin + spec.warmup)) as f64 * spec.replay_ratio) as u64;
         if dqn.updates() >= due {
             let actors_done = shared.actors_running.load(Ordering::Acquire) == 0;
             if actors_done && inserted >= shared.env_steps.load(Ordering::Acquire) {
@@ -161,7 +116,7 @@ pub fn learner_thread(
         acc.loss += st.loss;
         acc.q += st.q_mean;
         acc.grad += st.grad_norm;
-        if updates % spec.publish_every == 0 {
+        if updates.is_multiple_of(spec.publish_every) {
             shared.weights.publish(dqn.snapshot());
         }
         on_update(&dqn)?;
@@ -185,7 +140,9 @@ pub fn learner_thread(
                 .online
                 .scales()
                 .into_iter()
-                .filter_map(|(n, g)| Vec::<f32>::try_from(g.to_device(Device::Cpu).to_kind(Kind::Float)).ok().map(|v| (n, v)))
+                .filter_map(|(n, g)| {
+                    Vec::<f32>::try_from(g.to_device(Device::Cpu).to_kind(Kind::Float)).ok().map(|v| (n, v))
+                })
                 .collect::<Vec<_>>();
             if !layers.is_empty() {
                 let _ = events.send(Event::Scales { step, layers });

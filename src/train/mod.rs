@@ -12,6 +12,7 @@ pub mod actor;
 pub mod eval;
 pub mod learner;
 pub mod monitor;
+pub mod replay;
 pub mod run_dir;
 pub mod shared;
 
@@ -24,9 +25,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context, Result};
 use crossbeam::channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
-use tch::{nn, Device};
-use wndqn_agents::dqn::{load_snapshot, Dqn};
-use wndqn_agents::qnet::{QNetConfig, QNetwork};
+use tch::Device;
+use wndqn_agents::dqn::Dqn;
+use wndqn_agents::policy::Policy;
+use wndqn_agents::qnet::QNetConfig;
 use wndqn_agents::replay::AnyMemory;
 use wndqn_envs::{make_env, EnvConfig, EnvId, ObsKind};
 
@@ -127,7 +129,10 @@ pub fn resolve_config(args: &TrainArgs) -> Result<Config> {
 pub fn train(args: &TrainArgs) -> Result<Summary> {
     if let Some(run) = &args.resume {
         if !run.join("config.toml").is_file() {
-            bail!("{} is not a wndqn run folder (it needs config.toml and an event file written by `wndqn train`)", run.display());
+            bail!(
+                "{} is not a wndqn run folder (it needs config.toml and an event file written by `wndqn train`)",
+                run.display()
+            );
         }
     }
     let mut cfg = resolve_config(args)?;
@@ -145,7 +150,14 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
 
 /// Network settings for an environment.
 pub fn net_config(cfg: &Config, kind: ObsKind, num_actions: usize) -> QNetConfig {
-    QNetConfig { arch: cfg.agent.network, variant: cfg.agent.variant, dueling: cfg.agent.dueling, obs_shape: kind.shape(), num_actions: num_actions as i64, hidden: cfg.agent.hidden }
+    QNetConfig {
+        arch: cfg.agent.network,
+        variant: cfg.agent.variant,
+        dueling: cfg.agent.dueling,
+        obs_shape: kind.shape(),
+        num_actions: num_actions as i64,
+        hidden: cfg.agent.hidden,
+    }
 }
 
 fn mix(seed: u64, k: u64) -> u64 {
@@ -174,7 +186,11 @@ fn hparams(cfg: &Config) -> Vec<(String, HParam)> {
     ]
 }
 
-fn spawn<T: Send + 'static>(name: &str, shared: &Arc<Shared>, f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<JoinHandle<Result<T>>> {
+fn spawn<T: Send + 'static>(
+    name: &str,
+    shared: &Arc<Shared>,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<JoinHandle<Result<T>>> {
     let shared = shared.clone();
     let tname = name.to_string();
     Ok(std::thread::Builder::new().name(name.into()).spawn(move || {
@@ -182,7 +198,11 @@ fn spawn<T: Send + 'static>(name: &str, shared: &Arc<Shared>, f: impl FnOnce() -
         let r = match r {
             Ok(r) => r,
             Err(p) => {
-                let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default();
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
                 Err(anyhow!("thread {tname} failed: {msg}"))
             }
         };
@@ -239,11 +259,28 @@ fn build(cfg: Config, env_id: &EnvId, device: Device, generation: u64) -> Result
     let net = net_config(&cfg, kind, envs[0].num_actions());
     tch::manual_seed(mix(gseed, 0xC0FFEE) as i64);
     let dqn = Dqn::new(&net, cfg.agent.dqn(), device);
-    let memory = Arc::new(AnyMemory::new(cfg.replay.capacity, n, matches!(kind, ObsKind::Frames { .. }), &kind.shape()));
+    let memory =
+        Arc::new(AnyMemory::new(cfg.replay.capacity, n, matches!(kind, ObsKind::Frames { .. }), &kind.shape()));
     let shared = Arc::new(Shared::default());
     shared.actors_running.store(n as u64, Ordering::SeqCst);
     let cfg_text = cfg.to_toml();
-    Ok(Parts { cfg, cfg_text, envs, eval_env, kind, net, dqn, memory, shared, gseed, generation, step_origin: 0, update_origin: 0, wall_before: 0.0, returns: Vec::new() })
+    Ok(Parts {
+        cfg,
+        cfg_text,
+        envs,
+        eval_env,
+        kind,
+        net,
+        dqn,
+        memory,
+        shared,
+        gseed,
+        generation,
+        step_origin: 0,
+        update_origin: 0,
+        wall_before: 0.0,
+        returns: Vec::new(),
+    })
 }
 
 /// Continue from a checkpoint: networks, optimizer, counters, returns, the replay memory when it
@@ -254,7 +291,9 @@ fn restore(p: &mut Parts, run: &RunDir, r: &Resume) -> Result<()> {
     if st.has_replay {
         let path = r.ckpt.join("replay.bin");
         let f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        p.memory.load(&mut std::io::BufReader::with_capacity(1 << 22, f)).with_context(|| format!("loading {}", path.display()))?;
+        p.memory
+            .load(&mut std::io::BufReader::with_capacity(1 << 22, f))
+            .with_context(|| format!("loading {}", path.display()))?;
     } else {
         (p.step_origin, p.update_origin) = (st.env_steps, st.updates);
     }
@@ -265,7 +304,7 @@ fn restore(p: &mut Parts, run: &RunDir, r: &Resume) -> Result<()> {
     p.shared.episodes.store(st.episodes, Ordering::SeqCst);
     p.returns = st.recent_returns.clone();
     p.wall_before = st.wall_secs;
-    let dropped = crate::events::truncate_after(&run.path, st.env_steps)?;
+    let dropped = crate::event_file::truncate_after(&run.path, st.env_steps)?;
     run.write("config.toml", p.cfg_text.as_bytes())?;
     eprintln!(
         "resuming {} from {} ({} env steps, {} updates{}; {dropped} logged events after it dropped)",
@@ -298,7 +337,8 @@ fn open_run(p: &mut Parts, env_id: &EnvId, target: &Target) -> Result<(RunDir, B
     };
     let mut board = Board::new(&run.path)?;
     if matches!(target, Target::New(_)) {
-        let start_secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let start_secs =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         board.hparams(&run.path.file_name().unwrap_or_default().to_string_lossy(), &hparams(&p.cfg), start_secs);
         board.text("config", &format!("```toml\n{}\n```", p.cfg_text), 0);
     }
@@ -308,7 +348,14 @@ fn open_run(p: &mut Parts, env_id: &EnvId, target: &Target) -> Result<(RunDir, B
 }
 
 /// The checkpoint state of a run at this moment.
-fn make_state(cfg: &Config, shared: &Shared, generation: u64, recent: Vec<f64>, wall: f64, has_replay: bool) -> crate::checkpoint::State {
+fn make_state(
+    cfg: &Config,
+    shared: &Shared,
+    generation: u64,
+    recent: Vec<f64>,
+    wall: f64,
+    has_replay: bool,
+) -> crate::checkpoint::State {
     let steps = shared.inserted.load(Ordering::Acquire);
     crate::checkpoint::State {
         env_steps: steps,
@@ -332,15 +379,29 @@ struct Threads {
 }
 
 /// Start the replay, learner, actor and evaluator threads.
-fn start_threads(p: Parts, run: &Path, recent: Arc<std::sync::Mutex<Vec<f64>>>, started: Instant, ev_tx: Sender<Event>, eval_rx: Receiver<monitor::EvalJob>) -> Result<Threads> {
+fn start_threads(
+    p: Parts,
+    run: &Path,
+    recent: Arc<std::sync::Mutex<Vec<f64>>>,
+    started: Instant,
+    ev_tx: Sender<Event>,
+    eval_rx: Receiver<monitor::EvalJob>,
+) -> Result<Threads> {
     let (cfg, shared, n, gseed) = (&p.cfg, &p.shared, p.cfg.actors.num_actors, p.gseed);
     let device = p.dqn.online_vs.device();
     let (act_tx, act_rx) = bounded(4 * n);
     let (batch_tx, batch_rx) = bounded(cfg.learner.prefetch);
     let replay = {
-        let (m, s, bs, w, shape) = (p.memory.clone(), shared.clone(), cfg.replay.batch_size, cfg.replay.warmup_steps, p.kind.shape());
-        let (scale, idle) = (device == Device::Cpu, cfg.learner.exclusive_cpu);
-        spawn("replay", shared, move || learner::replay_thread(m, s, act_rx, batch_tx, bs, w, shape, mix(gseed, 2), scale, idle))?
+        let spec = replay::ReplaySpec {
+            batch_size: cfg.replay.batch_size,
+            warmup: cfg.replay.warmup_steps,
+            obs_shape: p.kind.shape(),
+            seed: mix(gseed, 2),
+            scale_frames: device == Device::Cpu,
+            idle_priority: cfg.learner.exclusive_cpu,
+        };
+        let (m, s) = (p.memory.clone(), shared.clone());
+        spawn("replay", shared, move || replay::replay_thread(m, s, act_rx, batch_tx, spec))?
     };
     let learner = {
         let spec = learner::LearnerSpec {
@@ -358,12 +419,21 @@ fn start_threads(p: Parts, run: &Path, recent: Arc<std::sync::Mutex<Vec<f64>>>, 
             seed: gseed,
         };
         let (m, s, ev) = (p.memory.clone(), shared.clone(), ev_tx.clone());
-        let (every, keep, wall_before, generation) = (cfg.log.checkpoint_every, cfg.log.keep_checkpoints, p.wall_before, p.generation);
-        let (ck_dir, ck_cfg, ck_text, ck_shared, ev2) = (run.to_path_buf(), cfg.clone(), p.cfg_text.clone(), shared.clone(), ev_tx.clone());
+        let (every, keep, wall_before, generation) =
+            (cfg.log.checkpoint_every, cfg.log.keep_checkpoints, p.wall_before, p.generation);
+        let (ck_dir, ck_cfg, ck_text, ck_shared, ev2) =
+            (run.to_path_buf(), cfg.clone(), p.cfg_text.clone(), shared.clone(), ev_tx.clone());
         let on_update = move |dqn: &Dqn| -> Result<()> {
-            if every > 0 && dqn.updates() % every == 0 {
+            if every > 0 && dqn.updates().is_multiple_of(every) {
                 let r = recent.lock().map(|r| r.clone()).unwrap_or_default();
-                let st = make_state(&ck_cfg, &ck_shared, generation, r, wall_before + started.elapsed().as_secs_f64(), false);
+                let st = make_state(
+                    &ck_cfg,
+                    &ck_shared,
+                    generation,
+                    r,
+                    wall_before + started.elapsed().as_secs_f64(),
+                    false,
+                );
                 let path = crate::checkpoint::write(&ck_dir, dqn, &st, &ck_text, None, keep)?;
                 let _ = ev2.send(Event::Note(format!("checkpoint {}", path.display())));
             }
@@ -399,17 +469,25 @@ fn start_threads(p: Parts, run: &Path, recent: Arc<std::sync::Mutex<Vec<f64>>>, 
         })?);
     }
     let evaluator = {
-        let (ev, net, log, idle, mut env) = (ev_tx.clone(), p.net.clone(), cfg.log.clone(), cfg.learner.exclusive_cpu, p.eval_env);
+        let (ev, net, log, idle, mut env) =
+            (ev_tx.clone(), p.net.clone(), cfg.log.clone(), cfg.learner.exclusive_cpu, p.eval_env);
         spawn("evaluator", shared, move || {
             crate::threads::limit_current_thread(1);
             if idle {
                 crate::threads::background();
             }
-            let vs = nn::VarStore::new(Device::Cpu);
-            let q = QNetwork::new(&vs.root(), &net);
+            let mut policy = Policy::new(&net);
             for (step, snap) in eval_rx.iter() {
-                load_snapshot(&vs, &snap);
-                let returns = eval::evaluate(env.as_mut(), &q, log.eval_episodes, log.eval_epsilon, log.eval_max_steps, mix(gseed, 300 + step), |_, _| {})?;
+                policy.load_snapshot(&snap);
+                let returns = eval::evaluate(
+                    env.as_mut(),
+                    &policy,
+                    log.eval_episodes,
+                    log.eval_epsilon,
+                    log.eval_max_steps,
+                    mix(gseed, 300 + step),
+                    |_, _| {},
+                )?;
                 let _ = ev.send(Event::Eval { step, returns });
             }
             Ok(())
@@ -441,14 +519,34 @@ fn join_all(t: Threads, deadline: Option<Instant>, errors: &mut Vec<anyhow::Erro
     let mut outcome = None;
     let mut abandoned = Vec::new();
     for (i, a) in t.actors.into_iter().enumerate() {
-        if wait(&a, deadline) { join(a, errors); } else { abandoned.push(format!("actor{i}")); }
+        if wait(&a, deadline) {
+            join(a, errors);
+        } else {
+            abandoned.push(format!("actor{i}"));
+        }
     }
-    if wait(&t.replay, deadline) { join(t.replay, errors); } else { abandoned.push("replay".into()); }
-    if wait(&t.learner, deadline) { outcome = join(t.learner, errors); } else { abandoned.push("learner".into()); }
-    if wait(&t.evaluator, deadline) { join(t.evaluator, errors); } else { abandoned.push("evaluator".into()); }
+    if wait(&t.replay, deadline) {
+        join(t.replay, errors);
+    } else {
+        abandoned.push("replay".into());
+    }
+    if wait(&t.learner, deadline) {
+        outcome = join(t.learner, errors);
+    } else {
+        abandoned.push("learner".into());
+    }
+    if wait(&t.evaluator, deadline) {
+        join(t.evaluator, errors);
+    } else {
+        abandoned.push("evaluator".into());
+    }
     if !abandoned.is_empty() {
         crate::signals::set_abandoned();
-        errors.push(anyhow!("thread(s) {} did not stop within {}s of the stop request; abandoned", abandoned.join(", "), monitor::STOP_GRACE.as_secs()));
+        errors.push(anyhow!(
+            "thread(s) {} did not stop within {}s of the stop request; abandoned",
+            abandoned.join(", "),
+            monitor::STOP_GRACE.as_secs()
+        ));
     }
     outcome
 }
@@ -458,12 +556,21 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target,
     let started = Instant::now();
     let mut parts = build(cfg, env_id, device, 0)?;
     let (run, board) = open_run(&mut parts, env_id, &target)?;
-    let (cfg, shared, memory, generation, wall_before) = (parts.cfg.clone(), parts.shared.clone(), parts.memory.clone(), parts.generation, parts.wall_before);
+    let (cfg, shared, memory, generation, wall_before) =
+        (parts.cfg.clone(), parts.shared.clone(), parts.memory.clone(), parts.generation, parts.wall_before);
     let start = Mark::now(&shared);
     let (ev_tx, ev_rx) = unbounded::<Event>();
     let (eval_tx, eval_rx) = bounded::<monitor::EvalJob>(1);
     let m2 = memory.clone();
-    let mut mon = Monitor::new(&cfg, shared.clone(), board, std::mem::take(&mut parts.returns), eval_tx, opts.quiet, opts.measure_secs, Box::new(move || m2.len()));
+    let mut mon = Monitor::new(
+        &cfg,
+        shared.clone(),
+        board,
+        std::mem::take(&mut parts.returns),
+        eval_tx,
+        &opts,
+        Box::new(move || m2.len()),
+    );
     let threads = start_threads(parts, &run.path, mon.recent.clone(), started, ev_tx, eval_rx)?;
     loop {
         if crate::signals::interrupted() && !shared.stopping() {
@@ -489,7 +596,8 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target,
     mon.finish_bar();
     if let Some(out) = outcome.filter(|o| o.dqn.updates() > 0) {
         let r = mon.recent.lock().map(|r| r.clone()).unwrap_or_default();
-        let st = make_state(&cfg, &shared, generation, r, wall_before + started.elapsed().as_secs_f64(), opts.save_replay);
+        let st =
+            make_state(&cfg, &shared, generation, r, wall_before + started.elapsed().as_secs_f64(), opts.save_replay);
         let replay = opts.save_replay.then_some(memory.as_ref());
         match crate::checkpoint::write(&run.path, &out.dqn, &st, &cfg.to_toml(), replay, cfg.log.keep_checkpoints) {
             Ok(p) if !opts.quiet => eprintln!("checkpoint {}", p.display()),
@@ -498,7 +606,8 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target,
         }
     }
     let summary = summarize(&mon, &cfg, env_id, &run.path, &shared, &start, started);
-    let end = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let end =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
     mon.board.hparams_end(end, summary.env_steps);
     mon.board.flush();
     if let Err(e) = mon.board.check() {
@@ -514,7 +623,15 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target,
 }
 
 /// The run's summary from the monitor's state and the counters.
-fn summarize(mon: &Monitor, cfg: &Config, env_id: &EnvId, run: &Path, shared: &Shared, start: &Mark, started: Instant) -> Summary {
+fn summarize(
+    mon: &Monitor,
+    cfg: &Config,
+    env_id: &EnvId,
+    run: &Path,
+    shared: &Shared,
+    start: &Mark,
+    started: Instant,
+) -> Summary {
     let n = cfg.actors.num_actors;
     let end = mon.measured_end.unwrap_or_else(|| Mark::now(shared));
     let whole = end.since(start, n);

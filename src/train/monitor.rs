@@ -19,6 +19,8 @@ use crate::tb::Board;
 
 /// How long threads get to stop after a stop request before the run gives up on them.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
+/// The event file is flushed at least this often, so TensorBoard shows a live run.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
 
 /// Steady-state rates between two moments of a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,14 +99,24 @@ pub struct Monitor {
     pub measured_end: Option<Mark>,
     measure_secs: Option<f64>,
     stop_deadline: Option<Instant>,
+    last_flush: Instant,
     replay_len: Box<dyn Fn() -> usize>,
 }
 
 impl Monitor {
     /// A monitor for a run starting at `start_step` with `returns` from earlier segments.
-    pub fn new(cfg: &Config, shared: Arc<Shared>, board: Board, returns: Vec<f64>, eval_tx: Sender<EvalJob>, quiet: bool, measure_secs: Option<f64>, replay_len: Box<dyn Fn() -> usize>) -> Monitor {
+    pub fn new(
+        cfg: &Config,
+        shared: Arc<Shared>,
+        board: Board,
+        returns: Vec<f64>,
+        eval_tx: Sender<EvalJob>,
+        opts: &super::RunOptions,
+        replay_len: Box<dyn Fn() -> usize>,
+    ) -> Monitor {
+        let (quiet, measure_secs) = (opts.quiet, opts.measure_secs);
         let start_step = shared.env_steps.load(Ordering::SeqCst);
-        let every = |e: u64| if e > 0 { (start_step / e + 1) * e } else { u64::MAX };
+        let every = |e: u64| start_step.checked_div(e).map_or(u64::MAX, |k| (k + 1) * e);
         let recent = returns.iter().rev().take(100).rev().copied().collect();
         Monitor {
             cfg: cfg.clone(),
@@ -125,6 +137,7 @@ impl Monitor {
             measured_end: None,
             measure_secs,
             stop_deadline: None,
+            last_flush: Instant::now(),
             replay_len,
             shared,
         }
@@ -160,7 +173,10 @@ impl Monitor {
                 self.board.scalar("eval/episodic_return", mean, step);
                 self.board.scalar("eval/episodic_return_std", std, step);
                 self.last_eval = Some(mean);
-                self.pb.println(format!("eval @ {step} steps: mean return {mean:.1} ± {std:.1} over {} games", returns.len()));
+                self.pb.println(format!(
+                    "eval @ {step} steps: mean return {mean:.1} ± {std:.1} over {} games",
+                    returns.len()
+                ));
             }
             Event::Note(s) => self.pb.println(s),
         }
@@ -182,7 +198,9 @@ impl Monitor {
             let goal = self.cfg.run.stop_at_return;
             if goal > 0.0 && m >= goal && self.solved_at.is_none() {
                 self.solved_at = Some(step);
-                self.pb.println(format!("the 20-game mean return reached {m:.1} at {step} steps: stopping (run.stop_at_return)"));
+                self.pb.println(format!(
+                    "the 20-game mean return reached {m:.1} at {step} steps: stopping (run.stop_at_return)"
+                ));
                 self.shared.request_stop();
             }
         }
@@ -207,6 +225,10 @@ impl Monitor {
         }
         self.request_eval(step, learner_done);
         self.progress(step);
+        if self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.board.flush();
+            self.last_flush = Instant::now();
+        }
         if s.stopping() && self.stop_deadline.is_none() {
             self.stop_deadline = Some(Instant::now() + STOP_GRACE);
         }
@@ -216,7 +238,11 @@ impl Monitor {
         let c = &self.cfg;
         let (t, s0) = self.last_log;
         let sps = (step - s0) as f64 / t.elapsed().as_secs_f64().max(1e-9);
-        let eps = if c.actors.apex { wndqn_agents::schedule::apex_epsilon(0, c.actors.num_actors, c.actors.apex_base, c.actors.apex_alpha) } else { c.actors.schedule().value(step) };
+        let eps = if c.actors.apex {
+            wndqn_agents::schedule::apex_epsilon(0, c.actors.num_actors, c.actors.apex_base, c.actors.apex_alpha)
+        } else {
+            c.actors.schedule().value(step)
+        };
         self.board.scalar("charts/sps", sps, step);
         self.board.scalar("charts/epsilon", eps, step);
         self.board.scalar("replay/size", (self.replay_len)() as f64, step);
@@ -233,7 +259,10 @@ impl Monitor {
         let final_due = learner_done && !self.eval_sent_final && every > 0 && !stopping;
         if (step >= self.next_eval || final_due) && published {
             if let Some(tx) = &self.eval_tx {
-                let (_, snap) = self.shared.weights.read(|s| s.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect::<Vec<_>>());
+                let (_, snap) = self
+                    .shared
+                    .weights
+                    .read(|s| s.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect::<Vec<_>>());
                 if tx.try_send((step, snap)).is_ok() && learner_done {
                     self.eval_sent_final = true;
                 }
@@ -324,7 +353,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let shared = Arc::new(Shared::default());
         let (tx, rx) = bounded(1);
-        let m = Monitor::new(cfg, shared.clone(), Board::new(d.path()).unwrap(), vec![], tx, true, None, Box::new(|| 0));
+        let opts = crate::train::RunOptions { quiet: true, ..Default::default() };
+        let m = Monitor::new(cfg, shared.clone(), Board::new(d.path()).unwrap(), vec![], tx, &opts, Box::new(|| 0));
         (d, m, shared, rx)
     }
 
@@ -362,6 +392,19 @@ mod tests {
         m.tick(true);
         assert!(rx.try_recv().is_ok(), "a final evaluation");
         assert!(m.eval_tx.is_none());
+    }
+
+    #[test]
+    fn events_reach_the_file_while_the_run_goes_on() {
+        let (d, mut m, _shared, _rx) = monitor(&Config::default());
+        let size = || std::fs::read_dir(d.path()).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum::<u64>();
+        let before = size();
+        m.handle(Event::Episode { step: 10, ret: 1.0, length: 5 });
+        m.tick(false);
+        assert_eq!(size(), before, "buffered until the next flush");
+        m.last_flush -= FLUSH_EVERY;
+        m.tick(false);
+        assert!(size() > before, "a live run must reach TensorBoard within {FLUSH_EVERY:?}");
     }
 
     #[test]

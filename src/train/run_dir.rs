@@ -40,7 +40,11 @@ impl RunDir {
         std::fs::create_dir_all(runs).with_context(|| format!("cannot create {}", runs.display()))?;
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         for k in 0..1000 {
-            let name = if k == 0 { format!("{env}__{variant}__s{seed}__{t}") } else { format!("{env}__{variant}__s{seed}__{t}_{k}") };
+            let name = if k == 0 {
+                format!("{env}__{variant}__s{seed}__{t}")
+            } else {
+                format!("{env}__{variant}__s{seed}__{t}_{k}")
+            };
             let p = runs.join(name);
             match std::fs::create_dir(&p) {
                 Ok(()) => return Ok(RunDir { _lock: lock(&p)?, path: p }),
@@ -53,8 +57,11 @@ impl RunDir {
 
     /// An existing run folder, locked, with leftovers of dead processes removed.
     pub fn open(path: &Path) -> Result<RunDir> {
-        if !path.join("config.toml").is_file() || crate::events::files(path).is_empty() {
-            bail!("{} is not a wndqn run folder (it needs config.toml and an event file written by `wndqn train`)", path.display());
+        if !path.join("config.toml").is_file() || crate::event_file::files(path).is_empty() {
+            bail!(
+                "{} is not a wndqn run folder (it needs config.toml and an event file written by `wndqn train`)",
+                path.display()
+            );
         }
         let lock = lock(path)?;
         crate::checkpoint::remove_temporaries(path);
@@ -69,7 +76,11 @@ impl RunDir {
 
 /// Write `path` atomically: a reader sees the old file or the whole new one, never a prefix.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_file_name(format!(".{}.tmp-{}", path.file_name().unwrap_or_default().to_string_lossy(), std::process::id()));
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp-{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
     let r = (|| -> std::io::Result<()> {
         let mut f = File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -84,7 +95,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 fn lock(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK);
-    let mut f = File::options().read(true).write(true).create(true).truncate(false).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut f = File::options()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
     // SAFETY: flock on a file descriptor we own.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let err = std::io::Error::last_os_error();
@@ -109,7 +126,14 @@ fn lock(dir: &Path) -> Result<File> {
 
 /// Keys that may change when a run is resumed: budgets, logging and thread counts. Anything
 /// else (environment, network, optimizer, replay, exploration) would make it another run.
-pub const SAFE_ON_RESUME: &[&str] = &["run.total_env_steps", "run.stop_at_return", "learner.threads", "learner.prefetch", "learner.exclusive_cpu", "log."];
+pub const SAFE_ON_RESUME: &[&str] = &[
+    "run.total_env_steps",
+    "run.stop_at_return",
+    "learner.threads",
+    "learner.prefetch",
+    "learner.exclusive_cpu",
+    "log.",
+];
 
 fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
     match v {
@@ -130,7 +154,8 @@ pub fn changed_keys(old: &Config, new: &Config) -> Result<Vec<String>> {
     flatten("", &toml::Value::try_from(new)?, &mut b);
     let a: std::collections::BTreeMap<_, _> = a.into_iter().collect();
     let b: std::collections::BTreeMap<_, _> = b.into_iter().collect();
-    let keys: std::collections::BTreeSet<_> = a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).cloned().collect();
+    let keys: std::collections::BTreeSet<_> =
+        a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).cloned().collect();
     Ok(keys.into_iter().collect())
 }
 
@@ -138,8 +163,12 @@ pub fn changed_keys(old: &Config, new: &Config) -> Result<Vec<String>> {
 /// overrides) may differ from the config the checkpoint was trained with only in
 /// [`SAFE_ON_RESUME`] keys, and the budget must leave something to do.
 pub fn check_resume(run: &Path, ckpt: &Path, state: &State, wanted: &Config) -> Result<()> {
-    let trained = crate::config::load(&ckpt.join("config.toml"), &[]).with_context(|| format!("the config of checkpoint {}", ckpt.display()))?;
-    let fixed: Vec<String> = changed_keys(&trained, wanted)?.into_iter().filter(|k| !SAFE_ON_RESUME.iter().any(|s| k == s || (s.ends_with('.') && k.starts_with(s)))).collect();
+    let trained = crate::config::load(&ckpt.join("config.toml"), &[])
+        .with_context(|| format!("the config of checkpoint {}", ckpt.display()))?;
+    let fixed: Vec<String> = changed_keys(&trained, wanted)?
+        .into_iter()
+        .filter(|k| !SAFE_ON_RESUME.iter().any(|s| k == s || (s.ends_with('.') && k.starts_with(s))))
+        .collect();
     if !fixed.is_empty() {
         bail!(
             "cannot resume {}: {} differ from the config its checkpoint was trained with ({}); these keys are fixed for a run (only {} may change). Start a new run instead.",
@@ -186,7 +215,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let first = lock(d.path()).unwrap();
         let e = format!("{:#}", lock(d.path()).unwrap_err());
-        assert!(e.contains("in use by another wndqn process") && e.contains(&format!("pid {}", std::process::id())), "{e}");
+        assert!(
+            e.contains("in use by another wndqn process") && e.contains(&format!("pid {}", std::process::id())),
+            "{e}"
+        );
         drop(first);
         lock(d.path()).expect("free again once the owner is gone");
     }
@@ -204,7 +236,17 @@ mod tests {
     }
 
     fn state(steps: u64, has_replay: bool) -> State {
-        State { env_steps: steps, updates: 10, episodes: 1, recent_returns: vec![], epsilon: 1.0, seed: 1, generation: 0, wall_secs: 1.0, has_replay }
+        State {
+            env_steps: steps,
+            updates: 10,
+            episodes: 1,
+            recent_returns: vec![],
+            epsilon: 1.0,
+            seed: 1,
+            generation: 0,
+            wall_secs: 1.0,
+            has_replay,
+        }
     }
 
     #[test]

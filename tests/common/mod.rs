@@ -34,7 +34,11 @@ pub fn summary(run_dir: &Path) -> serde_json::Value {
 }
 
 pub fn read_events(run_dir: &Path) -> serde_json::Value {
-    let o = Command::new(root().join(".venv/bin/python")).arg(root().join("scripts/read_events.py")).arg(run_dir).output().unwrap();
+    let o = Command::new(root().join(".venv/bin/python"))
+        .arg(root().join("scripts/read_events.py"))
+        .arg(run_dir)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", text(&o));
     serde_json::from_slice(&o.stdout).unwrap()
 }
@@ -53,7 +57,9 @@ pub fn wait_for_checkpoints(runs: &Path, n: usize) {
     loop {
         std::thread::sleep(std::time::Duration::from_millis(100));
         let written = std::fs::read_dir(runs).unwrap().flatten().any(|run| {
-            std::fs::read_dir(run.path().join("checkpoints")).map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("ckpt-")).count() >= n).unwrap_or(false)
+            std::fs::read_dir(run.path().join("checkpoints"))
+                .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("ckpt-")).count() >= n)
+                .unwrap_or(false)
         });
         assert!(t0.elapsed().as_secs() < 120, "no checkpoints after 2 minutes");
         if written {
@@ -61,4 +67,3 @@ pub fn wait_for_checkpoints(runs: &Path, n: usize) {
         }
     }
 }
-
