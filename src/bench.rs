@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 use wndqn_agents::dqn::{Dqn, DqnConfig, Loss, TargetUpdate};
 use wndqn_agents::optim::OptimizerKind;
 use wndqn_agents::qnet::{Arch, QNetConfig, Variant};
-use wndqn_agents::replay::{FrameMemory, ObsRef, TensorBatch};
+use wndqn_agents::replay::{BatchPrep, FrameMemory, ObsRef, TensorBatch};
 use wndqn_envs::{make_env, EnvConfig};
 
 use crate::device::{name as device_name, DeviceArg};
@@ -59,11 +59,11 @@ pub struct EnvBench {
 #[derive(Debug, Args)]
 pub struct LearnerBench {
     /// `nature` (4x84x84 frames, 6 actions) or `mlp` (CartPole-sized).
-    #[arg(long, default_value = "nature")]
-    pub network: String,
+    #[arg(long, value_enum, default_value = "nature")]
+    pub network: Arch,
     /// Network variant.
-    #[arg(long, default_value = "weight_norm")]
-    pub variant: String,
+    #[arg(long, value_enum, default_value = "weight_norm")]
+    pub variant: Variant,
     /// Batch size.
     #[arg(long, default_value_t = 32)]
     pub batch: i64,
@@ -110,8 +110,8 @@ pub struct E2eBench {
     #[arg(long, default_value = "Pong")]
     pub game: String,
     /// Network variant.
-    #[arg(long, default_value = "weight_norm")]
-    pub variant: String,
+    #[arg(long, value_enum, default_value = "weight_norm")]
+    pub variant: Variant,
     /// Measurement time after warm-up.
     #[arg(long, default_value_t = 60.0)]
     pub seconds: f64,
@@ -217,11 +217,10 @@ fn bench_env(b: EnvBench, rom_dir: Option<&Path>) -> Result<()> {
 }
 
 /// The update the learner benchmark measures (and the PyTorch reference reproduces).
-pub fn bench_dqn(network: &str, variant: Variant, device: Device) -> Result<(Dqn, Vec<i64>)> {
-    let (arch, shape, actions) = match network {
-        "nature" => (Arch::Nature, vec![4i64, 84, 84], 6),
-        "mlp" => (Arch::Mlp, vec![4i64], 2),
-        other => bail!("unknown network `{other}` (nature or mlp)"),
+pub fn bench_dqn(arch: Arch, variant: Variant, device: Device) -> Result<(Dqn, Vec<i64>)> {
+    let (shape, actions) = match arch {
+        Arch::Nature => (vec![4i64, 84, 84], 6),
+        Arch::Mlp => (vec![4i64], 2),
     };
     let net = QNetConfig { arch, variant, dueling: false, obs_shape: shape.clone(), num_actions: actions, hidden: 128 };
     let cfg = DqnConfig {
@@ -236,7 +235,8 @@ pub fn bench_dqn(network: &str, variant: Variant, device: Device) -> Result<(Dqn
     Ok((Dqn::new(&net, cfg, device), shape))
 }
 
-fn synthetic_batch(shape: &[i64], batch: i64, device: Device) -> TensorBatch {
+/// A batch of noise as host tensors (`u8` frames or `f32` vectors).
+fn synthetic_batch(shape: &[i64], batch: i64) -> TensorBatch {
     let mut s = vec![batch];
     s.extend_from_slice(shape);
     let frames = shape.len() == 3;
@@ -251,17 +251,17 @@ fn synthetic_batch(shape: &[i64], batch: i64, device: Device) -> TensorBatch {
         Tensor::randn(s.as_slice(), (Kind::Float, Device::Cpu))
     };
     TensorBatch {
-        obs: obs.to_device(device),
-        next_obs: next.to_device(device),
-        actions: Tensor::randint(2, [batch], (Kind::Int64, Device::Cpu)).to_device(device),
-        rewards: Tensor::randn([batch], (Kind::Float, Device::Cpu)).to_device(device),
-        terminated: Tensor::zeros([batch], (Kind::Float, Device::Cpu)).to_device(device),
+        obs,
+        next_obs: next,
+        actions: Tensor::randint(2, [batch], (Kind::Int64, Device::Cpu)),
+        rewards: Tensor::randn([batch], (Kind::Float, Device::Cpu)),
+        terminated: Tensor::zeros([batch], (Kind::Float, Device::Cpu)),
     }
 }
 
 /// Two batches of real observations: `batch` consecutive stacks from random play, and the
 /// stacks one step later.
-fn game_batch(game: &str, batch: i64, device: Device, rom_dir: Option<&Path>) -> Result<TensorBatch> {
+fn game_batch(game: &str, batch: i64, rom_dir: Option<&Path>) -> Result<TensorBatch> {
     let (id, cfg) = env_config(game, &[])?.resolve(rom_dir)?;
     let mut env = make_env(&id, &cfg)?;
     let mut rng = StdRng::seed_from_u64(0);
@@ -291,40 +291,33 @@ fn game_batch(game: &str, batch: i64, device: Device, rom_dir: Option<&Path>) ->
     }
     let all = Tensor::from_slice(&stacks).view([batch + 1, shape[0], shape[1], shape[2]]);
     Ok(TensorBatch {
-        obs: all.narrow(0, 0, batch).to_device(device),
-        next_obs: all.narrow(0, 1, batch).to_device(device),
-        actions: Tensor::randint(env.num_actions() as i64, [batch], (Kind::Int64, Device::Cpu)).to_device(device),
-        rewards: Tensor::zeros([batch], (Kind::Float, Device::Cpu)).to_device(device),
-        terminated: Tensor::zeros([batch], (Kind::Float, Device::Cpu)).to_device(device),
+        obs: all.narrow(0, 0, batch).contiguous(),
+        next_obs: all.narrow(0, 1, batch).contiguous(),
+        actions: Tensor::randint(env.num_actions() as i64, [batch], (Kind::Int64, Device::Cpu)),
+        rewards: Tensor::zeros([batch], (Kind::Float, Device::Cpu)),
+        terminated: Tensor::zeros([batch], (Kind::Float, Device::Cpu)),
     })
 }
 
 fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<()> {
     let device = device.resolve()?;
-    let variant = Variant::from_name(&b.variant).ok_or_else(|| anyhow::anyhow!("unknown variant `{}`", b.variant))?;
+    let variant = b.variant;
     let threads =
         if b.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { b.threads };
     tch::set_num_threads(threads as i32);
     tch::manual_seed(0);
-    let (mut dqn, shape) = bench_dqn(&b.network, variant, device)?;
+    let (mut dqn, shape) = bench_dqn(b.network, variant, device)?;
     let batch = match &b.game {
-        Some(game) if b.network == "nature" => game_batch(game, b.batch, device, rom_dir)?,
+        Some(game) if b.network == Arch::Nature => game_batch(game, b.batch, rom_dir)?,
         Some(_) => bail!("--game needs --network nature"),
-        None => synthetic_batch(&shape, b.batch, device),
+        None => synthetic_batch(&shape, b.batch),
     };
+    // As in training: the batch as the replay thread hands it to this device's learner.
+    let prep = BatchPrep::for_device(device);
+    let batch = prep.to_learner(prep.host(batch));
     if variant.data_init() {
         dqn.data_init(&batch.obs, 1.0);
     }
-    // As in training: the CPU learner gets frames already scaled to f32 by the replay thread.
-    let batch = if device == Device::Cpu && batch.obs.kind() == Kind::Uint8 {
-        TensorBatch {
-            obs: batch.obs.to_kind(Kind::Float) / 255.0,
-            next_obs: batch.next_obs.to_kind(Kind::Float) / 255.0,
-            ..batch
-        }
-    } else {
-        batch
-    };
     for _ in 0..5 {
         dqn.update(&batch);
     }
@@ -344,7 +337,7 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     } else {
         println!(
             "{} {} on {} ({} threads): {:.1} updates/s (batch {}, double DQN, Adam)",
-            b.network,
+            b.network.name(),
             variant.name(),
             device_name(device),
             threads,
@@ -400,7 +393,7 @@ fn bench_replay(b: ReplayBench) -> Result<()> {
         );
     } else {
         println!("replay: {stored} transitions stored; {per_transition:.0} resident bytes per transition (1M transitions: {projected_gb:.2} GB)");
-        println!("sampling: {bps:.0} batches/s of {} as u8 tensors (a CPU learner consumes ~30-40/s)", b.batch);
+        println!("sampling: {bps:.0} batches/s of {} as u8 tensors (the learner takes one per update: 25-55/s on 2 CPU cores, hundreds on a GPU)", b.batch);
     }
     Ok(())
 }
@@ -411,15 +404,13 @@ fn bench_e2e(b: E2eBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<(
     sets.push("run.total_env_steps=1000000000".into());
     let args = crate::train::TrainArgs {
         config: Some(b.config.clone()),
-        resume: None,
-        save_replay: false,
-        variant: Some(b.variant.clone()),
+        variant: Some(b.variant),
         sets,
-        seed: None,
         runs_dir: std::env::temp_dir().join(format!("wndqn-bench-{}", std::process::id())),
         quiet: true,
         device,
         rom_dir: rom_dir.map(|p| p.to_path_buf()),
+        ..Default::default()
     };
     let cfg = crate::train::resolve_config(&args)?;
     let dev = args.device.resolve()?;

@@ -62,9 +62,9 @@ pub struct TrainCmd {
     /// transition), so a resumed run needs no new warm-up.
     #[arg(long)]
     pub save_replay: bool,
-    /// Network variant: plain, weight_norm, weight_norm_noinit, weight_norm_mobn.
-    #[arg(long)]
-    pub variant: Option<String>,
+    /// Network variant (overrides agent.variant).
+    #[arg(long, value_enum)]
+    pub variant: Option<wndqn_agents::qnet::Variant>,
     /// Override a config value: `--set agent.lr=3e-4` (repeatable).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub sets: Vec<String>,

@@ -14,6 +14,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use wndqn_agents::qnet::Variant;
 
 use crate::plot::{line_plot, Series, PALETTE};
 
@@ -26,8 +27,8 @@ pub struct CompareCmd {
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Launch: comma-separated variants.
-    #[arg(long, default_value = "plain,weight_norm", value_delimiter = ',')]
-    pub variants: Vec<String>,
+    #[arg(long, value_enum, default_value = "plain,weight_norm", value_delimiter = ',')]
+    pub variants: Vec<Variant>,
     /// Launch: seeds per variant (run.seed, run.seed + 1, ...).
     #[arg(long, default_value_t = 3)]
     pub seeds: u64,
@@ -184,162 +185,190 @@ fn steps_to(r: &RunData, t: f64) -> Option<u64> {
         .map(|i| r.returns[i - 1].0)
 }
 
-/// Run `wndqn compare`.
-pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&Path>) -> Result<()> {
-    let mut dirs = cmd.runs.clone();
-    if let Some(cfg) = &cmd.config {
-        if !dirs.is_empty() {
-            bail!("give either run folders or --config (to launch runs), not both");
-        }
-        let base_seed = crate::config::load(cfg, &cmd.sets)?.run.seed;
+/// Train every variant x seed of `--config` (one after the other: each run already uses every
+/// core); returns the finished run folders (fewer after a Ctrl-C).
+fn launch(
+    cmd: &CompareCmd,
+    cfg: &Path,
+    device: crate::device::DeviceArg,
+    rom_dir: Option<&Path>,
+) -> Result<Vec<PathBuf>> {
+    let base_seed = crate::config::load(cfg, &cmd.sets)?.run.seed;
+    let total = cmd.variants.len() as u64 * cmd.seeds;
+    let mut dirs = Vec::new();
+    for s in 0..cmd.seeds {
         for v in &cmd.variants {
-            if wndqn_agents::qnet::Variant::from_name(v).is_none() {
-                bail!("unknown variant `{v}`");
-            }
-        }
-        let total = cmd.variants.len() as u64 * cmd.seeds;
-        let mut k = 0;
-        'launch: for s in 0..cmd.seeds {
-            for v in &cmd.variants {
-                k += 1;
-                eprintln!("[{k}/{total}] training {v}, seed {}", base_seed + s);
-                let args = crate::train::TrainArgs {
-                    config: Some(cfg.clone()),
-                    resume: None,
-                    save_replay: false,
-                    variant: Some(v.clone()),
-                    sets: cmd.sets.clone(),
-                    seed: Some(base_seed + s),
-                    runs_dir: cmd.runs_dir.clone(),
-                    quiet: cmd.quiet,
-                    device,
-                    rom_dir: rom_dir.map(Path::to_path_buf),
-                };
-                let summary = crate::train::train(&args)?;
-                dirs.push(summary.run_dir);
-                if crate::signals::interrupted() {
-                    eprintln!("interrupted: comparing the {} finished run(s)", dirs.len());
-                    break 'launch;
-                }
+            eprintln!("[{}/{total}] training {}, seed {}", dirs.len() + 1, v.name(), base_seed + s);
+            let args = crate::train::TrainArgs {
+                config: Some(cfg.to_path_buf()),
+                variant: Some(*v),
+                sets: cmd.sets.clone(),
+                seed: Some(base_seed + s),
+                runs_dir: cmd.runs_dir.clone(),
+                quiet: cmd.quiet,
+                device,
+                rom_dir: rom_dir.map(Path::to_path_buf),
+                ..Default::default()
+            };
+            dirs.push(crate::train::train(&args)?.run_dir);
+            if crate::signals::interrupted() {
+                eprintln!("interrupted: comparing the {} finished run(s)", dirs.len());
+                return Ok(dirs);
             }
         }
     }
-    if dirs.is_empty() {
-        bail!("nothing to compare: give run folders, or --config with --variants and --seeds");
+    Ok(dirs)
+}
+
+/// One variant's numbers over its seeds.
+struct Row {
+    seeds: usize,
+    mean: f64,
+    ci: (f64, f64),
+    iqm: f64,
+    auc: f64,
+    /// Steps to the threshold of each seed that reached it.
+    reached: Vec<u64>,
+    updates_per_sec: f64,
+    wall_secs: f64,
+    curve: Series,
+}
+
+impl Row {
+    fn new(label: &str, color: [u8; 3], rs: &[&RunData], total: u64, threshold: Option<f64>) -> Row {
+        let finals: Vec<f64> = rs.iter().map(|r| mean(&final_window(r))).collect();
+        let pooled: Vec<f64> = rs.iter().flat_map(|r| final_window(r)).collect();
+        let curves: Vec<Vec<f64>> = rs.iter().map(|r| binned(r, total)).collect();
+        let finite_mean = |c: &Vec<f64>| mean(&c.iter().copied().filter(|x| x.is_finite()).collect::<Vec<_>>());
+        let mut reached: Vec<u64> =
+            threshold.map(|t| rs.iter().filter_map(|r| steps_to(r, t)).collect()).unwrap_or_default();
+        reached.sort();
+        Row {
+            seeds: rs.len(),
+            mean: mean(&finals),
+            ci: bootstrap_ci(&finals, 7),
+            iqm: iqm(&pooled),
+            auc: mean(&curves.iter().map(finite_mean).collect::<Vec<_>>()),
+            reached,
+            updates_per_sec: mean(&rs.iter().map(|r| r.updates_per_sec).collect::<Vec<_>>()),
+            wall_secs: mean(&rs.iter().map(|r| r.wall_secs).collect::<Vec<_>>()),
+            curve: mean_curve(format!("{label} ({} seeds)", rs.len()), color, &curves, total),
+        }
     }
-    let runs: Vec<RunData> = dirs.iter().map(|d| load_run(d)).collect::<Result<_>>()?;
+
+    fn median_reach(&self) -> Option<u64> {
+        self.reached.get(self.reached.len() / 2).copied().filter(|_| !self.reached.is_empty())
+    }
+
+    fn markdown(&self, v: &str, threshold: Option<f64>) -> String {
+        let reach = match (threshold, self.median_reach()) {
+            (None, _) => "-".to_string(),
+            (Some(_), None) => format!("not reached (0/{})", self.seeds),
+            (Some(_), Some(s)) => format!("{s} ({}/{})", self.reached.len(), self.seeds),
+        };
+        let (m, (lo, hi)) = (self.mean, self.ci);
+        format!(
+            "| {v} | {} | {m:.2} | [{lo:.2}, {hi:.2}] | {:.2} | {:.2} | {reach} | {:.1} | {:.0}s |\n",
+            self.seeds, self.iqm, self.auc, self.updates_per_sec, self.wall_secs
+        )
+    }
+
+    fn csv(&self, v: &str) -> String {
+        let reach = self.median_reach().map(|s| s.to_string()).unwrap_or_default();
+        let (m, (lo, hi)) = (self.mean, self.ci);
+        format!(
+            "{v},{},{m},{lo},{hi},{},{},{reach},{},{},{}\n",
+            self.seeds,
+            self.iqm,
+            self.auc,
+            self.reached.len(),
+            self.updates_per_sec,
+            self.wall_secs
+        )
+    }
+}
+
+/// Mean curve over seeds per bin, with a 95% normal band.
+fn mean_curve(label: String, color: [u8; 3], curves: &[Vec<f64>], total: u64) -> Series {
+    let x: Vec<f64> = (0..BINS).map(|b| (b as f64 + 0.5) / BINS as f64 * total as f64).collect();
+    let (mut mu, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new());
+    for b in 0..BINS {
+        let vals: Vec<f64> = curves.iter().map(|c| c[b]).filter(|x| x.is_finite()).collect();
+        let m = mean(&vals);
+        let sd = if vals.len() > 1 {
+            (vals.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (vals.len() - 1) as f64).sqrt()
+        } else {
+            0.0
+        };
+        let half = 1.96 * sd / (vals.len().max(1) as f64).sqrt();
+        mu.push(m);
+        lo.push(m - half);
+        hi.push(m + half);
+    }
+    Series { label, color, x, mean: mu, lo, hi }
+}
+
+/// The environment name of the runs (refusing a mix unless allowed).
+fn common_env(runs: &[RunData], allow_mixed: bool) -> Result<String> {
     let envs: std::collections::BTreeSet<&str> = runs.iter().map(|r| r.env.as_str()).collect();
     if envs.len() > 1 {
         let list = envs.iter().copied().collect::<Vec<_>>().join(", ");
-        if !cmd.allow_mixed_envs {
+        if !allow_mixed {
             bail!("these runs are on different environments ({list}); their returns are not comparable (pass --allow-mixed-envs to compare anyway)");
         }
         eprintln!("warning: comparing runs on different environments ({list})");
     }
-    let env_name = envs.iter().next().copied().unwrap_or("runs").replace('/', "_");
+    Ok(envs.iter().next().copied().unwrap_or("runs").replace('/', "_"))
+}
+
+/// Run `wndqn compare`.
+pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&Path>) -> Result<()> {
+    let dirs = match &cmd.config {
+        Some(_) if !cmd.runs.is_empty() => bail!("give either run folders or --config (to launch runs), not both"),
+        Some(cfg) => launch(&cmd, cfg, device, rom_dir)?,
+        None => cmd.runs.clone(),
+    };
+    if dirs.is_empty() {
+        bail!("nothing to compare: give run folders, or --config with --variants and --seeds");
+    }
+    let runs: Vec<RunData> = dirs.iter().map(|d| load_run(d)).collect::<Result<_>>()?;
+    let env_name = common_env(&runs, cmd.allow_mixed_envs)?;
     let threshold = cmd.threshold.or_else(|| wndqn_envs::ids::is_cartpole(&env_name).then_some(195.0));
     let mut by_variant: BTreeMap<String, Vec<&RunData>> = BTreeMap::new();
     for r in &runs {
         by_variant.entry(r.variant.clone()).or_default().push(r);
     }
     let total = runs.iter().map(|r| r.total_steps).max().unwrap_or(1);
-    let mut md = String::new();
-    let mut csv = String::from("variant,seeds,final_return_mean,ci95_low,ci95_high,iqm,auc,steps_to_threshold_median,reached,updates_per_sec,wall_secs\n");
-    md.push_str(&format!("Env: {env_name}; final return = mean of the games ending in the last 10% of env steps; 95% bootstrap CI over seeds; IQM of those games pooled over seeds; AUC = mean return over training{}\n\n", threshold.map(|t| format!("; threshold = 20-game mean >= {t}")).unwrap_or_default()));
+    let rows: Vec<(String, Row)> = by_variant
+        .iter()
+        .enumerate()
+        .map(|(i, (v, rs))| (v.clone(), Row::new(v, PALETTE[i % PALETTE.len()], rs, total, threshold)))
+        .collect();
+    let mut md = format!("Env: {env_name}; final return = mean of the games ending in the last 10% of env steps; 95% bootstrap CI over seeds; IQM of those games pooled over seeds; AUC = mean return over training{}\n\n", threshold.map(|t| format!("; threshold = 20-game mean >= {t}")).unwrap_or_default());
     md.push_str("| variant | seeds | final return | 95% CI | IQM | AUC | steps to threshold | updates/s | wall time |\n|---|---|---|---|---|---|---|---|---|\n");
-    let mut series = Vec::new();
-    for (i, (v, rs)) in by_variant.iter().enumerate() {
-        let finals: Vec<f64> = rs.iter().map(|r| mean(&final_window(r))).collect();
-        let pooled: Vec<f64> = rs.iter().flat_map(|r| final_window(r)).collect();
-        let m = mean(&finals);
-        let (lo, hi) = bootstrap_ci(&finals, 7);
-        let curves: Vec<Vec<f64>> = rs.iter().map(|r| binned(r, total)).collect();
-        let auc = mean(
-            &curves
-                .iter()
-                .map(|c| mean(&c.iter().copied().filter(|x| x.is_finite()).collect::<Vec<_>>()))
-                .collect::<Vec<_>>(),
-        );
-        let reach: Vec<u64> = threshold.map(|t| rs.iter().filter_map(|r| steps_to(r, t)).collect()).unwrap_or_default();
-        let reach_med = if reach.is_empty() {
-            None
-        } else {
-            let mut s = reach.clone();
-            s.sort();
-            Some(s[s.len() / 2])
-        };
-        let ups = mean(&rs.iter().map(|r| r.updates_per_sec).collect::<Vec<_>>());
-        let wall = mean(&rs.iter().map(|r| r.wall_secs).collect::<Vec<_>>());
-        let reach_txt = match (threshold, reach_med) {
-            (None, _) => "-".to_string(),
-            (Some(_), None) => format!("not reached (0/{})", rs.len()),
-            (Some(_), Some(s)) => format!("{s} ({}/{})", reach.len(), rs.len()),
-        };
-        md.push_str(&format!(
-            "| {v} | {} | {m:.2} | [{lo:.2}, {hi:.2}] | {:.2} | {auc:.2} | {reach_txt} | {ups:.1} | {wall:.0}s |\n",
-            rs.len(),
-            iqm(&pooled)
-        ));
-        csv.push_str(&format!(
-            "{v},{},{m},{lo},{hi},{},{auc},{},{},{ups},{wall}\n",
-            rs.len(),
-            iqm(&pooled),
-            reach_med.map(|s| s.to_string()).unwrap_or_default(),
-            reach.len()
-        ));
-        // Curve: mean over seeds per bin, 95% normal band.
-        let x: Vec<f64> = (0..BINS).map(|b| (b as f64 + 0.5) / BINS as f64 * total as f64).collect();
-        let (mut mu, mut l, mut h) = (Vec::new(), Vec::new(), Vec::new());
-        for b in 0..BINS {
-            let vals: Vec<f64> = curves.iter().map(|c| c[b]).filter(|x| x.is_finite()).collect();
-            let mm = mean(&vals);
-            let sd = if vals.len() > 1 {
-                (vals.iter().map(|x| (x - mm).powi(2)).sum::<f64>() / (vals.len() - 1) as f64).sqrt()
-            } else {
-                0.0
-            };
-            let half = 1.96 * sd / (vals.len().max(1) as f64).sqrt();
-            mu.push(mm);
-            l.push(mm - half);
-            h.push(mm + half);
-        }
-        series.push(Series {
-            label: format!("{v} ({} seeds)", rs.len()),
-            color: PALETTE[i % PALETTE.len()],
-            x,
-            mean: mu,
-            lo: l,
-            hi: h,
-        });
+    let mut csv = String::from("variant,seeds,final_return_mean,ci95_low,ci95_high,iqm,auc,steps_to_threshold_median,reached,updates_per_sec,wall_secs\n");
+    for (v, row) in &rows {
+        md.push_str(&row.markdown(v, threshold));
+        csv.push_str(&row.csv(v));
     }
-    let out = match &cmd.out {
-        Some(o) => o.clone(),
-        None => {
-            let parent = dirs[0].parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("runs"));
-            let t =
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-            parent.join("comparisons").join(format!("{env_name}__{t}"))
-        }
-    };
+    let parent = dirs[0].parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("runs"));
+    let out = cmd.out.clone().unwrap_or_else(|| {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        parent.join("comparisons").join(format!("{env_name}__{t}"))
+    });
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     std::fs::write(out.join("table.md"), &md)?;
     std::fs::write(out.join("table.csv"), &csv)?;
-    std::fs::write(
-        out.join("runs.txt"),
-        runs.iter().map(|r| format!("{}\t{}\n", r.variant, r.dir.display())).collect::<String>(),
-    )?;
-    line_plot(
-        &out.join("curves.png"),
-        &format!("{env_name}: episodic return (mean over seeds, 95% band)"),
-        "env steps",
-        "return",
-        &series,
-    )?;
+    let listing: String = runs.iter().map(|r| format!("{}\t{}\n", r.variant, r.dir.display())).collect();
+    std::fs::write(out.join("runs.txt"), listing)?;
+    let series: Vec<Series> = rows.into_iter().map(|(_, r)| r.curve).collect();
+    let title = format!("{env_name}: episodic return (mean over seeds, 95% band)");
+    line_plot(&out.join("curves.png"), &title, "env steps", "return", &series)?;
     println!("{md}");
     println!("written: {}/{{table.md, table.csv, curves.png, runs.txt}}", out.display());
     println!(
         "side by side in TensorBoard (HPARAMS tab, variant column): .venv/bin/tensorboard --logdir {}",
-        dirs[0].parent().map(|p| p.display().to_string()).unwrap_or_else(|| "runs".into())
+        crate::cli::shell_quote(&parent.display().to_string())
     );
     Ok(())
 }

@@ -345,7 +345,6 @@ pub fn load(path: &Path, sets: &[String]) -> Result<Config> {
 impl Config {
     /// Check every value that cannot work, naming the key.
     pub fn validate(&self) -> Result<()> {
-        let a = &self.agent;
         let mut errs: Vec<String> = Vec::new();
         let mut check = |ok: bool, msg: String| {
             if !ok {
@@ -353,6 +352,19 @@ impl Config {
             }
         };
         check(self.run.total_env_steps > 0, "run.total_env_steps must be > 0".into());
+        self.check_agent(&mut check);
+        self.check_replay_and_actors(&mut check);
+        self.check_learner_and_log(&mut check);
+        self.check_env(&mut check);
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            bail!("invalid configuration:\n  - {}", errs.join("\n  - "))
+        }
+    }
+
+    fn check_agent(&self, check: &mut impl FnMut(bool, String)) {
+        let a = &self.agent;
         check((0.0..=1.0).contains(&a.gamma), format!("agent.gamma = {} must be in [0, 1]", a.gamma));
         check(a.lr > 0.0 && a.lr.is_finite(), format!("agent.lr = {} must be positive", a.lr));
         check(
@@ -369,6 +381,10 @@ impl Config {
         );
         check(a.hidden > 0, "agent.hidden must be positive".into());
         check(a.init_batch >= 2, "agent.init_batch must be at least 2 (a std over one sample is 0)".into());
+    }
+
+    fn check_replay_and_actors(&self, check: &mut impl FnMut(bool, String)) {
+        let a = &self.agent;
         let r = &self.replay;
         check(r.batch_size > 0, "replay.batch_size must be positive".into());
         check(
@@ -405,6 +421,9 @@ impl Config {
             ac.num_actors == 0 || r.capacity / ac.num_actors >= 64,
             "replay.capacity / actors.num_actors must be >= 64 (each actor has its own ring)".into(),
         );
+    }
+
+    fn check_learner_and_log(&self, check: &mut impl FnMut(bool, String)) {
         let l = &self.learner;
         check(
             l.replay_ratio > 0.0 && l.replay_ratio <= 64.0,
@@ -417,6 +436,9 @@ impl Config {
         check(g.eval_episodes >= 1, "log.eval_episodes must be >= 1".into());
         check((0.0..=1.0).contains(&g.eval_epsilon), "log.eval_epsilon must be in [0, 1]".into());
         check(g.keep_checkpoints >= 1, "log.keep_checkpoints must be >= 1".into());
+    }
+
+    fn check_env(&self, check: &mut impl FnMut(bool, String)) {
         let is_cartpole = wndqn_envs::ids::is_cartpole(&self.env.id);
         let id_given = !self.env.id.trim().is_empty();
         check(
@@ -431,11 +453,6 @@ impl Config {
             !id_given || is_cartpole || self.agent.network == Arch::Nature,
             format!("env.id = {} has frame observations: set agent.network = \"nature\"", self.env.id),
         );
-        if errs.is_empty() {
-            Ok(())
-        } else {
-            bail!("invalid configuration:\n  - {}", errs.join("\n  - "))
-        }
     }
 
     /// The resolved config as TOML (what `config.toml` in a run folder holds).

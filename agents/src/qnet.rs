@@ -9,6 +9,7 @@ use crate::layers::{Layer, LayerConfig, Param};
 /// Network parameterization and initialization, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum), value(rename_all = "snake_case"))]
 pub enum Variant {
     /// Standard parameterization and PyTorch's default init.
     Plain,
@@ -57,11 +58,22 @@ impl Variant {
 /// Network body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum), value(rename_all = "snake_case"))]
 pub enum Arch {
     /// Nature CNN: conv 32x8s4, 64x4s2, 64x3s1, dense 512 (input `C x 84 x 84`).
     Nature,
     /// Two hidden dense layers of `hidden` units (vector input).
     Mlp,
+}
+
+impl Arch {
+    /// The config/CLI name (`nature`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Arch::Nature => "nature",
+            Arch::Mlp => "mlp",
+        }
+    }
 }
 
 /// What to build.

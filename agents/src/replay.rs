@@ -3,10 +3,14 @@
 //! before the start are replaced by the episode's first frame, exactly as the environment's
 //! frame stack pads at reset.
 //!
-//! The memory is split into one shard per actor, each a ring of entries guarded by its own
-//! mutex: actors append to their own shard without contending, the learner samples uniformly
-//! over all stored transitions (a shard is picked in proportion to its size). The same code
-//! stores 84x84 u8 frames (stack 4) and float vectors (stack 1).
+//! The memory is split into one shard per actor, each a ring of entries, so that an actor's
+//! transitions stay in order whatever the other actors do. One thread writes it: the replay
+//! thread, which receives every actor's transitions over a channel (no actor ever waits on the
+//! memory) and also samples the learner's batches, uniformly over all stored transitions (a
+//! shard is picked in proportion to its size). Each shard has a mutex because the memory is
+//! shared with other threads for a few reads (the learner's data-init batch, the logged size, the
+//! checkpoint of the replay memory); in steady state only the replay thread takes them, so they
+//! are never contended. The same code stores 84x84 u8 frames (stack 4) and float vectors (stack 1).
 //!
 //! Entry `i` of a shard holds observation frame `f_i` and, once the actor acted from it, the
 //! action, reward and end flags of the transition `s_i -> s_{i+1}`. The final observation of an
@@ -435,20 +439,83 @@ impl AnyMemory {
             AnyMemory::Vectors(m) => m.load(r),
         }
     }
-    /// Sample a batch as tensors on `device` (`obs_shape` is one observation's shape); with
-    /// `scale_frames`, frames come as `f32` in [0, 1] ([`Batch::to_device_scaled`]).
+    /// Sample a batch as host tensors prepared by `prep` (`obs_shape` is one observation's
+    /// shape); the learner finishes it with [`BatchPrep::to_learner`].
     pub fn sample_tensors<R: Rng>(
         &self,
         batch: usize,
         rng: &mut R,
         obs_shape: &[i64],
-        device: Device,
-        scale_frames: bool,
+        prep: &BatchPrep,
     ) -> Option<TensorBatch> {
         match self {
-            AnyMemory::Frames(m) if scale_frames => m.sample(batch, rng).map(|b| b.to_device_scaled(obs_shape, device)),
-            AnyMemory::Frames(m) => m.sample(batch, rng).map(|b| b.to_device(obs_shape, device)),
-            AnyMemory::Vectors(m) => m.sample(batch, rng).map(|b| b.to_device(obs_shape, device)),
+            AnyMemory::Frames(m) => m.sample(batch, rng).map(|b| prep.host_frames(&b, obs_shape)),
+            AnyMemory::Vectors(m) => m.sample(batch, rng).map(|b| prep.host(b.to_device(obs_shape, Device::Cpu))),
+        }
+    }
+}
+
+/// How batches are prepared for a learner on a device: the one place that decides frame
+/// scaling and placement. Two halves, one on each side of the prefetch queue:
+/// - [`BatchPrep::host_frames`] / [`BatchPrep::host`], on the sampling (replay) thread: for a
+///   CPU learner, frames become the network's `f32` input `x/255` here, off the learner's path
+///   (3 passes over 0.9M values per update otherwise); for CUDA, frames stay `u8` (4x less to
+///   copy) and the batch is staged in pinned host memory, so that the copy can be asynchronous.
+/// - [`BatchPrep::to_learner`], on the learner: nothing on the CPU; on CUDA a non-blocking copy
+///   to the device, where the network scales `u8` frames itself ([`crate::qnet`]'s input
+///   contract: `u8` frames are divided by 255, floats are taken as they are). A graphed learner
+///   copies the pinned host batch into its static inputs instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchPrep {
+    device: Device,
+}
+
+impl BatchPrep {
+    /// Batches for a learner on `device`.
+    pub fn for_device(device: Device) -> BatchPrep {
+        BatchPrep { device }
+    }
+
+    /// A sampled frame batch as host tensors.
+    pub fn host_frames(&self, b: &Batch<u8>, obs_shape: &[i64]) -> TensorBatch {
+        match self.device {
+            Device::Cpu => b.to_device_scaled(obs_shape, Device::Cpu),
+            _ => self.host(b.to_device(obs_shape, Device::Cpu)),
+        }
+    }
+
+    /// Host tensors made ready for the learner's side: `u8` frames scaled for a CPU learner
+    /// (bit-identical to [`Batch::to_device_scaled`]), pinned for a GPU.
+    pub fn host(&self, b: TensorBatch) -> TensorBatch {
+        match self.device {
+            Device::Cpu if b.obs.kind() == Kind::Uint8 => TensorBatch {
+                obs: b.obs.to_kind(Kind::Float) / 255.0,
+                next_obs: b.next_obs.to_kind(Kind::Float) / 255.0,
+                ..b
+            },
+            Device::Cpu => b,
+            d => b.map(|t| t.pin_memory(d)),
+        }
+    }
+
+    /// The batch on the learner's device.
+    pub fn to_learner(&self, b: TensorBatch) -> TensorBatch {
+        match self.device {
+            Device::Cpu => b,
+            d => b.map(|t| t.to_device_(d, t.kind(), true, false)),
+        }
+    }
+}
+
+impl TensorBatch {
+    /// Apply `f` to every tensor.
+    pub fn map(self, f: impl Fn(Tensor) -> Tensor) -> TensorBatch {
+        TensorBatch {
+            obs: f(self.obs),
+            next_obs: f(self.next_obs),
+            actions: f(self.actions),
+            rewards: f(self.rewards),
+            terminated: f(self.terminated),
         }
     }
 }
@@ -461,6 +528,23 @@ mod tests {
 
     /// Frames are 2 bytes: [episode id, step in episode]. Checks that every sampled stack holds
     /// one episode only, in order, padded with the first frame, and that next = stack shifted.
+    #[test]
+    fn both_cpu_preparations_give_the_same_bits() {
+        let mem = FrameMemory::new(64, 1, 4, 2);
+        let mut rng = StdRng::seed_from_u64(3);
+        mem.start_episode(0, ObsRef::Frame(&[0, 1, 254, 255]));
+        for t in 0..20u8 {
+            mem.record_step(0, 1, 0.5, false, false, ObsRef::Frame(&[t, t.wrapping_mul(37), 128, 255 - t]));
+        }
+        let b = mem.sample(8, &mut rng).unwrap();
+        let prep = BatchPrep::for_device(Device::Cpu);
+        let lut = prep.host_frames(&b, &[2, 2, 2]);
+        let tensor = prep.host(b.to_device(&[2, 2, 2], Device::Cpu));
+        assert_eq!(lut.obs.kind(), Kind::Float);
+        assert!(lut.obs.equal(&tensor.obs) && lut.next_obs.equal(&tensor.next_obs));
+        assert_eq!(lut.obs.max().double_value(&[]), 1.0);
+    }
+
     #[test]
     fn stacks_never_mix_episodes() {
         let mem = FrameMemory::new(200, 2, 2, 4);

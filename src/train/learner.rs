@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tch::{Device, Kind};
 use wndqn_agents::dqn::Dqn;
-use wndqn_agents::replay::{AnyMemory, TensorBatch};
+use wndqn_agents::replay::{AnyMemory, BatchPrep, TensorBatch};
 
 use super::shared::{backoff, Event, Shared};
 
@@ -39,6 +39,7 @@ pub struct LearnerOutcome {
     pub dqn: Dqn,
 }
 
+/// Learner statistics accumulated between two `Event::Learner` reports.
 struct Acc {
     n: u64,
     loss: f64,
@@ -46,6 +47,86 @@ struct Acc {
     grad: f64,
     since: Instant,
     updates_at: u64,
+}
+
+impl Acc {
+    fn new(updates: u64) -> Acc {
+        Acc { n: 0, loss: 0.0, q: 0.0, grad: 0.0, since: Instant::now(), updates_at: updates }
+    }
+
+    fn add(&mut self, st: &wndqn_agents::dqn::UpdateStats) {
+        self.n += 1;
+        self.loss += st.loss;
+        self.q += st.q_mean;
+        self.grad += st.grad_norm;
+    }
+
+    /// The interval's means, and a fresh accumulator.
+    fn report(&mut self, step: u64, updates: u64) -> Event {
+        let (n, dt) = (self.n as f64, self.since.elapsed().as_secs_f64());
+        let e = Event::Learner {
+            step,
+            updates,
+            loss: self.loss / n,
+            q: self.q / n,
+            grad_norm: self.grad / n,
+            updates_per_sec: (updates - self.updates_at) as f64 / dt.max(1e-9),
+        };
+        *self = Acc::new(updates);
+        e
+    }
+}
+
+/// The next multiple of `every` after `step` (`u64::MAX` when `every` is 0: never).
+fn next_multiple(step: u64, every: u64) -> u64 {
+    step.checked_div(every).map_or(u64::MAX, |k| (k + 1) * every)
+}
+
+/// Wait until the warm-up is in the memory; false when the run ends first.
+fn wait_for_warmup(spec: &LearnerSpec, shared: &Shared) -> bool {
+    while shared.inserted.load(Ordering::Acquire) < spec.step_origin + spec.warmup {
+        let actors_done = shared.actors_running.load(Ordering::Acquire) == 0
+            && shared.inserted.load(Ordering::Acquire) >= shared.env_steps.load(Ordering::Acquire);
+        if shared.stopping() || actors_done {
+            return false;
+        }
+        backoff(&shared.learner_wait_ns);
+    }
+    true
+}
+
+/// The paper's data-dependent init on warm-up observations, before the first update.
+fn data_init(dqn: &mut Dqn, spec: &LearnerSpec, memory: &AnyMemory, prep: &BatchPrep, events: &Sender<Event>) {
+    let Some((n, scale)) = spec.data_init.filter(|_| dqn.updates() == 0) else { return };
+    let mut rng = StdRng::seed_from_u64(spec.seed ^ 0xDA7A);
+    if let Some(b) = memory.sample_tensors(n, &mut rng, &spec.obs_shape, prep) {
+        dqn.data_init(&prep.to_learner(b).obs, scale);
+        let _ = events.send(Event::Note(format!("data-dependent init on {n} warm-up observations")));
+    }
+}
+
+/// Whether the replay ratio allows another update; `None` when no more data will come.
+fn update_due(dqn: &Dqn, spec: &LearnerSpec, shared: &Shared) -> Option<bool> {
+    // One update per 1/ratio inserted env steps after the warm-up.
+    let inserted = shared.inserted.load(Ordering::Acquire);
+    let due = spec.update_origin
+        + ((inserted.saturating_sub(spec.step_origin + spec.warmup)) as f64 * spec.replay_ratio) as u64;
+    if dqn.updates() < due {
+        return Some(true);
+    }
+    let actors_done = shared.actors_running.load(Ordering::Acquire) == 0;
+    (!(actors_done && inserted >= shared.env_steps.load(Ordering::Acquire))).then_some(false)
+}
+
+/// The weight-norm scales of every layer, for the histograms.
+fn scales_event(dqn: &Dqn, step: u64) -> Option<Event> {
+    let layers = dqn
+        .online
+        .scales()
+        .into_iter()
+        .filter_map(|(n, g)| Vec::<f32>::try_from(g.to_device(Device::Cpu).to_kind(Kind::Float)).ok().map(|v| (n, v)))
+        .collect::<Vec<_>>();
+    (!layers.is_empty()).then_some(Event::Scales { step, layers })
 }
 
 /// The learner loop.
@@ -61,44 +142,24 @@ pub fn learner_thread(
     if spec.threads > 0 {
         tch::set_num_threads(spec.threads as i32);
     }
-    // Wait for the warm-up.
-    while shared.inserted.load(Ordering::Acquire) < spec.step_origin + spec.warmup {
-        let actors_done = shared.actors_running.load(Ordering::Acquire) == 0
-            && shared.inserted.load(Ordering::Acquire) >= shared.env_steps.load(Ordering::Acquire);
-        if shared.stopping() || actors_done {
-            return Ok(LearnerOutcome { dqn });
-        }
-        backoff(&shared.learner_wait_ns);
+    let prep = BatchPrep::for_device(spec.device);
+    if !wait_for_warmup(&spec, &shared) {
+        return Ok(LearnerOutcome { dqn });
     }
-    if dqn.updates() == 0 {
-        if let Some((n, scale)) = spec.data_init {
-            let mut rng = StdRng::seed_from_u64(spec.seed ^ 0xDA7A);
-            if let Some(b) = memory.sample_tensors(n, &mut rng, &spec.obs_shape, spec.device, false) {
-                dqn.data_init(&b.obs, scale);
-                let _ = events.send(Event::Note(format!("data-dependent init on {n} warm-up observations")));
-            }
-        }
-    }
+    data_init(&mut dqn, &spec, &memory, &prep, &events);
     shared.weights.publish(dqn.snapshot());
-    let mut acc = Acc { n: 0, loss: 0.0, q: 0.0, grad: 0.0, since: Instant::now(), updates_at: dqn.updates() };
-    let mut next_log = (shared.env_steps.load(Ordering::Acquire) / spec.scalars_every + 1) * spec.scalars_every;
-    let mut next_hist =
-        (shared.env_steps.load(Ordering::Acquire) / spec.histograms_every.max(1) + 1) * spec.histograms_every.max(1);
-    loop {
-        if shared.stopping() {
-            break;
-        }
-        // Replay ratio: one update per 1/ratio inserted env steps after the warm-up.
-        let inserted = shared.inserted.load(Ordering::Acquire);
-        let due = spec.update_origin
-            + ((inserted.saturating_sub(spec.step_origin + spec.warmup)) as f64 * spec.replay_ratio) as u64;
-        if dqn.updates() >= due {
-            let actors_done = shared.actors_running.load(Ordering::Acquire) == 0;
-            if actors_done && inserted >= shared.env_steps.load(Ordering::Acquire) {
-                break;
+    let mut acc = Acc::new(dqn.updates());
+    let start = shared.env_steps.load(Ordering::Acquire);
+    let (mut next_log, mut next_hist) =
+        (next_multiple(start, spec.scalars_every), next_multiple(start, spec.histograms_every));
+    while !shared.stopping() {
+        match update_due(&dqn, &spec, &shared) {
+            None => break,
+            Some(false) => {
+                shared.gate.wait(&shared.learner_wait_ns);
+                continue;
             }
-            shared.gate.wait(&shared.learner_wait_ns);
-            continue;
+            Some(true) => {}
         }
         let batch = match batches.recv_timeout(Duration::from_millis(50)) {
             Ok(b) => b,
@@ -106,60 +167,28 @@ pub fn learner_thread(
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let t0 = Instant::now();
-        let batch = if spec.device == Device::Cpu { batch } else { to_device(batch, spec.device) };
-        let st = dqn.update(&batch);
+        let st = dqn.update(&prep.to_learner(batch));
         shared.learner_busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let updates = dqn.updates();
         shared.updates.store(updates, Ordering::Release);
         shared.gate.notify();
-        acc.n += 1;
-        acc.loss += st.loss;
-        acc.q += st.q_mean;
-        acc.grad += st.grad_norm;
+        acc.add(&st);
         if updates.is_multiple_of(spec.publish_every) {
             shared.weights.publish(dqn.snapshot());
         }
         on_update(&dqn)?;
         let step = shared.env_steps.load(Ordering::Acquire);
-        if step >= next_log && acc.n > 0 {
-            let dt = acc.since.elapsed().as_secs_f64();
-            let n = acc.n as f64;
-            let _ = events.send(Event::Learner {
-                step,
-                updates,
-                loss: acc.loss / n,
-                q: acc.q / n,
-                grad_norm: acc.grad / n,
-                updates_per_sec: (updates - acc.updates_at) as f64 / dt.max(1e-9),
-            });
-            acc = Acc { n: 0, loss: 0.0, q: 0.0, grad: 0.0, since: Instant::now(), updates_at: updates };
-            next_log = (step / spec.scalars_every + 1) * spec.scalars_every;
+        if step >= next_log {
+            let _ = events.send(acc.report(step, updates));
+            next_log = next_multiple(step, spec.scalars_every);
         }
-        if spec.histograms_every > 0 && step >= next_hist {
-            let layers = dqn
-                .online
-                .scales()
-                .into_iter()
-                .filter_map(|(n, g)| {
-                    Vec::<f32>::try_from(g.to_device(Device::Cpu).to_kind(Kind::Float)).ok().map(|v| (n, v))
-                })
-                .collect::<Vec<_>>();
-            if !layers.is_empty() {
-                let _ = events.send(Event::Scales { step, layers });
+        if step >= next_hist {
+            if let Some(e) = scales_event(&dqn, step) {
+                let _ = events.send(e);
             }
-            next_hist = (step / spec.histograms_every + 1) * spec.histograms_every;
+            next_hist = next_multiple(step, spec.histograms_every);
         }
     }
     shared.weights.publish(dqn.snapshot());
     Ok(LearnerOutcome { dqn })
-}
-
-fn to_device(b: TensorBatch, d: Device) -> TensorBatch {
-    TensorBatch {
-        obs: b.obs.to_device(d),
-        next_obs: b.next_obs.to_device(d),
-        actions: b.actions.to_device(d),
-        rewards: b.rewards.to_device(d),
-        terminated: b.terminated.to_device(d),
-    }
 }

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use tch::Device;
 use wndqn_agents::dqn::Dqn;
 use wndqn_agents::policy::Policy;
-use wndqn_agents::qnet::QNetConfig;
+use wndqn_agents::qnet::{QNetConfig, Variant};
 use wndqn_agents::replay::AnyMemory;
 use wndqn_envs::{make_env, EnvConfig, EnvId, ObsKind};
 
@@ -47,7 +47,7 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     /// Also checkpoint the replay memory (at the end / on Ctrl-C).
     pub save_replay: bool,
-    pub variant: Option<String>,
+    pub variant: Option<Variant>,
     pub sets: Vec<String>,
     pub seed: Option<u64>,
     pub runs_dir: PathBuf,
@@ -104,25 +104,40 @@ pub enum Target {
     Resume(PathBuf),
 }
 
-/// Resolve the config from the file and flags (one validated config before any thread starts).
+impl Default for TrainArgs {
+    fn default() -> Self {
+        TrainArgs {
+            config: None,
+            resume: None,
+            save_replay: false,
+            variant: None,
+            sets: Vec::new(),
+            seed: None,
+            runs_dir: PathBuf::from("runs"),
+            quiet: false,
+            device: crate::device::DeviceArg::Auto,
+            rom_dir: None,
+        }
+    }
+}
+
+/// Resolve the config from the file and flags (one validated config before any thread starts):
+/// the file, then `--set` overrides, then `--variant` and `--seed` on the typed config.
 pub fn resolve_config(args: &TrainArgs) -> Result<Config> {
     let path = match (&args.config, &args.resume) {
         (Some(p), _) => p.clone(),
         (None, Some(run)) => run.join("config.toml"),
         (None, None) => PathBuf::from("configs/pong.toml"),
     };
-    let mut sets = args.sets.clone();
-    if let Some(v) = &args.variant {
-        if wndqn_agents::qnet::Variant::from_name(v).is_none() {
-            let names: Vec<_> = wndqn_agents::qnet::Variant::ALL.iter().map(|v| v.name()).collect();
-            bail!("unknown variant `{v}`; expected one of {}", names.join(", "));
-        }
-        sets.push(format!("agent.variant=\"{v}\""));
+    let mut cfg = crate::config::load(&path, &args.sets)?;
+    if let Some(v) = args.variant {
+        cfg.agent.variant = v;
     }
     if let Some(s) = args.seed {
-        sets.push(format!("run.seed={s}"));
+        cfg.run.seed = s;
     }
-    crate::config::load(&path, &sets)
+    cfg.validate()?;
+    Ok(cfg)
 }
 
 /// Train. Returns the run's summary (also on Ctrl-C).
@@ -378,121 +393,154 @@ struct Threads {
     evaluator: JoinHandle<Result<()>>,
 }
 
+/// The replay thread's settings.
+fn replay_spec(p: &Parts, device: Device) -> replay::ReplaySpec {
+    replay::ReplaySpec {
+        batch_size: p.cfg.replay.batch_size,
+        warmup: p.cfg.replay.warmup_steps,
+        obs_shape: p.kind.shape(),
+        seed: mix(p.gseed, 2),
+        prep: wndqn_agents::replay::BatchPrep::for_device(device),
+        idle_priority: p.cfg.learner.exclusive_cpu,
+    }
+}
+
+/// The learner thread's settings.
+fn learner_spec(p: &Parts, device: Device) -> learner::LearnerSpec {
+    let cfg = &p.cfg;
+    learner::LearnerSpec {
+        device,
+        warmup: cfg.replay.warmup_steps,
+        step_origin: p.step_origin,
+        update_origin: p.update_origin,
+        replay_ratio: cfg.learner.replay_ratio,
+        publish_every: cfg.learner.publish_every,
+        threads: learner_threads(cfg),
+        data_init: cfg.agent.variant.data_init().then_some((cfg.agent.init_batch, cfg.agent.init_scale)),
+        scalars_every: cfg.log.scalars_every,
+        histograms_every: cfg.log.histograms_every,
+        obs_shape: p.kind.shape(),
+        seed: p.gseed,
+    }
+}
+
+/// What the learner calls after each update: a checkpoint every `log.checkpoint_every` updates.
+fn checkpointer(
+    p: &Parts,
+    run: &Path,
+    recent: Arc<std::sync::Mutex<Vec<f64>>>,
+    started: Instant,
+    ev: Sender<Event>,
+) -> impl FnMut(&Dqn) -> Result<()> + Send + 'static {
+    let (every, keep, wall_before, generation) =
+        (p.cfg.log.checkpoint_every, p.cfg.log.keep_checkpoints, p.wall_before, p.generation);
+    let (dir, cfg, text, shared) = (run.to_path_buf(), p.cfg.clone(), p.cfg_text.clone(), p.shared.clone());
+    move |dqn: &Dqn| -> Result<()> {
+        if every > 0 && dqn.updates().is_multiple_of(every) {
+            let r = recent.lock().map(|r| r.clone()).unwrap_or_default();
+            let wall = wall_before + started.elapsed().as_secs_f64();
+            let st = make_state(&cfg, &shared, generation, r, wall, false);
+            let path = crate::checkpoint::write(&dir, dqn, &st, &text, None, keep)?;
+            let _ = ev.send(Event::Note(format!("checkpoint {}", path.display())));
+        }
+        Ok(())
+    }
+}
+
+/// Actor `i`'s settings, with its environment.
+fn actor_spec(p: &Parts, i: usize, env: Box<dyn wndqn_envs::Env>) -> actor::ActorSpec {
+    let cfg = &p.cfg;
+    actor::ActorSpec {
+        index: i,
+        num_actors: cfg.actors.num_actors,
+        env,
+        env_seed: mix(p.gseed, 100 + i as u64),
+        rng_seed: mix(p.gseed, 200 + i as u64),
+        net: p.net.clone(),
+        schedule: cfg.actors.schedule(),
+        apex: cfg.actors.apex.then_some((cfg.actors.apex_base, cfg.actors.apex_alpha)),
+        total_steps: cfg.run.total_env_steps,
+        warmup: cfg.replay.warmup_steps,
+        step_origin: p.step_origin,
+        update_origin: p.update_origin,
+        replay_ratio: cfg.learner.replay_ratio,
+        send_batch: cfg.actors.send_batch,
+        idle_priority: cfg.learner.exclusive_cpu,
+    }
+}
+
+/// The evaluator thread's settings.
+struct EvalSpec {
+    net: QNetConfig,
+    log: crate::config::LogConfig,
+    idle: bool,
+    gseed: u64,
+}
+
+/// The evaluator thread: plays greedy games with each snapshot it is sent.
+fn spawn_evaluator(
+    shared: &Arc<Shared>,
+    spec: EvalSpec,
+    mut env: Box<dyn wndqn_envs::Env>,
+    ev: Sender<Event>,
+    jobs: Receiver<monitor::EvalJob>,
+) -> Result<JoinHandle<Result<()>>> {
+    spawn("evaluator", shared, move || {
+        crate::threads::limit_current_thread(1);
+        if spec.idle {
+            crate::threads::background();
+        }
+        let mut policy = Policy::new(&spec.net);
+        let log = &spec.log;
+        for (step, snap) in jobs.iter() {
+            policy.load_snapshot(&snap);
+            let seed = mix(spec.gseed, 300 + step);
+            let returns = eval::evaluate(
+                env.as_mut(),
+                &policy,
+                log.eval_episodes,
+                log.eval_epsilon,
+                log.eval_max_steps,
+                seed,
+                |_, _| {},
+            )?;
+            let _ = ev.send(Event::Eval { step, returns });
+        }
+        Ok(())
+    })
+}
+
 /// Start the replay, learner, actor and evaluator threads.
 fn start_threads(
-    p: Parts,
+    mut p: Parts,
     run: &Path,
     recent: Arc<std::sync::Mutex<Vec<f64>>>,
     started: Instant,
     ev_tx: Sender<Event>,
     eval_rx: Receiver<monitor::EvalJob>,
 ) -> Result<Threads> {
-    let (cfg, shared, n, gseed) = (&p.cfg, &p.shared, p.cfg.actors.num_actors, p.gseed);
     let device = p.dqn.online_vs.device();
-    let (act_tx, act_rx) = bounded(4 * n);
-    let (batch_tx, batch_rx) = bounded(cfg.learner.prefetch);
-    let replay = {
-        let spec = replay::ReplaySpec {
-            batch_size: cfg.replay.batch_size,
-            warmup: cfg.replay.warmup_steps,
-            obs_shape: p.kind.shape(),
-            seed: mix(gseed, 2),
-            scale_frames: device == Device::Cpu,
-            idle_priority: cfg.learner.exclusive_cpu,
-        };
-        let (m, s) = (p.memory.clone(), shared.clone());
-        spawn("replay", shared, move || replay::replay_thread(m, s, act_rx, batch_tx, spec))?
-    };
-    let learner = {
-        let spec = learner::LearnerSpec {
-            device,
-            warmup: cfg.replay.warmup_steps,
-            step_origin: p.step_origin,
-            update_origin: p.update_origin,
-            replay_ratio: cfg.learner.replay_ratio,
-            publish_every: cfg.learner.publish_every,
-            threads: learner_threads(cfg),
-            data_init: cfg.agent.variant.data_init().then_some((cfg.agent.init_batch, cfg.agent.init_scale)),
-            scalars_every: cfg.log.scalars_every,
-            histograms_every: cfg.log.histograms_every,
-            obs_shape: p.kind.shape(),
-            seed: gseed,
-        };
-        let (m, s, ev) = (p.memory.clone(), shared.clone(), ev_tx.clone());
-        let (every, keep, wall_before, generation) =
-            (cfg.log.checkpoint_every, cfg.log.keep_checkpoints, p.wall_before, p.generation);
-        let (ck_dir, ck_cfg, ck_text, ck_shared, ev2) =
-            (run.to_path_buf(), cfg.clone(), p.cfg_text.clone(), shared.clone(), ev_tx.clone());
-        let on_update = move |dqn: &Dqn| -> Result<()> {
-            if every > 0 && dqn.updates().is_multiple_of(every) {
-                let r = recent.lock().map(|r| r.clone()).unwrap_or_default();
-                let st = make_state(
-                    &ck_cfg,
-                    &ck_shared,
-                    generation,
-                    r,
-                    wall_before + started.elapsed().as_secs_f64(),
-                    false,
-                );
-                let path = crate::checkpoint::write(&ck_dir, dqn, &st, &ck_text, None, keep)?;
-                let _ = ev2.send(Event::Note(format!("checkpoint {}", path.display())));
-            }
-            Ok(())
-        };
-        spawn("learner", shared, move || learner::learner_thread(p.dqn, spec, m, s, batch_rx, ev, on_update))?
-    };
+    let (act_tx, act_rx) = bounded(4 * p.cfg.actors.num_actors);
+    let (batch_tx, batch_rx) = bounded(p.cfg.learner.prefetch);
+    let shared = p.shared.clone();
+    let (m, s, spec) = (p.memory.clone(), shared.clone(), replay_spec(&p, device));
+    let replay = spawn("replay", &shared, move || replay::replay_thread(m, s, act_rx, batch_tx, spec))?;
     let mut actors = Vec::new();
-    for (i, env) in p.envs.into_iter().enumerate() {
-        let spec = actor::ActorSpec {
-            index: i,
-            num_actors: n,
-            env,
-            env_seed: mix(gseed, 100 + i as u64),
-            rng_seed: mix(gseed, 200 + i as u64),
-            net: p.net.clone(),
-            schedule: cfg.actors.schedule(),
-            apex: cfg.actors.apex.then_some((cfg.actors.apex_base, cfg.actors.apex_alpha)),
-            total_steps: cfg.run.total_env_steps,
-            warmup: cfg.replay.warmup_steps,
-            step_origin: p.step_origin,
-            update_origin: p.update_origin,
-            replay_ratio: cfg.learner.replay_ratio,
-            send_batch: cfg.actors.send_batch,
-            idle_priority: cfg.learner.exclusive_cpu,
-        };
-        let (s, tx, ev) = (shared.clone(), act_tx.clone(), ev_tx.clone());
-        let s2 = shared.clone();
-        actors.push(spawn(&format!("actor{i}"), shared, move || {
-            let r = actor::run(spec, s, tx, ev);
-            s2.actors_running.fetch_sub(1, Ordering::SeqCst);
+    for (i, env) in std::mem::take(&mut p.envs).into_iter().enumerate() {
+        let (spec, s, tx, ev) = (actor_spec(&p, i, env), shared.clone(), act_tx.clone(), ev_tx.clone());
+        actors.push(spawn(&format!("actor{i}"), &shared, move || {
+            let r = actor::run(spec, s.clone(), tx, ev);
+            s.actors_running.fetch_sub(1, Ordering::SeqCst);
             r
         })?);
     }
-    let evaluator = {
-        let (ev, net, log, idle, mut env) =
-            (ev_tx.clone(), p.net.clone(), cfg.log.clone(), cfg.learner.exclusive_cpu, p.eval_env);
-        spawn("evaluator", shared, move || {
-            crate::threads::limit_current_thread(1);
-            if idle {
-                crate::threads::background();
-            }
-            let mut policy = Policy::new(&net);
-            for (step, snap) in eval_rx.iter() {
-                policy.load_snapshot(&snap);
-                let returns = eval::evaluate(
-                    env.as_mut(),
-                    &policy,
-                    log.eval_episodes,
-                    log.eval_epsilon,
-                    log.eval_max_steps,
-                    mix(gseed, 300 + step),
-                    |_, _| {},
-                )?;
-                let _ = ev.send(Event::Eval { step, returns });
-            }
-            Ok(())
-        })?
-    };
+    let (spec, on_update) = (learner_spec(&p, device), checkpointer(&p, run, recent, started, ev_tx.clone()));
+    let (m, s) = (p.memory.clone(), shared.clone());
+    let eval =
+        EvalSpec { net: p.net.clone(), log: p.cfg.log.clone(), idle: p.cfg.learner.exclusive_cpu, gseed: p.gseed };
+    let evaluator = spawn_evaluator(&shared, eval, p.eval_env, ev_tx.clone(), eval_rx)?;
+    let learner =
+        spawn("learner", &shared, move || learner::learner_thread(p.dqn, spec, m, s, batch_rx, ev_tx, on_update))?;
     Ok(Threads { replay, learner, actors, evaluator })
 }
 

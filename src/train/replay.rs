@@ -10,7 +10,6 @@ use anyhow::Result;
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use tch::Device;
 use wndqn_agents::replay::{AnyMemory, TensorBatch};
 
 use super::actor::{ActorMsg, Item};
@@ -26,8 +25,8 @@ pub struct ReplaySpec {
     pub obs_shape: Vec<i64>,
     /// Seed of the sampling RNG.
     pub seed: u64,
-    /// Hand out frames as `f32` `x/255` (the CPU learner) instead of `u8`.
-    pub scale_frames: bool,
+    /// How batches are prepared for the learner's device.
+    pub prep: wndqn_agents::replay::BatchPrep,
     /// Run at idle CPU priority (`learner.exclusive_cpu`).
     pub idle_priority: bool,
 }
@@ -44,7 +43,7 @@ pub fn replay_thread(
     if spec.idle_priority {
         crate::threads::background();
     }
-    let ReplaySpec { batch_size, warmup, obs_shape, seed, scale_frames, .. } = spec;
+    let ReplaySpec { batch_size, warmup, obs_shape, seed, prep, .. } = spec;
     let mut rng = StdRng::seed_from_u64(seed);
     loop {
         match rx.recv_timeout(Duration::from_millis(2)) {
@@ -70,7 +69,7 @@ pub fn replay_thread(
         }
         // Keep the prefetch queue full once learning can start.
         while shared.inserted.load(Ordering::Acquire) >= warmup && !batches.is_full() && rx.is_empty() {
-            let Some(b) = memory.sample_tensors(batch_size, &mut rng, &obs_shape, Device::Cpu, scale_frames) else {
+            let Some(b) = memory.sample_tensors(batch_size, &mut rng, &obs_shape, &prep) else {
                 break;
             };
             match batches.try_send(b) {

@@ -94,7 +94,7 @@ impl WeightSlot {
 
 /// Messages to the main thread.
 pub enum Event {
-    /// A whole game ended in actor `actor`.
+    /// A whole game ended (in any actor).
     Episode { step: u64, ret: f64, length: u64 },
     /// Learner statistics averaged over the interval.
     Learner { step: u64, updates: u64, loss: f64, q: f64, grad_norm: f64, updates_per_sec: f64 },
