@@ -14,7 +14,7 @@ use tch::{Device, Kind, Tensor};
 use wndqn_agents::dqn::{Dqn, DqnConfig, Loss, TargetUpdate};
 use wndqn_agents::optim::OptimizerKind;
 use wndqn_agents::qnet::{Arch, QNetConfig, Variant};
-use wndqn_agents::replay::{BatchPrep, FrameMemory, ObsRef, TensorBatch};
+use wndqn_agents::replay::{BatchPrep, FrameMemory, ObsRef, TensorBatch, Transition};
 use wndqn_envs::{make_env, EnvConfig};
 
 use crate::device::{name as device_name, DeviceArg};
@@ -368,7 +368,16 @@ fn bench_replay(b: ReplayBench) -> Result<()> {
         for t in 0..per {
             rng.fill(&mut frame[..]);
             let end = t % 1000 == 999;
-            mem.record_step(s, t % 6, 0.0, end, false, ObsRef::Frame(&frame));
+            mem.record_step(
+                s,
+                Transition {
+                    action: t % 6,
+                    reward: 0.0,
+                    terminated: end,
+                    truncated: false,
+                    next: ObsRef::Frame(&frame),
+                },
+            );
             if end {
                 mem.start_episode(s, ObsRef::Frame(&frame));
             }

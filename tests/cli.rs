@@ -131,25 +131,11 @@ fn atari_run_with_two_actors_writes_a_tensorboard_run() {
 #[test]
 fn ctrl_c_stops_cleanly_with_a_readable_event_file() {
     let runs = tempfile::tempdir().unwrap();
-    let child = bin()
-        .args([
-            "train",
-            "--config",
-            "configs/pong.toml",
-            "--quiet",
-            "--runs-dir",
-            runs.path().to_str().unwrap(),
-            "--set",
-            "replay.warmup_steps=500",
-            "--set",
-            "replay.capacity=5000",
-            "--set",
-            "log.scalars_every=100",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(&train_args(
+        "configs/pong.toml",
+        runs.path(),
+        &["replay.warmup_steps=500", "replay.capacity=5000", "log.scalars_every=100"],
+    ));
     // Wait until learning has produced some events, then interrupt.
     let t0 = std::time::Instant::now();
     loop {
@@ -178,23 +164,16 @@ fn ctrl_c_stops_cleanly_with_a_readable_event_file() {
 fn bad_input_gets_clear_errors_and_leaves_no_run_folder() {
     let runs = tempfile::tempdir().unwrap();
     let r = runs.path().to_str().unwrap();
-    let cases: Vec<(Vec<&str>, &str)> = vec![
-        (
-            vec!["train", "--config", "configs/pong.toml", "--runs-dir", r, "--set", "env.id=\"Pnog\""],
-            "Did you mean: Pong",
-        ),
-        (
-            vec!["train", "--config", "configs/pong.toml", "--runs-dir", r, "--set", "agent.lrr=1"],
-            "unknown field `lrr`",
-        ),
-        (
-            vec!["train", "--config", "configs/pong.toml", "--runs-dir", r, "--variant", "fancy"],
-            "invalid value 'fancy'",
-        ),
-        (vec!["train", "--config", "configs/pong.toml", "--runs-dir", r, "--set", "agent.gamma=2"], "agent.gamma"),
-        (vec!["train", "--config", "configs/nope.toml", "--runs-dir", r], "cannot read config"),
-        (vec!["train", "--config", "configs/pong.toml", "--runs-dir", r, "--rom-dir", "/nonexistent"], "no ROM folder"),
-        (vec!["bench", "env", "--game", "Breakot"], "Did you mean: Breakout"),
+    let train =
+        |sets: &[&str], extra: &[&str]| [train_args("configs/pong.toml", runs.path(), sets), strs(extra)].concat();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (train(&["env.id=\"Pnog\""], &[]), "Did you mean: Pong"),
+        (train(&["agent.lrr=1"], &[]), "unknown field `lrr`"),
+        (train(&[], &["--variant", "fancy"]), "invalid value 'fancy'"),
+        (train(&["agent.gamma=2"], &[]), "agent.gamma"),
+        (strs(&["train", "--config", "configs/nope.toml", "--runs-dir", r]), "cannot read config"),
+        (train(&[], &["--rom-dir", "/nonexistent"]), "no ROM folder"),
+        (strs(&["bench", "env", "--game", "Breakot"]), "Did you mean: Breakout"),
     ];
     for (args, want) in cases {
         let o = run(&args);
@@ -253,27 +232,11 @@ fn config_errors_name_file_and_line() {
 fn interrupted_run_resumes_with_one_continuous_curve() {
     let runs = tempfile::tempdir().unwrap();
     // Slow the run down (a large replay ratio) so the interrupt lands mid-run.
-    let child = bin()
-        .args([
-            "train",
-            "--config",
-            "configs/cartpole.toml",
-            "--quiet",
-            "--runs-dir",
-            runs.path().to_str().unwrap(),
-            "--set",
-            "run.total_env_steps=12000",
-            "--set",
-            "learner.replay_ratio=4",
-            "--set",
-            "log.checkpoint_every=2000",
-            "--set",
-            "log.scalars_every=200",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn(&train_args(
+        "configs/cartpole.toml",
+        runs.path(),
+        &["run.total_env_steps=12000", "learner.replay_ratio=4", "log.checkpoint_every=2000", "log.scalars_every=200"],
+    ));
     // Interrupt once learning has logged and checkpointed (not after a fixed time: under load
     // a fixed sleep can end before the warm-up does).
     wait_for_checkpoints(runs.path(), 1);
@@ -346,22 +309,11 @@ fn corrupted_newest_checkpoint_is_skipped_for_the_previous_one() {
 #[test]
 fn eval_reports_statistics_and_writes_a_gif() {
     let runs = tempfile::tempdir().unwrap();
-    let o = run(&[
-        "train",
-        "--config",
+    let o = run(&train_args(
         "configs/pong.toml",
-        "--quiet",
-        "--runs-dir",
-        runs.path().to_str().unwrap(),
-        "--set",
-        "run.total_env_steps=1200",
-        "--set",
-        "replay.warmup_steps=1000",
-        "--set",
-        "replay.capacity=5000",
-        "--set",
-        "log.eval_every=0",
-    ]);
+        runs.path(),
+        &["run.total_env_steps=1200", "replay.warmup_steps=1000", "replay.capacity=5000", "log.eval_every=0"],
+    ));
     assert!(o.status.success(), "{}", text(&o));
     let dir = only_run_dir(runs.path());
     let gif = runs.path().join("game.gif");
@@ -465,22 +417,11 @@ fn resume_eval_and_compare_refuse_bad_input() {
     assert!(!o.status.success() && text(&o).contains("has no checkpoint"), "{}", text(&o));
     // Runs of different environments.
     let other = tempfile::tempdir().unwrap();
-    let o = run(&[
-        "train",
-        "--config",
+    let o = run(&train_args(
         "configs/pong.toml",
-        "--quiet",
-        "--runs-dir",
-        other.path().to_str().unwrap(),
-        "--set",
-        "run.total_env_steps=1100",
-        "--set",
-        "replay.warmup_steps=1000",
-        "--set",
-        "replay.capacity=5000",
-        "--set",
-        "log.eval_every=0",
-    ]);
+        other.path(),
+        &["run.total_env_steps=1100", "replay.warmup_steps=1000", "replay.capacity=5000", "log.eval_every=0"],
+    ));
     assert!(o.status.success(), "{}", text(&o));
     let pong = only_run_dir(other.path());
     let o = run(&[
@@ -500,20 +441,11 @@ fn kill_9_never_breaks_the_newest_complete_checkpoint() {
     let runs = tempfile::tempdir().unwrap();
     // Checkpoints every 100 updates, so the kill is likely to land during a write.
     let mut child = bin()
-        .args([
-            "train",
-            "--config",
+        .args(train_args(
             "configs/cartpole.toml",
-            "--quiet",
-            "--runs-dir",
-            runs.path().to_str().unwrap(),
-            "--set",
-            "run.total_env_steps=200000",
-            "--set",
-            "log.checkpoint_every=100",
-            "--set",
-            "log.eval_every=0",
-        ])
+            runs.path(),
+            &["run.total_env_steps=200000", "log.checkpoint_every=100", "log.eval_every=0"],
+        ))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Child, Output, Stdio};
+use std::process::{Child, Output};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -24,10 +24,6 @@ fn wait_within(mut child: Child, limit: Duration) -> (Output, Duration) {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn spawn(args: &[&str]) -> Child {
-    bin().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
 fn quiet_failure(o: &Output) {
@@ -69,15 +65,7 @@ fn a_rom_that_cannot_run_is_an_error_within_seconds() {
 #[test]
 fn zero_actors_is_a_named_error_not_a_panic() {
     let runs = tempfile::tempdir().unwrap();
-    let o = run(&[
-        "train",
-        "--config",
-        "configs/cartpole.toml",
-        "--runs-dir",
-        runs.path().to_str().unwrap(),
-        "--set",
-        "actors.num_actors=0",
-    ]);
+    let o = run(&train_args("configs/cartpole.toml", runs.path(), &["actors.num_actors=0"]));
     quiet_failure(&o);
     assert!(text(&o).contains("actors.num_actors = 0 must be 1..=256"), "{}", text(&o));
 }
@@ -182,22 +170,11 @@ fn a_full_disk_stops_the_run_cleanly_naming_the_file() {
         return;
     };
     let runs = disk.0.path();
-    let args = [
-        "train",
-        "--config",
+    let args = train_args(
         "configs/cartpole.toml",
-        "--quiet",
-        "--runs-dir",
-        runs.to_str().unwrap(),
-        "--set",
-        "run.total_env_steps=1000000",
-        "--set",
-        "log.checkpoint_every=100",
-        "--set",
-        "log.keep_checkpoints=3",
-        "--set",
-        "log.eval_every=0",
-    ];
+        runs,
+        &["run.total_env_steps=1000000", "log.checkpoint_every=100", "log.keep_checkpoints=3", "log.eval_every=0"],
+    );
     let (o, _) = wait_within(spawn(&args), Duration::from_secs(120));
     quiet_failure(&o);
     let t = text(&o);
@@ -243,20 +220,11 @@ fn a_full_disk_stops_the_run_cleanly_naming_the_file() {
 #[test]
 fn a_second_ctrl_c_exits_at_once_and_quietly() {
     let runs = tempfile::tempdir().unwrap();
-    let child = spawn(&[
-        "train",
-        "--config",
+    let child = spawn(&train_args(
         "configs/pong.toml",
-        "--quiet",
-        "--runs-dir",
-        runs.path().to_str().unwrap(),
-        "--set",
-        "replay.warmup_steps=300",
-        "--set",
-        "replay.capacity=5000",
-        "--set",
-        "learner.exclusive_cpu=false",
-    ]);
+        runs.path(),
+        &["replay.warmup_steps=300", "replay.capacity=5000", "learner.exclusive_cpu=false"],
+    ));
     // Wait until the actors act with published weights (the learner has written its first
     // scalars), so that they are inside libtorch when the signals come.
     let t0 = Instant::now();

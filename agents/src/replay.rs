@@ -36,6 +36,21 @@ pub enum ObsRef<'a> {
     Vector(&'a [f32]),
 }
 
+/// One step of an actor, as the memory records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Transition<'a> {
+    /// Action index taken from the previous observation.
+    pub action: usize,
+    /// Reward for learning (clipped if configured).
+    pub reward: f32,
+    /// A true end: no bootstrapping from `next`.
+    pub terminated: bool,
+    /// Cut by a time limit: bootstrap from `next`.
+    pub truncated: bool,
+    /// The observation after the step.
+    pub next: ObsRef<'a>,
+}
+
 /// Storage element (u8 frames or f32 vectors).
 pub trait Element: Copy + Default + Send + bytemuck::Pod + 'static {
     /// Extract from an [`ObsRef`] of the matching kind.
@@ -227,16 +242,9 @@ impl<T: Element> Memory<T> {
         self.lock(shard).push(T::from_obs(obs), FIRST);
     }
 
-    /// The actor took `action` from the last stored observation and saw `next`.
-    pub fn record_step(
-        &self,
-        shard: usize,
-        action: usize,
-        reward: f32,
-        terminated: bool,
-        truncated: bool,
-        next: ObsRef<'_>,
-    ) {
+    /// The actor took `t.action` from the last stored observation and saw `t.next`.
+    pub fn record_step(&self, shard: usize, t: Transition<'_>) {
+        let Transition { action, reward, terminated, truncated, next } = t;
         let mut s = self.lock(shard);
         assert!(s.next > 0, "record_step before start_episode");
         let last = s.slot(s.next - 1);
@@ -400,18 +408,10 @@ impl AnyMemory {
         }
     }
     /// See [`Memory::record_step`].
-    pub fn record_step(
-        &self,
-        shard: usize,
-        action: usize,
-        reward: f32,
-        terminated: bool,
-        truncated: bool,
-        next: ObsRef<'_>,
-    ) {
+    pub fn record_step(&self, shard: usize, t: Transition<'_>) {
         match self {
-            AnyMemory::Frames(m) => m.record_step(shard, action, reward, terminated, truncated, next),
-            AnyMemory::Vectors(m) => m.record_step(shard, action, reward, terminated, truncated, next),
+            AnyMemory::Frames(m) => m.record_step(shard, t),
+            AnyMemory::Vectors(m) => m.record_step(shard, t),
         }
     }
     /// Stored transitions.
@@ -534,7 +534,16 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(3);
         mem.start_episode(0, ObsRef::Frame(&[0, 1, 254, 255]));
         for t in 0..20u8 {
-            mem.record_step(0, 1, 0.5, false, false, ObsRef::Frame(&[t, t.wrapping_mul(37), 128, 255 - t]));
+            mem.record_step(
+                0,
+                Transition {
+                    action: 1,
+                    reward: 0.5,
+                    terminated: false,
+                    truncated: false,
+                    next: ObsRef::Frame(&[t, t.wrapping_mul(37), 128, 255 - t]),
+                },
+            );
         }
         let b = mem.sample(8, &mut rng).unwrap();
         let prep = BatchPrep::for_device(Device::Cpu);
@@ -555,7 +564,16 @@ mod tests {
                 mem.start_episode(shard, ObsRef::Frame(&[id, 0]));
                 for t in 1..=len {
                     let term = t == len;
-                    mem.record_step(shard, t as usize, t as f32, term, false, ObsRef::Frame(&[id, t]));
+                    mem.record_step(
+                        shard,
+                        Transition {
+                            action: t as usize,
+                            reward: t as f32,
+                            terminated: term,
+                            truncated: false,
+                            next: ObsRef::Frame(&[id, t]),
+                        },
+                    );
                 }
             }
         }
@@ -584,7 +602,16 @@ mod tests {
         let mem = FrameMemory::new(20, 1, 1, 4);
         mem.start_episode(0, ObsRef::Frame(&[0]));
         for t in 1..=100u8 {
-            mem.record_step(0, 0, 0.0, false, t % 50 == 0, ObsRef::Frame(&[t]));
+            mem.record_step(
+                0,
+                Transition {
+                    action: 0,
+                    reward: 0.0,
+                    terminated: false,
+                    truncated: t % 50 == 0,
+                    next: ObsRef::Frame(&[t]),
+                },
+            );
             if t % 50 == 0 {
                 mem.start_episode(0, ObsRef::Frame(&[t]));
             }
@@ -607,11 +634,13 @@ mod tests {
             for t in 1..70u8 {
                 mem.record_step(
                     sh,
-                    t as usize % 5,
-                    t as f32 * 0.5,
-                    t % 20 == 0,
-                    false,
-                    ObsRef::Frame(&[sh as u8, t, 1]),
+                    Transition {
+                        action: t as usize % 5,
+                        reward: t as f32 * 0.5,
+                        terminated: t % 20 == 0,
+                        truncated: false,
+                        next: ObsRef::Frame(&[sh as u8, t, 1]),
+                    },
                 );
                 if t % 20 == 0 {
                     mem.start_episode(sh, ObsRef::Frame(&[sh as u8, t, 2]));
@@ -639,9 +668,15 @@ mod tests {
     fn truncation_bootstraps_but_termination_does_not() {
         let mem = VectorMemory::new(100, 1, 1, 1);
         mem.start_episode(0, ObsRef::Vector(&[0.0]));
-        mem.record_step(0, 1, 1.0, false, true, ObsRef::Vector(&[1.0]));
+        mem.record_step(
+            0,
+            Transition { action: 1, reward: 1.0, terminated: false, truncated: true, next: ObsRef::Vector(&[1.0]) },
+        );
         mem.start_episode(0, ObsRef::Vector(&[10.0]));
-        mem.record_step(0, 0, 1.0, true, false, ObsRef::Vector(&[11.0]));
+        mem.record_step(
+            0,
+            Transition { action: 0, reward: 1.0, terminated: true, truncated: false, next: ObsRef::Vector(&[11.0]) },
+        );
         let mut rng = StdRng::seed_from_u64(2);
         let b = mem.sample(40, &mut rng).unwrap();
         for r in 0..40 {

@@ -10,7 +10,7 @@ use anyhow::Result;
 use crossbeam::channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use wndqn_agents::replay::{AnyMemory, TensorBatch};
+use wndqn_agents::replay::{AnyMemory, TensorBatch, Transition};
 
 use super::actor::{ActorMsg, Item};
 use super::shared::Shared;
@@ -53,11 +53,13 @@ pub fn replay_thread(
                         Item::Start(o) => memory.start_episode(msg.actor, o.as_ref()),
                         Item::Step { action, reward, terminated, truncated, next } => memory.record_step(
                             msg.actor,
-                            *action as usize,
-                            *reward,
-                            *terminated,
-                            *truncated,
-                            next.as_ref(),
+                            Transition {
+                                action: *action as usize,
+                                reward: *reward,
+                                terminated: *terminated,
+                                truncated: *truncated,
+                                next: next.as_ref(),
+                            },
                         ),
                     }
                 }

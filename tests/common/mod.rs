@@ -15,8 +15,29 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn run(args: &[&str]) -> Output {
+pub fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     bin().args(args).output().expect("wndqn runs")
+}
+
+/// Owned copies of `args`.
+pub fn strs(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// `train --config CONFIG --quiet --runs-dir RUNS --set S ...`.
+pub fn train_args(config: &str, runs: &Path, sets: &[&str]) -> Vec<String> {
+    let mut v = strs(&["train", "--config", config, "--quiet", "--runs-dir"]);
+    v.push(runs.display().to_string());
+    for s in sets {
+        v.extend(strs(&["--set", s]));
+    }
+    v
+}
+
+/// Start `wndqn ARGS` with its output captured.
+pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Child {
+    use std::process::Stdio;
+    bin().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
 }
 
 pub fn text(o: &Output) -> String {
