@@ -10,51 +10,58 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use wndqn_agents::policy::{Observation, Policy};
 use wndqn_agents::qnet::QNetConfig;
+use wndqn_agents::replay::ObsRef;
 use wndqn_agents::schedule::{apex_epsilon, LinearSchedule};
 use wndqn_envs::{Env, Obs};
 
 use super::shared::{Event, Shared};
 
-/// One observation as the replay memory stores it (the newest frame, or the vector).
+/// What happened at one observation of an actor.
 pub enum Item {
-    /// First observation of an episode.
-    Start(ObsBuf),
-    /// A step from the previous observation.
-    Step { action: u8, reward: f32, terminated: bool, truncated: bool, next: ObsBuf },
+    /// The first observation of an episode.
+    Start,
+    /// A step from the previous observation to this one.
+    Step { action: u8, reward: f32, terminated: bool, truncated: bool },
 }
 
-/// Owned observation data.
-pub enum ObsBuf {
-    /// Newest frame.
-    Frame(Vec<u8>),
-    /// Vector.
-    Vector(Vec<f32>),
-}
-
-impl ObsBuf {
-    fn latest(o: Obs<'_>) -> ObsBuf {
-        match o {
-            Obs::Frames { latest, .. } => ObsBuf::Frame(latest.to_vec()),
-            Obs::Vector(v) => ObsBuf::Vector(v.to_vec()),
-        }
-    }
-    /// Borrow for the memory.
-    pub fn as_ref(&self) -> wndqn_agents::replay::ObsRef<'_> {
-        match self {
-            ObsBuf::Frame(f) => wndqn_agents::replay::ObsRef::Frame(f),
-            ObsBuf::Vector(v) => wndqn_agents::replay::ObsRef::Vector(v),
-        }
-    }
-}
-
-/// A batch of items from one actor.
+/// A batch of one actor's items, in order, each with the observation the replay memory stores
+/// (the newest frame, or the vector). The observations are packed into one buffer, so a message
+/// costs a few allocations, not one per step.
 pub struct ActorMsg {
     /// Which actor (= replay shard).
     pub actor: usize,
-    /// Items in order.
-    pub items: Vec<Item>,
-    /// Env steps in `items`.
+    items: Vec<Item>,
+    frames: Vec<u8>,
+    vectors: Vec<f32>,
+    /// Env steps in the message.
     pub steps: u64,
+}
+
+impl ActorMsg {
+    fn new(actor: usize, capacity: usize) -> ActorMsg {
+        ActorMsg { actor, items: Vec::with_capacity(capacity), frames: Vec::new(), vectors: Vec::new(), steps: 0 }
+    }
+
+    fn push(&mut self, item: Item, o: Obs<'_>) {
+        match o {
+            Obs::Frames { latest, .. } => self.frames.extend_from_slice(latest),
+            Obs::Vector(v) => self.vectors.extend_from_slice(v),
+        }
+        self.steps += u64::from(matches!(item, Item::Step { .. }));
+        self.items.push(item);
+    }
+
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Each item with its observation.
+    pub fn iter(&self) -> impl Iterator<Item = (&Item, ObsRef<'_>)> {
+        let n = self.items.len().max(1);
+        let frames = self.frames.chunks_exact((self.frames.len() / n).max(1)).map(ObsRef::Frame);
+        let vectors = self.vectors.chunks_exact((self.vectors.len() / n).max(1)).map(ObsRef::Vector);
+        self.items.iter().zip(frames.chain(vectors))
+    }
 }
 
 /// Everything an actor needs.
@@ -95,18 +102,17 @@ pub fn run(mut spec: ActorSpec, shared: Arc<Shared>, tx: Sender<ActorMsg>, event
     let mut policy = Policy::new(&spec.net);
     let mut rng = StdRng::seed_from_u64(spec.rng_seed);
     let mut version = 0u64;
-    let mut pending: Vec<Item> = Vec::with_capacity(spec.send_batch + 1);
-    let mut pending_steps = 0u64;
-    let flush = |pending: &mut Vec<Item>, steps: &mut u64| -> Result<()> {
-        if !pending.is_empty() {
-            let msg = ActorMsg { actor: spec.index, items: std::mem::take(pending), steps: *steps };
-            *steps = 0;
+    let (index, cap) = (spec.index, spec.send_batch + 1);
+    let mut pending = ActorMsg::new(index, cap);
+    let flush = |pending: &mut ActorMsg| -> Result<()> {
+        if pending.len() > 0 {
+            let msg = std::mem::replace(pending, ActorMsg::new(index, cap));
             tx.send(msg).map_err(|_| anyhow::anyhow!("replay thread stopped"))?;
         }
         Ok(())
     };
     let first = spec.env.reset(Some(spec.env_seed))?;
-    pending.push(Item::Start(ObsBuf::latest(first)));
+    pending.push(Item::Start, first);
     // Allowed lead of the actors over the learner, in env steps.
     let slack = (spec.num_actors * spec.send_batch) as u64 + (1.0 / spec.replay_ratio).ceil() as u64;
     loop {
@@ -125,7 +131,7 @@ pub fn run(mut spec: ActorSpec, shared: Arc<Shared>, tx: Sender<ActorMsg>, event
             if claimed < allowed || shared.stopping() {
                 break;
             }
-            flush(&mut pending, &mut pending_steps)?;
+            flush(&mut pending)?;
             shared.gate.wait(&shared.actor_wait_ns);
         }
         if shared.weights.version() > version {
@@ -137,26 +143,55 @@ pub fn run(mut spec: ActorSpec, shared: Arc<Shared>, tx: Sender<ActorMsg>, event
         };
         let action = policy.act(observation(spec.env.obs()), eps, &mut rng);
         let step = spec.env.step(action);
-        pending.push(Item::Step {
+        let item = Item::Step {
             action: action as u8,
             reward: step.reward,
             terminated: step.terminated,
             truncated: step.truncated,
-            next: ObsBuf::latest(spec.env.obs()),
-        });
-        pending_steps += 1;
+        };
+        pending.push(item, spec.env.obs());
         if let Some(ep) = step.episode {
             shared.episodes.fetch_add(1, Ordering::Relaxed);
             let _ = events.send(Event::Episode { step: claimed + 1, ret: ep.ret, length: ep.length });
         }
         if step.terminated || step.truncated {
             let o = spec.env.reset(None)?;
-            pending.push(Item::Start(ObsBuf::latest(o)));
+            pending.push(Item::Start, o);
         }
         if pending.len() >= spec.send_batch {
-            flush(&mut pending, &mut pending_steps)?;
+            flush(&mut pending)?;
         }
     }
-    flush(&mut pending, &mut pending_steps)?;
+    flush(&mut pending)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_pairs_each_item_with_its_own_observation() {
+        let mut m = ActorMsg::new(3, 4);
+        let f = |k: u8| [k; 4];
+        m.push(Item::Start, Obs::Frames { stack: &[], latest: &f(1) });
+        let step = |r| Item::Step { action: 2, reward: r, terminated: false, truncated: false };
+        m.push(step(0.5), Obs::Frames { stack: &[], latest: &f(2) });
+        m.push(step(1.0), Obs::Frames { stack: &[], latest: &f(3) });
+        assert_eq!((m.len(), m.steps, m.actor), (3, 2, 3));
+        let seen: Vec<(bool, u8)> = m
+            .iter()
+            .map(|(i, o)| match o {
+                ObsRef::Frame(px) => (matches!(i, Item::Start), px[0]),
+                ObsRef::Vector(_) => unreachable!(),
+            })
+            .collect();
+        assert_eq!(seen, vec![(true, 1), (false, 2), (false, 3)]);
+        let mut v = ActorMsg::new(0, 2);
+        v.push(Item::Start, Obs::Vector(&[1.0, 2.0]));
+        v.push(step(0.0), Obs::Vector(&[3.0, 4.0]));
+        let vs: Vec<Vec<f32>> =
+            v.iter().map(|(_, o)| if let ObsRef::Vector(x) = o { x.to_vec() } else { vec![] }).collect();
+        assert_eq!(vs, vec![vec![1.0, 2.0], vec![3.0, 4.0]]);
+    }
 }

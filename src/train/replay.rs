@@ -48,19 +48,13 @@ pub fn replay_thread(
     loop {
         match rx.recv_timeout(Duration::from_millis(2)) {
             Ok(msg) => {
-                for item in &msg.items {
-                    match item {
-                        Item::Start(o) => memory.start_episode(msg.actor, o.as_ref()),
-                        Item::Step { action, reward, terminated, truncated, next } => memory.record_step(
-                            msg.actor,
-                            Transition {
-                                action: *action as usize,
-                                reward: *reward,
-                                terminated: *terminated,
-                                truncated: *truncated,
-                                next: next.as_ref(),
-                            },
-                        ),
+                for (item, obs) in msg.iter() {
+                    match *item {
+                        Item::Start => memory.start_episode(msg.actor, obs),
+                        Item::Step { action, reward, terminated, truncated } => {
+                            let t = Transition { action: action as usize, reward, terminated, truncated, next: obs };
+                            memory.record_step(msg.actor, t)
+                        }
                     }
                 }
                 shared.inserted.fetch_add(msg.steps, Ordering::AcqRel);
