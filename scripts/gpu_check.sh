@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
 # The GPU measurements of issue 11, as one prepared run (under 6 minutes on an H100/H200 machine).
 # Built here, run there: the machine has torch 2.11 in its python3 but no cargo, so carry
-# target/release/wndqn and the ROMs, e.g. with the device tool:
-#   run(command="bash scripts/gpu_check.sh", carry=["target/release/wndqn",
+# target/release/wndqn, the unit-test binary and the ROMs. Here, first:
+#   cargo test --release -p wndqn --bin wndqn --no-run --message-format=json \
+#     | python3 -c 'import json,sys; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("executable")]' \
+#     | xargs -I{} cp {} target/release/wndqn-unit
+# then, with the device tool:
+#   run(command="bash scripts/gpu_check.sh", carry=["target/release/wndqn", "target/release/wndqn-unit",
 #       ".venv/lib/python3.11/site-packages/ale_py/roms"])
 # Prints every number; the JSON lines also go to $OUT/gpu_check.jsonl when $OUT is set.
 #   1. wndqn info                          (libtorch_cuda linked? GPU name, memory, cuDNN)
+#      and the CUDA-graph shim's own test  (capture, replay on new inputs)
 #   2. learner updates/s on CUDA, batch 32: wndqn eager, PyTorch eager, PyTorch CUDA graph,
 #      plain and weight_norm
 #   3. bench e2e on Pong with (cores - 2) actors
@@ -28,6 +33,7 @@ record() { echo "$1" | tee -a "$LOG"; }
 section "1. info"
 $W info
 record "$($W info --json)"
+[ -x target/release/wndqn-unit ] && target/release/wndqn-unit cuda_graph --nocapture
 
 section "2. learner, CUDA, batch 32, ${S}s each"
 for v in plain weight_norm; do

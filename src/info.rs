@@ -95,7 +95,7 @@ pub fn run(rom_dir: Option<&Path>, as_json: bool) -> Result<()> {
                 "wndqn": env!("CARGO_PKG_VERSION"), "libtorch": version, "libtorch_dir": torch_dir,
                 "libtorch_cuda_loaded": linked_cuda, "cuda_available": cuda, "cuda_devices": devices,
                 "gpus": gpus.as_ref().map(|g| g.iter().map(|(n, m)| json!({"name": n, "memory_bytes": m})).collect::<Vec<_>>()).unwrap_or_default(),
-                "cudnn_available": tch::Cuda::cudnn_is_available(), "cpu_threads": threads, "cpu_cores": cores,
+                "cudnn_available": tch::Cuda::cudnn_is_available(), "cuda_graph_shim": crate::cuda_graph::built(), "cpu_threads": threads, "cpu_cores": cores,
                 "ale": ale::version(), "rom_dir": roms.as_ref().ok(), "games": games,
             })
         );
@@ -123,6 +123,14 @@ pub fn run(rom_dir: Option<&Path>, as_json: bool) -> Result<()> {
         Err(why) => println!("GPU         none: {why}"),
     }
     println!("cuDNN       {}", if tch::Cuda::cudnn_is_available() { "available" } else { "not available" });
+    println!(
+        "CUDA graphs {}",
+        if crate::cuda_graph::built() {
+            "shim built (csrc/cuda_graph.cpp)"
+        } else {
+            "not built (no CUDA headers at build time)"
+        }
+    );
     println!("CPU         {cores} cores; libtorch intra-op threads {threads}");
     println!("ALE         {}", ale::version());
     match &roms {

@@ -5,6 +5,7 @@ mod checkpoint;
 mod cli;
 mod compare;
 mod config;
+mod cuda_graph;
 mod device;
 mod eval_cmd;
 mod event_file;
