@@ -15,6 +15,7 @@ use std::path::Path;
 fn cuda_graph_shim(lib: &Path) {
     println!("cargo::rustc-check-cfg=cfg(wndqn_cuda_graph)");
     println!("cargo:rerun-if-changed=csrc/cuda_graph.cpp");
+    println!("cargo:rerun-if-changed=csrc/c_abi.hpp");
     let torch = lib.parent().unwrap_or(lib);
     let nvidia = torch.join("../nvidia/cu13/include");
     let includes = [torch.join("include"), torch.join("include/torch/csrc/api/include"), nvidia.clone()];

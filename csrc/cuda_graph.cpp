@@ -14,6 +14,8 @@
 #include <optional>
 #include <string>
 
+#include "c_abi.hpp"
+
 namespace {
 
 // Only out-of-line c10/ATen functions are called (no inline CUDA guards), so that this object
@@ -25,26 +27,6 @@ struct Graph {
   // allowed on the default stream).
   std::optional<c10::cuda::CUDAStream> previous;
 };
-
-void set_err(char* err, size_t cap, const std::string& msg) {
-  if (err == nullptr || cap == 0) return;
-  size_t n = msg.size() < cap - 1 ? msg.size() : cap - 1;
-  std::memcpy(err, msg.data(), n);
-  err[n] = '\0';
-}
-
-template <typename F>
-int guarded(char* err, size_t cap, F f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    set_err(err, cap, e.what());
-  } catch (...) {
-    set_err(err, cap, "unknown C++ exception");
-  }
-  return -1;
-}
 
 }  // namespace
 
@@ -61,7 +43,7 @@ void wcg_delete(void* g) { delete static_cast<Graph*>(g); }
 
 // Make a side stream current and start capturing every kernel launched on it.
 int wcg_capture_begin(void* p, char* err, size_t cap) {
-  return guarded(err, cap, [&] {
+  return wndqn_guarded(err, cap, [&] {
     auto* g = static_cast<Graph*>(p);
     c10::cuda::set_device(g->device);
     c10::cuda::device_synchronize();
@@ -78,7 +60,7 @@ int wcg_capture_begin(void* p, char* err, size_t cap) {
 
 // Stop capturing, instantiate the graph, restore the previous stream.
 int wcg_capture_end(void* p, char* err, size_t cap) {
-  return guarded(err, cap, [&] {
+  return wndqn_guarded(err, cap, [&] {
     auto* g = static_cast<Graph*>(p);
     auto restore = [g] {
       if (g->previous) c10::cuda::setCurrentCUDAStream(*g->previous);
@@ -96,12 +78,12 @@ int wcg_capture_end(void* p, char* err, size_t cap) {
 
 // Launch the captured work on the current stream.
 int wcg_replay(void* p, char* err, size_t cap) {
-  return guarded(err, cap, [&] { static_cast<Graph*>(p)->graph.replay(); });
+  return wndqn_guarded(err, cap, [&] { static_cast<Graph*>(p)->graph.replay(); });
 }
 
 // Wait for all work on `device`.
 int wcg_synchronize(int device, char* err, size_t cap) {
-  return guarded(err, cap, [&] {
+  return wndqn_guarded(err, cap, [&] {
     c10::cuda::set_device(static_cast<c10::DeviceIndex>(device));
     c10::cuda::device_synchronize();
   });

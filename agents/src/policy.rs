@@ -11,15 +11,7 @@ use tch::{nn, Device, Tensor};
 
 use crate::dqn::load_snapshot;
 use crate::qnet::{QNetConfig, QNetwork};
-
-/// One observation, as an environment hands it out.
-#[derive(Debug, Clone, Copy)]
-pub enum Observation<'a> {
-    /// Stacked u8 frames, oldest first (`stack x size x size`).
-    Frames(&'a [u8]),
-    /// A state vector.
-    Vector(&'a [f32]),
-}
+use crate::replay::ObsRef;
 
 /// An epsilon-greedy policy on the CPU.
 pub struct Policy {
@@ -66,11 +58,11 @@ impl Policy {
         self.num_actions
     }
 
-    /// The action with the highest Q value.
-    pub fn greedy(&self, obs: Observation<'_>) -> usize {
+    /// The action with the highest Q value for one observation (a frame stack or a vector).
+    pub fn greedy(&self, obs: ObsRef<'_>) -> usize {
         let x = match obs {
-            Observation::Frames(f) => Tensor::from_slice(f),
-            Observation::Vector(v) => Tensor::from_slice(v),
+            ObsRef::Frame(f) => Tensor::from_slice(f),
+            ObsRef::Vector(v) => Tensor::from_slice(v),
         }
         .view(self.shape.as_slice());
         tch::no_grad(|| self.net.forward_scaled(&x, false, &self.scales).argmax(1, false).int64_value(&[0]) as usize)
@@ -78,7 +70,7 @@ impl Policy {
 
     /// A uniformly random action with probability `epsilon` (always, before any weights were
     /// loaded), else the greedy one. Draws from `rng` in that order, so runs are reproducible.
-    pub fn act(&self, obs: Observation<'_>, epsilon: f64, rng: &mut impl Rng) -> usize {
+    pub fn act(&self, obs: ObsRef<'_>, epsilon: f64, rng: &mut impl Rng) -> usize {
         if !self.loaded || rng.gen::<f64>() < epsilon {
             rng.gen_range(0..self.num_actions)
         } else {
@@ -112,15 +104,15 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         // Before a load: random actions, no greedy ones.
         let acts: std::collections::BTreeSet<usize> =
-            (0..50).map(|_| p.act(Observation::Vector(&obs), 0.0, &mut rng)).collect();
+            (0..50).map(|_| p.act(ObsRef::Vector(&obs), 0.0, &mut rng)).collect();
         assert!(acts.len() > 1, "{acts:?}");
         // After loading another network's weights, greedy equals that network's argmax.
         let snap: Vec<(String, Tensor)> = src.vs.variables().into_iter().map(|(n, t)| (n, t.copy())).collect();
         p.load_snapshot(&snap);
-        assert_eq!(p.greedy(Observation::Vector(&obs)), src.greedy(Observation::Vector(&obs)));
+        assert_eq!(p.greedy(ObsRef::Vector(&obs)), src.greedy(ObsRef::Vector(&obs)));
         let x = Tensor::from_slice(&obs).view([1, 4]);
         let want = tch::no_grad(|| src.net.forward_t(&x, false).argmax(1, false).int64_value(&[0]) as usize);
-        assert_eq!(p.greedy(Observation::Vector(&obs)), want, "cached scales must match a fresh forward");
-        assert!((0..20).all(|_| p.act(Observation::Vector(&obs), 0.0, &mut rng) == want));
+        assert_eq!(p.greedy(ObsRef::Vector(&obs)), want, "cached scales must match a fresh forward");
+        assert!((0..20).all(|_| p.act(ObsRef::Vector(&obs), 0.0, &mut rng) == want));
     }
 }

@@ -27,10 +27,11 @@ const ACTED: u8 = 2;
 const TERMINATED: u8 = 4;
 const TRUNCATED: u8 = 8;
 
-/// One observation for the memory: the newest frame, or the whole vector.
+/// Borrowed observation data, the one type the agents crate takes observations in: u8 frames
+/// (the newest frame for the memory, the whole stack for the policy) or a float vector.
 #[derive(Debug, Clone, Copy)]
 pub enum ObsRef<'a> {
-    /// The newest u8 frame.
+    /// u8 frames: one frame, or a stack of them, oldest first.
     Frame(&'a [u8]),
     /// A float vector.
     Vector(&'a [f32]),

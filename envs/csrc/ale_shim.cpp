@@ -24,14 +24,9 @@
 #include "ale/emucore/MD5.hxx"
 #include "ale/games/Roms.hpp"
 
-namespace {
+#include "c_abi.hpp"
 
-void set_err(char* err, size_t cap, const std::string& msg) {
-  if (err == nullptr || cap == 0) return;
-  size_t n = std::min(cap - 1, msg.size());
-  std::memcpy(err, msg.data(), n);
-  err[n] = '\0';
-}
+namespace {
 
 // The ROM's canonical name (`pong`) if ALE knows the file's MD5, else an empty string.
 std::string identify(const char* path, std::string* md5_out) {
@@ -45,19 +40,6 @@ std::string identify(const char* path, std::string* md5_out) {
   return std::string();
 }
 
-template <typename F>
-int guarded(char* err, size_t cap, F f) {
-  try {
-    f();
-    return 0;
-  } catch (const std::exception& e) {
-    set_err(err, cap, e.what());
-  } catch (...) {
-    set_err(err, cap, "unknown C++ exception");
-  }
-  return -1;
-}
-
 }  // namespace
 
 extern "C" {
@@ -68,10 +50,10 @@ void wale_quiet() { ale::Logger::setMode(ale::Logger::Error); }
 // Writes the canonical ROM name of the file at `path` into `name` (empty when ALE does not know
 // its MD5) and the MD5 into `md5` (33 bytes). Returns 0, or -1 with a message in `err`.
 int wale_identify(const char* path, char* name, size_t name_cap, char* md5, char* err, size_t err_cap) {
-  return guarded(err, err_cap, [&] {
+  return wndqn_guarded(err, err_cap, [&] {
     std::string m;
-    set_err(name, name_cap, identify(path, &m));
-    set_err(md5, 33, m);
+    wndqn_set_err(name, name_cap, identify(path, &m));
+    wndqn_set_err(md5, 33, m);
   });
 }
 
@@ -82,7 +64,7 @@ int wale_identify(const char* path, char* name, size_t name_cap, char* md5, char
 void* wale_new(const char* path, int seed, float sticky, int max_frames, int mode, int difficulty,
                char* err, size_t err_cap) {
   ale::ALEInterface* out = nullptr;
-  guarded(err, err_cap, [&] {
+  wndqn_guarded(err, err_cap, [&] {
     std::string md5;
     std::string name = identify(path, &md5);
     if (name.empty())

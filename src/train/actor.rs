@@ -8,7 +8,7 @@ use anyhow::Result;
 use crossbeam::channel::Sender;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use wndqn_agents::policy::{Observation, Policy};
+use wndqn_agents::policy::Policy;
 use wndqn_agents::qnet::QNetConfig;
 use wndqn_agents::replay::ObsRef;
 use wndqn_agents::schedule::{apex_epsilon, LinearSchedule};
@@ -86,10 +86,10 @@ pub struct ActorSpec {
 }
 
 /// An environment's observation as the policy's input.
-pub fn observation(o: Obs<'_>) -> Observation<'_> {
+pub fn observation(o: Obs<'_>) -> ObsRef<'_> {
     match o {
-        Obs::Frames { stack, .. } => Observation::Frames(stack),
-        Obs::Vector(v) => Observation::Vector(v),
+        Obs::Frames { stack, .. } => ObsRef::Frame(stack),
+        Obs::Vector(v) => ObsRef::Vector(v),
     }
 }
 
