@@ -126,12 +126,11 @@ mod tests {
 
     #[test]
     fn tick_labels_are_short() {
-        assert_eq!(tick(2000.0), "2k");
-        assert_eq!(tick(12500.0), "12.5k");
-        assert_eq!(tick(1_500_000.0), "1.5M");
-        assert_eq!(tick(600.0), "600");
-        assert_eq!(tick(0.25), "0.25");
-        assert_eq!(tick(-20.0), "-20");
+        let cases =
+            [(2000.0, "2k"), (12500.0, "12.5k"), (1_500_000.0, "1.5M"), (600.0, "600"), (0.25, "0.25"), (-20.0, "-20")];
+        for (v, want) in cases {
+            assert_eq!(tick(v), want);
+        }
     }
 
     #[test]

@@ -131,11 +131,8 @@ fn atari_run_with_two_actors_writes_a_tensorboard_run() {
 #[test]
 fn ctrl_c_stops_cleanly_with_a_readable_event_file() {
     let runs = tempfile::tempdir().unwrap();
-    let child = spawn(&train_args(
-        "configs/pong.toml",
-        runs.path(),
-        &["replay.warmup_steps=500", "replay.capacity=5000", "log.scalars_every=100"],
-    ));
+    let sets = ["replay.warmup_steps=500", "replay.capacity=5000", "log.scalars_every=100"];
+    let child = spawn(&train_args("configs/pong.toml", runs.path(), &sets));
     // Wait until learning has produced some events, then interrupt.
     let t0 = std::time::Instant::now();
     loop {
@@ -232,11 +229,9 @@ fn config_errors_name_file_and_line() {
 fn interrupted_run_resumes_with_one_continuous_curve() {
     let runs = tempfile::tempdir().unwrap();
     // Slow the run down (a large replay ratio) so the interrupt lands mid-run.
-    let child = spawn(&train_args(
-        "configs/cartpole.toml",
-        runs.path(),
-        &["run.total_env_steps=12000", "learner.replay_ratio=4", "log.checkpoint_every=2000", "log.scalars_every=200"],
-    ));
+    let sets =
+        ["run.total_env_steps=12000", "learner.replay_ratio=4", "log.checkpoint_every=2000", "log.scalars_every=200"];
+    let child = spawn(&train_args("configs/cartpole.toml", runs.path(), &sets));
     // Interrupt once learning has logged and checkpointed (not after a fixed time: under load
     // a fixed sleep can end before the warm-up does).
     wait_for_checkpoints(runs.path(), 1);
@@ -301,7 +296,7 @@ fn corrupted_newest_checkpoint_is_skipped_for_the_previous_one() {
     assert_eq!(js["returns"].as_array().unwrap().len(), 2);
     // An interrupted write (a temporary folder, no marker) is ignored too.
     std::fs::create_dir_all(dir.join("checkpoints/.tmp-ckpt-000000099999-1")).unwrap();
-    let o = run(&["train", "--resume", dir.to_str().unwrap(), "--quiet", "--set", "run.total_env_steps=4500"]);
+    let o = run(&resume_args(&dir, &["run.total_env_steps=4500"]));
     assert!(o.status.success(), "{}", text(&o));
     assert!(!dir.join("checkpoints/.tmp-ckpt-000000099999-1").exists(), "a resume removes what dead writers left");
 }
@@ -309,24 +304,13 @@ fn corrupted_newest_checkpoint_is_skipped_for_the_previous_one() {
 #[test]
 fn eval_reports_statistics_and_writes_a_gif() {
     let runs = tempfile::tempdir().unwrap();
-    let o = run(&train_args(
-        "configs/pong.toml",
-        runs.path(),
-        &["run.total_env_steps=1200", "replay.warmup_steps=1000", "replay.capacity=5000", "log.eval_every=0"],
-    ));
+    let sets = ["run.total_env_steps=1200", "replay.warmup_steps=1000", "replay.capacity=5000", "log.eval_every=0"];
+    let o = run(&train_args("configs/pong.toml", runs.path(), &sets));
     assert!(o.status.success(), "{}", text(&o));
     let dir = only_run_dir(runs.path());
     let gif = runs.path().join("game.gif");
-    let o = run(&[
-        "eval",
-        dir.to_str().unwrap(),
-        "--episodes",
-        "2",
-        "--max-steps",
-        "150",
-        "--video",
-        gif.to_str().unwrap(),
-    ]);
+    let (d, g) = (dir.to_str().unwrap(), gif.to_str().unwrap());
+    let o = run(&["eval", d, "--episodes", "2", "--max-steps", "150", "--video", g]);
     assert!(o.status.success(), "{}", text(&o));
     let out = text(&o);
     assert!(
@@ -345,24 +329,11 @@ fn eval_reports_statistics_and_writes_a_gif() {
 fn compare_two_tiny_cartpole_runs_writes_tables_and_a_png() {
     let runs = tempfile::tempdir().unwrap();
     let out = runs.path().join("cmp");
-    let o = run(&[
-        "compare",
-        "--config",
-        "configs/cartpole.toml",
-        "--variants",
-        "plain,weight_norm",
-        "--seeds",
-        "1",
-        "--quiet",
-        "--runs-dir",
-        runs.path().to_str().unwrap(),
-        "--set",
-        "run.total_env_steps=4000",
-        "--set",
-        "log.eval_every=0",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let launch = ["--variants", "plain,weight_norm", "--seeds", "1", "--out", out.to_str().unwrap()];
+    let mut args = train_args("configs/cartpole.toml", runs.path(), &["run.total_env_steps=4000", "log.eval_every=0"]);
+    args[0] = "compare".into();
+    args.extend(strs(&launch));
+    let o = run(&args);
     assert!(o.status.success(), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("| plain | 1 |") && stdout.contains("| weight_norm | 1 |"), "{stdout}");
@@ -401,15 +372,7 @@ fn resume_eval_and_compare_refuse_bad_input() {
     assert!(!o.status.success() && text(&o).contains("is not a wndqn run folder"), "{}", text(&o));
     let dir = cartpole_run(runs.path(), &["--set", "run.total_env_steps=1500", "--set", "log.eval_every=0"]);
     // Resuming with a changed learning rate is refused, naming the key.
-    let o = run(&[
-        "train",
-        "--resume",
-        dir.to_str().unwrap(),
-        "--set",
-        "agent.lr=0.1",
-        "--set",
-        "run.total_env_steps=9000",
-    ]);
+    let o = run(&resume_args(&dir, &["agent.lr=0.1", "run.total_env_steps=9000"]));
     assert!(!o.status.success() && text(&o).contains("agent.lr"), "{}", text(&o));
     // A run without checkpoints: its checkpoints removed.
     std::fs::remove_dir_all(dir.join("checkpoints")).unwrap();
@@ -417,11 +380,8 @@ fn resume_eval_and_compare_refuse_bad_input() {
     assert!(!o.status.success() && text(&o).contains("has no checkpoint"), "{}", text(&o));
     // Runs of different environments.
     let other = tempfile::tempdir().unwrap();
-    let o = run(&train_args(
-        "configs/pong.toml",
-        other.path(),
-        &["run.total_env_steps=1100", "replay.warmup_steps=1000", "replay.capacity=5000", "log.eval_every=0"],
-    ));
+    let sets = ["run.total_env_steps=1100", "replay.warmup_steps=1000", "replay.capacity=5000", "log.eval_every=0"];
+    let o = run(&train_args("configs/pong.toml", other.path(), &sets));
     assert!(o.status.success(), "{}", text(&o));
     let pong = only_run_dir(other.path());
     let o = run(&[
@@ -457,7 +417,7 @@ fn kill_9_never_breaks_the_newest_complete_checkpoint() {
     let dir = only_run_dir(runs.path());
     let o = run(&["eval", dir.to_str().unwrap(), "--episodes", "1", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = run(&["train", "--resume", dir.to_str().unwrap(), "--quiet", "--set", "run.total_env_steps=1"]);
+    let o = run(&resume_args(&dir, &["run.total_env_steps=1"]));
     // A budget below the checkpoint's steps is refused up front, after reading the checkpoint.
     assert!(!o.status.success() && text(&o).contains("nothing to train"), "{}", text(&o));
 }

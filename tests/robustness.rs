@@ -65,7 +65,8 @@ fn a_rom_that_cannot_run_is_an_error_within_seconds() {
 #[test]
 fn zero_actors_is_a_named_error_not_a_panic() {
     let runs = tempfile::tempdir().unwrap();
-    let o = run(&train_args("configs/cartpole.toml", runs.path(), &["actors.num_actors=0"]));
+    let sets = ["actors.num_actors=0"];
+    let o = run(&train_args("configs/cartpole.toml", runs.path(), &sets));
     quiet_failure(&o);
     assert!(text(&o).contains("actors.num_actors = 0 must be 1..=256"), "{}", text(&o));
 }
@@ -202,16 +203,7 @@ fn a_full_disk_stops_the_run_cleanly_naming_the_file() {
     disk.grow(64 * 1024);
     let steps = std::fs::read_dir(dir.join("checkpoints")).unwrap().flatten().count();
     assert!(steps >= 1, "no complete checkpoint survived");
-    let o = run(&[
-        "train",
-        "--resume",
-        dir.to_str().unwrap(),
-        "--quiet",
-        "--set",
-        "run.total_env_steps=1000000",
-        "--set",
-        "run.stop_at_return=1",
-    ]);
+    let o = run(&resume_args(&dir, &["run.total_env_steps=1000000", "run.stop_at_return=1"]));
     assert!(o.status.success(), "{}", text(&o));
     let o = run(&["compare", dir.to_str().unwrap(), "--out", runs.join("cmp2").to_str().unwrap()]);
     assert!(o.status.success() && !text(&o).contains("NaN"), "{}", text(&o));
@@ -220,11 +212,8 @@ fn a_full_disk_stops_the_run_cleanly_naming_the_file() {
 #[test]
 fn a_second_ctrl_c_exits_at_once_and_quietly() {
     let runs = tempfile::tempdir().unwrap();
-    let child = spawn(&train_args(
-        "configs/pong.toml",
-        runs.path(),
-        &["replay.warmup_steps=300", "replay.capacity=5000", "learner.exclusive_cpu=false"],
-    ));
+    let sets = ["replay.warmup_steps=300", "replay.capacity=5000", "learner.exclusive_cpu=false"];
+    let child = spawn(&train_args("configs/pong.toml", runs.path(), &sets));
     // Wait until the actors act with published weights (the learner has written its first
     // scalars), so that they are inside libtorch when the signals come.
     let t0 = Instant::now();

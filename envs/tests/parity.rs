@@ -12,9 +12,6 @@ use wndqn_envs::atari::{ale_seed, AtariEnv};
 use wndqn_envs::roms::ATARI_57;
 use wndqn_envs::{Env, EnvConfig, EnvId, Obs};
 
-/// Every step's 84x84 observation is compared (the oracle writes one per step).
-const OBS_EVERY: usize = 1;
-
 struct Job {
     game: String,
     env: AtariEnv,
@@ -68,7 +65,7 @@ fn oracle(jobs: &[Job], tag: &str) -> PathBuf {
     std::fs::create_dir_all(&out).unwrap();
     let spec: Vec<serde_json::Value> = jobs
         .iter()
-        .map(|j| serde_json::json!({"game": j.game, "seed": j.ale_seed, "sticky": j.sticky, "frameskip": 4, "obs_every": OBS_EVERY, "actions": j.actions}))
+        .map(|j| serde_json::json!({"game": j.game, "seed": j.ale_seed, "sticky": j.sticky, "frameskip": 4, "obs_every": 1, "actions": j.actions}))
         .collect();
     let spec_path = out.join("jobs.json");
     std::fs::write(&spec_path, serde_json::to_string(&spec).unwrap()).unwrap();
@@ -98,12 +95,11 @@ fn compare(j: &mut Job, k: usize, out: &Path, weights: &[u64]) -> (usize, f64, u
         let screen = j.env.grayscale_screen();
         let h = screen.iter().zip(weights).fold(0u64, |h, (&p, &w)| h.wrapping_add((p as u64).wrapping_mul(w)));
         assert_eq!(&format!("{h:016x}"), hash, "{g}: raw screen at step {t}");
-        if t % OBS_EVERY == 0 {
-            let Obs::Frames { latest, .. } = j.env.obs() else { unreachable!() };
-            let o = t / OBS_EVERY * 84 * 84;
-            let max = latest.iter().zip(&frames[o..o + 84 * 84]).map(|(p, q)| p.abs_diff(*q)).max().unwrap();
-            assert!(max <= 1, "{g}: 84x84 observation at step {t} differs by {max} gray levels");
-        }
+        // Every step's 84x84 observation (the oracle writes one per step, `obs_every` 1).
+        let Obs::Frames { latest, .. } = j.env.obs() else { unreachable!() };
+        let o = t * 84 * 84;
+        let max = latest.iter().zip(&frames[o..o + 84 * 84]).map(|(p, q)| p.abs_diff(*q)).max().unwrap();
+        assert!(max <= 1, "{g}: 84x84 observation at step {t} differs by {max} gray levels");
         rewards += r.abs();
         life_changes += usize::from(prev_lives.is_some_and(|p| p != *lives));
         prev_lives = Some(*lives);

@@ -34,6 +34,17 @@ pub fn train_args(config: &str, runs: &Path, sets: &[&str]) -> Vec<String> {
     v
 }
 
+/// `train --resume RUN --quiet --set S ...`.
+pub fn resume_args(run: &Path, sets: &[&str]) -> Vec<String> {
+    let mut v = strs(&["train", "--resume"]);
+    v.push(run.display().to_string());
+    v.push("--quiet".into());
+    for s in sets {
+        v.extend(strs(&["--set", s]));
+    }
+    v
+}
+
 /// Start `wndqn ARGS` with its output captured.
 pub fn spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> std::process::Child {
     use std::process::Stdio;
