@@ -121,11 +121,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 s.env_steps_per_sec,
                 s.updates_per_sec
             );
-            println!(
-                "  mean return of the last 20 games: {:.2}{}",
-                s.last20_mean_return,
-                s.final_eval_mean.map(|m| format!("; last greedy evaluation: {m:.2}")).unwrap_or_default()
-            );
+            let games = if s.last20_mean_return.is_finite() {
+                format!("mean return of the last 20 games: {:.2}", s.last20_mean_return)
+            } else {
+                "no training game finished yet".to_string()
+            };
+            let eval = s.final_eval_mean.map(|m| format!("; last greedy evaluation: {m:.2}")).unwrap_or_default();
+            println!("  {games}{eval}");
             println!(
                 "  time: actors waited {:.0}% for the learner; learner busy {:.0}%, waited {:.0}% for data",
                 100.0 * s.actor_wait_frac,
