@@ -237,3 +237,31 @@ fn a_second_ctrl_c_exits_at_once_and_quietly() {
         assert!(!t.contains(bad), "`{bad}` in: {t}");
     }
 }
+
+#[test]
+fn a_stop_request_ends_the_process_even_when_a_thread_does_not_answer() {
+    let runs = tempfile::tempdir().unwrap();
+    let args = train_args("configs/cartpole.toml", runs.path(), &["log.eval_every=0"]);
+    let child = bin()
+        .args(&args)
+        .env("WNDQN_FAULT", "stall-actor0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while std::fs::read_dir(runs.path()).unwrap().flatten().next().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the run never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let (o, took) = wait_within(child, Duration::from_secs(60));
+    let t = text(&o);
+    assert!(took < Duration::from_secs(20), "took {took:?} to stop: {t}");
+    quiet_failure(&o);
+    assert!(t.contains("actor0") && t.contains("did not stop within 10s"), "{t}");
+    let dir = only_run_dir(runs.path());
+    let s = summary(&dir);
+    assert_eq!(s["interrupted"], true, "the run folder keeps a valid summary: {s}");
+}

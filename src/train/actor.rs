@@ -64,6 +64,17 @@ impl ActorMsg {
     }
 }
 
+/// Fault injection for the robustness tests: with `WNDQN_FAULT=stall-actor<i>` in the
+/// environment, actor `i` stops answering (as a thread stuck in an emulator would), so that a
+/// test can check that a stop request still ends the process within the grace period.
+fn stall_if_asked(index: usize) {
+    if std::env::var("WNDQN_FAULT").is_ok_and(|v| v == format!("stall-actor{index}")) {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+}
+
 /// Everything an actor needs.
 pub struct ActorSpec {
     pub index: usize,
@@ -113,6 +124,7 @@ pub fn run(mut spec: ActorSpec, shared: Arc<Shared>, tx: Sender<ActorMsg>, event
     };
     let first = spec.env.reset(Some(spec.env_seed))?;
     pending.push(Item::Start, first);
+    stall_if_asked(spec.index);
     // Allowed lead of the actors over the learner, in env steps.
     let slack = (spec.num_actors * spec.send_batch) as u64 + (1.0 / spec.replay_ratio).ceil() as u64;
     loop {
