@@ -63,9 +63,7 @@ struct RunData {
 }
 
 fn load_run(dir: &Path) -> Result<RunData> {
-    if !dir.join("config.toml").is_file() || crate::event_file::files(dir).is_empty() {
-        bail!("{} is not a wndqn run folder (it needs config.toml and an event file)", dir.display());
-    }
+    crate::train::run_dir::ensure_run_folder(dir)?;
     let cfg = crate::config::load(&dir.join("config.toml"), &[])?;
     let returns = crate::event_file::scalars(dir, "charts/episodic_return")?;
     let summary = read_summary(dir)?;

@@ -98,7 +98,7 @@ pub struct EnvConfig {
     pub repeat_action_probability: Option<f32>,
     /// Use all 18 actions instead of the game's minimal set. Default: false.
     pub full_action_space: Option<bool>,
-    /// ALE game mode (`wndqn games --modes` lists each game's); `None` = the game's default.
+    /// ALE game mode; `None` = the game's default. A mode the game lacks is an error listing its modes.
     pub mode: Option<u32>,
     /// ALE game difficulty; `None` = the game's default.
     pub difficulty: Option<u32>,

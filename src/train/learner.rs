@@ -13,7 +13,7 @@ use tch::{Device, Kind};
 use wndqn_agents::dqn::Dqn;
 use wndqn_agents::replay::{AnyMemory, BatchPrep, TensorBatch};
 
-use super::shared::{backoff, Event, Shared};
+use super::shared::{backoff, next_multiple, Event, Shared};
 
 /// Learner settings.
 pub struct LearnerSpec {
@@ -75,11 +75,6 @@ impl Acc {
         *self = Acc::new(updates);
         e
     }
-}
-
-/// The next multiple of `every` after `step` (`u64::MAX` when `every` is 0: never).
-fn next_multiple(step: u64, every: u64) -> u64 {
-    step.checked_div(every).map_or(u64::MAX, |k| (k + 1) * every)
 }
 
 /// Wait until the warm-up is in the memory; false when the run ends first.

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, Context, Result};
 use crossbeam::channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
 use tch::Device;
@@ -143,12 +143,7 @@ pub fn resolve_config(args: &TrainArgs) -> Result<Config> {
 /// Train. Returns the run's summary (also on Ctrl-C).
 pub fn train(args: &TrainArgs) -> Result<Summary> {
     if let Some(run) = &args.resume {
-        if !run.join("config.toml").is_file() {
-            bail!(
-                "{} is not a wndqn run folder (it needs config.toml and an event file written by `wndqn train`)",
-                run.display()
-            );
-        }
+        run_dir::ensure_run_folder(run)?;
     }
     let mut cfg = resolve_config(args)?;
     let device = args.device.resolve()?;
@@ -332,26 +327,51 @@ fn restore(p: &mut Parts, run: &RunDir, r: &Resume) -> Result<()> {
     Ok(())
 }
 
+/// A run about to start: a new folder to create under this parent, or a resumed run folder
+/// (locked) with the checkpoint to continue from (checked against the config).
+enum Start {
+    New(PathBuf),
+    Resume(RunDir, Resume),
+}
+
+impl Start {
+    /// Lock and check a resumed run before anything is built (its segment number seeds it).
+    fn of(target: Target, cfg: &Config) -> Result<Start> {
+        Ok(match target {
+            Target::New(runs) => Start::New(runs),
+            Target::Resume(path) => {
+                let run = RunDir::open(&path)?;
+                let resume = run_dir::resume_point(&run.path, cfg)?;
+                Start::Resume(run, resume)
+            }
+        })
+    }
+
+    /// 0 for a new run, the checkpoint's segment + 1 for a resumed one.
+    fn generation(&self) -> u64 {
+        match self {
+            Start::New(_) => 0,
+            Start::Resume(_, r) => r.state.generation + 1,
+        }
+    }
+}
+
 /// The run folder, locked: a new one, or the resumed one with its checkpoint restored.
-fn open_run(p: &mut Parts, env_id: &EnvId, target: &Target) -> Result<(RunDir, Board)> {
-    let run = match target {
-        Target::New(runs) => {
-            let run = RunDir::create(runs, &env_id.short_name(), p.cfg.agent.variant.name(), p.cfg.run.seed)?;
+fn open_run(p: &mut Parts, env_id: &EnvId, start: Start) -> Result<(RunDir, Board)> {
+    let new = matches!(start, Start::New(_));
+    let run = match start {
+        Start::New(runs) => {
+            let run = RunDir::create(&runs, &env_id.short_name(), p.cfg.agent.variant.name(), p.cfg.run.seed)?;
             run.write("config.toml", p.cfg_text.as_bytes())?;
             run
         }
-        Target::Resume(path) => {
-            let run = RunDir::open(path)?;
-            let resume = run_dir::resume_point(&run.path, &p.cfg)?;
-            if p.generation != resume.state.generation + 1 {
-                *p = build(p.cfg.clone(), env_id, p.dqn.online_vs.device(), resume.state.generation + 1)?;
-            }
+        Start::Resume(run, resume) => {
             restore(p, &run, &resume)?;
             run
         }
     };
     let mut board = Board::new(&run.path)?;
-    if matches!(target, Target::New(_)) {
+    if new {
         let start_secs =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         board.hparams(&run.path.file_name().unwrap_or_default().to_string_lossy(), &hparams(&p.cfg), start_secs);
@@ -602,8 +622,9 @@ fn join_all(t: Threads, deadline: Option<Instant>, errors: &mut Vec<anyhow::Erro
 /// Train on a resolved config.
 pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target, opts: RunOptions) -> Result<Summary> {
     let started = Instant::now();
-    let mut parts = build(cfg, env_id, device, 0)?;
-    let (run, board) = open_run(&mut parts, env_id, &target)?;
+    let start = Start::of(target, &cfg)?;
+    let mut parts = build(cfg, env_id, device, start.generation())?;
+    let (run, board) = open_run(&mut parts, env_id, start)?;
     let (cfg, shared, memory, generation, wall_before) =
         (parts.cfg.clone(), parts.shared.clone(), parts.memory.clone(), parts.generation, parts.wall_before);
     let start = Mark::now(&shared);

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use super::eval;
-use super::shared::{Event, Shared};
+use super::shared::{next_multiple, Event, Shared};
 use crate::config::Config;
 use crate::tb::Board;
 
@@ -116,7 +116,6 @@ impl Monitor {
     ) -> Monitor {
         let (quiet, measure_secs) = (opts.quiet, opts.measure_secs);
         let start_step = shared.env_steps.load(Ordering::SeqCst);
-        let every = |e: u64| start_step.checked_div(e).map_or(u64::MAX, |k| (k + 1) * e);
         let recent = returns.iter().rev().take(100).rev().copied().collect();
         Monitor {
             cfg: cfg.clone(),
@@ -129,8 +128,8 @@ impl Monitor {
             solved_at: None,
             latest_loss: None,
             last_log: (Instant::now(), start_step),
-            next_scalars: every(cfg.log.scalars_every),
-            next_eval: every(cfg.log.eval_every),
+            next_scalars: next_multiple(start_step, cfg.log.scalars_every),
+            next_eval: next_multiple(start_step, cfg.log.eval_every),
             eval_sent_final: false,
             eval_tx: Some(eval_tx),
             learn_start: None,
@@ -247,7 +246,7 @@ impl Monitor {
         self.board.scalar("charts/epsilon", eps, step);
         self.board.scalar("replay/size", (self.replay_len)() as f64, step);
         self.last_log = (Instant::now(), step);
-        self.next_scalars = (step / c.log.scalars_every + 1) * c.log.scalars_every;
+        self.next_scalars = next_multiple(step, c.log.scalars_every);
     }
 
     /// Send the evaluator the latest weights when an evaluation is due (and once more at the
@@ -268,8 +267,8 @@ impl Monitor {
                 }
             }
         }
-        if step >= self.next_eval && every > 0 {
-            self.next_eval = (step / every + 1) * every;
+        if step >= self.next_eval {
+            self.next_eval = next_multiple(step, every);
         }
         // Nothing more to evaluate: the final one went out, evaluation is off, the run is
         // stopping, or the learner ended without ever publishing weights.

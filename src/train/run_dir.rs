@@ -57,12 +57,7 @@ impl RunDir {
 
     /// An existing run folder, locked, with leftovers of dead processes removed.
     pub fn open(path: &Path) -> Result<RunDir> {
-        if !path.join("config.toml").is_file() || crate::event_file::files(path).is_empty() {
-            bail!(
-                "{} is not a wndqn run folder (it needs config.toml and an event file written by `wndqn train`)",
-                path.display()
-            );
-        }
+        ensure_run_folder(path)?;
         let lock = lock(path)?;
         crate::checkpoint::remove_temporaries(path);
         Ok(RunDir { path: path.to_path_buf(), _lock: lock })
@@ -72,6 +67,17 @@ impl RunDir {
     pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
         write_atomic(&self.path.join(name), bytes)
     }
+}
+
+/// An error unless `path` is a folder written by `wndqn train` (config.toml and an event file).
+pub fn ensure_run_folder(path: &Path) -> Result<()> {
+    if !path.join("config.toml").is_file() || crate::event_file::files(path).is_empty() {
+        bail!(
+            "{} is not a wndqn run folder (it needs config.toml and an event file written by `wndqn train`)",
+            path.display()
+        );
+    }
+    Ok(())
 }
 
 /// Write `path` atomically: a reader sees the old file or the whole new one, never a prefix.

@@ -106,6 +106,12 @@ pub enum Event {
     Note(String),
 }
 
+/// The first multiple of `every` after `step` (`u64::MAX` when `every` is 0: never): when the
+/// next periodic log, histogram or evaluation is due.
+pub fn next_multiple(step: u64, every: u64) -> u64 {
+    step.checked_div(every).map_or(u64::MAX, |k| (k + 1) * every)
+}
+
 /// Sleep briefly (warm-up waits), and account the time.
 pub fn backoff(counter: &AtomicU64) {
     let d = Duration::from_millis(1);
