@@ -85,25 +85,28 @@ fn a_run_folder_has_one_writer() {
     let d = dir.to_str().unwrap();
     let first = spawn(&["train", "--resume", d, "--quiet", "--set", "run.total_env_steps=100000000"]);
     let pid = first.id();
+    let events = || -> Vec<String> {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("events."))
+            .collect()
+    };
+    // Wait until the first process holds the lock and has opened its own event file (named with its
+    // pid), so that any event file appearing later can only come from the refused process.
     let t0 = Instant::now();
-    while !std::fs::read_to_string(dir.join(".lock")).unwrap_or_default().starts_with(&format!("{pid}\n")) {
-        assert!(t0.elapsed() < Duration::from_secs(60), "the first process never took the lock");
+    while !std::fs::read_to_string(dir.join(".lock")).unwrap_or_default().starts_with(&format!("{pid}\n"))
+        || !events().iter().any(|n| n.contains(&format!(".{pid}.")))
+    {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the first process never took the lock and opened its events");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let events_before = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("events."))
-        .count();
+    let events_before = events().len();
     let o = run(&["train", "--resume", d, "--quiet", "--set", "run.total_env_steps=100000000"]);
     quiet_failure(&o);
     assert!(text(&o).contains(&format!("in use by another wndqn process (pid {pid}")), "{}", text(&o));
-    let events_after = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with("events."))
-        .count();
-    assert_eq!(events_before, events_after, "the refused process wrote an event file");
+    assert_eq!(events_before, events().len(), "the refused process wrote an event file");
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
     let (o, _) = wait_within(first, Duration::from_secs(60));
     assert!(o.status.success(), "{}", text(&o));
