@@ -1,9 +1,25 @@
-//! Gives every binary of this package (the CLI, tests, benches) an rpath to libtorch's `lib/`,
-//! which torch-sys exports as `DEP_TCH_LIBTORCH_LIB`; without it the binary only runs with
-//! `LD_LIBRARY_PATH` set (the root `build.rs` does the same for the `wndqn` package).
+//! - Gives every binary of this package (the CLI, tests, benches) an rpath to libtorch's `lib/`,
+//!   which torch-sys exports as `DEP_TCH_LIBTORCH_LIB`; without it the binary only runs with
+//!   `LD_LIBRARY_PATH` set (the root `build.rs` does the same for the `wndqn` package).
+//! - Compiles `csrc/multi_tensor.cpp` (ATen's multi-tensor optimizer kernels, which tch does not
+//!   expose; see `src/multi_tensor.rs`) against the headers of the same libtorch.
+use std::path::Path;
+
 fn main() {
-    if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
-    }
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
+    println!("cargo:rerun-if-changed=csrc/multi_tensor.cpp");
+    println!("cargo:rerun-if-changed=../csrc/c_abi.hpp");
+    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys exports DEP_TCH_LIBTORCH_LIB");
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+    let torch = Path::new(&lib).parent().expect("libtorch's lib/ has a parent");
+    cc::Build::new()
+        .cpp(true)
+        .std("c++17")
+        .opt_level(2)
+        .warnings(false)
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .include(torch.join("include"))
+        .include(torch.join("include/torch/csrc/api/include"))
+        .file("csrc/multi_tensor.cpp")
+        .compile("wndqn_multi_tensor");
 }

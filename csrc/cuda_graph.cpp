@@ -23,10 +23,29 @@ namespace {
 struct Graph {
   at::cuda::CUDAGraph graph;
   c10::DeviceIndex device = 0;
-  // The stream that was current before the capture switched to a side stream (capture is not
-  // allowed on the default stream).
+  // The side stream that warm-up and capture run on (capture is not allowed on the default
+  // stream, and warm-up must use the stream the capture will use, so that per-stream state such
+  // as cuBLAS workspaces exists before the capture).
+  std::optional<c10::cuda::CUDAStream> side;
+  // The stream that was current before `enter` switched to the side stream.
   std::optional<c10::cuda::CUDAStream> previous;
 };
+
+// Make the side stream current, after all queued work on the device.
+void enter(Graph* g) {
+  c10::cuda::set_device(g->device);
+  c10::cuda::device_synchronize();
+  if (!g->side) g->side = c10::cuda::getStreamFromPool(false, g->device);
+  g->previous = c10::cuda::getCurrentCUDAStream(g->device);
+  c10::cuda::setCurrentCUDAStream(*g->side);
+}
+
+// Wait for the side stream's work and make the previous stream current again.
+void leave(Graph* g) {
+  if (g->previous) c10::cuda::setCurrentCUDAStream(*g->previous);
+  g->previous.reset();
+  c10::cuda::device_synchronize();
+}
 
 }  // namespace
 
@@ -41,18 +60,24 @@ void* wcg_new(int device) {
 
 void wcg_delete(void* g) { delete static_cast<Graph*>(g); }
 
-// Make a side stream current and start capturing every kernel launched on it.
+// Run what follows (until wcg_leave) on the graph's side stream, eagerly: the warm-up.
+int wcg_enter(void* p, char* err, size_t cap) {
+  return wndqn_guarded(err, cap, [&] { enter(static_cast<Graph*>(p)); });
+}
+
+int wcg_leave(void* p, char* err, size_t cap) {
+  return wndqn_guarded(err, cap, [&] { leave(static_cast<Graph*>(p)); });
+}
+
+// Make the side stream current and start capturing every kernel launched on it.
 int wcg_capture_begin(void* p, char* err, size_t cap) {
   return wndqn_guarded(err, cap, [&] {
     auto* g = static_cast<Graph*>(p);
-    c10::cuda::set_device(g->device);
-    c10::cuda::device_synchronize();
-    g->previous = c10::cuda::getCurrentCUDAStream(g->device);
-    c10::cuda::setCurrentCUDAStream(c10::cuda::getStreamFromPool(false, g->device));
+    enter(g);
     try {
       g->graph.capture_begin();
     } catch (...) {
-      c10::cuda::setCurrentCUDAStream(*g->previous);
+      leave(g);
       throw;
     }
   });
@@ -62,31 +87,19 @@ int wcg_capture_begin(void* p, char* err, size_t cap) {
 int wcg_capture_end(void* p, char* err, size_t cap) {
   return wndqn_guarded(err, cap, [&] {
     auto* g = static_cast<Graph*>(p);
-    auto restore = [g] {
-      if (g->previous) c10::cuda::setCurrentCUDAStream(*g->previous);
-      g->previous.reset();
-    };
     try {
       g->graph.capture_end();
     } catch (...) {
-      restore();
+      leave(g);
       throw;
     }
-    restore();
+    leave(g);
   });
 }
 
 // Launch the captured work on the current stream.
 int wcg_replay(void* p, char* err, size_t cap) {
   return wndqn_guarded(err, cap, [&] { static_cast<Graph*>(p)->graph.replay(); });
-}
-
-// Wait for all work on `device`.
-int wcg_synchronize(int device, char* err, size_t cap) {
-  return wndqn_guarded(err, cap, [&] {
-    c10::cuda::set_device(static_cast<c10::DeviceIndex>(device));
-    c10::cuda::device_synchronize();
-  });
 }
 
 }  // extern "C"

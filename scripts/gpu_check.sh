@@ -10,9 +10,10 @@
 #       ".venv/lib/python3.11/site-packages/ale_py/roms"])
 # Prints every number; the JSON lines also go to $OUT/gpu_check.jsonl when $OUT is set.
 #   1. wndqn info                          (libtorch_cuda linked? GPU name, memory, cuDNN)
-#      and the CUDA-graph shim's own test  (capture, replay on new inputs)
-#   2. learner updates/s on CUDA, batch 32: wndqn eager, PyTorch eager, PyTorch CUDA graph,
-#      plain and weight_norm
+#      the CUDA-graph shim's own test      (capture, replay on new inputs, a bad capture)
+#      K graphed updates = K eager updates (every variant, Adam/Adamax/RMSProp)
+#   2. learner updates/s on CUDA, batch 32: wndqn eager and graphed, PyTorch eager and CUDA
+#      graph, plain and weight_norm
 #   3. bench e2e on Pong with (cores - 2) actors
 #   4. a short train on CUDA, eval of its checkpoint, --resume
 set -uo pipefail
@@ -33,10 +34,11 @@ record() { echo "$1" | tee -a "$LOG"; }
 section "1. info"
 $W info
 record "$($W info --json)"
-[ -x target/release/wndqn-unit ] && target/release/wndqn-unit cuda_graph --nocapture
+[ -x target/release/wndqn-unit ] && target/release/wndqn-unit cuda_graph graphed --nocapture
 
 section "2. learner, CUDA, batch 32, ${S}s each"
 for v in plain weight_norm; do
+    record "$($W --device cuda bench learner --variant $v --seconds "$S" --cuda-graph false --json 2>&1 | tail -n1)"
     record "$($W --device cuda bench learner --variant $v --seconds "$S" --json 2>&1 | tail -n1)"
     record "$("$PY" scripts/bench_learner_reference.py --device cuda --variant $v --seconds "$S" 2>&1 | tail -n1)"
     record "$("$PY" scripts/bench_learner_reference.py --device cuda --cuda-graph --variant $v --seconds "$S" 2>&1 | tail -n1)"

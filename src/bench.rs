@@ -18,6 +18,7 @@ use wndqn_agents::replay::{BatchPrep, FrameMemory, ObsRef, TensorBatch, Transiti
 use wndqn_envs::{make_env, EnvConfig};
 
 use crate::device::{name as device_name, DeviceArg};
+use crate::graphed::GraphedUpdate;
 
 /// The benchmarks.
 #[derive(Debug, Subcommand)]
@@ -78,6 +79,11 @@ pub struct LearnerBench {
     /// (and, after a data-dependent init, its scales); `nature` only.
     #[arg(long)]
     pub game: Option<String>,
+    /// On CUDA, replay the update as a captured CUDA graph, copying the pinned host batch in
+    /// before each replay as training does (`false`: eager updates, the reference). Ignored on
+    /// the CPU.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub cuda_graph: bool,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -314,32 +320,55 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     };
     // As in training: the batch as the replay thread hands it to this device's learner.
     let prep = BatchPrep::for_device(device);
-    let batch = prep.to_learner(prep.host(batch));
+    let host = prep.host(batch);
+    let batch = prep.to_learner(host.shallow_clone());
     if variant.data_init() {
         dqn.data_init(&batch.obs, 1.0);
     }
-    for _ in 0..5 {
-        dqn.update(&batch);
+    let mut graphed = if b.cuda_graph && device.is_cuda() { Some(GraphedUpdate::new(&mut dqn, &batch)?) } else { None };
+    let mut update = |dqn: &mut Dqn, n: u64| -> Result<()> {
+        match graphed.as_mut() {
+            // A fresh copy of the pinned batch each time; the statistics read (a wait for the
+            // GPU) as often as the learner publishes weights by default.
+            Some(g) => {
+                g.update(dqn, &prep.to_learner(host.shallow_clone()))?;
+                if n.is_multiple_of(50) {
+                    g.take_stats();
+                }
+            }
+            None => {
+                dqn.update(&batch);
+            }
+        }
+        Ok(())
+    };
+    for i in 0..5 {
+        update(&mut dqn, i)?;
     }
     let t0 = Instant::now();
     let mut n = 0u64;
     while t0.elapsed().as_secs_f64() < b.seconds {
-        dqn.update(&batch);
         n += 1;
+        update(&mut dqn, n)?;
     }
+    if let Some(g) = graphed.as_mut() {
+        g.take_stats();
+    }
+    let graph_used = graphed.is_some();
     let secs = t0.elapsed().as_secs_f64();
     let ups = n as f64 / secs;
     if b.json {
         println!(
             "{}",
-            json!({"updates_per_sec": ups, "variant": variant.name(), "network": b.network, "obs": b.game.as_deref().unwrap_or("noise"), "device": device_name(device), "threads": threads, "batch": b.batch, "updates": n, "seconds": secs})
+            json!({"updates_per_sec": ups, "variant": variant.name(), "network": b.network, "cuda_graph": graph_used, "obs": b.game.as_deref().unwrap_or("noise"), "device": device_name(device), "threads": threads, "batch": b.batch, "updates": n, "seconds": secs})
         );
     } else {
         println!(
-            "{} {} on {} ({} threads): {:.1} updates/s (batch {}, double DQN, Adam)",
+            "{} {} on {}{} ({} threads): {:.1} updates/s (batch {}, double DQN, Adam)",
             b.network.name(),
             variant.name(),
             device_name(device),
+            if graph_used { ", CUDA graph" } else { "" },
             threads,
             ups,
             b.batch

@@ -240,10 +240,20 @@ pub struct LearnerConfig {
     /// machine dedicated to one run with a heavy CPU learner (Atari presets); with other busy
     /// processes on the machine those threads can starve, so it is off by default.
     pub exclusive_cpu: bool,
+    /// On a CUDA learner, capture the update once as a CUDA graph and replay it for every update
+    /// (src/graphed.rs); `false` runs the eager update, the reference. No effect on the CPU.
+    pub cuda_graph: bool,
 }
 impl Default for LearnerConfig {
     fn default() -> Self {
-        LearnerConfig { replay_ratio: 0.25, publish_every: 50, threads: 0, prefetch: 4, exclusive_cpu: false }
+        LearnerConfig {
+            replay_ratio: 0.25,
+            publish_every: 50,
+            threads: 0,
+            prefetch: 4,
+            exclusive_cpu: false,
+            cuda_graph: true,
+        }
     }
 }
 

@@ -5,11 +5,9 @@
 //! A graph records every kernel that libtorch launches while [`CudaGraph::capture`] runs its
 //! closure, with the memory it used, and [`CudaGraph::replay`] launches them all again with one
 //! call: the inputs are the same tensors (copy new data into them first), the outputs land in
-//! the same tensors. This is the building block of a graphed learner (issue 11), which needs an
-//! update with no host synchronization inside; it runs only where a GPU is present.
-// Only `built` is used by the application so far (`wndqn info`); the graphed learner that will
-// use the rest is not written yet (README, Known gaps); the tests exercise it on a GPU.
-#![allow(dead_code)]
+//! the same tensors. Work to be captured must first run eagerly on the same side stream
+//! ([`CudaGraph::warm_up`]), so that libtorch's lazily made per-stream state exists. The
+//! graphed learner ([`crate::graphed`]) is built on this; it runs only where a GPU is present.
 
 use anyhow::{anyhow, bail, Result};
 
@@ -19,10 +17,11 @@ mod ffi {
     extern "C" {
         pub fn wcg_new(device: c_int) -> *mut c_void;
         pub fn wcg_delete(g: *mut c_void);
+        pub fn wcg_enter(g: *mut c_void, err: *mut c_char, cap: usize) -> c_int;
+        pub fn wcg_leave(g: *mut c_void, err: *mut c_char, cap: usize) -> c_int;
         pub fn wcg_capture_begin(g: *mut c_void, err: *mut c_char, cap: usize) -> c_int;
         pub fn wcg_capture_end(g: *mut c_void, err: *mut c_char, cap: usize) -> c_int;
         pub fn wcg_replay(g: *mut c_void, err: *mut c_char, cap: usize) -> c_int;
-        pub fn wcg_synchronize(device: c_int, err: *mut c_char, cap: usize) -> c_int;
     }
 }
 
@@ -41,41 +40,97 @@ fn call(what: &str, f: impl FnOnce(*mut std::ffi::c_char, usize) -> std::ffi::c_
     Err(anyhow!("CUDA graph {what}: {}", msg.lines().next().unwrap_or("")))
 }
 
-/// A captured CUDA graph on one device.
+/// Run `f`, turning a panic (tch reports libtorch errors, such as an operation that is not
+/// allowed during a capture, by panicking) into an error.
+#[cfg_attr(not(wndqn_cuda_graph), allow(dead_code))]
+fn guarded<R>(what: &str, f: impl FnOnce() -> R) -> Result<R> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|e| {
+        let msg = e
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| e.downcast_ref::<&str>().copied())
+            .unwrap_or("a panic");
+        anyhow!("CUDA graph {what}: {}", msg.lines().next().unwrap_or(""))
+    })
+}
+
+/// A CUDA graph on one device: empty until [`CudaGraph::capture`].
 pub struct CudaGraph {
     #[cfg(wndqn_cuda_graph)]
     ptr: *mut std::ffi::c_void,
+    captured: bool,
 }
 
+// SAFETY: the graph object is used by one thread at a time (`&mut self` or `&self` from its
+// owner); libtorch's CUDA graphs are not tied to the thread that made them.
+unsafe impl Send for CudaGraph {}
+
 impl CudaGraph {
-    /// Capture the GPU work of `f` on `device` (it is not run for real; replay it).
-    pub fn capture(device: usize, f: impl FnOnce()) -> Result<CudaGraph> {
+    /// An empty graph for `device`.
+    pub fn new(device: usize) -> Result<CudaGraph> {
         if !tch::Cuda::is_available() {
             bail!("CUDA graphs need a CUDA device; libtorch sees none");
         }
         #[cfg(wndqn_cuda_graph)]
         {
-            // SAFETY: a new graph object owned by the returned value; every call gets an error
-            // buffer with its capacity.
+            // SAFETY: a new graph object owned by the returned value.
             let ptr = unsafe { ffi::wcg_new(device as std::ffi::c_int) };
             if ptr.is_null() {
                 bail!("CUDA graph: out of memory");
             }
-            let g = CudaGraph { ptr };
-            call("capture", |e, n| unsafe { ffi::wcg_capture_begin(g.ptr, e, n) })?;
-            f();
-            call("capture", |e, n| unsafe { ffi::wcg_capture_end(g.ptr, e, n) })?;
-            Ok(g)
+            Ok(CudaGraph { ptr, captured: false })
         }
         #[cfg(not(wndqn_cuda_graph))]
         {
-            let _ = (device, f);
+            let _ = device;
             bail!("this wndqn was built without the CUDA-graph shim (the torch wheel's CUDA headers were missing)")
         }
     }
 
-    /// Launch the captured work again.
+    /// Run `f` eagerly on the stream the capture will use, then wait for it.
+    pub fn warm_up<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
+        #[cfg(wndqn_cuda_graph)]
+        {
+            // SAFETY: `ptr` is a live graph; every call gets an error buffer with its capacity.
+            call("warm-up", |e, n| unsafe { ffi::wcg_enter(self.ptr, e, n) })?;
+            let r = guarded("warm-up", f);
+            call("warm-up", |e, n| unsafe { ffi::wcg_leave(self.ptr, e, n) })?;
+            r
+        }
+        #[cfg(not(wndqn_cuda_graph))]
+        {
+            let _ = f;
+            bail!("built without the CUDA-graph shim")
+        }
+    }
+
+    /// Capture the GPU work of `f` (it is recorded, not run: replay it).
+    pub fn capture(&mut self, f: impl FnOnce()) -> Result<()> {
+        if self.captured {
+            bail!("CUDA graph: already captured");
+        }
+        #[cfg(wndqn_cuda_graph)]
+        {
+            call("capture", |e, n| unsafe { ffi::wcg_capture_begin(self.ptr, e, n) })?;
+            let r = guarded("capture", f);
+            let end = call("capture", |e, n| unsafe { ffi::wcg_capture_end(self.ptr, e, n) });
+            r?;
+            end?;
+            self.captured = true;
+            Ok(())
+        }
+        #[cfg(not(wndqn_cuda_graph))]
+        {
+            let _ = f;
+            bail!("built without the CUDA-graph shim")
+        }
+    }
+
+    /// Launch the captured work again, on the current stream.
     pub fn replay(&self) -> Result<()> {
+        if !self.captured {
+            bail!("CUDA graph: nothing captured");
+        }
         #[cfg(wndqn_cuda_graph)]
         return call("replay", |e, n| unsafe { ffi::wcg_replay(self.ptr, e, n) });
         #[cfg(not(wndqn_cuda_graph))]
@@ -88,17 +143,6 @@ impl Drop for CudaGraph {
     fn drop(&mut self) {
         // SAFETY: `ptr` came from wcg_new and is freed once.
         unsafe { ffi::wcg_delete(self.ptr) }
-    }
-}
-
-/// Wait for all work on `device`.
-pub fn synchronize(device: usize) -> Result<()> {
-    #[cfg(wndqn_cuda_graph)]
-    return call("synchronize", |e, n| unsafe { ffi::wcg_synchronize(device as std::ffi::c_int, e, n) });
-    #[cfg(not(wndqn_cuda_graph))]
-    {
-        let _ = device;
-        bail!("built without the CUDA-graph shim")
     }
 }
 
@@ -117,24 +161,34 @@ mod tests {
     fn captured_work_replays_on_new_inputs() {
         if !tch::Cuda::is_available() {
             eprintln!("SKIPPED captured_work_replays_on_new_inputs: no CUDA device");
-            assert!(CudaGraph::capture(0, || {}).is_err(), "capture without a GPU must be an error");
+            assert!(CudaGraph::new(0).is_err(), "a graph without a GPU must be an error");
             return;
         }
         let d = Device::Cuda(0);
         let x = Tensor::zeros([1024], (Kind::Float, d));
         let y = Tensor::zeros([1024], (Kind::Float, d));
-        let g = CudaGraph::capture(0, || {
+        let work = || {
             let mut out = y.shallow_clone();
             out.copy_(&(&x * 2.0 + 1.0));
-        })
-        .unwrap();
+        };
+        let mut g = CudaGraph::new(0).unwrap();
+        g.warm_up(work).unwrap();
+        g.capture(work).unwrap();
         for v in [3.0, -1.5] {
             let mut xin = x.shallow_clone();
             let _ = xin.fill_(v);
             g.replay().unwrap();
-            synchronize(0).unwrap();
             let got = y.mean(Kind::Float).double_value(&[]);
             assert!((got - (2.0 * v + 1.0)).abs() < 1e-6, "replay with x = {v} gave {got}");
         }
+        // A host read inside a capture is an error, not a crash, and the device goes on working.
+        let mut bad = CudaGraph::new(0).unwrap();
+        let err = bad.capture(|| {
+            let _ = x.sum(Kind::Float).double_value(&[]);
+        });
+        assert!(err.is_err(), "a host read was captured");
+        assert!(bad.replay().is_err());
+        let _ = x.shallow_clone().fill_(1.0);
+        assert_eq!(x.sum(Kind::Float).double_value(&[]), 1024.0);
     }
 }

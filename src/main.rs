@@ -10,6 +10,7 @@ mod device;
 mod eval_cmd;
 mod event_file;
 mod games;
+mod graphed;
 mod info;
 mod plot;
 mod signals;

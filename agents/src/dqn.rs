@@ -59,6 +59,17 @@ pub struct UpdateStats {
     pub grad_norm: f64,
 }
 
+/// Entries of the statistics sums of [`Dqn::update_on_device`].
+pub const STAT_SUMS: i64 = 3;
+
+/// The means of `n` updates' statistics from the sums [`Dqn::update_on_device`] added (a read
+/// from the device).
+pub fn stats_from_sums(sums: &Tensor, n: u64) -> UpdateStats {
+    let v = Vec::<f64>::try_from(sums.to_device(Device::Cpu)).unwrap_or_else(|_| vec![f64::NAN; 3]);
+    let n = n.max(1) as f64;
+    UpdateStats { loss: v[0] / n, q_mean: v[1] / n, grad_norm: v[2] / n }
+}
+
 /// Online + target networks and their optimizer.
 pub struct Dqn {
     /// Online network variables.
@@ -110,8 +121,17 @@ impl Dqn {
         self.refresh_target_scales();
     }
 
+    /// Recompute the target's cached scales, in place: a captured update reads them at fixed
+    /// addresses.
     fn refresh_target_scales(&mut self) {
-        self.target_scales = tch::no_grad(|| self.target.wn_scales());
+        tch::no_grad(|| {
+            for (old, new) in self.target_scales.iter_mut().zip(self.target.wn_scales()) {
+                match (old, new) {
+                    (Some(o), Some(n)) => o.copy_(&n),
+                    (old, new) => *old = new,
+                }
+            }
+        });
     }
 
     /// TD targets `r + gamma (1 - terminated) Q_target(s', a*)`, `a*` from the online network
@@ -134,9 +154,11 @@ impl Dqn {
         })
     }
 
-    /// One gradient step on a batch. The weight-norm scales `g/||v||` are computed once for the
+    /// Forward passes, TD loss, backward pass and the weight-norm gradient completion: what
+    /// both update paths share. The weight-norm scales `g/||v||` are computed once for the
     /// online network (shared by the target and the loss passes) and cached for the target.
-    pub fn update(&mut self, b: &TensorBatch) -> UpdateStats {
+    /// Returns the loss and `Q(s, a)`.
+    fn loss_and_grads(&mut self, b: &TensorBatch) -> (Tensor, Tensor) {
         let (scales, norms) = self.online.wn_train_scales();
         let detached: Vec<Option<Tensor>> = scales.iter().map(|s| s.as_ref().map(|t| t.detach())).collect();
         let target = self.td_target_scaled(b, &detached);
@@ -149,7 +171,51 @@ impl Dqn {
         self.opt.zero_grad();
         loss.backward();
         self.online.complete_wn_grads(&norms);
+        (loss, q_sa)
+    }
+
+    /// One gradient step on a batch, its statistics read back.
+    pub fn update(&mut self, b: &TensorBatch) -> UpdateStats {
+        let (loss, q_sa) = self.loss_and_grads(b);
         let grad_norm = self.opt.clip_and_step(self.cfg.grad_clip_norm);
+        self.after_step();
+        UpdateStats {
+            loss: f64::try_from(&loss).unwrap_or(f64::NAN),
+            q_mean: f64::try_from(q_sa.mean(Kind::Float)).unwrap_or(f64::NAN),
+            grad_norm,
+        }
+    }
+
+    /// Prepare for [`Dqn::update_on_device`] (before a capture).
+    pub fn make_capturable(&mut self) {
+        self.opt.make_capturable();
+    }
+
+    /// The gradient step of [`Dqn::update`] with nothing read back and nothing decided on the
+    /// host, so that it can be captured as a CUDA graph and replayed: the clipping factor and
+    /// the optimizer's bias corrections are computed on the device, and the statistics are
+    /// added to `sums` (`[STAT_SUMS]` f64 on the device: loss, mean Q, gradient norm; read with
+    /// [`stats_from_sums`]). The host's part of the update, counting and target updates, is
+    /// [`Dqn::finish_device_update`], called after each run or replay.
+    pub fn update_on_device(&mut self, b: &TensorBatch, sums: &Tensor) -> anyhow::Result<()> {
+        let (loss, q_sa) = self.loss_and_grads(b);
+        let grad_norm = self.opt.clip_grad_norm_on_device(self.cfg.grad_clip_norm)?;
+        self.opt.step_on_device()?;
+        tch::no_grad(|| {
+            let st = Tensor::stack(&[loss.detach(), q_sa.mean(Kind::Float).detach(), grad_norm], 0);
+            let _ = sums.shallow_clone().g_add_(&st.to_kind(Kind::Double));
+        });
+        Ok(())
+    }
+
+    /// The host's part of an update done by [`Dqn::update_on_device`].
+    pub fn finish_device_update(&mut self) {
+        self.opt.count_step();
+        self.after_step();
+    }
+
+    /// Count the update and move the target network.
+    fn after_step(&mut self) {
         self.updates += 1;
         match self.cfg.target_update {
             TargetUpdate::Hard(n) if n > 0 && self.updates.is_multiple_of(n) => self.sync_target(),
@@ -163,11 +229,6 @@ impl Dqn {
                 self.refresh_target_scales();
             }
             _ => {}
-        }
-        UpdateStats {
-            loss: f64::try_from(&loss).unwrap_or(f64::NAN),
-            q_mean: f64::try_from(q_sa.mean(Kind::Float)).unwrap_or(f64::NAN),
-            grad_norm,
         }
     }
 
@@ -323,6 +384,107 @@ mod tests {
         d.sync_target();
         for (n, t) in d.target_vs.variables() {
             assert!(t.equal(&d.online_vs.variables()[&n]), "{n}");
+        }
+    }
+
+    fn random_batch(rows: i64) -> TensorBatch {
+        let opts = (Kind::Float, Device::Cpu);
+        TensorBatch {
+            obs: Tensor::randn([rows, 3], opts),
+            next_obs: Tensor::randn([rows, 3], opts),
+            actions: Tensor::randint(2, [rows], (Kind::Int64, Device::Cpu)),
+            rewards: Tensor::randn([rows], opts),
+            terminated: Tensor::rand([rows], opts).ge(0.8).to_kind(Kind::Float),
+        }
+    }
+
+    /// The capturable update (clip factor and bias corrections on the device, statistics summed
+    /// on the device) gives the parameters, target, optimizer state and statistics of the eager
+    /// update, for every variant, dueling or not, every optimizer, hard and Polyak targets,
+    /// clipping on and off. A graph replays exactly this launch sequence (src/graphed.rs).
+    #[test]
+    fn on_device_updates_equal_eager_updates() {
+        let optimizers = [
+            OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+            OptimizerKind::Adamax { beta1: 0.5, beta2: 0.999, eps: 1e-8 },
+            OptimizerKind::RmsProp { alpha: 0.95, eps: 0.01, centered: true, momentum: 0.0 },
+        ];
+        let mut case = 0;
+        for variant in [Variant::Plain, Variant::WeightNorm, Variant::WeightNormNoinit, Variant::WeightNormMobn] {
+            for dueling in [false, true] {
+                for (optimizer, multi_tensor) in optimizers.into_iter().flat_map(|o| [(o, true), (o, false)]) {
+                    case += 1;
+                    let net = QNetConfig {
+                        arch: Arch::Mlp,
+                        variant,
+                        dueling,
+                        obs_shape: vec![3],
+                        num_actions: 2,
+                        hidden: 16,
+                    };
+                    let cfg = DqnConfig {
+                        gamma: 0.9,
+                        double_dqn: case % 2 == 0,
+                        loss: if case % 3 == 0 { Loss::Mse } else { Loss::Huber },
+                        grad_clip_norm: if case % 4 == 0 { None } else { Some(0.5) },
+                        target_update: if case % 2 == 0 { TargetUpdate::Hard(4) } else { TargetUpdate::Polyak(0.1) },
+                        optimizer,
+                        lr: 1e-2,
+                    };
+                    let what = format!("{variant:?} dueling={dueling} multi_tensor={multi_tensor} {cfg:?}");
+                    tch::manual_seed(case);
+                    let mut eager = Dqn::new(&net, cfg, Device::Cpu);
+                    let mut dev = Dqn::new(&net, cfg, Device::Cpu);
+                    dev.online_vs.copy(&eager.online_vs).unwrap();
+                    dev.sync_target();
+                    let init = random_batch(16).obs;
+                    if variant.data_init() {
+                        eager.data_init(&init, 1.0);
+                        dev.data_init(&init, 1.0);
+                    }
+                    let start = eager.snapshot();
+                    dev.make_capturable();
+                    dev.opt.multi_tensor = multi_tensor;
+                    let sums = Tensor::zeros([STAT_SUMS], (Kind::Double, Device::Cpu));
+                    let (mut loss, mut q, mut grad) = (0.0, 0.0, 0.0);
+                    let k = 12;
+                    for _ in 0..k {
+                        let b = random_batch(16);
+                        let st = eager.update(&b);
+                        (loss, q, grad) = (loss + st.loss, q + st.q_mean, grad + st.grad_norm);
+                        dev.update_on_device(&b, &sums).unwrap();
+                        dev.finish_device_update();
+                    }
+                    assert_eq!((eager.updates(), dev.updates()), (k, k), "{what}");
+                    assert_eq!(eager.opt.steps(), dev.opt.steps(), "{what}");
+                    let close = |a: &Tensor, b: &Tensor, name: &str| {
+                        let diff = f64::try_from((a - b).abs().max()).unwrap();
+                        let scale = 1.0 + f64::try_from(a.abs().max()).unwrap();
+                        assert!(diff <= 1e-5 * scale, "{what}: {name} differs by {diff}");
+                    };
+                    for (n, t) in eager.online_vs.variables() {
+                        close(&t, &dev.online_vs.variables()[&n], &format!("online {n}"));
+                    }
+                    for (n, t) in eager.target_vs.variables() {
+                        close(&t, &dev.target_vs.variables()[&n], &format!("target {n}"));
+                    }
+                    for ((n, a), (_, b)) in eager.opt.state_tensors().iter().zip(dev.opt.state_tensors().iter()) {
+                        close(a, b, &format!("optimizer {n}"));
+                    }
+                    let st = stats_from_sums(&sums, k);
+                    let kf = k as f64;
+                    for (a, b, name) in
+                        [(loss / kf, st.loss, "loss"), (q / kf, st.q_mean, "q"), (grad / kf, st.grad_norm, "grad")]
+                    {
+                        assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{what}: mean {name} {a} vs {b}");
+                    }
+                    // And the updates did something.
+                    let moved = start
+                        .iter()
+                        .any(|(n, t)| f64::try_from((t - &eager.online_vs.variables()[n]).abs().max()).unwrap() > 1e-3);
+                    assert!(moved, "{what}: nothing moved");
+                }
+            }
         }
     }
 }

@@ -14,6 +14,7 @@
 pub mod dqn;
 mod fused;
 pub mod layers;
+pub mod multi_tensor;
 pub mod optim;
 pub mod policy;
 pub mod qnet;

@@ -63,6 +63,14 @@ pub struct Optimizer {
     params: Vec<Tensor>,
     state: Vec<Vec<Tensor>>,
     step: i64,
+    /// The step counter on the parameters' device (f32, as PyTorch keeps it; exact to 2^24
+    /// steps, and the bias corrections are 1 long before), once [`Optimizer::make_capturable`]
+    /// made it: [`Optimizer::step_on_device`] reads and advances it there, so that a step needs
+    /// no value from the host and can be captured in a CUDA graph. `step` stays the host's count.
+    step_t: Option<Tensor>,
+    /// In the on-device path, use ATen's multi-tensor kernels ([`crate::multi_tensor`]: fused
+    /// Adam, foreach clipping) instead of per-tensor ops. On by default; both paths are tested.
+    pub multi_tensor: bool,
     /// Use the one-pass CPU kernels of [`crate::fused`] where they apply (CPU, f32/f64,
     /// contiguous; Adam and Adamax). On by default; off runs the tensor-op path everywhere.
     pub fused: bool,
@@ -75,12 +83,33 @@ impl Optimizer {
         let state =
             params.iter().map(|(_, p)| kind.state_names().iter().map(|_| p.zeros_like().detach()).collect()).collect();
         let (names, params) = params.into_iter().unzip();
-        Optimizer { kind, lr, names, params, state, step: 0, fused: true }
+        Optimizer { kind, lr, names, params, state, step: 0, step_t: None, multi_tensor: true, fused: true }
     }
 
     /// Updates taken so far.
     pub fn steps(&self) -> i64 {
         self.step
+    }
+
+    /// Keep the step counter on the device too, for [`Optimizer::step_on_device`] (call before
+    /// capturing; allocating it during a capture would copy from the host).
+    pub fn make_capturable(&mut self) {
+        if self.step_t.is_none() {
+            let device = self.params.first().map_or(tch::Device::Cpu, |p| p.device());
+            self.step_t = Some(Tensor::from(self.step as f32).to_device(device));
+        }
+    }
+
+    /// Count, on the host, a step that [`Optimizer::step_on_device`] took (directly or replayed
+    /// from a CUDA graph, where no host code runs).
+    pub fn count_step(&mut self) {
+        self.step += 1;
+    }
+
+    fn advance_device_step(&self) {
+        if let Some(t) = &self.step_t {
+            let _ = t.shallow_clone().g_add_scalar_(1.0);
+        }
     }
 
     /// Zero every parameter's gradient.
@@ -107,6 +136,89 @@ impl Optimizer {
             }
             total
         })
+    }
+
+    /// [`Optimizer::clip_grad_norm`] without reading anything back: the norm stays a device
+    /// scalar and the gradients are always multiplied by `min(1, max_norm / (norm + 1e-6))`, as
+    /// `torch.nn.utils.clip_grad_norm_` does (the same values: a factor of 1 is exact).
+    pub fn clip_grad_norm_on_device(&mut self, max_norm: Option<f64>) -> anyhow::Result<Tensor> {
+        tch::no_grad(|| {
+            let grads: Vec<Tensor> = self.params.iter().map(|p| p.grad()).filter(|g| g.defined()).collect();
+            if self.multi_tensor {
+                return crate::multi_tensor::clip_grad_norm(&grads, max_norm);
+            }
+            let sq: Vec<Tensor> = grads.iter().map(|g| g.square().sum(Kind::Float)).collect();
+            let norm = Tensor::stack(&sq, 0).sum(Kind::Float).sqrt();
+            if let Some(m) = max_norm {
+                let coef = ((&norm + 1e-6).reciprocal() * m).clamp_max(1.0);
+                for mut g in grads {
+                    let _ = g.g_mul_(&coef);
+                }
+            }
+            Ok(norm)
+        })
+    }
+
+    /// One update whose step-dependent factors (the bias corrections) are computed on the
+    /// device from the device step counter: no host value changes between calls, so the launch
+    /// sequence can be captured once and replayed. Same rules as [`Optimizer::step`] to float
+    /// rounding. Needs [`Optimizer::make_capturable`]; the host count is the caller's
+    /// ([`Optimizer::count_step`]).
+    pub fn step_on_device(&mut self) -> anyhow::Result<()> {
+        let t = self.step_t.as_ref().ok_or_else(|| anyhow::anyhow!("make_capturable() before step_on_device()"))?;
+        self.advance_device_step();
+        let lr = self.lr;
+        if let (OptimizerKind::Adam { beta1, beta2, eps }, true) = (self.kind, self.multi_tensor) {
+            let with_grad: Vec<usize> = (0..self.params.len()).filter(|&i| self.params[i].grad().defined()).collect();
+            let pick = |f: &dyn Fn(usize) -> Tensor| with_grad.iter().map(|&i| f(i)).collect::<Vec<Tensor>>();
+            return tch::no_grad(|| {
+                crate::multi_tensor::fused_adam(
+                    &pick(&|i| self.params[i].shallow_clone()),
+                    &pick(&|i| self.params[i].grad()),
+                    &pick(&|i| self.state[i][0].shallow_clone()),
+                    &pick(&|i| self.state[i][1].shallow_clone()),
+                    &pick(&|_| t.shallow_clone()),
+                    crate::multi_tensor::AdamHyper { lr, beta1, beta2, eps },
+                )
+            });
+        }
+        // 1 - beta^t, as a device scalar (in f64, as the host path computes it).
+        let t = t.to_kind(Kind::Double);
+        let one_minus_pow = |beta: f64| Tensor::pow_scalar(beta, &t).neg() + 1.0;
+        tch::no_grad(|| {
+            let factors = match self.kind {
+                OptimizerKind::Adam { beta1, beta2, .. } => {
+                    Some((one_minus_pow(beta1).reciprocal() * lr, Some(one_minus_pow(beta2).sqrt())))
+                }
+                OptimizerKind::Adamax { beta1, .. } => Some((one_minus_pow(beta1).reciprocal() * lr, None)),
+                OptimizerKind::RmsProp { .. } => None,
+            };
+            for (p, st) in self.params.iter_mut().zip(self.state.iter_mut()) {
+                let g = p.grad();
+                if !g.defined() {
+                    continue;
+                }
+                match (self.kind, &factors) {
+                    (OptimizerKind::Adam { beta1, beta2, eps }, Some((step_size, Some(bc2_sqrt)))) => {
+                        let _ = st[0].lerp_(&g, 1.0 - beta1);
+                        let _ = st[1].lerp_(&g.square(), 1.0 - beta2);
+                        let denom = st[1].sqrt() / bc2_sqrt + eps;
+                        let _ = p.g_sub_(&(&st[0] / denom * step_size));
+                    }
+                    (OptimizerKind::Adamax { beta1, beta2, eps }, Some((clr, _))) => {
+                        let _ = st[0].lerp_(&g, 1.0 - beta1);
+                        let _ = st[1].g_mul_scalar_(beta2);
+                        let _ = st[1].maximum_out(&st[1], &(g.abs() + eps));
+                        let _ = p.g_sub_(&(&st[0] / &st[1] * clr));
+                    }
+                    (OptimizerKind::RmsProp { alpha, eps, centered, momentum }, _) => {
+                        rmsprop(p, &g, st, lr, alpha, eps, centered, momentum)
+                    }
+                    _ => unreachable!("factors match the kind"),
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Clip the gradients' global norm to `max_norm` and apply one update: the same result as
@@ -158,6 +270,7 @@ impl Optimizer {
     fn step_fused(&mut self, grads: &[Tensor], gscale: f64) {
         use crate::fused::{adam, adamax, AdamStep, AdamaxStep};
         self.step += 1;
+        self.advance_device_step();
         let t = self.step as f64;
         for ((p, g), st) in self.params.iter().zip(grads).zip(&self.state) {
             macro_rules! run {
@@ -202,6 +315,7 @@ impl Optimizer {
             return;
         }
         self.step += 1;
+        self.advance_device_step();
         let t = self.step as f64;
         let lr = self.lr;
         tch::no_grad(|| {
@@ -236,26 +350,7 @@ impl Optimizer {
                         let _ = p.addcdiv_(&st[0], &d);
                     }
                     OptimizerKind::RmsProp { alpha, eps, centered, momentum } => {
-                        let _ = st[0].lerp_(&g.square(), 1.0 - alpha);
-                        let mut avg = if centered {
-                            let _ = st[1].lerp_(&g, 1.0 - alpha);
-                            let mut c = st[1].square();
-                            let _ = c.neg_();
-                            let _ = c.g_add_(&st[0]);
-                            let _ = c.sqrt_();
-                            c
-                        } else {
-                            st[0].sqrt()
-                        };
-                        let _ = avg.g_add_scalar_(eps);
-                        if momentum > 0.0 {
-                            let _ = st[2].g_mul_scalar_(momentum);
-                            let _ = st[2].addcdiv_(&g, &avg);
-                            let _ = p.g_add_(&(&st[2] * -lr));
-                        } else {
-                            let _ = avg.g_mul_scalar_(-1.0 / lr);
-                            let _ = p.addcdiv_(&g, &avg);
-                        }
+                        rmsprop(p, &g, st, lr, alpha, eps, centered, momentum)
                     }
                 }
             }
@@ -288,6 +383,9 @@ impl Optimizer {
             .get("__step")
             .ok_or_else(|| anyhow::anyhow!("optimizer state {} has no step counter", path.display()))?;
         self.step = step.int64_value(&[0]);
+        if let Some(t) = &self.step_t {
+            let _ = t.shallow_clone().fill_(self.step as f64);
+        }
         tch::no_grad(|| -> anyhow::Result<()> {
             for (name, st) in self.names.iter().zip(self.state.iter_mut()) {
                 for (sn, t) in self.kind.state_names().iter().zip(st.iter_mut()) {
@@ -300,6 +398,41 @@ impl Optimizer {
             }
             Ok(())
         })
+    }
+}
+
+/// One RMSProp update of `p` (PyTorch's rule); it has no step-dependent factor, so the eager
+/// and the on-device paths share it.
+#[allow(clippy::too_many_arguments)]
+fn rmsprop(
+    p: &mut Tensor,
+    g: &Tensor,
+    st: &mut [Tensor],
+    lr: f64,
+    alpha: f64,
+    eps: f64,
+    centered: bool,
+    momentum: f64,
+) {
+    let _ = st[0].lerp_(&g.square(), 1.0 - alpha);
+    let mut avg = if centered {
+        let _ = st[1].lerp_(g, 1.0 - alpha);
+        let mut c = st[1].square();
+        let _ = c.neg_();
+        let _ = c.g_add_(&st[0]);
+        let _ = c.sqrt_();
+        c
+    } else {
+        st[0].sqrt()
+    };
+    let _ = avg.g_add_scalar_(eps);
+    if momentum > 0.0 {
+        let _ = st[2].g_mul_scalar_(momentum);
+        let _ = st[2].addcdiv_(g, &avg);
+        let _ = p.g_add_(&(&st[2] * -lr));
+    } else {
+        let _ = avg.g_mul_scalar_(-1.0 / lr);
+        let _ = p.addcdiv_(g, &avg);
     }
 }
 
@@ -328,14 +461,29 @@ mod tests {
     use super::*;
     use tch::Device;
 
+    /// The ways to take a step: one-pass CPU kernels, eager tensor ops, and the capturable
+    /// step with the step counter on the device, as tensor ops or ATen's multi-tensor kernels.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Path3 {
+        Fused,
+        Ops,
+        OnDevice,
+        OnDeviceMultiTensor,
+    }
+
     /// The same deterministic problem as scripts/optim_reference.py: 2 parameters, gradients
     /// `sin(0.37 * i + t) * (1 + 0.1 * p)` (depends on the parameter, so trajectories diverge
     /// if an update rule is off).
-    fn run(kind: OptimizerKind, lr: f64, steps: usize, fused: bool) -> Vec<f64> {
+    fn run(kind: OptimizerKind, lr: f64, steps: usize, path: Path3) -> Vec<f64> {
         let a = Tensor::from_slice(&[0.5f64, -1.0, 2.0]).set_requires_grad(true);
         let b = Tensor::from_slice(&[0.1f64, 0.3]).set_requires_grad(true);
         let mut opt = Optimizer::new(kind, lr, vec![("a".into(), a.shallow_clone()), ("b".into(), b.shallow_clone())]);
-        opt.fused = fused;
+        opt.fused = path == Path3::Fused;
+        opt.multi_tensor = path == Path3::OnDeviceMultiTensor;
+        let on_device = matches!(path, Path3::OnDevice | Path3::OnDeviceMultiTensor);
+        if on_device {
+            opt.make_capturable();
+        }
         for t in 0..steps {
             opt.zero_grad();
             for p in [&a, &b] {
@@ -345,7 +493,12 @@ mod tests {
                 // loss = sum(coef * (p + 0.05 p^2)) -> grad = coef * (1 + 0.1 p)
                 (coef * (p + p.square() * 0.05)).sum(Kind::Double).backward();
             }
-            opt.step();
+            if on_device {
+                opt.step_on_device().unwrap();
+                opt.count_step();
+            } else {
+                opt.step();
+            }
         }
         let mut v = Vec::<f64>::try_from(a.detach()).unwrap();
         v.extend(Vec::<f64>::try_from(b.detach()).unwrap());
@@ -379,15 +532,16 @@ mod tests {
             .expect("the project venv (make setup) provides torch for the reference script");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let reference: HashMap<String, Vec<f64>> = serde_json::from_slice(&out.stdout).unwrap();
-        // Both paths: the one-pass kernels (Adam, Adamax) and the tensor ops (everything).
-        for fused in [true, false] {
+        // Every path: the one-pass kernels (Adam, Adamax), the tensor ops (everything), and the
+        // capturable ops with bias corrections computed on the device (everything).
+        for path in [Path3::Fused, Path3::Ops, Path3::OnDevice, Path3::OnDeviceMultiTensor] {
             for (name, kind, lr) in kinds() {
-                let ours = run(kind, lr, 25, fused);
+                let ours = run(kind, lr, 25, path);
                 let theirs = &reference[name];
                 for (a, b) in ours.iter().zip(theirs) {
                     assert!(
                         (a - b).abs() < 1e-10 * (1.0 + b.abs()),
-                        "{name} (fused: {fused}): ours {ours:?} torch {theirs:?}"
+                        "{name} ({path:?}): ours {ours:?} torch {theirs:?}"
                     );
                 }
                 // And the problem really moves the parameters.
@@ -404,24 +558,37 @@ mod tests {
             for max_norm in [None, Some(0.5), Some(1e6)] {
                 tch::manual_seed(7);
                 let init = Tensor::randn([1000], (Kind::Float, Device::Cpu));
-                let runs: Vec<(Tensor, f64)> = [(true, true), (true, false), (false, false)]
+                // clip_and_step fused and not, clip then step, and the same on the device (per-tensor
+                // ops, then multi-tensor kernels).
+                let runs: Vec<(Tensor, f64)> = [(0, true), (0, false), (1, false), (2, false), (2, true)]
                     .into_iter()
-                    .map(|(combined, fused)| {
+                    .map(|(how, fused)| {
                         let p = init.copy().set_requires_grad(true);
                         let mut opt = Optimizer::new(kind, lr, vec![("p".into(), p.shallow_clone())]);
                         opt.fused = fused;
+                        opt.multi_tensor = fused;
+                        opt.make_capturable();
                         let mut norm = 0.0;
                         for t in 0..10 {
                             opt.zero_grad();
                             ((&p * (t as f64 + 1.0)).sin() * 3.0).sum(Kind::Float).backward();
-                            norm = if combined {
-                                opt.clip_and_step(max_norm)
-                            } else {
-                                let n = opt.clip_grad_norm(max_norm);
-                                opt.step();
-                                n
+                            norm = match how {
+                                0 => opt.clip_and_step(max_norm),
+                                2 => {
+                                    let n = opt.clip_grad_norm_on_device(max_norm).unwrap();
+                                    opt.step_on_device().unwrap();
+                                    opt.count_step();
+                                    n.double_value(&[])
+                                }
+                                _ => {
+                                    let n = opt.clip_grad_norm(max_norm);
+                                    opt.step();
+                                    n
+                                }
                             };
                         }
+                        let t = opt.step_t.as_ref().unwrap().double_value(&[]);
+                        assert_eq!(t, opt.steps() as f64, "{name}: device and host step counts");
                         (p.detach(), norm)
                     })
                     .collect();

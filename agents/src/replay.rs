@@ -509,6 +509,17 @@ impl BatchPrep {
 }
 
 impl TensorBatch {
+    /// Another handle on the same tensors (no copy).
+    pub fn shallow_clone(&self) -> TensorBatch {
+        TensorBatch {
+            obs: self.obs.shallow_clone(),
+            next_obs: self.next_obs.shallow_clone(),
+            actions: self.actions.shallow_clone(),
+            rewards: self.rewards.shallow_clone(),
+            terminated: self.terminated.shallow_clone(),
+        }
+    }
+
     /// Apply `f` to every tensor.
     pub fn map(self, f: impl Fn(Tensor) -> Tensor) -> TensorBatch {
         TensorBatch {

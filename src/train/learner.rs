@@ -10,10 +10,70 @@ use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tch::{Device, Kind};
-use wndqn_agents::dqn::Dqn;
+use wndqn_agents::dqn::{Dqn, UpdateStats};
 use wndqn_agents::replay::{AnyMemory, BatchPrep, TensorBatch};
 
 use super::shared::{backoff, next_multiple, Event, Shared};
+use crate::graphed::GraphedUpdate;
+
+/// How the learner runs its updates.
+enum Updater {
+    /// Eager tch ops, statistics read after every update (CPU, or `learner.cuda_graph = false`).
+    Eager,
+    /// CUDA graph wanted, captured on the first batch.
+    GraphPending,
+    /// Replaying the captured update.
+    Graphed(GraphedUpdate),
+}
+
+impl Updater {
+    fn new(spec: &LearnerSpec) -> Updater {
+        if spec.cuda_graph && spec.device.is_cuda() {
+            Updater::GraphPending
+        } else {
+            Updater::Eager
+        }
+    }
+
+    /// One update on `b` (on the learner's device); statistics go into `acc` now (eager) or
+    /// when [`Updater::flush_stats`] reads them (graphed).
+    fn update(&mut self, dqn: &mut Dqn, b: &TensorBatch, acc: &mut Acc, events: &Sender<Event>) -> Result<()> {
+        if let Updater::GraphPending = self {
+            *self = match GraphedUpdate::new(dqn, b) {
+                Ok(g) => {
+                    let _ = events.send(Event::Note("learner: updates captured as a CUDA graph".into()));
+                    Updater::Graphed(g)
+                }
+                Err(e) => {
+                    let _ = events.send(Event::Note(format!(
+                        "learner: CUDA graph capture failed, eager updates from here ({e:#}); set learner.cuda_graph = false to skip the attempt"
+                    )));
+                    Updater::Eager
+                }
+            };
+            if matches!(self, Updater::Graphed(_)) {
+                // The warm-up updates were this batch's update.
+                return Ok(());
+            }
+        }
+        match self {
+            Updater::Graphed(g) => g.update(dqn, b),
+            _ => {
+                acc.add(1, &dqn.update(b));
+                Ok(())
+            }
+        }
+    }
+
+    /// Read the graphed updates' statistics into `acc` (waits for the GPU).
+    fn flush_stats(&mut self, acc: &mut Acc) {
+        if let Updater::Graphed(g) = self {
+            if let Some((n, st)) = g.take_stats() {
+                acc.add(n, &st);
+            }
+        }
+    }
+}
 
 /// Learner settings.
 pub struct LearnerSpec {
@@ -32,6 +92,8 @@ pub struct LearnerSpec {
     pub histograms_every: u64,
     pub obs_shape: Vec<i64>,
     pub seed: u64,
+    /// Capture the update as a CUDA graph (CUDA learners only; `learner.cuda_graph`).
+    pub cuda_graph: bool,
 }
 
 /// What the learner hands back at the end (for the final checkpoint).
@@ -54,11 +116,13 @@ impl Acc {
         Acc { n: 0, loss: 0.0, q: 0.0, grad: 0.0, since: Instant::now(), updates_at: updates }
     }
 
-    fn add(&mut self, st: &wndqn_agents::dqn::UpdateStats) {
-        self.n += 1;
-        self.loss += st.loss;
-        self.q += st.q_mean;
-        self.grad += st.grad_norm;
+    /// Add `n` updates whose mean statistics are `st`.
+    fn add(&mut self, n: u64, st: &UpdateStats) {
+        let w = n as f64;
+        self.n += n;
+        self.loss += st.loss * w;
+        self.q += st.q_mean * w;
+        self.grad += st.grad_norm * w;
     }
 
     /// The interval's means, and a fresh accumulator.
@@ -144,6 +208,7 @@ pub fn learner_thread(
     data_init(&mut dqn, &spec, &memory, &prep, &events);
     shared.weights.publish(dqn.snapshot());
     let mut acc = Acc::new(dqn.updates());
+    let mut updater = Updater::new(&spec);
     let start = shared.env_steps.load(Ordering::Acquire);
     let (mut next_log, mut next_hist) =
         (next_multiple(start, spec.scalars_every), next_multiple(start, spec.histograms_every));
@@ -162,18 +227,18 @@ pub fn learner_thread(
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let t0 = Instant::now();
-        let st = dqn.update(&prep.to_learner(batch));
+        updater.update(&mut dqn, &prep.to_learner(batch), &mut acc, &events)?;
         shared.learner_busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let updates = dqn.updates();
         shared.updates.store(updates, Ordering::Release);
         shared.gate.notify();
-        acc.add(&st);
         if updates.is_multiple_of(spec.publish_every) {
             shared.weights.publish(dqn.snapshot());
         }
         on_update(&dqn)?;
         let step = shared.env_steps.load(Ordering::Acquire);
         if step >= next_log {
+            updater.flush_stats(&mut acc);
             let _ = events.send(acc.report(step, updates));
             next_log = next_multiple(step, spec.scalars_every);
         }

@@ -441,6 +441,7 @@ fn learner_spec(p: &Parts, device: Device) -> learner::LearnerSpec {
         histograms_every: cfg.log.histograms_every,
         obs_shape: p.kind.shape(),
         seed: p.gseed,
+        cuda_graph: cfg.learner.cuda_graph,
     }
 }
 

@@ -138,6 +138,7 @@ pub const SAFE_ON_RESUME: &[&str] = &[
     "learner.threads",
     "learner.prefetch",
     "learner.exclusive_cpu",
+    "learner.cuda_graph",
     "log.",
 ];
 
