@@ -75,7 +75,10 @@ int wcg_capture_begin(void* p, char* err, size_t cap) {
     auto* g = static_cast<Graph*>(p);
     enter(g);
     try {
-      g->graph.capture_begin();
+      // Thread-local: only this thread's unsafe CUDA calls (a synchronizing copy, say) break the
+      // capture; other threads of the process (the replay thread pinning host memory) may go
+      // on. The autograd engine's backward thread launches onto the captured stream all the same.
+      g->graph.capture_begin({0, 0}, cudaStreamCaptureModeThreadLocal);
     } catch (...) {
       leave(g);
       throw;

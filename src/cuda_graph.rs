@@ -61,10 +61,6 @@ pub struct CudaGraph {
     captured: bool,
 }
 
-// SAFETY: the graph object is used by one thread at a time (`&mut self` or `&self` from its
-// owner); libtorch's CUDA graphs are not tied to the thread that made them.
-unsafe impl Send for CudaGraph {}
-
 impl CudaGraph {
     /// An empty graph for `device`.
     pub fn new(device: usize) -> Result<CudaGraph> {
