@@ -9,6 +9,9 @@
 #   run(command="bash scripts/gpu_check.sh", carry=["target/release/wndqn", "target/release/wndqn-unit",
 #       ".venv/lib/python3.11/site-packages/ale_py/roms"])
 # Prints every number; the JSON lines also go to $OUT/gpu_check.jsonl when $OUT is set.
+# A dry run of the plumbing on a CPU machine (short, numbers meaningless, PyTorch's CUDA-graph
+# reference errors): DEVICE=cpu SECONDS_EACH=1 E2E_SECONDS=5 E2E_WARMUP=1000 TRAIN_STEPS=3000 \
+#   TRAIN_WARMUP=1000 bash scripts/gpu_check.sh
 #   1. wndqn info                          (libtorch_cuda linked? GPU name, memory, cuDNN)
 #      the CUDA-graph shim's own test      (capture, replay on new inputs, a bad capture)
 #      K graphed updates = K eager updates (every variant, Adam/Adamax/RMSProp)
@@ -28,6 +31,12 @@ W=target/release/wndqn
 LOG=${OUT:-/tmp}/gpu_check.jsonl
 : > "$LOG"
 S=${SECONDS_EACH:-8}
+DEV=${DEVICE:-cuda}
+E2E=${E2E_SECONDS:-40}
+STEPS=${TRAIN_STEPS:-30000}
+E2E_WARMUP=${E2E_WARMUP:-20000}
+TRAIN_WARMUP=${TRAIN_WARMUP:-5000}
+ACTORS=$(( $(nproc) > 3 ? $(nproc) - 2 : 1 ))
 section() { printf '\n=== %s (%ds)\n' "$*" "$SECONDS"; }
 record() { echo "$1" | tee -a "$LOG"; }
 
@@ -38,25 +47,25 @@ record "$($W info --json)"
 
 section "2. learner, CUDA, batch 32, ${S}s each"
 for v in plain weight_norm; do
-    record "$($W --device cuda bench learner --variant $v --seconds "$S" --cuda-graph false --json 2>&1 | tail -n1)"
-    record "$($W --device cuda bench learner --variant $v --seconds "$S" --json 2>&1 | tail -n1)"
-    record "$("$PY" scripts/bench_learner_reference.py --device cuda --variant $v --seconds "$S" 2>&1 | tail -n1)"
-    record "$("$PY" scripts/bench_learner_reference.py --device cuda --cuda-graph --variant $v --seconds "$S" 2>&1 | tail -n1)"
+    record "$($W --device $DEV bench learner --variant $v --seconds "$S" --cuda-graph false --json 2>&1 | tail -n1)"
+    record "$($W --device $DEV bench learner --variant $v --seconds "$S" --json 2>&1 | tail -n1)"
+    record "$("$PY" scripts/bench_learner_reference.py --device $DEV --variant $v --seconds "$S" 2>&1 | tail -n1)"
+    record "$("$PY" scripts/bench_learner_reference.py --device $DEV --cuda-graph --variant $v --seconds "$S" 2>&1 | tail -n1)"
 done
 
-section "3. bench e2e, Pong, $(( $(nproc) - 2 )) actors"
+section "3. bench e2e, Pong, $ACTORS actors"
 for v in plain weight_norm; do
-    record "$($W --device cuda bench e2e --game Pong --variant $v --seconds 40 --set actors.num_actors=$(( $(nproc) - 2 )) \
-        --set replay.warmup_steps=20000 --set learner.exclusive_cpu=false --json 2>&1 | tail -n1)"
+    record "$($W --device $DEV bench e2e --game Pong --variant $v --seconds "$E2E" --set actors.num_actors=$ACTORS \
+        --set replay.warmup_steps=$E2E_WARMUP --set learner.exclusive_cpu=false --json 2>&1 | tail -n1)"
 done
 
 section "4. train on CUDA, eval, resume"
 R=$(mktemp -d)
-$W --device cuda train --config configs/pong.toml --quiet --runs-dir "$R" --set run.total_env_steps=30000 \
-    --set replay.warmup_steps=5000 --set log.checkpoint_every=2000 --set log.eval_every=0 \
-    --set actors.num_actors=$(( $(nproc) - 2 )) --set learner.exclusive_cpu=false
+$W --device $DEV train --config configs/pong.toml --quiet --runs-dir "$R" --set run.total_env_steps=$STEPS \
+    --set replay.warmup_steps=$TRAIN_WARMUP --set log.checkpoint_every=2000 --set log.eval_every=0 \
+    --set actors.num_actors=$ACTORS --set learner.exclusive_cpu=false
 RUN=$(ls -d "$R"/*/ | head -n1)
 $W eval "$RUN" --episodes 1 --max-steps 2000 --json
-$W --device cuda train --resume "$RUN" --quiet --set run.total_env_steps=40000
+$W --device $DEV train --resume "$RUN" --quiet --set run.total_env_steps=$(( STEPS + STEPS / 3 ))
 cat "$RUN/summary.json"
 section "done"
