@@ -157,6 +157,20 @@ void wale_screen(void* ale, bool rgb, uint8_t* out) {
     a->theOSystem->colourPalette().applyPaletteGrayscale(out, s.getArray(), n);
 }
 
+// The screen as palette indices (height*width bytes, what the TIA emits) into `out`.
+void wale_screen_indices(void* ale, uint8_t* out) {
+  const auto& s = static_cast<ale::ALEInterface*>(ale)->getScreen();
+  std::memcpy(out, s.getArray(), s.height() * s.width());
+}
+
+// ALE's grayscale value of each palette index into `out` (256 bytes). The TIA only emits even
+// indices (bit 0 of its colour registers is unused); odd ones get their even neighbour's value.
+void wale_gray_palette(void* ale, uint8_t* out) {
+  uint8_t src[256];
+  for (int i = 0; i < 256; ++i) src[i] = static_cast<uint8_t>(i & 0xFE);
+  static_cast<ale::ALEInterface*>(ale)->theOSystem->colourPalette().applyPaletteGrayscale(out, src, 256);
+}
+
 const char* wale_version() { return ALE_VERSION; }
 
 }  // extern "C"

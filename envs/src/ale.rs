@@ -57,6 +57,8 @@ mod ffi {
         pub fn wale_mode(ale: *mut c_void, difficulty: bool) -> c_int;
         pub fn wale_screen_size(ale: *mut c_void, height: *mut c_int, width: *mut c_int);
         pub fn wale_screen(ale: *mut c_void, rgb: bool, out: *mut u8);
+        pub fn wale_screen_indices(ale: *mut c_void, out: *mut u8);
+        pub fn wale_gray_palette(ale: *mut c_void, out: *mut u8);
     }
 }
 
@@ -238,6 +240,20 @@ impl Ale {
     pub fn screen_grayscale(&self, out: &mut [u8]) {
         assert_eq!(out.len(), SCREEN_H * SCREEN_W);
         unsafe { ffi::wale_screen(self.ptr, false, out.as_mut_ptr()) }
+    }
+    /// Write the 210x160 screen as palette indices (what the TIA emits, before the palette) into
+    /// `out`: a copy, where [`Ale::screen_grayscale`] is a table lookup per pixel.
+    #[inline]
+    pub fn screen_indices(&self, out: &mut [u8]) {
+        assert_eq!(out.len(), SCREEN_H * SCREEN_W);
+        unsafe { ffi::wale_screen_indices(self.ptr, out.as_mut_ptr()) }
+    }
+    /// ALE's grayscale value of each palette index: `screen_grayscale` is `screen_indices`
+    /// mapped through this table.
+    pub fn gray_palette(&self) -> [u8; 256] {
+        let mut t = [0u8; 256];
+        unsafe { ffi::wale_gray_palette(self.ptr, t.as_mut_ptr()) };
+        t
     }
     /// Write the 210x160x3 RGB screen into `out`.
     pub fn screen_rgb(&self, out: &mut [u8]) {

@@ -14,6 +14,7 @@ pub fn ale_seed(seed: u64) -> i32 {
     let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (seed >> 29);
     (mixed % i32::MAX as u64) as i32
 }
+use crate::pool::GrayPool;
 use crate::resize::AreaResize;
 use crate::roms::Rom;
 use crate::{Env, EnvConfig, EnvError, EpisodeStats, Obs, ObsKind, Step};
@@ -30,7 +31,12 @@ pub struct AtariEnv {
     actions: Vec<i32>,
     needs_fire: bool,
     rng: StdRng,
+    /// The last two frames' screens as palette indices (`raw[1]` the newest).
     raw: [Vec<u8>; 2],
+    /// Palette indices -> grayscale, max-pooled.
+    gray: GrayPool,
+    /// The newest grayscale frame (pooled), before the resize.
+    frame: Vec<u8>,
     /// Whether `raw[0]` holds the second-to-last frame of the last skip (max-pool it).
     pooled: bool,
     resize: AreaResize,
@@ -59,6 +65,7 @@ impl AtariEnv {
         let actions = if cfg.full_action_space.unwrap_or(false) { ale.legal_actions() } else { ale.minimal_actions() };
         let needs_fire = actions.len() >= 3 && actions[1] == FIRE;
         let frame_px = cfg.frame_size * cfg.frame_size;
+        let gray = GrayPool::new(ale.gray_palette());
         Ok(AtariEnv {
             ale,
             rom: rom.clone(),
@@ -69,6 +76,8 @@ impl AtariEnv {
             needs_fire,
             rng: StdRng::seed_from_u64(0),
             raw: [vec![0; SCREEN_H * SCREEN_W], vec![0; SCREEN_H * SCREEN_W]],
+            gray,
+            frame: vec![0; SCREEN_H * SCREEN_W],
             pooled: false,
             resize: AreaResize::new(SCREEN_H, SCREEN_W, cfg.frame_size, cfg.frame_size),
             stack: vec![0; cfg.frame_stack * frame_px],
@@ -100,7 +109,7 @@ impl AtariEnv {
     }
 
     /// Repeat `code` for `frameskip` frames; sum raw rewards; leave the max of the last two
-    /// frames' grayscale screens in `raw[1]`.
+    /// frames' screens (palette indices) in `raw`.
     fn skip(&mut self, code: i32) -> i32 {
         let mut reward = 0;
         let n = self.frameskip;
@@ -109,11 +118,11 @@ impl AtariEnv {
             reward += self.ale.act(code);
             let over = self.ale.game_over() || self.ale.truncated();
             if self.cfg.max_pool && n > 1 && i + 2 == n && !over {
-                self.ale.screen_grayscale(&mut self.raw[0]);
+                self.ale.screen_indices(&mut self.raw[0]);
                 grabbed_second_last = true;
             }
             if over || i + 1 == n {
-                self.ale.screen_grayscale(&mut self.raw[1]);
+                self.ale.screen_indices(&mut self.raw[1]);
                 break;
             }
         }
@@ -126,7 +135,8 @@ impl AtariEnv {
         let px = self.frame_px;
         let n = self.stack.len();
         let second = if self.pooled { Some(&self.raw[0][..]) } else { None };
-        self.resize.apply_max(&self.raw[1], second, &mut self.stack[n - px..]);
+        self.gray.apply(&self.raw[1], second, &mut self.frame);
+        self.resize.apply(&self.frame, &mut self.stack[n - px..]);
     }
 
     fn push_frame(&mut self) {
@@ -158,7 +168,7 @@ impl AtariEnv {
         }
         self.ep_return = 0.0;
         self.ep_length = 0;
-        self.ale.screen_grayscale(&mut self.raw[1]);
+        self.ale.screen_indices(&mut self.raw[1]);
         self.pooled = false;
         self.fire();
     }
@@ -170,7 +180,7 @@ impl AtariEnv {
                 self.ep_return += r as f64;
                 if self.ale.game_over() {
                     self.ale.reset_game();
-                    self.ale.screen_grayscale(&mut self.raw[1]);
+                    self.ale.screen_indices(&mut self.raw[1]);
                     self.pooled = false;
                 }
             }

@@ -17,6 +17,7 @@ pub mod ale;
 pub mod atari;
 pub mod cartpole;
 pub mod ids;
+mod pool;
 pub mod resize;
 pub mod roms;
 

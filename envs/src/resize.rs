@@ -15,8 +15,6 @@ pub struct AreaResize {
     cols: Taps,
     /// One row of vertical sums.
     tmp: Vec<f32>,
-    /// The max-pooled frame.
-    max: Vec<u8>,
 }
 
 /// One axis: for output `i`, source indices `start[i] .. start[i] + k` with weights
@@ -72,37 +70,20 @@ impl AreaResize {
             rows: axis_taps(src_h, dst_h),
             cols: axis_taps(src_w, dst_w),
             tmp: vec![0.0; src_w],
-            max: Vec::new(),
         }
     }
 
-    /// Resize one grayscale image.
-    pub fn apply(&mut self, src: &[u8], dst: &mut [u8]) {
-        self.apply_max(src, None, dst)
-    }
-
-    /// Resize the pixel-wise maximum of `a` and `b` (max-pooling of two frames), or of `a`
-    /// alone.
+    /// Resize one grayscale image (the max-pooling of two frames comes before, in
+    /// [`crate::pool`]).
     ///
     /// Vertical pass first, over whole source rows (contiguous, so it vectorizes), into one
     /// row of `src_w` sums per output row; then the short horizontal pass on that row. The
     /// horizontal-first order did the gathering pass on all 210 source rows instead of 84:
     /// measured 10.3% of a Pong env step before, see `wndqn bench env`.
-    pub fn apply_max(&mut self, a: &[u8], b: Option<&[u8]>, dst: &mut [u8]) {
+    pub fn apply(&mut self, px: &[u8], dst: &mut [u8]) {
         let (sw, dw) = (self.src_w, self.dst_w);
-        assert_eq!(a.len(), self.src_h * sw);
+        assert_eq!(px.len(), self.src_h * sw);
         assert_eq!(dst.len(), self.dst_h * dw);
-        let px: &[u8] = match b {
-            Some(b) => {
-                assert_eq!(b.len(), a.len());
-                self.max.resize(a.len(), 0);
-                for ((o, &x), &z) in self.max.iter_mut().zip(a).zip(b) {
-                    *o = x.max(z);
-                }
-                &self.max
-            }
-            None => a,
-        };
         let (kr, kc) = (self.rows.k, self.cols.k);
         let acc = &mut self.tmp[..sw];
         for oy in 0..self.dst_h {
@@ -174,17 +155,5 @@ mod tests {
                 assert!((s - 1.0).abs() < 1e-5, "{s}");
             }
         }
-    }
-
-    #[test]
-    fn fused_max_equals_max_then_resize() {
-        let mut r = AreaResize::new(210, 160, 84, 84);
-        let a: Vec<u8> = (0..210 * 160).map(|i| ((i * 7919) % 251) as u8).collect();
-        let b: Vec<u8> = (0..210 * 160).map(|i| ((i * 104729) % 241) as u8).collect();
-        let m: Vec<u8> = a.iter().zip(&b).map(|(x, y)| *x.max(y)).collect();
-        let (mut d1, mut d2) = (vec![0u8; 84 * 84], vec![0u8; 84 * 84]);
-        r.apply_max(&a, Some(&b), &mut d1);
-        r.apply(&m, &mut d2);
-        assert_eq!(d1, d2);
     }
 }
