@@ -13,7 +13,7 @@
 # reference errors): DEVICE=cpu SECONDS_EACH=1 E2E_SECONDS=5 E2E_WARMUP=1000 TRAIN_STEPS=3000 \
 #   TRAIN_WARMUP=1000 bash scripts/gpu_check.sh
 #   1. wndqn info                          (libtorch_cuda linked? GPU name, memory, cuDNN)
-#      the CUDA-graph shim's own test      (capture, replay on new inputs, a bad capture)
+#      the CUDA shim's own tests        (capture, replay on new inputs, a bad capture, copy stream)
 #      K graphed updates = K eager updates (every variant, Adam/Adamax/RMSProp)
 #   2. learner updates/s on CUDA, batch 32: wndqn eager and graphed, PyTorch eager and CUDA
 #      graph, plain and weight_norm

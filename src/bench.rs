@@ -325,13 +325,13 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     if variant.data_init() {
         dqn.data_init(&batch.obs, 1.0);
     }
-    let mut graphed = if b.cuda_graph && device.is_cuda() { Some(GraphedUpdate::new(&mut dqn, &batch)?) } else { None };
+    let mut graphed = if b.cuda_graph && device.is_cuda() { Some(GraphedUpdate::new(&mut dqn, &host)?) } else { None };
     let mut update = |dqn: &mut Dqn, n: u64| -> Result<()> {
         match graphed.as_mut() {
-            // A fresh copy of the pinned batch each time; the statistics read (a wait for the
-            // GPU) as often as the learner publishes weights by default.
+            // A fresh copy of the pinned batch each time, as in training; the statistics read
+            // (a wait for the GPU) as often as the learner publishes weights by default.
             Some(g) => {
-                g.update(dqn, &prep.to_learner(host.shallow_clone()))?;
+                g.update(dqn, &host)?;
                 if n.is_multiple_of(50) {
                     g.take_stats();
                 }

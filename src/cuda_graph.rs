@@ -6,8 +6,10 @@
 //! closure, with the memory it used, and [`CudaGraph::replay`] launches them all again with one
 //! call: the inputs are the same tensors (copy new data into them first), the outputs land in
 //! the same tensors. Work to be captured must first run eagerly on the same side stream
-//! ([`CudaGraph::warm_up`]), so that libtorch's lazily made per-stream state exists. The
-//! graphed learner ([`crate::graphed`]) is built on this; it runs only where a GPU is present.
+//! ([`CudaGraph::warm_up`]), so that libtorch's lazily made per-stream state exists.
+//! [`Stager`] is the other piece tch lacks: a copy stream and events, so that the next batch is
+//! copied to the device while the GPU computes. The graphed learner ([`crate::graphed`]) is
+//! built on both; they run only where a GPU is present.
 
 use anyhow::{anyhow, bail, Result};
 
@@ -22,6 +24,19 @@ mod ffi {
         pub fn wcg_capture_begin(g: *mut c_void, err: *mut c_char, cap: usize) -> c_int;
         pub fn wcg_capture_end(g: *mut c_void, err: *mut c_char, cap: usize) -> c_int;
         pub fn wcg_replay(g: *mut c_void, err: *mut c_char, cap: usize) -> c_int;
+        pub fn wcs_new(device: c_int, err: *mut c_char, cap: usize) -> *mut c_void;
+        pub fn wcs_delete(s: *mut c_void);
+        pub fn wcs_stage(
+            s: *mut c_void,
+            slot: c_int,
+            dst: *const *mut c_void,
+            src: *const *mut c_void,
+            n: usize,
+            err: *mut c_char,
+            cap: usize,
+        ) -> c_int;
+        pub fn wcs_wait_copied(s: *mut c_void, slot: c_int, err: *mut c_char, cap: usize) -> c_int;
+        pub fn wcs_mark_consumed(s: *mut c_void, slot: c_int, err: *mut c_char, cap: usize) -> c_int;
     }
 }
 
@@ -142,6 +157,89 @@ impl Drop for CudaGraph {
     }
 }
 
+/// A copy stream with two slots of device buffers (double buffering): [`Stager::stage`] copies
+/// host tensors into a slot on the copy stream once the compute stream has consumed that slot's
+/// previous contents ([`Stager::mark_consumed`]); [`Stager::wait_copied`] makes the compute
+/// stream wait for a slot's copies. The slots' buffers are the caller's tensors.
+pub struct Stager {
+    #[cfg(wndqn_cuda_graph)]
+    ptr: *mut std::ffi::c_void,
+}
+
+impl Stager {
+    /// A copy stream on `device`.
+    pub fn new(device: usize) -> Result<Stager> {
+        if !tch::Cuda::is_available() {
+            bail!("a copy stream needs a CUDA device; libtorch sees none");
+        }
+        #[cfg(wndqn_cuda_graph)]
+        {
+            let mut err = [0u8; 1024];
+            // SAFETY: the error buffer comes with its capacity; a null result means failure.
+            let ptr = unsafe { ffi::wcs_new(device as std::ffi::c_int, err.as_mut_ptr().cast(), err.len()) };
+            if ptr.is_null() {
+                let msg = std::ffi::CStr::from_bytes_until_nul(&err).map(|c| c.to_string_lossy().into_owned());
+                bail!("copy stream: {}", msg.unwrap_or_default());
+            }
+            Ok(Stager { ptr })
+        }
+        #[cfg(not(wndqn_cuda_graph))]
+        {
+            let _ = device;
+            bail!("built without the CUDA shim")
+        }
+    }
+
+    /// Copy `src[i]` (pinned host memory, for the copy to be asynchronous) into `dst[i]` (slot
+    /// `slot`'s device buffers) on the copy stream.
+    pub fn stage(&self, slot: usize, dst: &[&tch::Tensor], src: &[&tch::Tensor]) -> Result<()> {
+        if dst.len() != src.len() || slot > 1 {
+            bail!("copy stream: {} destinations for {} sources in slot {slot}", dst.len(), src.len());
+        }
+        #[cfg(wndqn_cuda_graph)]
+        {
+            let handles = |ts: &[&tch::Tensor]| -> Vec<*mut std::ffi::c_void> {
+                ts.iter().map(|t| t.as_ptr() as *mut std::ffi::c_void).collect()
+            };
+            let (d, s) = (handles(dst), handles(src));
+            // SAFETY: two lists of live tensor handles, of the same length, for the call.
+            call("stage", |e, n| unsafe { ffi::wcs_stage(self.ptr, slot as _, d.as_ptr(), s.as_ptr(), d.len(), e, n) })
+        }
+        #[cfg(not(wndqn_cuda_graph))]
+        bail!("built without the CUDA shim")
+    }
+
+    /// Make the current (compute) stream wait for slot `slot`'s copies.
+    pub fn wait_copied(&self, slot: usize) -> Result<()> {
+        #[cfg(wndqn_cuda_graph)]
+        return call("wait", |e, n| unsafe { ffi::wcs_wait_copied(self.ptr, slot as _, e, n) });
+        #[cfg(not(wndqn_cuda_graph))]
+        {
+            let _ = slot;
+            bail!("built without the CUDA shim")
+        }
+    }
+
+    /// Mark slot `slot` free for the next copy once the current stream's work so far is done.
+    pub fn mark_consumed(&self, slot: usize) -> Result<()> {
+        #[cfg(wndqn_cuda_graph)]
+        return call("mark", |e, n| unsafe { ffi::wcs_mark_consumed(self.ptr, slot as _, e, n) });
+        #[cfg(not(wndqn_cuda_graph))]
+        {
+            let _ = slot;
+            bail!("built without the CUDA shim")
+        }
+    }
+}
+
+#[cfg(wndqn_cuda_graph)]
+impl Drop for Stager {
+    fn drop(&mut self) {
+        // SAFETY: `ptr` came from wcs_new and is freed once.
+        unsafe { ffi::wcs_delete(self.ptr) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -186,5 +284,27 @@ mod tests {
         assert!(bad.replay().is_err());
         let _ = x.shallow_clone().fill_(1.0);
         assert_eq!(x.sum(Kind::Float).double_value(&[]), 1024.0);
+    }
+
+    #[test]
+    fn staged_copies_land_in_their_slot() {
+        if !tch::Cuda::is_available() {
+            eprintln!("SKIPPED staged_copies_land_in_their_slot: no CUDA device");
+            assert!(Stager::new(0).is_err(), "a copy stream without a GPU must be an error");
+            return;
+        }
+        let d = Device::Cuda(0);
+        let n = 1i64 << 20;
+        let st = Stager::new(0).unwrap();
+        let slots = [Tensor::zeros([n], (Kind::Float, d)), Tensor::zeros([n], (Kind::Float, d))];
+        for i in 0..6 {
+            let k = i % 2;
+            let src = Tensor::full([n], i as f64, (Kind::Float, Device::Cpu)).pin_memory(d);
+            st.stage(k, &[&slots[k]], &[&src]).unwrap();
+            st.wait_copied(k).unwrap();
+            let got = slots[k].mean(Kind::Float).double_value(&[]);
+            assert_eq!(got, i as f64, "slot {k} after copy {i}");
+            st.mark_consumed(k).unwrap();
+        }
     }
 }

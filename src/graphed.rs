@@ -9,17 +9,18 @@
 //! statistics every `log.scalars_every` env steps ([`GraphedUpdate::take_stats`]).
 //!
 //! Inputs: the graph reads fixed device tensors. Each batch arrives as the replay thread leaves
-//! it (pinned host memory, [`wndqn_agents::replay::BatchPrep`]), is copied to the device without
-//! blocking the CPU, and then into the static inputs, all in stream order before the replay.
-//! Not done: a separate copy stream with double-buffered inputs (the copy of a 32-frame batch,
-//! about 2 MB, is not overlapped with the previous update's compute).
+//! it, in pinned host memory ([`wndqn_agents::replay::BatchPrep`]), and is copied to the device on
+//! a separate copy stream into one of two slots ([`Stager`]), so that the copy of batch n+1
+//! overlaps the replay of update n; the compute stream then waits for the slot, copies it into
+//! the static inputs (device to device, about 2 MB) and replays. Without a copy stream (if one
+//! cannot be made) the copies run on the compute stream, in order.
 
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 use wndqn_agents::dqn::{stats_from_sums, Dqn, UpdateStats, STAT_SUMS};
 use wndqn_agents::replay::TensorBatch;
 
-use crate::cuda_graph::CudaGraph;
+use crate::cuda_graph::{CudaGraph, Stager};
 
 /// Real updates run eagerly on the capture stream before capturing (they count as updates).
 pub const WARM_UP: u64 = 3;
@@ -30,16 +31,24 @@ pub struct GraphedUpdate {
     inputs: TensorBatch,
     sums: Tensor,
     summed: u64,
+    staging: Option<Staging>,
+}
+
+/// The copy stream and its two slots of device buffers.
+struct Staging {
+    stager: Stager,
+    slots: [TensorBatch; 2],
+    next: usize,
 }
 
 impl GraphedUpdate {
-    /// Warm up with [`WARM_UP`] real updates on `first` (a batch on the learner's device), then
-    /// capture one update that reads static copies of it.
+    /// Warm up with [`WARM_UP`] real updates on `first` (a batch as the replay thread leaves it),
+    /// then capture one update that reads static copies of it.
     pub fn new(dqn: &mut Dqn, first: &TensorBatch) -> Result<GraphedUpdate> {
         let device = dqn.online_vs.device();
         let Device::Cuda(index) = device else { bail!("CUDA graphs need a learner on a CUDA device, not {device:?}") };
         dqn.make_capturable();
-        let inputs = first.shallow_clone().map(|t| t.copy());
+        let inputs = first.shallow_clone().map(|t| t.to_device(device).copy());
         let sums = Tensor::zeros([STAT_SUMS], (Kind::Double, device));
         let mut graph = CudaGraph::new(index)?;
         graph.warm_up(|| -> Result<()> {
@@ -52,23 +61,24 @@ impl GraphedUpdate {
         let mut captured = Ok(());
         graph.capture(|| captured = dqn.update_on_device(&inputs, &sums))?;
         captured?;
-        Ok(GraphedUpdate { graph, inputs, sums, summed: WARM_UP })
+        let staging = Stager::new(index).ok().map(|stager| Staging {
+            stager,
+            slots: [0, 1].map(|_| inputs.shallow_clone().map(|t| t.zeros_like())),
+            next: 0,
+        });
+        Ok(GraphedUpdate { graph, inputs, sums, summed: WARM_UP, staging })
     }
 
-    /// One update on `b` (on the learner's device, as [`BatchPrep::to_learner`] leaves it): copy
-    /// it into the static inputs (device to device, in stream order), replay, then the host's part
-    /// of the update. Nothing here waits for the GPU.
-    ///
-    /// [`BatchPrep::to_learner`]: wndqn_agents::replay::BatchPrep::to_learner
+    /// Whether batches are copied on a copy stream (overlapping the compute).
+    pub fn staged(&self) -> bool {
+        self.staging.is_some()
+    }
+
+    /// One update on `b` (as the replay thread leaves it: pinned host memory on a GPU learner):
+    /// copy it into the static inputs, replay, then the host's part of the update. Nothing here
+    /// waits for the GPU.
     pub fn update(&mut self, dqn: &mut Dqn, b: &TensorBatch) -> Result<()> {
-        let i = &mut self.inputs;
-        for (dst, src) in [
-            (&mut i.obs, &b.obs),
-            (&mut i.next_obs, &b.next_obs),
-            (&mut i.actions, &b.actions),
-            (&mut i.rewards, &b.rewards),
-            (&mut i.terminated, &b.terminated),
-        ] {
+        for (dst, src) in self.inputs.tensors().into_iter().zip(b.tensors()) {
             if dst.size() != src.size() || dst.kind() != src.kind() {
                 bail!(
                     "a batch of {:?} {:?} for a graph captured on {:?} {:?}",
@@ -78,7 +88,24 @@ impl GraphedUpdate {
                     dst.kind()
                 );
             }
-            dst.copy_(src);
+        }
+        match &mut self.staging {
+            Some(st) => {
+                let k = st.next;
+                st.next ^= 1;
+                st.stager.stage(k, &st.slots[k].tensors(), &b.tensors())?;
+                st.stager.wait_copied(k)?;
+                for (dst, src) in self.inputs.tensors().into_iter().zip(st.slots[k].tensors()) {
+                    dst.shallow_clone().copy_(src);
+                }
+                st.stager.mark_consumed(k)?;
+            }
+            None => {
+                let device = dqn.online_vs.device();
+                for (dst, src) in self.inputs.tensors().into_iter().zip(b.tensors()) {
+                    dst.shallow_clone().copy_(&src.to_device_(device, src.kind(), true, false));
+                }
+            }
         }
         self.graph.replay()?;
         dqn.finish_device_update();
@@ -167,6 +194,7 @@ mod tests {
             }
             let start = eager.snapshot();
             let mut g = GraphedUpdate::new(&mut graphed, &first).unwrap();
+            assert!(g.staged(), "{what}: no copy stream");
             let mut sums = [0.0; 3];
             let mut add = |s: UpdateStats| {
                 sums[0] += s.loss;
@@ -180,10 +208,9 @@ mod tests {
             for _ in 0..k {
                 let b = batch(d);
                 add(eager.update(&b));
-                // As the learner gets it: pinned by the replay thread, sent without blocking.
-                let prep = wndqn_agents::replay::BatchPrep::for_device(d);
-                let sent = prep.to_learner(b.map(|t| t.to_device(Device::Cpu).pin_memory(d)));
-                g.update(&mut graphed, &sent).unwrap();
+                // As the learner gets it: pinned by the replay thread.
+                let pinned = b.shallow_clone().map(|t| t.to_device(Device::Cpu).pin_memory(d));
+                g.update(&mut graphed, &pinned).unwrap();
             }
             let (n, st) = g.take_stats().unwrap();
             assert_eq!(n, k + WARM_UP, "{what}");

@@ -509,6 +509,11 @@ impl BatchPrep {
 }
 
 impl TensorBatch {
+    /// The five tensors, in field order.
+    pub fn tensors(&self) -> [&Tensor; 5] {
+        [&self.obs, &self.next_obs, &self.actions, &self.rewards, &self.terminated]
+    }
+
     /// Another handle on the same tensors (no copy).
     pub fn shallow_clone(&self) -> TensorBatch {
         TensorBatch {

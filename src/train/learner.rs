@@ -35,13 +35,21 @@ impl Updater {
         }
     }
 
-    /// One update on `b` (on the learner's device); statistics go into `acc` now (eager) or
-    /// when [`Updater::flush_stats`] reads them (graphed).
-    fn update(&mut self, dqn: &mut Dqn, b: &TensorBatch, acc: &mut Acc, events: &Sender<Event>) -> Result<()> {
+    /// One update on `b` (as the replay thread prepared it); statistics go into `acc` now
+    /// (eager) or when [`Updater::flush_stats`] reads them (graphed).
+    fn update(
+        &mut self,
+        dqn: &mut Dqn,
+        b: TensorBatch,
+        prep: &BatchPrep,
+        acc: &mut Acc,
+        events: &Sender<Event>,
+    ) -> Result<()> {
         if let Updater::GraphPending = self {
-            *self = match GraphedUpdate::new(dqn, b) {
+            *self = match GraphedUpdate::new(dqn, &b) {
                 Ok(g) => {
-                    let _ = events.send(Event::Note("learner: updates captured as a CUDA graph".into()));
+                    let how = if g.staged() { "batches staged on a copy stream" } else { "no copy stream" };
+                    let _ = events.send(Event::Note(format!("learner: updates captured as a CUDA graph ({how})")));
                     Updater::Graphed(g)
                 }
                 Err(e) => {
@@ -57,9 +65,9 @@ impl Updater {
             }
         }
         match self {
-            Updater::Graphed(g) => g.update(dqn, b),
+            Updater::Graphed(g) => g.update(dqn, &b),
             _ => {
-                acc.add(1, &dqn.update(b));
+                acc.add(1, &dqn.update(&prep.to_learner(b)));
                 Ok(())
             }
         }
@@ -227,7 +235,7 @@ pub fn learner_thread(
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let t0 = Instant::now();
-        updater.update(&mut dqn, &prep.to_learner(batch), &mut acc, &events)?;
+        updater.update(&mut dqn, batch, &prep, &mut acc, &events)?;
         shared.learner_busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let updates = dqn.updates();
         shared.updates.store(updates, Ordering::Release);
