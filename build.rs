@@ -12,13 +12,16 @@
 //!   CUDA runtime headers, both from scripts/requirements.txt); it sets `cfg(wndqn_cuda_graph)`.
 use std::path::Path;
 
+#[path = "csrc/torch_cc.rs"]
+mod torch_cc;
+
 fn cuda_graph_shim(lib: &Path) {
     println!("cargo::rustc-check-cfg=cfg(wndqn_cuda_graph)");
     println!("cargo:rerun-if-changed=csrc/cuda_graph.cpp");
     println!("cargo:rerun-if-changed=csrc/c_abi.hpp");
+    println!("cargo:rerun-if-changed=csrc/torch_cc.rs");
     let torch = lib.parent().unwrap_or(lib);
     let nvidia = torch.join("../nvidia/cu13/include");
-    let includes = [torch.join("include"), torch.join("include/torch/csrc/api/include"), nvidia.clone()];
     let ready = lib.join("libtorch_cuda.so").exists()
         && torch.join("include/ATen/cuda/CUDAGraph.h").exists()
         && nvidia.join("crt/host_config.h").exists();
@@ -26,15 +29,7 @@ fn cuda_graph_shim(lib: &Path) {
         println!("cargo:warning=CUDA-graph shim not built: the torch wheel's CUDA headers are missing (run scripts/setup.sh)");
         return;
     }
-    cc::Build::new()
-        .cpp(true)
-        .std("c++17")
-        .opt_level(2)
-        .warnings(false)
-        .define("_GLIBCXX_USE_CXX11_ABI", "1")
-        .includes(&includes)
-        .file("csrc/cuda_graph.cpp")
-        .compile("wndqn_cuda_graph");
+    torch_cc::torch_cpp(torch).include(&nvidia).file("csrc/cuda_graph.cpp").compile("wndqn_cuda_graph");
     println!("cargo:rustc-cfg=wndqn_cuda_graph");
 }
 

@@ -5,21 +5,16 @@
 //!   expose; see `src/multi_tensor.rs`) against the headers of the same libtorch.
 use std::path::Path;
 
+#[path = "../csrc/torch_cc.rs"]
+mod torch_cc;
+
 fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rerun-if-changed=csrc/multi_tensor.cpp");
     println!("cargo:rerun-if-changed=../csrc/c_abi.hpp");
+    println!("cargo:rerun-if-changed=../csrc/torch_cc.rs");
     let lib = std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys exports DEP_TCH_LIBTORCH_LIB");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     let torch = Path::new(&lib).parent().expect("libtorch's lib/ has a parent");
-    cc::Build::new()
-        .cpp(true)
-        .std("c++17")
-        .opt_level(2)
-        .warnings(false)
-        .define("_GLIBCXX_USE_CXX11_ABI", "1")
-        .include(torch.join("include"))
-        .include(torch.join("include/torch/csrc/api/include"))
-        .file("csrc/multi_tensor.cpp")
-        .compile("wndqn_multi_tensor");
+    torch_cc::torch_cpp(torch).file("csrc/multi_tensor.cpp").compile("wndqn_multi_tensor");
 }

@@ -12,10 +12,13 @@
 //! built on both; they run only where a GPU is present.
 
 use anyhow::{anyhow, bail, Result};
+#[cfg(wndqn_cuda_graph)]
+use wndqn_agents::ffi::{call, handles};
 
 #[cfg(wndqn_cuda_graph)]
 mod ffi {
     use std::ffi::{c_char, c_int, c_void};
+    use torch_sys::C_tensor;
     extern "C" {
         pub fn wcg_new(device: c_int) -> *mut c_void;
         pub fn wcg_delete(g: *mut c_void);
@@ -29,8 +32,8 @@ mod ffi {
         pub fn wcs_stage(
             s: *mut c_void,
             slot: c_int,
-            dst: *const *mut c_void,
-            src: *const *mut c_void,
+            dst: *const *mut C_tensor,
+            src: *const *mut C_tensor,
             n: usize,
             err: *mut c_char,
             cap: usize,
@@ -43,16 +46,6 @@ mod ffi {
 /// Whether this binary was built with the CUDA-graph shim.
 pub fn built() -> bool {
     cfg!(wndqn_cuda_graph)
-}
-
-#[cfg(wndqn_cuda_graph)]
-fn call(what: &str, f: impl FnOnce(*mut std::ffi::c_char, usize) -> std::ffi::c_int) -> Result<()> {
-    let mut err = [0u8; 1024];
-    if f(err.as_mut_ptr().cast(), err.len()) == 0 {
-        return Ok(());
-    }
-    let msg = std::ffi::CStr::from_bytes_until_nul(&err).map(|c| c.to_string_lossy().into_owned()).unwrap_or_default();
-    Err(anyhow!("CUDA graph {what}: {}", msg.lines().next().unwrap_or("")))
 }
 
 /// Run `f`, turning a panic (tch reports libtorch errors, such as an operation that is not
@@ -103,9 +96,9 @@ impl CudaGraph {
         #[cfg(wndqn_cuda_graph)]
         {
             // SAFETY: `ptr` is a live graph; every call gets an error buffer with its capacity.
-            call("warm-up", |e, n| unsafe { ffi::wcg_enter(self.ptr, e, n) })?;
+            call("CUDA graph warm-up", |e, n| unsafe { ffi::wcg_enter(self.ptr, e, n) })?;
             let r = guarded("warm-up", f);
-            call("warm-up", |e, n| unsafe { ffi::wcg_leave(self.ptr, e, n) })?;
+            call("CUDA graph warm-up", |e, n| unsafe { ffi::wcg_leave(self.ptr, e, n) })?;
             r
         }
         #[cfg(not(wndqn_cuda_graph))]
@@ -122,9 +115,9 @@ impl CudaGraph {
         }
         #[cfg(wndqn_cuda_graph)]
         {
-            call("capture", |e, n| unsafe { ffi::wcg_capture_begin(self.ptr, e, n) })?;
+            call("CUDA graph capture", |e, n| unsafe { ffi::wcg_capture_begin(self.ptr, e, n) })?;
             let r = guarded("capture", f);
-            let end = call("capture", |e, n| unsafe { ffi::wcg_capture_end(self.ptr, e, n) });
+            let end = call("CUDA graph capture", |e, n| unsafe { ffi::wcg_capture_end(self.ptr, e, n) });
             r?;
             end?;
             self.captured = true;
@@ -143,7 +136,7 @@ impl CudaGraph {
             bail!("CUDA graph: nothing captured");
         }
         #[cfg(wndqn_cuda_graph)]
-        return call("replay", |e, n| unsafe { ffi::wcg_replay(self.ptr, e, n) });
+        return call("CUDA graph replay", |e, n| unsafe { ffi::wcg_replay(self.ptr, e, n) });
         #[cfg(not(wndqn_cuda_graph))]
         bail!("built without the CUDA-graph shim")
     }
@@ -174,13 +167,16 @@ impl Stager {
         }
         #[cfg(wndqn_cuda_graph)]
         {
-            let mut err = [0u8; 1024];
+            let mut ptr = std::ptr::null_mut();
             // SAFETY: the error buffer comes with its capacity; a null result means failure.
-            let ptr = unsafe { ffi::wcs_new(device as std::ffi::c_int, err.as_mut_ptr().cast(), err.len()) };
-            if ptr.is_null() {
-                let msg = std::ffi::CStr::from_bytes_until_nul(&err).map(|c| c.to_string_lossy().into_owned());
-                bail!("copy stream: {}", msg.unwrap_or_default());
-            }
+            call("copy stream", |e, n| {
+                ptr = unsafe { ffi::wcs_new(device as std::ffi::c_int, e, n) };
+                if ptr.is_null() {
+                    -1
+                } else {
+                    0
+                }
+            })?;
             Ok(Stager { ptr })
         }
         #[cfg(not(wndqn_cuda_graph))]
@@ -198,12 +194,11 @@ impl Stager {
         }
         #[cfg(wndqn_cuda_graph)]
         {
-            let handles = |ts: &[&tch::Tensor]| -> Vec<*mut std::ffi::c_void> {
-                ts.iter().map(|t| t.as_ptr() as *mut std::ffi::c_void).collect()
-            };
-            let (d, s) = (handles(dst), handles(src));
+            let (d, s) = (handles(dst.iter().copied()), handles(src.iter().copied()));
             // SAFETY: two lists of live tensor handles, of the same length, for the call.
-            call("stage", |e, n| unsafe { ffi::wcs_stage(self.ptr, slot as _, d.as_ptr(), s.as_ptr(), d.len(), e, n) })
+            call("copy stream", |e, n| unsafe {
+                ffi::wcs_stage(self.ptr, slot as _, d.as_ptr(), s.as_ptr(), d.len(), e, n)
+            })
         }
         #[cfg(not(wndqn_cuda_graph))]
         bail!("built without the CUDA shim")
@@ -212,25 +207,35 @@ impl Stager {
     /// Make the current (compute) stream wait for slot `slot`'s copies.
     pub fn wait_copied(&self, slot: usize) -> Result<()> {
         #[cfg(wndqn_cuda_graph)]
-        return call("wait", |e, n| unsafe { ffi::wcs_wait_copied(self.ptr, slot as _, e, n) });
+        return self.on_slot(ffi::wcs_wait_copied, slot);
         #[cfg(not(wndqn_cuda_graph))]
-        {
-            let _ = slot;
-            bail!("built without the CUDA shim")
-        }
+        self.on_slot((), slot)
     }
 
     /// Mark slot `slot` free for the next copy once the current stream's work so far is done.
     pub fn mark_consumed(&self, slot: usize) -> Result<()> {
         #[cfg(wndqn_cuda_graph)]
-        return call("mark", |e, n| unsafe { ffi::wcs_mark_consumed(self.ptr, slot as _, e, n) });
+        return self.on_slot(ffi::wcs_mark_consumed, slot);
         #[cfg(not(wndqn_cuda_graph))]
-        {
-            let _ = slot;
-            bail!("built without the CUDA shim")
-        }
+        self.on_slot((), slot)
+    }
+
+    #[cfg(wndqn_cuda_graph)]
+    fn on_slot(&self, f: SlotFn, slot: usize) -> Result<()> {
+        // SAFETY: `ptr` is a live stager; the error buffer comes with its capacity.
+        call("copy stream", |e, n| unsafe { f(self.ptr, slot as _, e, n) })
+    }
+
+    #[cfg(not(wndqn_cuda_graph))]
+    fn on_slot(&self, _: (), _: usize) -> Result<()> {
+        bail!("built without the CUDA shim")
     }
 }
+
+/// A shim entry point on one slot of a stager.
+#[cfg(wndqn_cuda_graph)]
+type SlotFn =
+    unsafe extern "C" fn(*mut std::ffi::c_void, std::ffi::c_int, *mut std::ffi::c_char, usize) -> std::ffi::c_int;
 
 #[cfg(wndqn_cuda_graph)]
 impl Drop for Stager {

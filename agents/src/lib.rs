@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod dqn;
+pub mod ffi;
 mod fused;
 pub mod layers;
 pub mod multi_tensor;

@@ -11,6 +11,8 @@ use std::ffi::{c_char, c_int};
 use tch::Tensor;
 use torch_sys::C_tensor;
 
+use crate::ffi::{call, handles};
+
 extern "C" {
     fn wmt_clip_grad_norm(
         grads: *const *mut C_tensor,
@@ -35,19 +37,6 @@ extern "C" {
         err: *mut c_char,
         cap: usize,
     ) -> c_int;
-}
-
-fn handles(ts: &[Tensor]) -> Vec<*mut C_tensor> {
-    ts.iter().map(|t| t.as_ptr() as *mut C_tensor).collect()
-}
-
-fn call(what: &str, f: impl FnOnce(*mut c_char, usize) -> c_int) -> Result<()> {
-    let mut err = [0u8; 1024];
-    if f(err.as_mut_ptr().cast(), err.len()) == 0 {
-        return Ok(());
-    }
-    let msg = std::ffi::CStr::from_bytes_until_nul(&err).map(|c| c.to_string_lossy().into_owned()).unwrap_or_default();
-    Err(anyhow!("{what}: {}", msg.lines().next().unwrap_or("")))
 }
 
 /// The global L2 norm of `grads` (a device scalar); with `max_norm`, every gradient is scaled

@@ -166,14 +166,6 @@ fn round(v: f32) -> u8 {
     (v + 0.5).min(255.0) as u8
 }
 
-impl AreaResize {
-    /// The tap counts (rows, columns), for tests.
-    #[cfg(test)]
-    fn taps(&self) -> (usize, usize) {
-        (self.rows.k, self.cols.k)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,7 +214,7 @@ mod tests {
     #[test]
     fn unrolled_taps_equal_the_generic_loop() {
         let r = AreaResize::new(210, 160, 84, 84);
-        let (_, kc) = r.taps();
+        let kc = r.cols.k;
         assert!((2..=4).contains(&kc), "{kc} column taps");
         let acc: Vec<f32> = (0..160).map(|i| ((i * 7919) % 256) as f32 * 0.999).collect();
         let (mut a, mut b) = (vec![0u8; 84], vec![1u8; 84]);

@@ -46,22 +46,20 @@ impl Updater {
         events: &Sender<Event>,
     ) -> Result<()> {
         if let Updater::GraphPending = self {
-            *self = match GraphedUpdate::new(dqn, &b) {
+            match GraphedUpdate::new(dqn, &b) {
                 Ok(g) => {
                     let how = if g.staged() { "batches staged on a copy stream" } else { "no copy stream" };
                     let _ = events.send(Event::Note(format!("learner: updates captured as a CUDA graph ({how})")));
-                    Updater::Graphed(g)
+                    *self = Updater::Graphed(g);
+                    // The warm-up updates were this batch's update.
+                    return Ok(());
                 }
                 Err(e) => {
                     let _ = events.send(Event::Note(format!(
                         "learner: CUDA graph capture failed, eager updates from here ({e:#}); set learner.cuda_graph = false to skip the attempt"
                     )));
-                    Updater::Eager
+                    *self = Updater::Eager;
                 }
-            };
-            if matches!(self, Updater::Graphed(_)) {
-                // The warm-up updates were this batch's update.
-                return Ok(());
             }
         }
         match self {
