@@ -1,6 +1,7 @@
 //! `wndqn bench ...`: throughput measurements. Numbers, not assertions: scripts in `scripts/`
 //! run these side by side with reference implementations and report ratios.
 
+use crate::util::out;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -45,8 +46,8 @@ pub struct EnvBench {
     /// Envs per thread (stepped round-robin).
     #[arg(long, default_value_t = 1)]
     pub envs_per_thread: usize,
-    /// Measurement time.
-    #[arg(long, default_value_t = 5.0)]
+    /// Measurement time, seconds.
+    #[arg(long, default_value_t = 5.0, value_parser = crate::util::seconds_arg)]
     pub seconds: f64,
     /// Env settings: `--set env.repeat_action_probability=0` (repeatable).
     #[arg(long = "set", value_name = "env.KEY=VALUE")]
@@ -71,8 +72,8 @@ pub struct LearnerBench {
     /// Intra-op threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Measurement time (after 5 warm-up updates).
-    #[arg(long, default_value_t = 10.0)]
+    /// Measurement time, seconds (after 5 warm-up updates).
+    #[arg(long, default_value_t = 10.0, value_parser = crate::util::seconds_arg)]
     pub seconds: f64,
     /// Train on real frames of this game (random play, 4-frame stacks) instead of uniform noise.
     /// Real frames are mostly flat background, which changes the numbers the network sees
@@ -101,8 +102,8 @@ pub struct ReplayBench {
     /// Batch size.
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
-    /// Sampling time.
-    #[arg(long, default_value_t = 3.0)]
+    /// Sampling time, seconds.
+    #[arg(long, default_value_t = 3.0, value_parser = crate::util::seconds_arg)]
     pub seconds: f64,
     /// Print one JSON object.
     #[arg(long)]
@@ -118,8 +119,8 @@ pub struct E2eBench {
     /// Network variant.
     #[arg(long, value_enum, default_value = "weight_norm")]
     pub variant: Variant,
-    /// Measurement time after warm-up.
-    #[arg(long, default_value_t = 60.0)]
+    /// Measurement time after warm-up, seconds.
+    #[arg(long, default_value_t = 60.0, value_parser = crate::util::seconds_arg)]
     pub seconds: f64,
     /// Config to start from (its env id is replaced by --game).
     #[arg(long, default_value = "configs/pong.toml")]
@@ -157,28 +158,41 @@ fn env_config(game: &str, sets: &[String]) -> Result<EnvConfig> {
 }
 
 fn bench_env(b: EnvBench, rom_dir: Option<&Path>) -> Result<()> {
-    if b.threads == 0 || b.envs_per_thread == 0 || b.seconds <= 0.0 {
-        bail!("--threads, --envs-per-thread and --seconds must be positive");
+    let cores = crate::config::cores();
+    if b.threads == 0 || b.envs_per_thread == 0 {
+        bail!("--threads and --envs-per-thread must be positive");
+    }
+    if b.threads > 4 * cores || b.envs_per_thread > 1024 {
+        bail!(
+            "--threads {} --envs-per-thread {}: at most {} threads (4 per CPU thread of this machine) and 1024 envs per thread",
+            b.threads,
+            b.envs_per_thread,
+            4 * cores
+        );
     }
     let (id, cfg) = env_config(&b.game, &b.sets)?.resolve(rom_dir)?;
+    // Every thread makes its own envs (in parallel), then all start together with the main
+    // thread, which times the whole span: the rate is steps over wall-clock time.
+    let start = std::sync::Arc::new(std::sync::Barrier::new(b.threads + 1));
+    let deadline = std::sync::Arc::new(std::sync::OnceLock::<Instant>::new());
     let mut handles = Vec::new();
-    let start = std::sync::Arc::new(std::sync::Barrier::new(b.threads));
     for t in 0..b.threads {
-        let mut envs = Vec::new();
-        for k in 0..b.envs_per_thread {
-            let mut e = make_env(&id, &cfg)?;
-            e.reset(Some((t * 1000 + k) as u64))?;
-            envs.push(e);
-        }
-        let secs = b.seconds;
-        let start = start.clone();
-        handles.push(std::thread::spawn(move || {
-            let mut rng = StdRng::seed_from_u64(t as u64);
+        let (id, cfg, start, deadline, n) =
+            (id.clone(), cfg.clone(), start.clone(), deadline.clone(), b.envs_per_thread);
+        handles.push(std::thread::spawn(move || -> Result<u64> {
+            let made = (0..n)
+                .map(|k| {
+                    let mut e = make_env(&id, &cfg)?;
+                    e.reset(Some((t * 1000 + k) as u64))?;
+                    Ok(e)
+                })
+                .collect::<Result<Vec<_>>>();
             start.wait();
-            let t0 = Instant::now();
+            let mut envs = made?;
+            let mut rng = StdRng::seed_from_u64(t as u64);
+            let end = *deadline.wait();
             let mut steps = 0u64;
-            let deadline = Duration::from_secs_f64(secs);
-            'outer: loop {
+            loop {
                 for e in envs.iter_mut() {
                     let a = rng.gen_range(0..e.num_actions());
                     let s = e.step(a);
@@ -187,29 +201,29 @@ fn bench_env(b: EnvBench, rom_dir: Option<&Path>) -> Result<()> {
                     }
                     steps += 1;
                 }
-                if steps % 64 < envs.len() as u64 && t0.elapsed() >= deadline {
-                    break 'outer;
+                if steps % 64 < envs.len() as u64 && Instant::now() >= end {
+                    return Ok(steps);
                 }
             }
-            (steps, t0.elapsed().as_secs_f64())
         }));
     }
+    start.wait();
+    let t0 = Instant::now();
+    let _ = deadline.set(t0 + Duration::from_secs_f64(b.seconds));
     let mut steps = 0;
-    let mut secs: f64 = 0.0;
     for h in handles {
-        let (s, t) = h.join().map_err(|_| anyhow::anyhow!("bench thread panicked"))?;
-        steps += s;
-        secs = secs.max(t);
+        steps += h.join().map_err(|_| anyhow::anyhow!("bench thread panicked"))??;
     }
+    let secs = t0.elapsed().as_secs_f64();
     let sps = steps as f64 / secs;
     let frameskip = cfg.frameskip.unwrap_or(1) as f64;
     if b.json {
-        println!(
+        out!(
             "{}",
             json!({"game": id.short_name(), "threads": b.threads, "envs_per_thread": b.envs_per_thread, "env_steps_per_sec": sps, "frames_per_sec": sps * frameskip, "seconds": secs, "frameskip": frameskip})
         );
     } else {
-        println!(
+        out!(
             "{}: {:.0} env steps/s ({:.0} frames/s) on {} thread(s), {} env(s) each, {:.1}s",
             id.short_name(),
             sps,
@@ -306,6 +320,16 @@ fn game_batch(game: &str, batch: i64, rom_dir: Option<&Path>) -> Result<TensorBa
 }
 
 fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<()> {
+    if b.batch < 1 {
+        bail!("--batch {} must be at least 1", b.batch);
+    }
+    let mut cfg = crate::config::Config::default();
+    cfg.agent.network = b.network;
+    let shape = crate::memory::Shape::of(&cfg);
+    crate::memory::check_bytes(
+        &format!("--batch {}", b.batch),
+        crate::memory::batch_bytes(&cfg, shape, b.batch as f64, 1.0),
+    )?;
     let device = device.resolve()?;
     let variant = b.variant;
     let threads =
@@ -358,12 +382,12 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     let secs = t0.elapsed().as_secs_f64();
     let ups = n as f64 / secs;
     if b.json {
-        println!(
+        out!(
             "{}",
             json!({"updates_per_sec": ups, "variant": variant.name(), "network": b.network, "cuda_graph": graph_used, "obs": b.game.as_deref().unwrap_or("noise"), "device": device_name(device), "threads": threads, "batch": b.batch, "updates": n, "seconds": secs})
         );
     } else {
-        println!(
+        out!(
             "{} {} on {}{} ({} threads): {:.1} updates/s (batch {}, double DQN, Adam)",
             b.network.name(),
             variant.name(),
@@ -384,9 +408,10 @@ fn rss_bytes() -> usize {
 }
 
 fn bench_replay(b: ReplayBench) -> Result<()> {
-    if b.fill < 1000 || b.shards == 0 {
-        bail!("--fill must be >= 1000 and --shards >= 1");
+    if b.fill < 1000 || b.shards == 0 || b.shards > 256 || b.batch == 0 {
+        bail!("--fill must be >= 1000, --shards 1..=256 and --batch >= 1");
     }
+    crate::memory::check_bytes(&format!("--fill {}", b.fill), b.fill as f64 * (84.0 * 84.0 + 6.0))?;
     let before = rss_bytes();
     let mem = FrameMemory::new(b.fill, b.shards, 84 * 84, 4);
     let mut frame = vec![0u8; 84 * 84];
@@ -425,13 +450,13 @@ fn bench_replay(b: ReplayBench) -> Result<()> {
     let bps = n as f64 / t0.elapsed().as_secs_f64();
     let projected_gb = per_transition * 1e6 / 1e9;
     if b.json {
-        println!(
+        out!(
             "{}",
             json!({"batches_per_sec": bps, "transitions_per_sec": bps * b.batch as f64, "stored": stored, "rss_bytes_per_transition": per_transition, "projected_rss_gb_for_1m": projected_gb, "batch": b.batch})
         );
     } else {
-        println!("replay: {stored} transitions stored; {per_transition:.0} resident bytes per transition (1M transitions: {projected_gb:.2} GB)");
-        println!("sampling: {bps:.0} batches/s of {} as u8 tensors (the learner takes one per update: 25-55/s on 2 CPU cores, hundreds on a GPU)", b.batch);
+        out!("replay: {stored} transitions stored; {per_transition:.0} resident bytes per transition (1M transitions: {projected_gb:.2} GB)");
+        out!("sampling: {bps:.0} batches/s of {} as u8 tensors (the learner takes one per update: 25-55/s on 2 CPU cores, hundreds on a GPU)", b.batch);
     }
     Ok(())
 }
@@ -457,17 +482,20 @@ fn bench_e2e(b: E2eBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<(
     cfg.env = env;
     cfg.log.eval_every = 0;
     cfg.log.checkpoint_every = 0;
+    crate::memory::check(&cfg, 1)?;
+    crate::signals::install();
     let opts = crate::train::RunOptions { quiet: true, measure_secs: Some(b.seconds), save_replay: false };
-    let s = crate::train::run_training(cfg, &id, dev, crate::train::Target::New(args.runs_dir.clone()), opts)?;
+    let run = crate::train::run_training(cfg, &id, dev, crate::train::Target::New(args.runs_dir.clone()), opts);
     let _ = std::fs::remove_dir_all(&args.runs_dir);
+    let s = run?;
     let m = s.measured.ok_or_else(|| anyhow::anyhow!("the run ended before learning started"))?;
     if b.json {
-        println!(
+        out!(
             "{}",
             json!({"game": s.env, "variant": s.variant, "device": device_name(dev), "env_steps_per_sec": m.env_steps_per_sec, "updates_per_sec": m.updates_per_sec, "seconds": m.secs, "actor_wait_frac": m.actor_wait_frac, "learner_wait_frac": m.learner_wait_frac, "learner_busy_frac": m.learner_busy_frac})
         );
     } else {
-        println!(
+        out!(
             "{} {} ({}): {:.1} env steps/s, {:.1} updates/s over {:.0}s after warm-up",
             s.env,
             s.variant,
@@ -476,7 +504,7 @@ fn bench_e2e(b: E2eBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<(
             m.updates_per_sec,
             m.secs
         );
-        println!(
+        out!(
             "time: actors waited {:.0}% for the learner; learner busy {:.0}%, waited {:.0}% for data",
             100.0 * m.actor_wait_frac,
             100.0 * m.learner_busy_frac,

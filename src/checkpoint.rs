@@ -3,10 +3,16 @@
 //! memory, and a `COMPLETE` marker listing every file's size and hash.
 //!
 //! Atomic: everything is written into a hidden temporary folder, each file fsynced, the marker
-//! written last, then the folder renamed into place and the parent fsynced. A `kill -9` leaves
-//! at worst a temporary folder, never a half-written `ckpt-*`; a checkpoint whose files do not
-//! match their marker (disk corruption, manual edits) is skipped with a warning in favour of the
-//! previous one. The last `log.keep_checkpoints` are kept.
+//! written last, then the folder renamed into place (swapped with `renameat2(RENAME_EXCHANGE)`
+//! when a checkpoint of that name exists, as after two stops in the warm-up) and the parent
+//! fsynced. A `kill -9` leaves at worst a temporary folder, never a half-written `ckpt-*`.
+//!
+//! The marker lists every file with its size and CRC-32C (hardware-accelerated, so the
+//! gigabytes of a `replay.bin` are checked too; markers of older checkpoints hold 64-bit FNV-1a
+//! hashes, which are still read). A checkpoint whose networks, optimizer or counters do not
+//! match their marker (disk corruption, manual edits), or whose marker lacks one of them, is
+//! skipped with a warning in favour of the previous one; a damaged `replay.bin` only costs the
+//! replay memory, which then refills. The last `log.keep_checkpoints` are kept.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -41,30 +47,54 @@ pub struct State {
 }
 
 const MARKER: &str = "COMPLETE";
+/// Files every checkpoint has (replay.bin is optional).
+const REQUIRED: [&str; 5] =
+    ["config.toml", "online.safetensors", "optimizer.safetensors", "state.json", "target.safetensors"];
 /// Name prefix of a checkpoint being written.
 const TMP_PREFIX: &str = ".tmp-";
 
-fn fnv(path: &Path) -> Result<(u64, u64)> {
+/// A file's size and hash as its marker line writes it: `crc32c:` and 8 hex digits, or (older
+/// markers) 16 hex digits of FNV-1a.
+fn digest(path: &Path, legacy_fnv: bool) -> std::io::Result<(u64, String)> {
     let mut f = File::open(path)?;
     let mut buf = vec![0u8; 1 << 20];
-    let (mut h, mut n) = (0xcbf29ce484222325u64, 0u64);
+    let (mut crc, mut fnv, mut n) = (0u32, 0xcbf29ce484222325u64, 0u64);
     loop {
         let k = f.read(&mut buf)?;
         if k == 0 {
             break;
         }
-        for &b in &buf[..k] {
-            h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+        if legacy_fnv {
+            for &b in &buf[..k] {
+                fnv = (fnv ^ b as u64).wrapping_mul(0x100000001b3);
+            }
+        } else {
+            crc = crc32c::crc32c_append(crc, &buf[..k]);
         }
         n += k as u64;
     }
-    Ok((n, h))
+    Ok((n, if legacy_fnv { format!("{fnv:016x}") } else { format!("crc32c:{crc:08x}") }))
 }
 
 fn fsync_dir(p: &Path) {
     if let Ok(d) = File::open(p) {
         let _ = d.sync_all();
     }
+}
+
+/// Run `f` on `dir` under a name that is valid UTF-8. tch takes file names as UTF-8 strings,
+/// but a run folder's path need not be (`--runs-dir` is any path): such a folder is reached
+/// through `/proc/self/fd/N` of an open handle on it, which lives until `f` returns.
+pub fn utf8_dir<R>(dir: &Path, f: impl FnOnce(&Path) -> Result<R>) -> Result<R> {
+    use std::os::fd::AsRawFd;
+    if dir.to_str().is_some() {
+        return f(dir);
+    }
+    let handle = File::open(dir).with_context(|| format!("cannot open {}", dir.display()))?;
+    let alias = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
+    let r = f(&alias);
+    drop(handle);
+    r
 }
 
 /// The checkpoints folder of a run.
@@ -82,8 +112,13 @@ pub fn write(
     replay: Option<&AnyMemory>,
     keep: usize,
 ) -> Result<PathBuf> {
+    if !run.is_dir() {
+        bail!("the run folder {} is gone (deleted or moved while the run was training)", run.display());
+    }
     let root = dir(run);
-    std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    if !root.is_dir() {
+        std::fs::create_dir(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    }
     let name = format!("ckpt-{:012}", state.updates);
     let tmp = root.join(format!("{TMP_PREFIX}{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
@@ -92,10 +127,10 @@ pub fn write(
         return Err(e);
     }
     let dest = root.join(&name);
-    if dest.exists() {
-        std::fs::remove_dir_all(&dest).with_context(|| format!("cannot replace {}", dest.display()))?;
+    if let Err(e) = put_in_place(&tmp, &dest) {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
     }
-    std::fs::rename(&tmp, &dest).with_context(|| format!("cannot rename {} to {}", tmp.display(), dest.display()))?;
     fsync_dir(&root);
     // Keep the newest `keep`.
     let all = list(run);
@@ -105,10 +140,31 @@ pub fn write(
     Ok(dest)
 }
 
+/// Move the finished folder `tmp` to `dest`. An existing `dest` (a checkpoint at the same
+/// update count: two stops before the first update) is swapped out atomically, so that a
+/// complete checkpoint of that name exists at every moment, then removed.
+fn put_in_place(tmp: &Path, dest: &Path) -> Result<()> {
+    let what = || format!("cannot move {} to {}", tmp.display(), dest.display());
+    if !dest.exists() {
+        return std::fs::rename(tmp, dest).with_context(what);
+    }
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(|e| anyhow!("{e}"));
+    let (a, b) = (c(tmp)?, c(dest)?);
+    // SAFETY: two NUL-terminated paths that live across the call.
+    let r = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_EXCHANGE) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error()).with_context(what);
+    }
+    // `tmp` now holds the replaced checkpoint.
+    let _ = std::fs::remove_dir_all(tmp);
+    Ok(())
+}
+
 /// The files of a checkpoint in `tmp`, each fsynced, the marker last.
 fn fill(tmp: &Path, dqn: &Dqn, state: &State, config_toml: &str, replay: Option<&AnyMemory>) -> Result<()> {
     std::fs::create_dir_all(tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    dqn.save(tmp).with_context(|| format!("writing the networks and optimizer into {}", tmp.display()))?;
+    utf8_dir(tmp, |d| dqn.save(d))
+        .with_context(|| format!("writing the networks and optimizer into {}", tmp.display()))?;
     let put = |n: &str, bytes: &[u8]| {
         std::fs::write(tmp.join(n), bytes).with_context(|| format!("writing {}", tmp.join(n).display()))
     };
@@ -131,8 +187,8 @@ fn fill(tmp: &Path, dqn: &Dqn, state: &State, config_toml: &str, replay: Option<
     for n in &names {
         let p = tmp.join(n);
         File::open(&p).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", p.display()))?;
-        let (size, hash) = if n == "replay.bin" { (std::fs::metadata(&p)?.len(), 0) } else { fnv(&p)? };
-        manifest.push_str(&format!("{n} {size} {hash:016x}\n"));
+        let (size, hash) = digest(&p, false).with_context(|| format!("reading {}", p.display()))?;
+        manifest.push_str(&format!("{n} {size} {hash}\n"));
     }
     let marker = tmp.join(MARKER);
     (|| -> std::io::Result<()> {
@@ -170,35 +226,59 @@ pub fn list(run: &Path) -> Vec<(u64, PathBuf)> {
     v
 }
 
-/// Check a checkpoint against its marker.
-pub fn verify(ckpt: &Path) -> Result<State> {
+/// A checkpoint that passed [`verify`].
+#[derive(Debug)]
+pub struct Verified {
+    /// Its counters.
+    pub state: State,
+    /// `replay.bin` is listed but damaged: resume without it (the memory refills).
+    pub replay_damaged: Option<String>,
+}
+
+/// Check a checkpoint against its marker: every listed file with its size and hash, and every
+/// file a checkpoint needs listed.
+pub fn verify(ckpt: &Path) -> Result<Verified> {
     let manifest =
         std::fs::read_to_string(ckpt.join(MARKER)).map_err(|_| anyhow!("no {MARKER} marker (incomplete)"))?;
+    let mut listed = Vec::new();
+    let mut replay_damaged = None;
     for line in manifest.lines() {
         let mut it = line.split_whitespace();
-        let (Some(n), Some(size), Some(hash)) = (it.next(), it.next(), it.next()) else {
-            bail!("malformed marker line `{line}`")
+        let (Some(n), Some(size), Some(hash), None) = (it.next(), it.next(), it.next(), it.next()) else {
+            bail!("malformed marker line `{}`", crate::util::clip(line, 80))
         };
         let p = ckpt.join(n);
-        let (got_size, got_hash) = if n == "replay.bin" {
-            (std::fs::metadata(&p).map(|m| m.len()).unwrap_or(u64::MAX), 0)
-        } else {
-            fnv(&p).unwrap_or((u64::MAX, 0))
+        let why = match digest(&p, !hash.starts_with("crc32c:")) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!("{n} is missing")),
+            Err(e) => Some(format!("{n} cannot be read ({e})")),
+            Ok((s, _)) if s.to_string() != size => Some(format!("{n} has {s} bytes, its marker says {size}")),
+            Ok((_, h)) if h != hash => Some(format!("{n} does not match its hash ({h}, marker: {hash})")),
+            Ok(_) => None,
         };
-        if got_size.to_string() != size || format!("{got_hash:016x}") != hash {
-            bail!("{n} does not match its marker (size {got_size}, expected {size})");
+        match (why, n) {
+            (Some(w), "replay.bin") => replay_damaged = Some(w),
+            (Some(w), _) => bail!("{w}"),
+            (None, _) => {}
         }
+        listed.push(n.to_string());
     }
-    let state: State =
+    let missing: Vec<&str> = REQUIRED.iter().copied().filter(|r| !listed.iter().any(|l| l == r)).collect();
+    if !missing.is_empty() {
+        bail!("its {MARKER} marker does not list {}", missing.join(", "));
+    }
+    let mut state: State =
         serde_json::from_str(&std::fs::read_to_string(ckpt.join("state.json"))?).context("state.json")?;
-    Ok(state)
+    if replay_damaged.is_some() {
+        state.has_replay = false;
+    }
+    Ok(Verified { state, replay_damaged })
 }
 
 /// The newest usable checkpoint (or the one at `updates`), warning about the ones skipped.
 pub fn find(run: &Path, updates: Option<u64>, warn: &mut dyn FnMut(String)) -> Result<(PathBuf, State)> {
     let all = list(run);
     if all.is_empty() {
-        bail!("{} has no checkpoint (checkpoints are written every log.checkpoint_every updates and when a run ends or is interrupted)", run.display());
+        bail!("{} has no checkpoint (checkpoints are written every log.checkpoint_every updates and whenever a run stops, also during its warm-up)", run.display());
     }
     for (u, p) in &all {
         if let Some(want) = updates {
@@ -207,7 +287,15 @@ pub fn find(run: &Path, updates: Option<u64>, warn: &mut dyn FnMut(String)) -> R
             }
         }
         match verify(p) {
-            Ok(s) => return Ok((p.clone(), s)),
+            Ok(v) => {
+                if let Some(why) = v.replay_damaged {
+                    warn(format!(
+                        "warning: checkpoint {}: {why}; using it without its replay memory, which refills",
+                        p.display()
+                    ));
+                }
+                return Ok((p.clone(), v.state));
+            }
             Err(e) => warn(format!("warning: skipping checkpoint {}: {e:#}", p.display())),
         }
     }

@@ -1,5 +1,6 @@
 //! The clap command line: global flags and one subcommand per job.
 
+use crate::util::out;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -31,6 +32,8 @@ pub enum Command {
     Eval(crate::eval_cmd::EvalCmd),
     /// Compare variants over seeds: launch them (--config) or compare finished run folders.
     Compare(crate::compare::CompareCmd),
+    /// Check configs without training: keys, values, environment and ROM, networks, memory.
+    Check(crate::check::CheckCmd),
     /// Measure throughput: environments, the learner, the replay memory, or the whole system.
     #[command(subcommand)]
     Bench(crate::bench::BenchCmd),
@@ -79,22 +82,14 @@ pub struct TrainCmd {
     pub quiet: bool,
 }
 
-/// `s` as one shell word: unchanged when it is safe, else in single quotes.
-pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:=,@%".contains(c)) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
-
 /// Run the parsed command.
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Games { all } => crate::games::run(cli.rom_dir.as_deref(), all),
         Command::Info { json } => crate::info::run(cli.rom_dir.as_deref(), json),
         Command::Bench(b) => crate::bench::run(b, cli.device, cli.rom_dir.as_deref()),
-        Command::Eval(e) => crate::eval_cmd::run(e, cli.rom_dir.as_deref()),
+        Command::Eval(e) => crate::eval_cmd::run(e, cli.device, cli.rom_dir.as_deref()),
+        Command::Check(c) => crate::check::run(c, cli.rom_dir.as_deref()),
         Command::Compare(c) => crate::compare::run(c, cli.device, cli.rom_dir.as_deref()),
         Command::Train(t) => {
             let args = crate::train::TrainArgs {
@@ -110,7 +105,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 rom_dir: cli.rom_dir,
             };
             let s = crate::train::train(&args)?;
-            println!(
+            out!(
                 "{} {}: {} env steps, {} updates, {} games in {:.0}s ({:.0} env steps/s, {:.1} updates/s)",
                 if s.interrupted { "interrupted" } else { "finished" },
                 s.run_dir.display(),
@@ -121,22 +116,21 @@ pub fn run(cli: Cli) -> Result<()> {
                 s.env_steps_per_sec,
                 s.updates_per_sec
             );
-            let games = if s.last20_mean_return.is_finite() {
-                format!("mean return of the last 20 games: {:.2}", s.last20_mean_return)
-            } else {
-                "no training game finished yet".to_string()
+            let games = match s.last20_mean_return {
+                Some(m) => format!("mean return of the last 20 games: {m:.2}"),
+                None => "no training game finished yet".to_string(),
             };
             let eval = s.final_eval_mean.map(|m| format!("; last greedy evaluation: {m:.2}")).unwrap_or_default();
-            println!("  {games}{eval}");
-            println!(
+            out!("  {games}{eval}");
+            out!(
                 "  time: actors waited {:.0}% for the learner; learner busy {:.0}%, waited {:.0}% for data",
                 100.0 * s.actor_wait_frac,
                 100.0 * s.learner_busy_frac,
                 100.0 * s.learner_wait_frac
             );
-            println!(
+            out!(
                 "  view: make tensorboard   (or .venv/bin/tensorboard --logdir {})",
-                shell_quote(&s.run_dir.display().to_string())
+                crate::util::shell_quote(&s.run_dir.display().to_string())
             );
             Ok(())
         }

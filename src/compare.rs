@@ -7,6 +7,7 @@
 //! mean), updates/s and wall time. Written as Markdown and CSV tables and a PNG of the mean
 //! curves with 95% bands, into `runs/comparisons/{env}__{time}/`.
 
+use crate::util::{out, say};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -44,6 +45,10 @@ pub struct CompareCmd {
     /// Compare runs of different environments anyway (their returns are not comparable).
     #[arg(long)]
     pub allow_mixed_envs: bool,
+    /// Also compare runs that did not finish (interrupted or failed), marked as such; they are
+    /// refused otherwise (finish them with `wndqn train --resume RUN`).
+    #[arg(long)]
+    pub allow_unfinished: bool,
     /// Output folder (default: RUNS_DIR/comparisons/{env}__{time}).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -56,59 +61,103 @@ struct RunData {
     dir: PathBuf,
     env: String,
     variant: String,
+    seed: u64,
     total_steps: u64,
     returns: Vec<(u64, f64)>,
     updates_per_sec: f64,
     wall_secs: f64,
+    /// The run reached its budget (else it is compared with --allow-unfinished).
+    complete: bool,
 }
 
-fn load_run(dir: &Path) -> Result<RunData> {
+fn load_run(dir: &Path, allow_unfinished: bool) -> Result<RunData> {
     crate::train::run_dir::ensure_run_folder(dir)?;
+    let fix = format!(
+        "finish it with `wndqn train --resume {}`, or leave it out",
+        crate::util::shell_quote(&dir.display().to_string())
+    );
+    if let Some(pid) = crate::train::run_dir::holder(dir) {
+        bail!("{} is being trained right now (pid {pid}): compare it once that process has ended", dir.display());
+    }
     let cfg = crate::config::load(&dir.join("config.toml"), &[])?;
-    let returns = crate::event_file::scalars(dir, "charts/episodic_return")?;
-    let summary = read_summary(dir)?;
-    let steps = summary.env_steps;
+    let summary = crate::train::summary::read(dir).map_err(|e| anyhow::anyhow!("{e:#}; {fix}"))?;
+    let complete = summary.is_complete();
+    if !complete {
+        let why = if summary.interrupted { "was interrupted" } else { "stopped with an error" };
+        if !allow_unfinished {
+            bail!(
+                "{} {why} at {} env steps, before its budget: {fix} (or pass --allow-unfinished to compare it as it is)",
+                dir.display(),
+                summary.env_steps
+            );
+        }
+        say!(
+            "warning: {} {why} at {} env steps; compared as it is (--allow-unfinished)",
+            dir.display(),
+            summary.env_steps
+        );
+    }
+    let returns = checked_returns(dir, &summary)?;
     Ok(RunData {
         dir: dir.to_path_buf(),
         env: cfg.env.id.clone(),
         variant: cfg.agent.variant.name().to_string(),
-        total_steps: steps.max(1),
+        seed: cfg.run.seed,
+        total_steps: summary.env_steps.max(1),
         returns,
         updates_per_sec: summary.updates_per_sec,
         wall_secs: summary.wall_secs,
+        complete,
     })
 }
 
-/// What `compare` needs from a run's `summary.json`.
-struct SummaryFields {
-    env_steps: u64,
-    updates_per_sec: f64,
-    wall_secs: f64,
-}
-
-/// A run's `summary.json`, or an error saying why it cannot be compared.
-fn read_summary(dir: &Path) -> Result<SummaryFields> {
-    let p = dir.join("summary.json");
-    let fix = format!(
-        "finish it with `wndqn train --resume {}`, or leave it out",
-        crate::cli::shell_quote(&dir.display().to_string())
-    );
-    let text = std::fs::read_to_string(&p).map_err(|e| {
-        anyhow::anyhow!(
-            "{} has no readable summary.json ({e}): the run is still going or did not end cleanly; {fix}",
-            dir.display()
-        )
-    })?;
-    let bad = |why: String| {
-        anyhow::anyhow!("{}: {why} (an incomplete or damaged summary, e.g. from a full disk); {fix}", p.display())
+/// The training returns of a run, from event files that are whole: every record's CRCs match,
+/// no file ends in a torn record, and each file the summary lists has the size it had then.
+pub fn checked_returns(dir: &Path, summary: &crate::train::Summary) -> Result<Vec<(u64, f64)>> {
+    let files: Vec<PathBuf> = if summary.events.is_empty() {
+        crate::event_file::files(dir)
+    } else {
+        summary.events.iter().map(|e| dir.join(&e.file)).collect()
     };
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    let num = |k: &str| v[k].as_f64().filter(|x| x.is_finite()).ok_or_else(|| bad(format!("no number `{k}`")));
-    Ok(SummaryFields {
-        env_steps: num("env_steps")? as u64,
-        updates_per_sec: num("updates_per_sec")?,
-        wall_secs: num("wall_secs")?,
-    })
+    let mut returns = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let size = std::fs::metadata(f)
+            .map(|m| m.len())
+            .map_err(|e| anyhow::anyhow!("event file {} is missing ({e}); the run's summary lists it", f.display()))?;
+        if let Some(listed) = summary.events.get(i) {
+            if listed.bytes != size {
+                bail!(
+                    "event file {} has {size} bytes, but the run ended with {} ({}): it was changed or cut after the run",
+                    f.display(),
+                    listed.bytes,
+                    if size < listed.bytes { "shorter" } else { "longer" }
+                );
+            }
+        }
+        let ef = crate::event_file::read_file(f)?;
+        ef.require_whole(f)?;
+        returns.extend(crate::event_file::scalar_values(&ef.events, "charts/episodic_return"));
+    }
+    Ok(returns)
+}
+
+/// The run folders to compare, each once (a folder given twice, under any path, counts once).
+fn distinct(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut seen: Vec<(PathBuf, &PathBuf)> = Vec::new();
+    let mut out = Vec::new();
+    for d in dirs {
+        let canon = d.canonicalize().unwrap_or_else(|_| d.clone());
+        match seen.iter().find(|(c, _)| *c == canon) {
+            Some((_, first)) => {
+                say!("warning: {} is {} again: counted once", d.display(), first.display())
+            }
+            None => {
+                seen.push((canon, d));
+                out.push(d.clone());
+            }
+        }
+    }
+    out
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -196,7 +245,7 @@ fn launch(
     let mut dirs = Vec::new();
     for s in 0..cmd.seeds {
         for v in &cmd.variants {
-            eprintln!("[{}/{total}] training {}, seed {}", dirs.len() + 1, v.name(), base_seed + s);
+            say!("[{}/{total}] training {}, seed {}", dirs.len() + 1, v.name(), base_seed + s);
             let args = crate::train::TrainArgs {
                 config: Some(cfg.to_path_buf()),
                 variant: Some(*v),
@@ -210,7 +259,7 @@ fn launch(
             };
             dirs.push(crate::train::train(&args)?.run_dir);
             if crate::signals::interrupted() {
-                eprintln!("interrupted: comparing the {} finished run(s)", dirs.len());
+                say!("interrupted: comparing the {} finished run(s)", dirs.len());
                 return Ok(dirs);
             }
         }
@@ -314,7 +363,7 @@ fn common_env(runs: &[RunData], allow_mixed: bool) -> Result<String> {
         if !allow_mixed {
             bail!("these runs are on different environments ({list}); their returns are not comparable (pass --allow-mixed-envs to compare anyway)");
         }
-        eprintln!("warning: comparing runs on different environments ({list})");
+        say!("warning: comparing runs on different environments ({list})");
     }
     Ok(envs.iter().next().copied().unwrap_or("runs").replace('/', "_"))
 }
@@ -329,8 +378,23 @@ pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&P
     if dirs.is_empty() {
         bail!("nothing to compare: give run folders, or --config with --variants and --seeds");
     }
-    let runs: Vec<RunData> = dirs.iter().map(|d| load_run(d)).collect::<Result<_>>()?;
+    let dirs = distinct(&dirs);
+    let runs: Vec<RunData> = dirs.iter().map(|d| load_run(d, cmd.allow_unfinished)).collect::<Result<_>>()?;
+    for (i, a) in runs.iter().enumerate() {
+        if let Some(b) = runs[..i].iter().find(|b| (&b.env, &b.variant, b.seed) == (&a.env, &a.variant, a.seed)) {
+            say!(
+                "warning: {} and {} are both {} seed {} (a copy of one run?): seeds of a comparison should differ",
+                b.dir.display(),
+                a.dir.display(),
+                a.variant,
+                a.seed
+            );
+        }
+    }
     let env_name = common_env(&runs, cmd.allow_mixed_envs)?;
+    if let Some(r) = runs.iter().find(|r| r.returns.is_empty()) {
+        bail!("{} has no finished training game: nothing to compare", r.dir.display());
+    }
     let threshold = cmd.threshold.or_else(|| wndqn_envs::ids::is_cartpole(&env_name).then_some(195.0));
     let mut by_variant: BTreeMap<String, Vec<&RunData>> = BTreeMap::new();
     for r in &runs {
@@ -351,22 +415,25 @@ pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&P
     }
     let parent = dirs[0].parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("runs"));
     let out = cmd.out.clone().unwrap_or_else(|| {
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let t = crate::util::unix_now() as u64;
         parent.join("comparisons").join(format!("{env_name}__{t}"))
     });
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     std::fs::write(out.join("table.md"), &md)?;
     std::fs::write(out.join("table.csv"), &csv)?;
-    let listing: String = runs.iter().map(|r| format!("{}\t{}\n", r.variant, r.dir.display())).collect();
+    let listing: String = runs
+        .iter()
+        .map(|r| format!("{}\t{}{}\n", r.variant, r.dir.display(), if r.complete { "" } else { "\t(unfinished)" }))
+        .collect();
     std::fs::write(out.join("runs.txt"), listing)?;
     let series: Vec<Series> = rows.into_iter().map(|(_, r)| r.curve).collect();
     let title = format!("{env_name}: episodic return (mean over seeds, 95% band)");
     line_plot(&out.join("curves.png"), &title, "env steps", "return", &series)?;
-    println!("{md}");
-    println!("written: {}/{{table.md, table.csv, curves.png, runs.txt}}", out.display());
-    println!(
+    out!("{md}");
+    out!("written: {}/{{table.md, table.csv, curves.png, runs.txt}}", out.display());
+    out!(
         "side by side in TensorBoard (HPARAMS tab, variant column): .venv/bin/tensorboard --logdir {}",
-        crate::cli::shell_quote(&parent.display().to_string())
+        crate::util::shell_quote(&parent.display().to_string())
     );
     Ok(())
 }

@@ -40,12 +40,13 @@ pub struct RunConfig {
     pub total_env_steps: u64,
     /// Master seed: env seeds, exploration, network init and replay sampling derive from it.
     pub seed: u64,
-    /// Stop early once the mean return of 20 consecutive training games reaches this (0 = off).
-    pub stop_at_return: f64,
+    /// Stop early once the mean return of 20 consecutive training games reaches this (absent =
+    /// never; any number, negative ones included, as in Pong).
+    pub stop_at_return: Option<f64>,
 }
 impl Default for RunConfig {
     fn default() -> Self {
-        RunConfig { total_env_steps: 10_000_000, seed: 1, stop_at_return: 0.0 }
+        RunConfig { total_env_steps: 10_000_000, seed: 1, stop_at_return: None }
     }
 }
 
@@ -296,7 +297,9 @@ impl Default for LogConfig {
 /// A TOML error as `file:line:column: message`, with the offending line cut to 120 characters
 /// (the toml crate quotes the whole line, which can be megabytes long).
 fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
-    let Some(span) = e.span() else { return anyhow!("{}: {}", path.display(), e.message()) };
+    // The message can quote a whole value (a megabyte-long string): it is cut too.
+    let message = crate::util::clip(e.message(), 300);
+    let Some(span) = e.span() else { return anyhow!("{}: {message}", path.display()) };
     let start = span.start.min(text.len());
     let line_no = text[..start].matches('\n').count() + 1;
     let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
@@ -305,7 +308,16 @@ fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
     let from = col.saturating_sub(60).min(line.chars().count());
     let shown: String = line.chars().skip(from).take(120).collect();
     let (pre, post) = (if from > 0 { "…" } else { "" }, if line.chars().count() > from + 120 { "…" } else { "" });
-    anyhow!("{}:{line_no}:{col}: {} (line {line_no}: `{pre}{shown}{post}`)", path.display(), e.message())
+    // The table the line belongs to names the key when the line alone does not (`a = 1` under
+    // `[agent.loss]`).
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|h| format!(" in `{}`", crate::util::clip(h, 60)))
+        .unwrap_or_default();
+    anyhow!("{}:{line_no}:{col}: {message} (line {line_no}{table}: `{pre}{shown}{post}`)", path.display())
 }
 
 /// Read a config file: TOML syntax and unknown keys are reported with the file and line.
@@ -338,7 +350,8 @@ pub fn apply_sets(table: &mut toml::Table, sets: &[String]) -> Result<()> {
 
 /// Turn a table into a validated config.
 pub fn from_table(table: toml::Table, origin: &str) -> Result<Config> {
-    let cfg: Config = Config::deserialize(toml::Value::Table(table)).map_err(|e| anyhow!("{origin}: {e}"))?;
+    let cfg: Config = Config::deserialize(toml::Value::Table(table))
+        .map_err(|e| anyhow!("{origin}: {}", crate::util::clip(&e.to_string().replace('\n', " "), 300)))?;
     cfg.validate()?;
     Ok(cfg)
 }
@@ -356,12 +369,28 @@ impl Config {
     /// Check every value that cannot work, naming the key.
     pub fn validate(&self) -> Result<()> {
         let mut errs: Vec<String> = Vec::new();
+        // One message per key: the first that names it (`agent.lr = inf must be ...`).
         let mut check = |ok: bool, msg: String| {
-            if !ok {
+            let key = msg.split_whitespace().next().unwrap_or("").to_string();
+            if !ok && !errs.iter().any(|e| e.split_whitespace().next() == Some(key.as_str())) {
                 errs.push(msg)
             }
         };
         check(self.run.total_env_steps > 0, "run.total_env_steps must be > 0".into());
+        check(
+            self.run.total_env_steps > self.replay.warmup_steps,
+            format!(
+                "run.total_env_steps = {} must be larger than replay.warmup_steps = {}: the run would end before its first update",
+                self.run.total_env_steps, self.replay.warmup_steps
+            ),
+        );
+        check(
+            self.run.seed <= i64::MAX as u64,
+            format!("run.seed = {} must be at most {} (TOML integers are 64-bit signed)", self.run.seed, i64::MAX),
+        );
+        for key in self.non_finite() {
+            check(false, format!("{key} must be a finite number"));
+        }
         self.check_agent(&mut check);
         self.check_replay_and_actors(&mut check);
         self.check_learner_and_log(&mut check);
@@ -376,21 +405,38 @@ impl Config {
     fn check_agent(&self, check: &mut impl FnMut(bool, String)) {
         let a = &self.agent;
         check((0.0..=1.0).contains(&a.gamma), format!("agent.gamma = {} must be in [0, 1]", a.gamma));
-        check(a.lr > 0.0 && a.lr.is_finite(), format!("agent.lr = {} must be positive", a.lr));
+        check(a.lr > 0.0 && a.lr <= 1.0, format!("agent.lr = {} must be in (0, 1]", a.lr));
         check(
             (0.0..1.0).contains(&a.beta1) && (0.0..1.0).contains(&a.beta2),
             "agent.beta1 and agent.beta2 must be in [0, 1)".into(),
         );
-        check(a.eps > 0.0, format!("agent.eps = {} must be positive", a.eps));
+        check(a.eps > 0.0 && a.eps <= 1.0, format!("agent.eps = {} must be in (0, 1]", a.eps));
         check((0.0..1.0).contains(&a.rms_alpha), "agent.rms_alpha must be in [0, 1)".into());
-        check(a.init_scale > 0.0, "agent.init_scale must be positive".into());
+        check(
+            (0.0..1.0).contains(&a.rms_momentum),
+            format!("agent.rms_momentum = {} must be in [0, 1)", a.rms_momentum),
+        );
+        check(
+            a.init_scale > 0.0 && a.init_scale <= 100.0,
+            format!("agent.init_scale = {} must be in (0, 100]", a.init_scale),
+        );
         check(a.grad_clip_norm >= 0.0, "agent.grad_clip_norm must be >= 0 (0 = off)".into());
         check(
             a.target_update_every > 0 || (a.target_tau > 0.0 && a.target_tau <= 1.0),
             "agent.target_update_every = 0 needs agent.target_tau in (0, 1]".into(),
         );
         check(a.hidden > 0, "agent.hidden must be positive".into());
-        check(a.init_batch >= 2, "agent.init_batch must be at least 2 (a std over one sample is 0)".into());
+        check(
+            a.network != Arch::Nature || self.env.frame_size >= 36,
+            format!(
+                "env.frame_size = {} is too small for the Nature CNN (its three convolutions need at least 36 pixels)",
+                self.env.frame_size
+            ),
+        );
+        check(
+            (2..=4096).contains(&a.init_batch),
+            format!("agent.init_batch = {} must be 2..=4096 (a std over one sample is 0)", a.init_batch),
+        );
     }
 
     fn check_replay_and_actors(&self, check: &mut impl FnMut(bool, String)) {
@@ -426,7 +472,11 @@ impl Config {
         {
             check((0.0..=1.0).contains(&v), format!("actors.{k} = {v} must be in [0, 1]"));
         }
-        check(ac.send_batch >= 1, "actors.send_batch must be >= 1".into());
+        check(
+            ac.send_batch >= 1 && ac.send_batch <= 4096,
+            format!("actors.send_batch = {} must be 1..=4096", ac.send_batch),
+        );
+        check(ac.apex_alpha >= 0.0, format!("actors.apex_alpha = {} must be >= 0", ac.apex_alpha));
         check(
             ac.num_actors == 0 || r.capacity / ac.num_actors >= 64,
             "replay.capacity / actors.num_actors must be >= 64 (each actor has its own ring)".into(),
@@ -440,35 +490,93 @@ impl Config {
             format!("learner.replay_ratio = {} must be in (0, 64]", l.replay_ratio),
         );
         check(l.publish_every >= 1, "learner.publish_every must be >= 1".into());
-        check(l.prefetch >= 1, "learner.prefetch must be >= 1".into());
+        check(l.prefetch >= 1 && l.prefetch <= 256, format!("learner.prefetch = {} must be 1..=256", l.prefetch));
+        let cores = cores();
+        check(
+            l.threads <= 4 * cores,
+            format!(
+                "learner.threads = {} is far beyond this machine's {cores} CPU threads (at most {}; 0 = one per core)",
+                l.threads,
+                4 * cores
+            ),
+        );
         let g = &self.log;
         check(g.scalars_every >= 1, "log.scalars_every must be >= 1".into());
-        check(g.eval_episodes >= 1, "log.eval_episodes must be >= 1".into());
+        check(
+            (1..=10_000).contains(&g.eval_episodes),
+            format!("log.eval_episodes = {} must be 1..=10000", g.eval_episodes),
+        );
         check((0.0..=1.0).contains(&g.eval_epsilon), "log.eval_epsilon must be in [0, 1]".into());
+        check(g.eval_max_steps >= 1, "log.eval_max_steps must be >= 1 (env steps per evaluation game)".into());
         check(g.keep_checkpoints >= 1, "log.keep_checkpoints must be >= 1".into());
     }
 
     fn check_env(&self, check: &mut impl FnMut(bool, String)) {
-        let is_cartpole = wndqn_envs::ids::is_cartpole(&self.env.id);
-        let id_given = !self.env.id.trim().is_empty();
-        check(
-            id_given,
-            "env.id is empty: name an environment (`wndqn games` lists them), e.g. env.id = \"Pong\"".into(),
-        );
-        check(
-            !id_given || !is_cartpole || self.agent.network == Arch::Mlp,
-            format!("env.id = {} has vector observations: set agent.network = \"mlp\"", self.env.id),
-        );
-        check(
-            !id_given || is_cartpole || self.agent.network == Arch::Nature,
-            format!("env.id = {} has frame observations: set agent.network = \"nature\"", self.env.id),
-        );
+        use wndqn_envs::ids::IdKind;
+        if self.env.id.trim().is_empty() {
+            check(
+                false,
+                "env.id is empty: name an environment (`wndqn games` lists them), e.g. env.id = \"Pong\"".into(),
+            );
+            return;
+        }
+        // The id first: a typo must read as an unknown id, not as a network mismatch.
+        match wndqn_envs::ids::classify(&self.env.id) {
+            Err(e) => check(false, format!("env.id: {e}")),
+            Ok(kind) => {
+                let (want, what) = match kind {
+                    IdKind::CartPole => (Arch::Mlp, "vector"),
+                    IdKind::Atari => (Arch::Nature, "frame"),
+                };
+                check(
+                    self.agent.network == want,
+                    format!(
+                        "env.id = {} has {what} observations: set agent.network = \"{}\"",
+                        self.env.id,
+                        want.name()
+                    ),
+                );
+            }
+        }
+        if let Err(e) = self.env.validate() {
+            check(false, e.to_string());
+        }
     }
 
-    /// The resolved config as TOML (what `config.toml` in a run folder holds).
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).expect("config serializes")
+    /// Keys whose values are not finite numbers (`inf`, `nan` are valid TOML).
+    fn non_finite(&self) -> Vec<String> {
+        let mut flat = Vec::new();
+        let mut probe = self.clone();
+        probe.run.seed = 0; // a seed beyond TOML's range is reported on its own
+        if let Ok(v) = toml::Value::try_from(&probe) {
+            flatten("", &v, &mut flat);
+        }
+        flat.into_iter().filter(|(_, v)| matches!(v, toml::Value::Float(x) if !x.is_finite())).map(|(k, _)| k).collect()
     }
+
+    /// The resolved config as TOML (what `config.toml` in a run folder holds). A validated
+    /// config always serializes (its seed fits TOML's integers).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# this config cannot be written as TOML: {e}\n"))
+    }
+}
+
+/// Every `(key, value)` leaf of a TOML value, with dotted keys.
+pub fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, toml::Value)>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        other => out.push((prefix.to_string(), other.clone())),
+    }
+}
+
+/// CPU threads of this machine.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
 }
 
 /// Every preset in `configs/`.

@@ -53,12 +53,8 @@ pub fn built() -> bool {
 #[cfg_attr(not(wndqn_cuda_graph), allow(dead_code))]
 fn guarded<R>(what: &str, f: impl FnOnce() -> R) -> Result<R> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|e| {
-        let msg = e
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| e.downcast_ref::<&str>().copied())
-            .unwrap_or("a panic");
-        anyhow!("CUDA graph {what}: {}", msg.lines().next().unwrap_or(""))
+        let msg = crate::util::panic_message(e.as_ref());
+        anyhow!("CUDA graph {what}: {}", msg.lines().next().unwrap_or("a panic"))
     })
 }
 

@@ -1,5 +1,6 @@
 //! `wndqn games`: the playable games and their ids.
 
+use crate::util::out;
 use std::path::Path;
 
 use anyhow::Result;
@@ -10,20 +11,20 @@ use wndqn_envs::{ale, roms};
 pub fn run(rom_dir: Option<&Path>, all: bool) -> Result<()> {
     let dir = roms::rom_dir(rom_dir)?;
     let games = roms::available_games(&dir);
-    println!("{} playable Atari games on ALE {} (ROMs from {}):", games.len(), ale::version(), dir.display());
-    println!("{:<20} {:<22} {:<30}", "id", "ALE/…-v5 id", "ROM");
+    out!("{} playable Atari games on ALE {} (ROMs from {}):", games.len(), ale::version(), dir.display());
+    out!("{:<20} {:<22} {:<30}", "id", "ALE/…-v5 id", "ROM");
     for g in &games {
-        println!(
+        out!(
             "{:<20} {:<22} {}",
             g.id,
             format!("ALE/{}-v5", g.id),
             g.rom.path.file_name().unwrap_or_default().to_string_lossy()
         );
     }
-    println!("\nplus classic control: CartPole-v1");
+    out!("\nplus classic control: CartPole-v1");
     let missing: Vec<_> = roms::ALE_SUPPORTED.iter().filter(|s| !games.iter().any(|g| g.rom.name == **s)).collect();
     if !missing.is_empty() {
-        println!(
+        out!(
             "\nsupported by ALE {} but no ROM in that folder: {}",
             ale::version(),
             missing.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")
@@ -31,7 +32,7 @@ pub fn run(rom_dir: Option<&Path>, all: bool) -> Result<()> {
     }
     let unsupported = roms::unsupported_roms(&dir);
     if !unsupported.is_empty() {
-        println!("\nROM files with names ALE {} does not know: {}", ale::version(), unsupported.join(", "));
+        out!("\nROM files with names ALE {} does not know: {}", ale::version(), unsupported.join(", "));
     }
     if all {
         let mut unknown = Vec::new();
@@ -47,9 +48,9 @@ pub fn run(rom_dir: Option<&Path>, all: bool) -> Result<()> {
             }
         }
         if unknown.is_empty() {
-            println!("\nevery listed ROM has the MD5 that ALE {} expects", ale::version());
+            out!("\nevery listed ROM has the MD5 that ALE {} expects", ale::version());
         } else {
-            println!("\nROMs ALE {} will refuse (unknown MD5):\n  {}", ale::version(), unknown.join("\n  "));
+            out!("\nROMs ALE {} will refuse (unknown MD5):\n  {}", ale::version(), unknown.join("\n  "));
         }
     }
     Ok(())

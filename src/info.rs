@@ -2,6 +2,7 @@
 //! loaded from, whether libtorch sees CUDA, the GPUs (name, memory, from the NVIDIA driver),
 //! cuDNN, CPU threads, the ALE version, the ROM folder and its games.
 
+use crate::util::out;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -89,7 +90,7 @@ pub fn run(rom_dir: Option<&Path>, as_json: bool) -> Result<()> {
     let games = roms.as_ref().map(|d| roms::available_games(d).len()).unwrap_or(0);
     let linked_cuda = std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.contains("/libtorch_cuda.so"));
     if as_json {
-        println!(
+        out!(
             "{}",
             json!({
                 "wndqn": env!("CARGO_PKG_VERSION"), "libtorch": version, "libtorch_dir": torch_dir,
@@ -101,9 +102,9 @@ pub fn run(rom_dir: Option<&Path>, as_json: bool) -> Result<()> {
         );
         return Ok(());
     }
-    println!("wndqn       {}", env!("CARGO_PKG_VERSION"));
-    println!("libtorch    {version} ({})", torch_dir.map_or("location unknown".into(), |d| d.display().to_string()));
-    println!(
+    out!("wndqn       {}", env!("CARGO_PKG_VERSION"));
+    out!("libtorch    {version} ({})", torch_dir.map_or("location unknown".into(), |d| d.display().to_string()));
+    out!(
         "CUDA        {}",
         if cuda {
             format!("available, {devices} device(s)")
@@ -116,14 +117,14 @@ pub fn run(rom_dir: Option<&Path>, as_json: bool) -> Result<()> {
     match &gpus {
         Ok(g) if !g.is_empty() => {
             for (i, (name, mem)) in g.iter().enumerate() {
-                println!("GPU {i}       {name}, {:.1} GiB", *mem as f64 / (1u64 << 30) as f64);
+                out!("GPU {i}       {name}, {:.1} GiB", *mem as f64 / (1u64 << 30) as f64);
             }
         }
-        Ok(_) => println!("GPU         none"),
-        Err(why) => println!("GPU         none: {why}"),
+        Ok(_) => out!("GPU         none"),
+        Err(why) => out!("GPU         none: {why}"),
     }
-    println!("cuDNN       {}", if tch::Cuda::cudnn_is_available() { "available" } else { "not available" });
-    println!(
+    out!("cuDNN       {}", if tch::Cuda::cudnn_is_available() { "available" } else { "not available" });
+    out!(
         "CUDA graphs {}",
         if crate::cuda_graph::built() {
             "shim built (csrc/cuda_graph.cpp)"
@@ -131,11 +132,11 @@ pub fn run(rom_dir: Option<&Path>, as_json: bool) -> Result<()> {
             "not built (no CUDA headers at build time)"
         }
     );
-    println!("CPU         {cores} cores; libtorch intra-op threads {threads}");
-    println!("ALE         {}", ale::version());
+    out!("CPU         {cores} cores; libtorch intra-op threads {threads}");
+    out!("ALE         {}", ale::version());
     match &roms {
-        Ok(d) => println!("ROMs        {} ({games} playable games)", d.display()),
-        Err(e) => println!("ROMs        none: {e}"),
+        Ok(d) => out!("ROMs        {} ({games} playable games)", d.display()),
+        Err(e) => out!("ROMs        none: {e}"),
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `wndqn`: the command-line application. Thin: parse, run, map errors to an exit code.
 
 mod bench;
+mod check;
 mod checkpoint;
 mod cli;
 mod compare;
@@ -12,11 +13,13 @@ mod event_file;
 mod games;
 mod graphed;
 mod info;
+mod memory;
 mod plot;
 mod signals;
 mod tb;
 mod threads;
 mod train;
+mod util;
 
 use std::process::ExitCode;
 
@@ -27,30 +30,27 @@ fn main() -> ExitCode {
     // the 1.6M-weight dense layer). glibc would hand them back to the kernel on free and fault
     // the pages in again on the next update: keep freed memory instead. Measured with
     // `wndqn bench learner`: 46.7 -> 56.0 updates/s (plain), 34.7 -> 51.9 (weight_norm).
+    // SAFETY: mallopt only sets two of glibc's allocator thresholds, before any other thread runs.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
-    // Die quietly on a closed pipe (`wndqn games | head`), like other Unix tools.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    // A closed pipe (`wndqn train ... | head`) must never stop a run: SIGPIPE stays ignored (as
+    // Rust sets it up) and all output goes through `util::say` / `util::out`, which drop what
+    // cannot be written.
     // A bug should read as one line, not a backtrace (RUST_BACKTRACE=1 still shows it).
     if std::env::var_os("RUST_BACKTRACE").is_none_or(|v| v == "0") {
         std::panic::set_hook(Box::new(|info| {
-            let msg = info
-                .payload()
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
+            let msg = util::panic_message(info.payload());
             let loc = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
-            eprintln!("internal error{loc}: {msg}");
+            util::say_line(&format!("internal error{loc}: {msg}"));
         }));
     }
     let cli = cli::Cli::parse();
     let code = match cli::run(cli) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            util::say_line(&format!("error: {e:#}"));
             2
         }
     };

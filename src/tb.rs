@@ -55,9 +55,7 @@ pub fn is_documented(tag: &str) -> bool {
     })
 }
 
-fn unix_secs() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
-}
+use crate::util::unix_now as unix_secs;
 
 fn hostname() -> String {
     let mut buf = [0u8; 256];
@@ -106,6 +104,11 @@ impl Board {
             }
         }
         Err(anyhow!("no free event file name in {}", dir.display()))
+    }
+
+    /// The event file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The first write error, naming the file.

@@ -417,7 +417,7 @@ fn kill_9_never_breaks_the_newest_complete_checkpoint() {
     let dir = only_run_dir(runs.path());
     let o = run(&["eval", dir.to_str().unwrap(), "--episodes", "1", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = run(&resume_args(&dir, &["run.total_env_steps=1"]));
+    let o = run(&resume_args(&dir, &["run.total_env_steps=1001"]));
     // A budget below the checkpoint's steps is refused up front, after reading the checkpoint.
     assert!(!o.status.success() && text(&o).contains("nothing to train"), "{}", text(&o));
 }

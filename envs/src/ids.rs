@@ -65,7 +65,69 @@ impl EnvId {
 
 /// Whether an id names CartPole (no ROM lookup needed).
 pub fn is_cartpole(id: &str) -> bool {
-    matches!(normalize(id).as_str(), "cartpole" | "cartpolev1")
+    let id = id.trim();
+    id.len() <= MAX_ID_LEN && matches!(normalize(id).as_str(), "cartpole" | "cartpolev1") && plain_chars(id)
+}
+
+/// Ids longer than this are not ids (and are not echoed whole in errors).
+const MAX_ID_LEN: usize = 64;
+
+/// Letters, digits, `-`, `_` (and `.` for nothing): no paths, no spaces.
+fn plain_chars(s: &str) -> bool {
+    s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// What an id names, checked without looking for ROMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdKind {
+    /// An ALE game this build can play (its ROM may still be missing).
+    Atari,
+    /// CartPole-v1.
+    CartPole,
+}
+
+fn unknown(id: &str, suggestions: Vec<String>) -> EnvError {
+    let shown: String = if id.chars().count() > MAX_ID_LEN {
+        format!("{}… ({} characters)", id.chars().take(MAX_ID_LEN).collect::<String>(), id.chars().count())
+    } else {
+        id.to_string()
+    };
+    EnvError::UnknownId {
+        id: shown,
+        suggestions,
+        hint: "ids look like `Pong`, `ALE/Pong-v5`, `PongNoFrameskip-v4` or `CartPole-v1`; `wndqn games` lists every playable id".into(),
+    }
+}
+
+/// Every id form users may type, for suggestions.
+fn known_ids() -> Vec<String> {
+    roms::ALE_SUPPORTED.iter().map(|s| roms::game_id(s)).chain(["CartPole-v1".to_string()]).collect()
+}
+
+/// Check an id without looking for ROMs: CartPole, or a game ALE 0.12.1 can play, in one of the
+/// id forms. Anything else (a typo, another version, a path) is an unknown id with suggestions.
+pub fn classify(id: &str) -> Result<IdKind, EnvError> {
+    if is_cartpole(id) {
+        return Ok(IdKind::CartPole);
+    }
+    let t = id.trim();
+    let body = match t.get(..4) {
+        Some(p) if p.eq_ignore_ascii_case("ale/") => &t[4..],
+        _ => t,
+    };
+    let suggest = || {
+        let q = body.chars().take(MAX_ID_LEN).collect::<String>();
+        let q = q.split("-v").next().unwrap_or("").trim_end_matches("NoFrameskip").to_string();
+        let ids = known_ids();
+        roms::suggestions(&q, ids.iter().map(String::as_str))
+    };
+    if t.len() > MAX_ID_LEN || !plain_chars(body) || body.is_empty() {
+        return Err(unknown(id, if t.len() > MAX_ID_LEN { vec![] } else { suggest() }));
+    }
+    match split_family(t) {
+        Some((game, _)) if roms::ALE_SUPPORTED.iter().any(|s| normalize(s) == normalize(&game)) => Ok(IdKind::Atari),
+        _ => Err(unknown(id, suggest())),
+    }
 }
 
 /// Split an Atari id into its game part and family; `None` for a version we do not know.
@@ -86,39 +148,27 @@ fn split_family(id: &str) -> Option<(String, Family)> {
 
 /// Resolve `id` against the ROMs in `rom_dir` (or the default ROM search path).
 pub fn resolve(id: &str, rom_dir: Option<&Path>) -> Result<EnvId, EnvError> {
-    if is_cartpole(id) {
+    let kind = classify(id).map_err(|e| {
+        // A ROM that exists but that this ALE cannot play says so, instead of "unknown".
+        let game = split_family(id).map(|(g, _)| g).unwrap_or_default();
+        let dir = roms::rom_dir(rom_dir).ok();
+        match dir
+            .filter(|d| !game.is_empty() && roms::unsupported_roms(d).iter().any(|s| normalize(s) == normalize(&game)))
+        {
+            Some(_) if plain_chars(&game) => EnvError::UnsupportedGame { game },
+            _ => e,
+        }
+    })?;
+    if kind == IdKind::CartPole {
         return Ok(EnvId::CartPole);
     }
-    let Some((game_part, family)) = split_family(id) else {
-        return Err(EnvError::UnknownId {
-            id: id.to_string(),
-            suggestions: vec![],
-            hint: "known id forms: `Pong`, `ALE/Pong-v5`, `PongNoFrameskip-v4`, `CartPole-v1`".into(),
-        });
-    };
+    let (game_part, family) = split_family(id).expect("classify checked the form");
     let wanted = normalize(&game_part);
-    let supported_stem = roms::ALE_SUPPORTED.iter().find(|s| normalize(s) == wanted);
+    let stem = roms::ALE_SUPPORTED.iter().find(|s| normalize(s) == wanted).expect("classify checked the game");
     let dir = roms::rom_dir(rom_dir)?;
-    match supported_stem {
-        Some(stem) => {
-            let games = roms::available_games(&dir);
-            match games.into_iter().find(|g| g.rom.name == *stem) {
-                Some(game) => Ok(EnvId::Atari { game, family }),
-                None => Err(EnvError::MissingRom { game: roms::game_id(stem), file: format!("{stem}.bin"), dir }),
-            }
-        }
-        None => {
-            if roms::unsupported_roms(&dir).iter().any(|s| normalize(s) == wanted) {
-                return Err(EnvError::UnsupportedGame { game: game_part });
-            }
-            let ids: Vec<String> =
-                roms::ALE_SUPPORTED.iter().map(|s| roms::game_id(s)).chain(["CartPole-v1".to_string()]).collect();
-            Err(EnvError::UnknownId {
-                id: id.to_string(),
-                suggestions: roms::suggestions(&game_part, ids.iter().map(String::as_str)),
-                hint: "`wndqn games` lists every playable id".into(),
-            })
-        }
+    match roms::available_games(&dir).into_iter().find(|g| g.rom.name == *stem) {
+        Some(game) => Ok(EnvId::Atari { game, family }),
+        None => Err(EnvError::MissingRom { game: roms::game_id(stem), file: format!("{stem}.bin"), dir }),
     }
 }
 
@@ -133,5 +183,23 @@ mod tests {
         assert_eq!(split_family("space_invaders"), Some(("space_invaders".into(), Family::V5)));
         assert_eq!(split_family("Pong-v3"), None);
         assert!(is_cartpole("CartPole-v1") && is_cartpole("cartpole"));
+    }
+
+    #[test]
+    fn ids_are_checked_without_roms_and_unknown_ones_get_suggestions() {
+        assert_eq!(classify("ALE/Pong-v5").unwrap(), IdKind::Atari);
+        assert_eq!(classify("SpaceInvadersNoFrameskip-v4").unwrap(), IdKind::Atari);
+        assert_eq!(classify("CartPole-v1").unwrap(), IdKind::CartPole);
+        for (bad, want) in [("CartPole-v0", "CartPole-v1"), ("CartPol-v1", "CartPole-v1"), ("Pongg", "Pong")] {
+            let e = classify(bad).unwrap_err().to_string();
+            assert!(e.contains("unknown environment id") && e.contains(want), "{bad}: {e}");
+        }
+        for bad in ["../pong", "../../etc/passwd", "Pong v5", "ALE/../Pong", "", "pong/", "ñañ", "ALE/"] {
+            let e = classify(bad).unwrap_err().to_string();
+            assert!(e.contains("unknown environment id"), "{bad}: {e}");
+        }
+        let huge = "x".repeat(1 << 20);
+        let e = classify(&huge).unwrap_err().to_string();
+        assert!(e.contains("unknown environment id") && e.len() < 600, "{} characters", e.len());
     }
 }

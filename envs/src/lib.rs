@@ -146,6 +146,9 @@ impl Default for EnvConfig {
     }
 }
 
+/// The most no-op frames a reset may play (about 3 minutes of a game; DQN uses 30).
+pub const MAX_NOOPS: u32 = 10_000;
+
 impl EnvConfig {
     /// Fill the family defaults in and check the values.
     pub fn resolve(&self, rom_dir: Option<&std::path::Path>) -> Result<(EnvId, EnvConfig), EnvError> {
@@ -160,7 +163,8 @@ impl EnvConfig {
         Ok((id, c))
     }
 
-    fn validate(&self) -> Result<(), EnvError> {
+    /// Check the values that do not depend on the id family.
+    pub fn validate(&self) -> Result<(), EnvError> {
         let bad = |m: String| Err(EnvError::Invalid(m));
         if let Some(f) = self.frameskip {
             if f == 0 || f > 64 {
@@ -180,6 +184,12 @@ impl EnvConfig {
         }
         if self.max_episode_frames == 0 || self.max_episode_steps == 0 {
             return bad("env.max_episode_frames and env.max_episode_steps must be positive".into());
+        }
+        if self.noop_max > MAX_NOOPS || self.noop_max >= self.max_episode_frames {
+            return bad(format!(
+                "env.noop_max = {}: must be at most {MAX_NOOPS} frames and below env.max_episode_frames = {} (every reset plays up to that many no-ops)",
+                self.noop_max, self.max_episode_frames
+            ));
         }
         Ok(())
     }

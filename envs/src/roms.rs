@@ -184,7 +184,8 @@ pub fn candidate_dirs(flag: Option<&Path>) -> Vec<(PathBuf, &'static str)> {
         dirs.push((d.to_path_buf(), "--rom-dir"));
         return dirs;
     }
-    if let Some(d) = std::env::var_os(ROM_DIR_ENV) {
+    // An empty variable is unset (as a shell `export WNDQN_ROM_DIR=` leaves it).
+    if let Some(d) = std::env::var_os(ROM_DIR_ENV).filter(|d| !d.is_empty()) {
         dirs.push((PathBuf::from(d), ROM_DIR_ENV));
         return dirs;
     }

@@ -11,7 +11,8 @@ use super::actor::observation;
 
 /// Returns of `episodes` games played epsilon-greedily (with `epsilon` random actions).
 /// An episode is cut after `max_steps` env steps; its return so far counts. `on_frame` is
-/// called after every step (for videos).
+/// called after every step (for videos); when it says `false` the evaluation ends there and
+/// returns the games finished so far (a run that is stopping does not wait for it).
 pub fn evaluate(
     env: &mut dyn Env,
     policy: &Policy,
@@ -19,19 +20,23 @@ pub fn evaluate(
     epsilon: f64,
     max_steps: u64,
     seed: u64,
-    mut on_frame: impl FnMut(usize, &dyn Env),
+    mut on_frame: impl FnMut(usize, &dyn Env) -> bool,
 ) -> Result<Vec<f64>> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut returns = Vec::with_capacity(episodes);
     for ep in 0..episodes {
         env.reset(Some(seed.wrapping_add(ep as u64 * 7919)))?;
-        on_frame(ep, env);
+        if !on_frame(ep, env) {
+            return Ok(returns);
+        }
         let mut ret = 0.0;
         for _ in 0..max_steps {
             let a = policy.act(observation(env.obs()), epsilon, &mut rng);
             let s = env.step(a);
             ret += s.raw_reward as f64;
-            on_frame(ep, env);
+            if !on_frame(ep, env) {
+                return Ok(returns);
+            }
             if let Some(e) = s.episode {
                 ret = e.ret;
                 break;

@@ -115,20 +115,39 @@ struct Acc {
     grad: f64,
     since: Instant,
     updates_at: u64,
+    /// The first statistics that were not finite: training diverged.
+    diverged: Option<UpdateStats>,
 }
 
 impl Acc {
     fn new(updates: u64) -> Acc {
-        Acc { n: 0, loss: 0.0, q: 0.0, grad: 0.0, since: Instant::now(), updates_at: updates }
+        Acc { n: 0, loss: 0.0, q: 0.0, grad: 0.0, since: Instant::now(), updates_at: updates, diverged: None }
     }
 
     /// Add `n` updates whose mean statistics are `st`.
     fn add(&mut self, n: u64, st: &UpdateStats) {
         let w = n as f64;
+        if !(st.loss.is_finite() && st.q_mean.is_finite() && st.grad_norm.is_finite()) && self.diverged.is_none() {
+            self.diverged = Some(*st);
+        }
         self.n += n;
         self.loss += st.loss * w;
         self.q += st.q_mean * w;
         self.grad += st.grad_norm * w;
+    }
+
+    /// An error when training diverged: the loss or the Q values stopped being numbers. The
+    /// run stops; its checkpoints from before stay the newest (no checkpoint of these weights).
+    fn check(&self, updates: u64, step: u64) -> Result<()> {
+        match &self.diverged {
+            None => Ok(()),
+            Some(st) => anyhow::bail!(
+                "training diverged: the TD loss became {} (mean Q {}, gradient norm {}) by update {updates}, env step {step}. The last checkpoint before it is kept; lower agent.lr, keep agent.grad_clip_norm on, or check agent.init_scale and the optimizer settings",
+                st.loss,
+                st.q_mean,
+                st.grad_norm
+            ),
+        }
     }
 
     /// The interval's means, and a fresh accumulator.
@@ -208,6 +227,10 @@ pub fn learner_thread(
         tch::set_num_threads(spec.threads as i32);
     }
     let prep = BatchPrep::for_device(spec.device);
+    // A resumed run's actors act with its trained policy while the memory refills.
+    if dqn.updates() > 0 {
+        shared.weights.publish(dqn.snapshot());
+    }
     if !wait_for_warmup(&spec, &shared) {
         return Ok(LearnerOutcome { dqn });
     }
@@ -236,6 +259,7 @@ pub fn learner_thread(
         updater.update(&mut dqn, batch, &prep, &mut acc, &events)?;
         shared.learner_busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let updates = dqn.updates();
+        acc.check(updates, shared.env_steps.load(Ordering::Acquire))?;
         shared.updates.store(updates, Ordering::Release);
         shared.gate.notify();
         if updates.is_multiple_of(spec.publish_every) {
@@ -245,6 +269,7 @@ pub fn learner_thread(
         let step = shared.env_steps.load(Ordering::Acquire);
         if step >= next_log {
             updater.flush_stats(&mut acc);
+            acc.check(updates, step)?;
             let _ = events.send(acc.report(step, updates));
             next_log = next_multiple(step, spec.scalars_every);
         }

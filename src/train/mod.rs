@@ -8,6 +8,7 @@
 //! all threads --(events)--> main thread: TensorBoard, progress bar, evaluation triggers
 //! ```
 
+use crate::util::say;
 pub mod actor;
 pub mod eval;
 pub mod learner;
@@ -15,6 +16,7 @@ pub mod monitor;
 pub mod replay;
 pub mod run_dir;
 pub mod shared;
+pub mod summary;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -24,7 +26,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use crossbeam::channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
-use serde::{Deserialize, Serialize};
 use tch::Device;
 use wndqn_agents::dqn::Dqn;
 use wndqn_agents::policy::Policy;
@@ -56,34 +57,8 @@ pub struct TrainArgs {
     pub rom_dir: Option<PathBuf>,
 }
 
-/// What a finished (or interrupted) run reports; also written to `summary.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Summary {
-    pub run_dir: PathBuf,
-    pub env: String,
-    pub variant: String,
-    pub seed: u64,
-    pub env_steps: u64,
-    pub updates: u64,
-    pub episodes: u64,
-    pub interrupted: bool,
-    pub wall_secs: f64,
-    pub env_steps_per_sec: f64,
-    pub updates_per_sec: f64,
-    pub last20_mean_return: f64,
-    /// Best mean return over 20 consecutive training games.
-    pub best20_mean_return: f64,
-    /// Env step at which the 20-game mean first reached `run.stop_at_return` (if set and reached).
-    pub solved_at_step: Option<u64>,
-    pub actor_wait_frac: f64,
-    pub learner_wait_frac: f64,
-    pub learner_busy_frac: f64,
-    pub final_eval_mean: Option<f64>,
-    /// Rates from the first learner update to the end (steady state, warm-up excluded).
-    pub measured: Option<Measured>,
-}
+pub use summary::Summary;
 
-pub use monitor::Measured;
 /// How a run behaves.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RunOptions {
@@ -142,14 +117,15 @@ pub fn resolve_config(args: &TrainArgs) -> Result<Config> {
 
 /// Train. Returns the run's summary (also on Ctrl-C).
 pub fn train(args: &TrainArgs) -> Result<Summary> {
+    crate::signals::install();
     if let Some(run) = &args.resume {
         run_dir::ensure_run_folder(run)?;
     }
     let mut cfg = resolve_config(args)?;
     let device = args.device.resolve()?;
-    crate::signals::install();
     let (env_id, env_cfg) = cfg.env.resolve(args.rom_dir.as_deref())?;
     cfg.env = env_cfg;
+    crate::memory::check(&cfg, 1)?;
     let target = match &args.resume {
         None => Target::New(args.runs_dir.clone()),
         Some(run) => Target::Resume(run.clone()),
@@ -207,14 +183,7 @@ fn spawn<T: Send + 'static>(
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
         let r = match r {
             Ok(r) => r,
-            Err(p) => {
-                let msg = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                Err(anyhow!("thread {tname} failed: {msg}"))
-            }
+            Err(p) => Err(anyhow!("thread {tname} failed: {}", crate::util::panic_message(p.as_ref()))),
         };
         if r.is_err() {
             shared.request_stop();
@@ -269,8 +238,7 @@ fn build(cfg: Config, env_id: &EnvId, device: Device, generation: u64) -> Result
     let net = net_config(&cfg, kind, envs[0].num_actions());
     tch::manual_seed(mix(gseed, 0xC0FFEE) as i64);
     let dqn = Dqn::new(&net, cfg.agent.dqn(), device);
-    let memory =
-        Arc::new(AnyMemory::new(cfg.replay.capacity, n, matches!(kind, ObsKind::Frames { .. }), &kind.shape()));
+    let memory = Arc::new(new_memory(&cfg, kind));
     let shared = Arc::new(Shared::default());
     shared.actors_running.store(n as u64, Ordering::SeqCst);
     let cfg_text = cfg.to_toml();
@@ -293,18 +261,28 @@ fn build(cfg: Config, env_id: &EnvId, device: Device, generation: u64) -> Result
     })
 }
 
+/// An empty replay memory for this config.
+fn new_memory(cfg: &Config, kind: ObsKind) -> AnyMemory {
+    let frames = matches!(kind, ObsKind::Frames { .. });
+    AnyMemory::new(cfg.replay.capacity, cfg.actors.num_actors, frames, &kind.shape())
+}
+
 /// Continue from a checkpoint: networks, optimizer, counters, returns, the replay memory when it
 /// was saved; events logged after the checkpoint are dropped so every curve continues.
 fn restore(p: &mut Parts, run: &RunDir, r: &Resume) -> Result<()> {
-    p.dqn.load(&r.ckpt).with_context(|| format!("loading {}", r.ckpt.display()))?;
+    crate::checkpoint::utf8_dir(&r.ckpt, |d| p.dqn.load(d)).with_context(|| format!("loading {}", r.ckpt.display()))?;
     let st = &r.state;
-    if st.has_replay {
+    let replay_loaded = st.has_replay && {
         let path = r.ckpt.join("replay.bin");
-        let f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        p.memory
-            .load(&mut std::io::BufReader::with_capacity(1 << 22, f))
-            .with_context(|| format!("loading {}", path.display()))?;
-    } else {
+        let loaded =
+            std::fs::File::open(&path).and_then(|f| p.memory.load(&mut std::io::BufReader::with_capacity(1 << 22, f)));
+        if let Err(e) = &loaded {
+            say!("warning: cannot load {} ({e}); the replay memory refills instead", path.display());
+            p.memory = Arc::new(new_memory(&p.cfg, p.kind));
+        }
+        loaded.is_ok()
+    };
+    if !replay_loaded {
         (p.step_origin, p.update_origin) = (st.env_steps, st.updates);
     }
     for c in [&p.shared.env_steps, &p.shared.inserted] {
@@ -314,15 +292,17 @@ fn restore(p: &mut Parts, run: &RunDir, r: &Resume) -> Result<()> {
     p.shared.episodes.store(st.episodes, Ordering::SeqCst);
     p.returns = st.recent_returns.clone();
     p.wall_before = st.wall_secs;
-    let dropped = crate::event_file::truncate_after(&run.path, st.env_steps)?;
+    let dropped = crate::event_file::truncate_after(&run.path, st.env_steps, &mut |w| say!("{w}"))?;
+    // From here on the run is running again: no summary until this segment ends.
+    run.remove(summary::FILE)?;
     run.write("config.toml", p.cfg_text.as_bytes())?;
-    eprintln!(
+    say!(
         "resuming {} from {} ({} env steps, {} updates{}; {dropped} logged events after it dropped)",
         run.path.display(),
         r.ckpt.file_name().unwrap_or_default().to_string_lossy(),
         st.env_steps,
         st.updates,
-        if st.has_replay { ", with its replay memory" } else { "; the replay memory refills first" }
+        if replay_loaded { ", with its replay memory" } else { "; the replay memory refills first" }
     );
     Ok(())
 }
@@ -332,6 +312,8 @@ fn restore(p: &mut Parts, run: &RunDir, r: &Resume) -> Result<()> {
 enum Start {
     New(PathBuf),
     Resume(RunDir, Resume),
+    /// A run that reached its budget but has no summary: only the summary is left to write.
+    Finish(RunDir, Resume),
 }
 
 impl Start {
@@ -341,8 +323,10 @@ impl Start {
             Target::New(runs) => Start::New(runs),
             Target::Resume(path) => {
                 let run = RunDir::open(&path)?;
-                let resume = run_dir::resume_point(&run.path, cfg)?;
-                Start::Resume(run, resume)
+                match run_dir::resume_point(&run.path, cfg)? {
+                    (resume, false) => Start::Resume(run, resume),
+                    (resume, true) => Start::Finish(run, resume),
+                }
             }
         })
     }
@@ -351,7 +335,7 @@ impl Start {
     fn generation(&self) -> u64 {
         match self {
             Start::New(_) => 0,
-            Start::Resume(_, r) => r.state.generation + 1,
+            Start::Resume(_, r) | Start::Finish(_, r) => r.state.generation + 1,
         }
     }
 }
@@ -369,12 +353,12 @@ fn open_run(p: &mut Parts, env_id: &EnvId, start: Start) -> Result<(RunDir, Boar
             restore(p, &run, &resume)?;
             run
         }
+        Start::Finish(..) => unreachable!("a finished run has nothing to open"),
     };
     let mut board = Board::new(&run.path)?;
     if new {
-        let start_secs =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-        board.hparams(&run.path.file_name().unwrap_or_default().to_string_lossy(), &hparams(&p.cfg), start_secs);
+        let group = run.path.file_name().unwrap_or_default().to_string_lossy().into_owned();
+        board.hparams(&group, &hparams(&p.cfg), crate::util::unix_now());
         board.text("config", &format!("```toml\n{}\n```", p.cfg_text), 0);
     }
     board.flush();
@@ -506,6 +490,7 @@ fn spawn_evaluator(
     ev: Sender<Event>,
     jobs: Receiver<monitor::EvalJob>,
 ) -> Result<JoinHandle<Result<()>>> {
+    let s = shared.clone();
     spawn("evaluator", shared, move || {
         crate::threads::limit_current_thread(1);
         if spec.idle {
@@ -523,8 +508,11 @@ fn spawn_evaluator(
                 log.eval_epsilon,
                 log.eval_max_steps,
                 seed,
-                |_, _| {},
+                |_, _| !s.stopping(),
             )?;
+            if s.stopping() {
+                break;
+            }
             let _ = ev.send(Event::Eval { step, returns });
         }
         Ok(())
@@ -624,6 +612,9 @@ fn join_all(t: Threads, deadline: Option<Instant>, errors: &mut Vec<anyhow::Erro
 pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target, opts: RunOptions) -> Result<Summary> {
     let started = Instant::now();
     let start = Start::of(target, &cfg)?;
+    if let Start::Finish(run, resume) = start {
+        return finish(&run, &resume, &cfg, env_id);
+    }
     let mut parts = build(cfg, env_id, device, start.generation())?;
     let (run, board) = open_run(&mut parts, env_id, start)?;
     let (cfg, shared, memory, generation, wall_before) =
@@ -664,26 +655,32 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target,
     let deadline = shared.stopping().then(|| Instant::now() + Duration::from_secs(1));
     let outcome = join_all(threads, deadline, &mut errors);
     mon.finish_bar();
-    if let Some(out) = outcome.filter(|o| o.dqn.updates() > 0) {
-        let r = mon.recent.lock().map(|r| r.clone()).unwrap_or_default();
-        let st =
-            make_state(&cfg, &shared, generation, r, wall_before + started.elapsed().as_secs_f64(), opts.save_replay);
+    if let Some(lost) = mon.lost.take() {
+        // The folder is gone: nothing more can be written there, and nothing is re-created.
+        return Err(lost);
+    }
+    // Also with no update yet (a stop during the warm-up or the data init): counters, seeds and
+    // config are what a resume continues from; the replay memory refills (or comes back from
+    // replay.bin with --save-replay). A learner that failed (a diverged loss) leaves no outcome,
+    // so the checkpoints before it stay the newest.
+    if let Some(out) = outcome {
+        let wall = wall_before + started.elapsed().as_secs_f64();
+        let st = make_state(&cfg, &shared, generation, mon.recent_returns(), wall, opts.save_replay);
         let replay = opts.save_replay.then_some(memory.as_ref());
         match crate::checkpoint::write(&run.path, &out.dqn, &st, &cfg.to_toml(), replay, cfg.log.keep_checkpoints) {
-            Ok(p) if !opts.quiet => eprintln!("checkpoint {}", p.display()),
+            Ok(p) if !opts.quiet => say!("checkpoint {}", p.display()),
             Ok(_) => {}
             Err(e) => errors.push(e.context("writing the final checkpoint")),
         }
     }
-    let summary = summarize(&mon, &cfg, env_id, &run.path, &shared, &start, started);
-    let end =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
-    mon.board.hparams_end(end, summary.env_steps);
+    mon.board.hparams_end(crate::util::unix_now(), shared.env_steps.load(Ordering::Acquire));
     mon.board.flush();
     if let Err(e) = mon.board.check() {
         errors.insert(0, e);
     }
-    if let Err(e) = run.write("summary.json", serde_json::to_string_pretty(&summary)?.as_bytes()) {
+    let times = Times { started, wall_before };
+    let summary = summarize(&mon, &cfg, env_id, &run.path, &shared, &start, times, errors.is_empty());
+    if let Err(e) = run.write(summary::FILE, serde_json::to_string_pretty(&summary)?.as_bytes()) {
         errors.push(e);
     }
     if let Some(e) = errors.into_iter().next() {
@@ -692,7 +689,36 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target,
     Ok(summary)
 }
 
-/// The run's summary from the monitor's state and the counters.
+/// Write the summary of a run that reached its budget before its process could (see
+/// [`summary::from_checkpoint`]).
+fn finish(run: &RunDir, r: &Resume, cfg: &Config, env_id: &EnvId) -> Result<Summary> {
+    crate::event_file::truncate_after(&run.path, r.state.env_steps, &mut |w| say!("{w}"))?;
+    let s = summary::from_checkpoint(
+        &run.path,
+        &r.state,
+        &env_id.short_name(),
+        cfg.agent.variant.name(),
+        cfg.run.stop_at_return,
+    )?;
+    run.write(summary::FILE, serde_json::to_string_pretty(&s)?.as_bytes())?;
+    say!(
+        "{} had reached its budget ({} env steps) without a summary; wrote it from {}",
+        run.path.display(),
+        r.state.env_steps,
+        r.ckpt.display()
+    );
+    Ok(s)
+}
+
+/// When a segment started, and the training time of the segments before it.
+struct Times {
+    started: Instant,
+    wall_before: f64,
+}
+
+/// The run's summary from the monitor's state and the counters; `ok`: the segment ended
+/// without an error.
+#[allow(clippy::too_many_arguments)]
 fn summarize(
     mon: &Monitor,
     cfg: &Config,
@@ -700,25 +726,29 @@ fn summarize(
     run: &Path,
     shared: &Shared,
     start: &Mark,
-    started: Instant,
+    times: Times,
+    ok: bool,
 ) -> Summary {
     let n = cfg.actors.num_actors;
     let end = mon.measured_end.unwrap_or_else(|| Mark::now(shared));
     let whole = end.since(start, n);
-    let tail = &mon.returns[mon.returns.len().saturating_sub(20)..];
+    let env_steps = shared.env_steps.load(Ordering::Acquire);
+    let segment = times.started.elapsed().as_secs_f64();
     Summary {
         run_dir: run.to_path_buf(),
         env: env_id.short_name(),
         variant: cfg.agent.variant.name().into(),
         seed: cfg.run.seed,
-        env_steps: shared.env_steps.load(Ordering::Acquire),
+        env_steps,
         updates: shared.updates.load(Ordering::Acquire),
         episodes: shared.episodes.load(Ordering::Acquire),
         interrupted: crate::signals::interrupted(),
-        wall_secs: started.elapsed().as_secs_f64(),
+        complete: Some(ok && (env_steps >= cfg.run.total_env_steps || mon.solved_at.is_some())),
+        wall_secs: times.wall_before + segment,
+        segment_wall_secs: segment,
         env_steps_per_sec: whole.env_steps_per_sec,
         updates_per_sec: whole.updates_per_sec,
-        last20_mean_return: if tail.is_empty() { f64::NAN } else { tail.iter().sum::<f64>() / tail.len() as f64 },
+        last20_mean_return: summary::last20(&mon.returns),
         best20_mean_return: mon.best20,
         solved_at_step: mon.solved_at,
         actor_wait_frac: whole.actor_wait_frac,
@@ -726,5 +756,6 @@ fn summarize(
         learner_busy_frac: whole.learner_busy_frac,
         final_eval_mean: mon.last_eval,
         measured: mon.learn_start.map(|a| end.since(&a, n)),
+        events: summary::event_listing(run),
     }
 }

@@ -21,6 +21,8 @@ use crate::tb::Board;
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 /// The event file is flushed at least this often, so TensorBoard shows a live run.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
+/// How often the run checks that its folder is still there.
+const PRESENCE_EVERY: Duration = Duration::from_secs(1);
 
 /// Steady-state rates between two moments of a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -87,7 +89,7 @@ pub struct Monitor {
     /// The last 100 returns, for checkpoints.
     pub recent: Arc<std::sync::Mutex<Vec<f64>>>,
     pub last_eval: Option<f64>,
-    pub best20: f64,
+    pub best20: Option<f64>,
     pub solved_at: Option<u64>,
     latest_loss: Option<f64>,
     last_log: (Instant, u64),
@@ -100,6 +102,10 @@ pub struct Monitor {
     measure_secs: Option<f64>,
     stop_deadline: Option<Instant>,
     last_flush: Instant,
+    last_presence_check: Instant,
+    /// Set when the run folder disappeared (deleted or moved): the run stops with this error and
+    /// writes nothing more.
+    pub lost: Option<anyhow::Error>,
     replay_len: Box<dyn Fn() -> usize>,
 }
 
@@ -124,7 +130,7 @@ impl Monitor {
             returns,
             recent: Arc::new(std::sync::Mutex::new(recent)),
             last_eval: None,
-            best20: f64::NAN,
+            best20: None,
             solved_at: None,
             latest_loss: None,
             last_log: (Instant::now(), start_step),
@@ -137,6 +143,8 @@ impl Monitor {
             measure_secs,
             stop_deadline: None,
             last_flush: Instant::now(),
+            last_presence_check: Instant::now(),
+            lost: None,
             replay_len,
             shared,
         }
@@ -193,9 +201,9 @@ impl Monitor {
         }
         if self.returns.len() >= 20 {
             let m = self.returns[self.returns.len() - 20..].iter().sum::<f64>() / 20.0;
-            self.best20 = self.best20.max(m);
+            self.best20 = Some(self.best20.map_or(m, |b| b.max(m)));
             let goal = self.cfg.run.stop_at_return;
-            if goal > 0.0 && m >= goal && self.solved_at.is_none() {
+            if goal.is_some_and(|g| m >= g) && self.solved_at.is_none() {
                 self.solved_at = Some(step);
                 self.pb.println(format!(
                     "the 20-game mean return reached {m:.1} at {step} steps: stopping (run.stop_at_return)"
@@ -228,9 +236,33 @@ impl Monitor {
             self.board.flush();
             self.last_flush = Instant::now();
         }
+        if self.last_presence_check.elapsed() >= PRESENCE_EVERY {
+            self.check_presence();
+        }
         if s.stopping() && self.stop_deadline.is_none() {
             self.stop_deadline = Some(Instant::now() + STOP_GRACE);
         }
+    }
+
+    /// Stop the run, with an error, when its folder or event file is gone.
+    fn check_presence(&mut self) {
+        self.last_presence_check = Instant::now();
+        let file = self.board.path();
+        let dir = file.parent().unwrap_or(file);
+        if self.lost.is_none() && !file.exists() {
+            let what = if dir.exists() { file } else { dir };
+            self.lost = Some(anyhow::anyhow!(
+                "{} disappeared while the run was training (deleted or moved): stopped without writing a checkpoint or summary",
+                what.display()
+            ));
+            self.pb.println(format!("error: {} is gone; stopping", what.display()));
+            self.shared.request_stop();
+        }
+    }
+
+    /// The most recent returns, for a checkpoint.
+    pub fn recent_returns(&self) -> Vec<f64> {
+        self.recent.lock().map(|r| r.clone()).unwrap_or_default()
     }
 
     fn scalars(&mut self, step: u64) {
@@ -360,7 +392,7 @@ mod tests {
     #[test]
     fn twenty_games_at_the_goal_stop_the_run_and_record_the_step() {
         let mut cfg = Config::default();
-        cfg.run.stop_at_return = 10.0;
+        cfg.run.stop_at_return = Some(10.0);
         let (_d, mut m, shared, _rx) = monitor(&cfg);
         for k in 0..19 {
             m.handle(Event::Episode { step: 100 * k, ret: 12.0, length: 100 });
@@ -369,7 +401,7 @@ mod tests {
         m.handle(Event::Episode { step: 2000, ret: 12.0, length: 100 });
         assert!(shared.stopping());
         assert_eq!(m.solved_at, Some(2000));
-        assert_eq!(m.best20, 12.0);
+        assert_eq!(m.best20, Some(12.0));
         assert_eq!(m.recent.lock().unwrap().len(), 20);
     }
 
@@ -414,6 +446,19 @@ mod tests {
         shared.request_stop();
         m.tick(false);
         assert!(m.stop_deadline.is_some() && !m.past_stop_deadline());
+    }
+
+    #[test]
+    fn a_vanished_run_folder_stops_the_run_with_an_error() {
+        let (d, mut m, shared, _rx) = monitor(&Config::default());
+        m.tick(false);
+        assert!(m.lost.is_none());
+        std::fs::remove_dir_all(d.path()).unwrap();
+        m.last_presence_check -= PRESENCE_EVERY;
+        m.tick(false);
+        assert!(shared.stopping());
+        let e = format!("{:#}", m.lost.as_ref().expect("noticed"));
+        assert!(e.contains(&d.path().display().to_string()) && e.contains("disappeared"), "{e}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! second `wndqn train --resume RUN` can say who has it. Once the lock is held, leftovers of an
 //! earlier process (temporary checkpoint folders of a run that died mid-write) are removed.
 
+use crate::util::say;
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
@@ -38,7 +39,7 @@ impl RunDir {
     /// A new, unique run folder under `runs`, locked.
     pub fn create(runs: &Path, env: &str, variant: &str, seed: u64) -> Result<RunDir> {
         std::fs::create_dir_all(runs).with_context(|| format!("cannot create {}", runs.display()))?;
-        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let t = crate::util::unix_now() as u64;
         for k in 0..1000 {
             let name = if k == 0 {
                 format!("{env}__{variant}__s{seed}__{t}")
@@ -67,6 +68,17 @@ impl RunDir {
     pub fn write(&self, name: &str, bytes: &[u8]) -> Result<()> {
         write_atomic(&self.path.join(name), bytes)
     }
+
+    /// Remove `name` from the folder if it is there.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        let p = self.path.join(name);
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove {}", p.display()))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 /// An error unless `path` is a folder written by `wndqn train` (config.toml and an event file).
@@ -78,6 +90,27 @@ pub fn ensure_run_folder(path: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The PID of the process training `run` right now (holding its lock), if any. Read from
+/// /proc/locks, so asking never takes the lock (which would make that process's own start fail).
+pub fn holder(run: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let path = run.join(LOCK);
+    let meta = std::fs::metadata(&path).ok()?;
+    let (ino, dev) = (meta.ino(), meta.dev());
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|l| {
+        // `1: FLOCK  ADVISORY  WRITE 4242 00:2e:1234 0 EOF`
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (kind, pid, id) = (f.get(1)?, f.get(4)?, f.get(5)?);
+        let mut parts = id.split(':');
+        let maj = u32::from_str_radix(parts.next()?, 16).ok()?;
+        let min = u32::from_str_radix(parts.next()?, 16).ok()?;
+        let i: u64 = parts.next()?.parse().ok()?;
+        (*kind == "FLOCK" && maj == major && min == minor && i == ino).then(|| pid.parse().ok()).flatten()
+    })
 }
 
 /// Write `path` atomically: a reader sees the old file or the whole new one, never a prefix.
@@ -123,7 +156,8 @@ fn lock(dir: &Path) -> Result<File> {
         }
         return Err(err).with_context(|| format!("cannot lock {}", path.display()));
     }
-    let cmd: Vec<String> = std::env::args().collect();
+    // `args_os`: a path argument need not be UTF-8 (`std::env::args` would panic on it).
+    let cmd: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     f.set_len(0)?;
     f.rewind()?;
     writeln!(f, "{}\n{}", std::process::id(), cmd.join(" ")).with_context(|| format!("writing {}", path.display()))?;
@@ -142,34 +176,23 @@ pub const SAFE_ON_RESUME: &[&str] = &[
     "log.",
 ];
 
-fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
-    match v {
-        toml::Value::Table(t) => {
-            for (k, v) in t {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
-                flatten(&key, v, out);
-            }
-        }
-        other => out.push((prefix.to_string(), other.to_string())),
-    }
-}
-
 /// Keys whose values differ between two configs.
 pub fn changed_keys(old: &Config, new: &Config) -> Result<Vec<String>> {
     let (mut a, mut b) = (Vec::new(), Vec::new());
-    flatten("", &toml::Value::try_from(old)?, &mut a);
-    flatten("", &toml::Value::try_from(new)?, &mut b);
-    let a: std::collections::BTreeMap<_, _> = a.into_iter().collect();
-    let b: std::collections::BTreeMap<_, _> = b.into_iter().collect();
+    crate::config::flatten("", &toml::Value::try_from(old)?, &mut a);
+    crate::config::flatten("", &toml::Value::try_from(new)?, &mut b);
+    let text = |v: Vec<(String, toml::Value)>| -> std::collections::BTreeMap<String, String> {
+        v.into_iter().map(|(k, v)| (k, v.to_string())).collect()
+    };
+    let (a, b) = (text(a), text(b));
     let keys: std::collections::BTreeSet<_> =
         a.keys().chain(b.keys()).filter(|k| a.get(*k) != b.get(*k)).cloned().collect();
     Ok(keys.into_iter().collect())
 }
 
-/// The checks before a resume: `wanted` (the run's config.toml with the command line's
-/// overrides) may differ from the config the checkpoint was trained with only in
-/// [`SAFE_ON_RESUME`] keys, and the budget must leave something to do.
-pub fn check_resume(run: &Path, ckpt: &Path, state: &State, wanted: &Config) -> Result<()> {
+/// `wanted` (the run's config.toml with the command line's overrides) may differ from the
+/// config the checkpoint was trained with only in [`SAFE_ON_RESUME`] keys. Returns that config.
+pub fn check_keys(run: &Path, ckpt: &Path, wanted: &Config) -> Result<Config> {
     let trained = crate::config::load(&ckpt.join("config.toml"), &[])
         .with_context(|| format!("the config of checkpoint {}", ckpt.display()))?;
     let fixed: Vec<String> = changed_keys(&trained, wanted)?
@@ -185,6 +208,15 @@ pub fn check_resume(run: &Path, ckpt: &Path, state: &State, wanted: &Config) -> 
             SAFE_ON_RESUME.join(", ").replace("log.", "log.*")
         );
     }
+    Ok(trained)
+}
+
+/// The budget of a resumed run must leave something to do. A run continued with the budget it
+/// was trained for can always go on (a stop near its end must not strand it): when fewer env
+/// steps are left than the refill of an unsaved replay memory takes, they are played with the
+/// checkpoint's policy and no further update. A budget changed on resume must leave room to
+/// learn again.
+pub fn check_budget(run: &Path, state: &State, wanted: &Config, trained: &Config) -> Result<()> {
     let total = wanted.run.total_env_steps;
     if state.env_steps >= total {
         bail!(
@@ -195,7 +227,13 @@ pub fn check_resume(run: &Path, ckpt: &Path, state: &State, wanted: &Config) -> 
         );
     }
     let refill = wanted.replay.warmup_steps;
-    if !state.has_replay && state.env_steps + refill > total {
+    let short = !state.has_replay && state.env_steps + refill > total;
+    if short && total == trained.run.total_env_steps {
+        say!(
+            "note: {} env steps are left, fewer than the {refill} (replay.warmup_steps) that refill the replay memory (not saved with the checkpoint): they are played with the checkpoint's policy, without further updates",
+            total - state.env_steps
+        );
+    } else if short {
         bail!(
             "{} would stop before learning again: its checkpoint has no replay memory, so {refill} env steps (replay.warmup_steps) refill it first, but run.total_env_steps = {total} leaves only {}. Raise the budget to more than {} (--set run.total_env_steps=N), or save the replay memory (`--save-replay`) next time.",
             run.display(),
@@ -206,11 +244,19 @@ pub fn check_resume(run: &Path, ckpt: &Path, state: &State, wanted: &Config) -> 
     Ok(())
 }
 
-/// Read the checkpoint to resume `run` from and check `wanted` against it.
-pub fn resume_point(run: &Path, wanted: &Config) -> Result<Resume> {
-    let (ckpt, state) = crate::checkpoint::find(run, None, &mut |w| eprintln!("{w}"))?;
-    check_resume(run, &ckpt, &state, wanted)?;
-    Ok(Resume { ckpt, state })
+/// Read the checkpoint to resume `run` from and check `wanted` against it. The flag: the run
+/// reached its budget but its summary does not say it is done (missing: killed after its last
+/// checkpoint), so only the summary is left to write.
+pub fn resume_point(run: &Path, wanted: &Config) -> Result<(Resume, bool)> {
+    let (ckpt, state) = crate::checkpoint::find(run, None, &mut |w| say!("{w}"))?;
+    let trained = check_keys(run, &ckpt, wanted)?;
+    // Finished: the checkpoint is at the budget it was trained for (and at the one asked for).
+    let at_budget = state.env_steps >= trained.run.total_env_steps && state.env_steps >= wanted.run.total_env_steps;
+    let finish = at_budget && !super::summary::read(run).is_ok_and(|s| s.is_complete());
+    if !finish {
+        check_budget(run, &state, wanted, &trained)?;
+    }
+    Ok((Resume { ckpt, state }, finish))
 }
 
 #[cfg(test)]
@@ -226,7 +272,9 @@ mod tests {
             e.contains("in use by another wndqn process") && e.contains(&format!("pid {}", std::process::id())),
             "{e}"
         );
+        assert_eq!(holder(d.path()), Some(std::process::id()), "/proc/locks names the holder");
         drop(first);
+        assert_eq!(holder(d.path()), None);
         lock(d.path()).expect("free again once the owner is gone");
     }
 
@@ -265,18 +313,26 @@ mod tests {
         trained.replay.warmup_steps = 1000;
         trained.run.total_env_steps = 10_000;
         std::fs::write(ckpt.join("config.toml"), trained.to_toml()).unwrap();
-        check_resume(d.path(), &ckpt, &state(5000, false), &trained).unwrap();
+        let check = |st: State, cfg: &Config| {
+            check_keys(d.path(), &ckpt, cfg).and_then(|t| check_budget(d.path(), &st, cfg, &t))
+        };
+        check(state(5000, false), &trained).unwrap();
         let mut edited = trained.clone();
         edited.agent.lr = 1e-3;
-        let e = format!("{:#}", check_resume(d.path(), &ckpt, &state(5000, false), &edited).unwrap_err());
+        let e = format!("{:#}", check(state(5000, false), &edited).unwrap_err());
         assert!(e.contains("agent.lr") && e.contains("fixed for a run"), "{e}");
         let mut longer = trained.clone();
         longer.run.total_env_steps = 20_000;
-        check_resume(d.path(), &ckpt, &state(5000, false), &longer).unwrap();
-        let e = format!("{:#}", check_resume(d.path(), &ckpt, &state(9500, false), &trained).unwrap_err());
-        assert!(e.contains("replay.warmup_steps") && e.contains("leaves only 500"), "{e}");
-        check_resume(d.path(), &ckpt, &state(9500, true), &trained).expect("with its replay memory it can go on");
-        let e = format!("{:#}", check_resume(d.path(), &ckpt, &state(10_000, true), &trained).unwrap_err());
+        check(state(5000, false), &longer).unwrap();
+        // Stopped near its end: the run's own budget can always be finished...
+        check(state(9500, false), &trained).expect("the last steps are played without updates");
+        // ...but a budget raised on resume must leave room to learn again.
+        let mut raised = trained.clone();
+        raised.run.total_env_steps = 10_200;
+        let e = format!("{:#}", check(state(9500, false), &raised).unwrap_err());
+        assert!(e.contains("replay.warmup_steps") && e.contains("leaves only 700"), "{e}");
+        check(state(9500, true), &raised).expect("with its replay memory it can go on");
+        let e = format!("{:#}", check(state(10_000, true), &trained).unwrap_err());
         assert!(e.contains("nothing to train"), "{e}");
     }
 }

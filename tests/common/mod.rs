@@ -99,3 +99,15 @@ pub fn wait_for_checkpoints(runs: &Path, n: usize) {
         }
     }
 }
+
+/// The run's event file (the newest, when a resume added more).
+pub fn events_file(run: &Path) -> PathBuf {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(run)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("events.out.tfevents."))
+        .collect();
+    v.sort();
+    v.pop().expect("an event file")
+}

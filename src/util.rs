@@ -1,0 +1,107 @@
+//! Small helpers every command uses: output that never fails a run, shell quoting, panic
+//! payloads, the time of day.
+//!
+//! Output: `println!` and `eprintln!` panic when the stream is gone (`wndqn train ... | head`,
+//! a closed terminal, a full disk behind a redirect). A training run must never stop for its
+//! output, so the application prints through [`say`] / [`out`] (and the `say!` / `out!` macros),
+//! which drop what cannot be written; SIGPIPE is ignored for the same reason (`main.rs`).
+
+use std::io::Write;
+
+/// A line on stderr; dropped if stderr cannot be written.
+pub fn say_line(line: &str) {
+    let mut e = std::io::stderr().lock();
+    let _ = writeln!(e, "{line}");
+}
+
+/// A line on stdout; dropped if stdout cannot be written.
+pub fn out_line(line: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{line}");
+}
+
+/// `eprintln!` that never panics.
+macro_rules! say {
+    ($($t:tt)*) => { $crate::util::say_line(&format!($($t)*)) };
+}
+
+/// `println!` that never panics.
+macro_rules! out {
+    ($($t:tt)*) => { $crate::util::out_line(&format!($($t)*)) };
+}
+
+pub(crate) use {out, say};
+
+/// `s` as one shell word: unchanged when it is safe, else in single quotes.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:=,@%".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// The message of a panic payload (`String` or `&str`; empty otherwise).
+pub fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// `s` cut to `max` characters for an error message (a megabyte-long value is not echoed).
+pub fn clip(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        format!("{}… ({} characters)", s.chars().take(max).collect::<String>(), s.chars().count())
+    }
+}
+
+/// A clap value parser for a duration in seconds: finite, positive, at most a day.
+pub fn seconds_arg(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("`{}` is not a number of seconds", clip(s, 40)))?;
+    if v.is_finite() && v > 0.0 && v <= 86_400.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} seconds: must be more than 0 and at most 86400 (a day)"))
+    }
+}
+
+/// A clap value parser for a probability: a finite number in [0, 1].
+pub fn probability_arg(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim().parse().map_err(|_| format!("`{}` is not a number", clip(s, 40)))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v}: must be a probability in [0, 1]"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_and_clipping() {
+        assert_eq!(shell_quote("runs/a_b"), "runs/a_b");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(clip("abc", 5), "abc");
+        assert_eq!(clip(&"x".repeat(100), 3), "xxx… (100 characters)");
+    }
+
+    #[test]
+    fn argument_parsers_refuse_what_cannot_be_meant() {
+        assert_eq!(seconds_arg("2.5"), Ok(2.5));
+        for bad in ["inf", "nan", "1e300", "0", "-1", "x"] {
+            assert!(seconds_arg(bad).is_err(), "{bad}");
+        }
+        assert_eq!(probability_arg("0.001"), Ok(0.001));
+        for bad in ["2", "nan", "-0.1", "inf"] {
+            assert!(probability_arg(bad).is_err(), "{bad}");
+        }
+    }
+}
