@@ -12,10 +12,14 @@ train: setup
 test: setup lint
 	cargo test --release --workspace
 
-# Formatting and lints, as CI checks them (part of `make test`).
+# Formatting, lints (clippy also holds the code to the minimum Rust version), unused
+# dependencies and every dependency's own minimum Rust version, as CI checks them (part of
+# `make test`).
 lint: setup
 	cargo fmt --all --check
 	cargo clippy --release --workspace --all-targets --quiet -- -D warnings
+	cargo machete
+	cargo metadata --format-version 1 --locked --filter-platform x86_64-unknown-linux-gnu | python3 scripts/check_msrv.py
 
 tensorboard: setup
 	.venv/bin/tensorboard --logdir runs --bind_all

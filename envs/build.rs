@@ -29,7 +29,7 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
 fn main() {
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     println!("cargo:rerun-if-changed=csrc/ale_shim.cpp");
-    println!("cargo:rerun-if-changed=../csrc/c_abi.hpp");
+    println!("cargo:rerun-if-changed=csrc/c_abi.hpp");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=WNDQN_ALE_SRC");
     let root = match std::env::var_os("WNDQN_ALE_SRC") {
@@ -67,7 +67,7 @@ fn main() {
         .warnings(false)
         .include(&src)
         .include(&out)
-        .include(manifest.join("../csrc"))
+        .include(manifest.join("csrc"))
         .files(&files)
         .file(manifest.join("csrc/ale_shim.cpp"))
         .compile("wndqn_ale");

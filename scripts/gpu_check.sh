@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The GPU measurements of issue 11, as one prepared run (under 6 minutes on an H100/H200 machine).
-# Built here, run there: the machine has torch 2.11 in its python3 but no cargo, so carry
-# target/release/wndqn, the unit-test binary and the ROMs. Here, first:
-#   cargo test --release -p wndqn --bin wndqn --no-run --message-format=json \
+# The GPU measurements, as one prepared run (under 6 minutes on an H100/H200 machine).
+# Built on a machine with cargo, run on the GPU machine: that one has torch 2.11 in its python3 but
+# no cargo, so carry target/release/wndqn, the agents' unit-test binary and the ROMs. First:
+#   cargo test --release -p wndqn-agents --lib --no-run --message-format=json \
 #     | python3 -c 'import json,sys; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("executable")]' \
 #     | xargs -I{} cp {} target/release/wndqn-unit
 # then, with the device tool:
@@ -13,7 +13,7 @@
 # reference errors): DEVICE=cpu SECONDS_EACH=1 E2E_SECONDS=5 E2E_WARMUP=1000 TRAIN_STEPS=3000 \
 #   TRAIN_WARMUP=1000 bash scripts/gpu_check.sh
 #   1. wndqn info                          (libtorch_cuda linked? GPU name, memory, cuDNN)
-#      the CUDA shim's own tests        (capture, replay on new inputs, a bad capture, copy stream)
+#      the CUDA-graph extension's tests (capture, replay on new inputs, a bad capture, copy stream)
 #      K graphed updates = K eager updates (every variant, Adam/Adamax/RMSProp)
 #   2. learner updates/s on CUDA, batch 32: wndqn eager and graphed, PyTorch eager and CUDA
 #      graph, plain and weight_norm
@@ -43,7 +43,7 @@ record() { echo "$1" | tee -a "$LOG"; }
 section "1. info"
 $W info
 record "$($W info --json)"
-[ -x target/release/wndqn-unit ] && target/release/wndqn-unit cuda_graph graphed --nocapture
+[ -x target/release/wndqn-unit ] && target/release/wndqn-unit ext:: graphed_updates --nocapture
 
 section "2. learner, CUDA, batch 32, ${S}s each"
 for v in plain weight_norm; do

@@ -18,7 +18,7 @@ for m in $(seq 0 "$MIN"); do
     [ "$m" -gt 0 ] && sleep 60
     kill -0 "$pid" 2>/dev/null || { echo "the run ended early:"; cat "$runs/log.txt"; exit 1; }
     rss=$(awk '/VmRSS/ {print int($2/1024)}' "/proc/$pid/status")
-    steps=$(.venv/bin/python scripts/read_events.py "$runs"/*/ 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); s=d["scalars"].get("replay/size",[]); print(f"{int(s[-1][0])} {int(s[-1][1])}" if s else "0 0")' 2>/dev/null || echo "? ?")
+    steps=$(.venv/bin/python tests/oracles/read_events.py "$runs"/*/ 2>/dev/null | python3 -c 'import json,sys; d=json.load(sys.stdin); s=d["scalars"].get("replay/size",[]); print(f"{int(s[-1][0])} {int(s[-1][1])}" if s else "0 0")' 2>/dev/null || echo "? ?")
     echo "$m $steps $rss"
 done
 kill -INT "$pid"; wait "$pid" || true

@@ -6,7 +6,8 @@
 #      reinstalled only when the requirements or the Python version change (stamp file).
 #   3. `.venv/libtorch` -> the wheel's torch/ folder, which .cargo/config.toml points LIBTORCH at.
 #   4. the ALE 0.12.1 source, hash-checked, into .ale/ (scripts/fetch_ale.sh).
-#   5. `cargo build --release` (incremental: seconds when nothing changed).
+#   5. cargo-machete for `make lint`, when missing.
+#   6. `cargo build --release` (incremental: seconds when nothing changed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '\033[1;34m[setup]\033[0m %s\n' "$*" >&2; }
@@ -32,6 +33,12 @@ torch_dir=$(cd .venv && ls -d lib/python3*/site-packages/torch | head -n1)
 [ -e .venv/libtorch ] || ln -sfn "$torch_dir" .venv/libtorch
 
 bash scripts/fetch_ale.sh
+
+# `make lint` lists unused dependencies with cargo-machete (from crates.io, built once).
+if ! command -v cargo-machete >/dev/null 2>&1; then
+    log "installing cargo-machete (cargo install, about a minute, once)"
+    cargo install --quiet --locked cargo-machete@0.9.2
+fi
 
 if [ "${WNDQN_SKIP_BUILD:-0}" != "1" ]; then
     log "cargo build --release"

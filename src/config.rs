@@ -664,6 +664,34 @@ mod tests {
         assert!(e.contains("env.id is empty") && !e.contains("frame observations"), "{e}");
     }
 
+    /// The fields of a table of the config, as serde lists them when it refuses an unknown
+    /// one (every field, `Option`s included).
+    fn fields(section: Option<&str>) -> Vec<String> {
+        let text = match section {
+            Some(s) => format!("[{s}]\nzz_unknown = 1\n"),
+            None => "[zz_unknown]\n".to_string(),
+        };
+        let e = toml::from_str::<Config>(&text).unwrap_err().to_string();
+        let list = e.split("expected one of ").nth(1).unwrap_or_else(|| panic!("{e}"));
+        list.lines().next().unwrap().split(", ").map(|f| f.trim_matches('`').to_string()).collect()
+    }
+
+    #[test]
+    fn docs_config_lists_exactly_the_keys() {
+        let mut keys = std::collections::BTreeSet::new();
+        for section in fields(None) {
+            for f in fields(Some(&section)) {
+                keys.insert(format!("{section}.{f}"));
+            }
+        }
+        assert!(keys.len() > 60 && keys.contains("env.mode") && keys.contains("run.stop_at_return"), "{keys:?}");
+        let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/CONFIG.md")).unwrap();
+        let documented = crate::util::markdown_table_keys(&doc);
+        let missing: Vec<_> = keys.difference(&documented).collect();
+        let extra: Vec<_> = documented.difference(&keys).collect();
+        assert!(missing.is_empty() && extra.is_empty(), "docs/CONFIG.md lacks {missing:?}, has unknown {extra:?}");
+    }
+
     #[test]
     fn resolved_config_round_trips() {
         let c = Config::default();

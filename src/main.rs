@@ -1,22 +1,17 @@
 //! `wndqn`: the command-line application. Thin: parse, run, map errors to an exit code.
 
-mod bench;
-mod check;
 mod checkpoint;
 mod cli;
-mod compare;
+mod cmd;
 mod config;
-mod cuda_graph;
 mod device;
-mod eval_cmd;
-mod event_file;
-mod games;
-mod graphed;
-mod info;
 mod memory;
+mod play;
 mod plot;
+mod roms;
+mod seeds;
 mod signals;
-mod tb;
+mod tensorboard;
 mod threads;
 mod train;
 mod util;

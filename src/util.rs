@@ -80,6 +80,17 @@ pub fn probability_arg(s: &str) -> Result<f64, String> {
     }
 }
 
+/// The first backticked cell of every table row of a markdown file (the documented keys or
+/// tags, for the tests that keep docs/ equal to the code).
+#[cfg(test)]
+pub fn markdown_table_keys(markdown: &str) -> std::collections::BTreeSet<String> {
+    markdown
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(k, _)| k.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

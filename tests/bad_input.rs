@@ -307,6 +307,7 @@ fn compare_refuses_damaged_unfinished_running_and_duplicated_runs() {
     let c = runs.path().join("c");
     let child = spawn(&train_args("configs/cartpole.toml", &c, &["run.total_env_steps=1000000"]));
     wait_for(|| summary_exists_or_steps(&c));
+    // SAFETY: kill(2) on a process this test started; no memory is touched.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     assert!(child.wait_with_output().unwrap().status.success());
     let rc = only_run_dir(&c);
@@ -318,6 +319,7 @@ fn compare_refuses_damaged_unfinished_running_and_duplicated_runs() {
     let pid = child.id();
     wait_for(|| std::fs::read_to_string(rc.join(".lock")).unwrap_or_default().starts_with(&format!("{pid}\n")));
     refused(&cmp(&[&ra, &rc], &["--allow-unfinished"]), &format!("being trained right now (pid {pid})"));
+    // SAFETY: kill(2) on a process this test started; no memory is touched.
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", text(&o));

@@ -1,5 +1,5 @@
 //! Integration suite: the real `wndqn` binary, real ROMs, real libtorch, and TensorBoard's own
-//! reader (Python `tensorboard`, through scripts/read_events.py) on the event files it writes.
+//! reader (Python `tensorboard`, through tests/oracles/read_events.py) on the event files it writes.
 
 mod common;
 
@@ -142,6 +142,7 @@ fn ctrl_c_stops_cleanly_with_a_readable_event_file() {
             break;
         }
     }
+    // SAFETY: kill(2) on a process this test started; no memory is touched.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let t1 = std::time::Instant::now();
     let o = child.wait_with_output().unwrap();
@@ -235,6 +236,7 @@ fn interrupted_run_resumes_with_one_continuous_curve() {
     // Interrupt once learning has logged and checkpointed (not after a fixed time: under load
     // a fixed sleep can end before the warm-up does).
     wait_for_checkpoints(runs.path(), 1);
+    // SAFETY: kill(2) on a process this test started; no memory is touched.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let o = child.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", text(&o));
@@ -412,6 +414,7 @@ fn kill_9_never_breaks_the_newest_complete_checkpoint() {
         .unwrap();
     wait_for_checkpoints(runs.path(), 2);
     std::thread::sleep(std::time::Duration::from_millis(150));
+    // SAFETY: kill(2) on a process this test started; no memory is touched.
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     let _ = child.wait();
     let dir = only_run_dir(runs.path());

@@ -264,6 +264,7 @@ fn a_thousand_generated_configs_are_accepted_or_refused_naming_the_key_and_fifty
                 break s;
             }
             if signalled.is_none() && t0.elapsed() > Duration::from_secs(3) {
+                // SAFETY: kill(2) on a process this test started; no memory is touched.
                 unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
                 signalled = Some(Instant::now());
             }

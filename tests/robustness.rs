@@ -107,6 +107,7 @@ fn a_run_folder_has_one_writer() {
     quiet_failure(&o);
     assert!(text(&o).contains(&format!("in use by another wndqn process (pid {pid}")), "{}", text(&o));
     assert_eq!(events_before, events().len(), "the refused process wrote an event file");
+    // SAFETY: kill(2) on a process this test started; no memory is touched.
     unsafe { libc::kill(pid as i32, libc::SIGINT) };
     let (o, _) = wait_within(first, Duration::from_secs(60));
     assert!(o.status.success(), "{}", text(&o));
@@ -231,11 +232,14 @@ fn a_second_ctrl_c_apart_in_time_exits_at_once_and_quietly() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let pid = child.id() as i32;
+    // SAFETY: kill(2) on a process this test started; no memory is touched.
     unsafe { libc::kill(pid, libc::SIGINT) };
     // A copy of the same request (a terminal signals the whole process group): no effect.
+    // SAFETY: kill(2) on a process this test started; no memory is touched.
     unsafe { libc::kill(pid, libc::SIGINT) };
     std::thread::sleep(Duration::from_millis(1500));
     let t1 = Instant::now();
+    // SAFETY: kill(2) on a process this test started; no memory is touched.
     unsafe { libc::kill(pid, libc::SIGINT) };
     let (o, _) = wait_within(child, Duration::from_secs(30));
     let took = t1.elapsed();
@@ -266,6 +270,7 @@ fn a_stop_request_ends_the_process_even_when_a_thread_does_not_answer() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(1));
+    // SAFETY: kill(2) on a process this test started; no memory is touched.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let (o, took) = wait_within(child, Duration::from_secs(60));
     let t = text(&o);

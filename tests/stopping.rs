@@ -55,7 +55,7 @@ fn checkpoint_steps(run: &Path) -> Vec<u64> {
 /// Every scalar curve of each run (read by TensorBoard itself) has strictly increasing steps.
 fn assert_continuous(dirs: &[PathBuf]) {
     let mut cmd = Command::new(root().join(".venv/bin/python"));
-    cmd.arg(root().join("scripts/read_events.py"));
+    cmd.arg(root().join("tests/oracles/read_events.py"));
     // Two arguments at least, so that the output is keyed by folder.
     cmd.args(dirs).arg(&dirs[0]);
     let o = cmd.output().unwrap();

@@ -1,4 +1,4 @@
-// The C ABI that agents/src/multi_tensor.rs calls: ATen's multi-tensor optimizer kernels, which
+// The C ABI that agents/src/ext/multi_tensor.rs calls: ATen's multi-tensor optimizer kernels, which
 // tch does not expose. One launch (or a few) covers every parameter instead of several per
 // parameter, which matters when an update is replayed as a CUDA graph and each launch is a graph
 // node. Tensors arrive as tch's handles (`torch::Tensor*`, the type torch-sys uses), a new
@@ -10,7 +10,7 @@
 
 #include <vector>
 
-#include "../../csrc/c_abi.hpp"
+#include "c_abi.hpp"
 
 namespace {
 

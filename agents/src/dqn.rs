@@ -401,7 +401,8 @@ mod tests {
     /// The capturable update (clip factor and bias corrections on the device, statistics summed
     /// on the device) gives the parameters, target, optimizer state and statistics of the eager
     /// update, for every variant, dueling or not, every optimizer, hard and Polyak targets,
-    /// clipping on and off. A graph replays exactly this launch sequence (src/graphed.rs).
+    /// clipping on and off. A graph replays exactly this launch sequence (`ext::graphed`; the test
+    /// after this one checks the replays on a GPU).
     #[test]
     fn on_device_updates_equal_eager_updates() {
         let optimizers = [
@@ -485,6 +486,123 @@ mod tests {
                     assert!(moved, "{what}: nothing moved");
                 }
             }
+        }
+    }
+
+    use crate::ext::graphed::{GraphedUpdate, WARM_UP};
+
+    fn frame_batch(device: Device) -> TensorBatch {
+        let frames = |_| Tensor::randint(256, [32, 4, 84, 84], (Kind::Uint8, device));
+        TensorBatch {
+            obs: frames(0),
+            next_obs: frames(1),
+            actions: Tensor::randint(6, [32], (Kind::Int64, device)),
+            rewards: Tensor::randn([32], (Kind::Float, device)),
+            terminated: Tensor::rand([32], (Kind::Float, device)).ge(0.9).to_kind(Kind::Float),
+        }
+    }
+
+    /// K graphed updates give the parameters, target, optimizer state and statistics of K eager
+    /// updates on the same batches (Nature CNN; every variant; Adam, Adamax, RMSProp; a target
+    /// sync inside the K). Float tolerance: cuDNN's backward kernels are not bit-deterministic.
+    #[test]
+    fn graphed_updates_equal_eager_updates() {
+        if !tch::Cuda::is_available() {
+            eprintln!("SKIPPED graphed_updates_equal_eager_updates: no CUDA device (the on-device update itself is checked against the eager one on the CPU above)");
+            return;
+        }
+        let d = Device::Cuda(0);
+        let cases = [
+            (Variant::Plain, false, OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1.5e-4 }),
+            (Variant::WeightNorm, false, OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1.5e-4 }),
+            (Variant::WeightNormNoinit, true, OptimizerKind::Adamax { beta1: 0.5, beta2: 0.999, eps: 1e-8 }),
+            (
+                Variant::WeightNormMobn,
+                false,
+                OptimizerKind::RmsProp { alpha: 0.95, eps: 0.01, centered: true, momentum: 0.0 },
+            ),
+        ];
+        for (variant, dueling, optimizer) in cases {
+            let what = format!("{variant:?} dueling={dueling} {optimizer:?}");
+            let net = QNetConfig {
+                arch: Arch::Nature,
+                variant,
+                dueling,
+                obs_shape: vec![4, 84, 84],
+                num_actions: 6,
+                hidden: 128,
+            };
+            let cfg = DqnConfig {
+                gamma: 0.99,
+                double_dqn: true,
+                loss: Loss::Huber,
+                grad_clip_norm: Some(1.0),
+                target_update: TargetUpdate::Hard(7),
+                optimizer,
+                lr: 1e-3,
+            };
+            tch::manual_seed(5);
+            let mut eager = Dqn::new(&net, cfg, d);
+            let mut graphed = Dqn::new(&net, cfg, d);
+            graphed.online_vs.copy(&eager.online_vs).unwrap();
+            graphed.sync_target();
+            let first = frame_batch(d);
+            if variant.data_init() {
+                eager.data_init(&first.obs, 1.0);
+                graphed.data_init(&first.obs, 1.0);
+            }
+            let start = eager.snapshot();
+            let mut g = GraphedUpdate::new(&mut graphed, &first).unwrap();
+            assert!(g.staged(), "{what}: no copy stream");
+            let mut sums = [0.0; 3];
+            let mut add = |s: UpdateStats| {
+                sums[0] += s.loss;
+                sums[1] += s.q_mean;
+                sums[2] += s.grad_norm;
+            };
+            for _ in 0..WARM_UP {
+                add(eager.update(&first));
+            }
+            let k = 20;
+            for _ in 0..k {
+                let b = frame_batch(d);
+                add(eager.update(&b));
+                // As the learner gets it: pinned by the replay thread.
+                let pinned = b.shallow_clone().map(|t| t.to_device(Device::Cpu).pin_memory(d));
+                g.update(&mut graphed, &pinned).unwrap();
+            }
+            let (n, st) = g.take_stats().unwrap();
+            assert_eq!(n, k + WARM_UP, "{what}");
+            assert_eq!(eager.updates(), graphed.updates(), "{what}");
+            assert_eq!(eager.opt.steps(), graphed.opt.steps(), "{what}");
+            let close = |a: &Tensor, b: &Tensor, name: &str| {
+                let diff = f64::try_from((a - b).abs().max()).unwrap();
+                let scale = f64::try_from(a.abs().max()).unwrap();
+                assert!(diff <= 2e-4 * (1.0 + scale), "{what}: {name} differs by {diff} (scale {scale})");
+            };
+            for (name, t) in eager.online_vs.variables() {
+                close(&t, &graphed.online_vs.variables()[&name], &format!("online {name}"));
+                let moved = f64::try_from(
+                    (&t.to_device(Device::Cpu) - &start.iter().find(|s| s.0 == name).unwrap().1).abs().max(),
+                )
+                .unwrap();
+                assert!(moved > 1e-4 || name.contains("running_mean"), "{what}: {name} did not move");
+            }
+            for (name, t) in eager.target_vs.variables() {
+                close(&t, &graphed.target_vs.variables()[&name], &format!("target {name}"));
+            }
+            for ((name, a), (_, b)) in eager.opt.state_tensors().iter().zip(graphed.opt.state_tensors().iter()) {
+                close(a, b, &format!("optimizer {name}"));
+            }
+            let nf = n as f64;
+            for (a, b, name) in [
+                (sums[0] / nf, st.loss, "loss"),
+                (sums[1] / nf, st.q_mean, "q"),
+                (sums[2] / nf, st.grad_norm, "grad norm"),
+            ] {
+                assert!((a - b).abs() <= 1e-3 * (1.0 + a.abs()), "{what}: mean {name} {a} vs {b}");
+            }
+            eprintln!("graphed = eager over {n} updates: {what}");
         }
     }
 }

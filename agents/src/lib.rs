@@ -4,18 +4,21 @@
 //!   the paper's data-dependent initialization.
 //! - [`qnet`]: the Nature CNN and an MLP in the named variants (`plain`, `weight_norm`, ...).
 //! - [`policy`]: a CPU copy of the Q-network acting epsilon-greedily (actors, evaluation).
-//! - [`dqn`]: the DQN update (targets, double DQN, Huber/MSE, gradient clipping, target sync).
+//! - [`dqn`]: the DQN update (targets, double DQN, Huber/MSE, gradient clipping, target sync),
+//!   eager and capturable.
 //! - [`optim`]: Adam, centered RMSProp and Adamax on tch tensors, with saveable state
 //!   (`fused`: their one-pass CPU kernels).
-//! - [`replay`]: replay memory (frames stored once; vector observations).
+//! - [`replay`]: replay memory (frames stored once; vector observations) and the batches it
+//!   hands a learner's device.
+//! - [`ext`]: what tch lacks of libtorch, in C++ (`csrc/`): multi-tensor optimizer kernels,
+//!   CUDA graphs and the graphed update.
 //! - [`schedule`]: exploration schedules.
 #![deny(missing_docs)]
 
 pub mod dqn;
-pub mod ffi;
+pub mod ext;
 mod fused;
 pub mod layers;
-pub mod multi_tensor;
 pub mod optim;
 pub mod policy;
 pub mod qnet;

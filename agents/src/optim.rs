@@ -3,7 +3,7 @@
 //! tch's own optimizers hide their state (no save/load) and have no Adamax (the paper's
 //! optimizer), so these are written here, following PyTorch's update rules to the letter
 //! (`torch.optim.Adam`, `RMSprop(centered=True)`, `Adamax`); `tests` check them against PyTorch
-//! trajectories produced by `scripts/optim_reference.py`.
+//! trajectories produced by `tests/oracles/optim_reference.py`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -44,13 +44,115 @@ pub enum OptimizerKind {
     },
 }
 
-impl OptimizerKind {
-    fn state_names(&self) -> &'static [&'static str] {
-        match self {
-            OptimizerKind::Adam { .. } => &["exp_avg", "exp_avg_sq"],
-            OptimizerKind::Adamax { .. } => &["exp_avg", "exp_inf"],
-            OptimizerKind::RmsProp { .. } => &["square_avg", "grad_avg", "momentum_buffer"],
+/// One parameter's optimizer state, by name (the names key the saved file, as PyTorch names
+/// them).
+enum ParamState {
+    Adam { exp_avg: Tensor, exp_avg_sq: Tensor },
+    Adamax { exp_avg: Tensor, exp_inf: Tensor },
+    RmsProp { square_avg: Tensor, grad_avg: Tensor, momentum_buffer: Tensor },
+}
+
+impl ParamState {
+    /// Zero state for parameter `p`.
+    fn new(kind: &OptimizerKind, p: &Tensor) -> ParamState {
+        let z = || p.zeros_like().detach();
+        match kind {
+            OptimizerKind::Adam { .. } => ParamState::Adam { exp_avg: z(), exp_avg_sq: z() },
+            OptimizerKind::Adamax { .. } => ParamState::Adamax { exp_avg: z(), exp_inf: z() },
+            OptimizerKind::RmsProp { .. } => {
+                ParamState::RmsProp { square_avg: z(), grad_avg: z(), momentum_buffer: z() }
+            }
         }
+    }
+
+    /// Every buffer with its name, in a fixed order.
+    fn named(&self) -> Vec<(&'static str, &Tensor)> {
+        match self {
+            ParamState::Adam { exp_avg, exp_avg_sq } => vec![("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)],
+            ParamState::Adamax { exp_avg, exp_inf } => vec![("exp_avg", exp_avg), ("exp_inf", exp_inf)],
+            ParamState::RmsProp { square_avg, grad_avg, momentum_buffer } => {
+                vec![("square_avg", square_avg), ("grad_avg", grad_avg), ("momentum_buffer", momentum_buffer)]
+            }
+        }
+    }
+}
+
+/// The step-dependent factors of one update, as host numbers (an eager step) or as scalars
+/// computed on the device from the device step counter (a capturable step): the tensor-op path
+/// ([`update_ops`]) reads both the same way.
+struct Factors {
+    /// `lr / (1 - beta1^t)` (Adam, Adamax; 1 for RMSProp, which has none).
+    step_size: Tensor,
+    /// `sqrt(1 - beta2^t)` (Adam; 1 otherwise).
+    bc2_sqrt: Tensor,
+}
+
+impl Factors {
+    /// The factors of step `t` (counted from 1), from the host's count.
+    fn host(kind: OptimizerKind, lr: f64, t: f64) -> Factors {
+        let (step_size, bc2_sqrt) = match kind {
+            OptimizerKind::Adam { beta1, beta2, .. } => (lr / (1.0 - beta1.powf(t)), (1.0 - beta2.powf(t)).sqrt()),
+            OptimizerKind::Adamax { beta1, .. } => (lr / (1.0 - beta1.powf(t)), 1.0),
+            OptimizerKind::RmsProp { .. } => (1.0, 1.0),
+        };
+        Factors { step_size: Tensor::from(step_size), bc2_sqrt: Tensor::from(bc2_sqrt) }
+    }
+
+    /// The factors of the step the device counter `t` holds, computed on its device (in f64, as
+    /// the host computes them).
+    fn device(kind: OptimizerKind, lr: f64, t: &Tensor) -> Factors {
+        let t = t.to_kind(Kind::Double);
+        let one_minus_pow = |beta: f64| Tensor::pow_scalar(beta, &t).neg() + 1.0;
+        let one = || t.ones_like();
+        match kind {
+            OptimizerKind::Adam { beta1, beta2, .. } => {
+                Factors { step_size: one_minus_pow(beta1).reciprocal() * lr, bc2_sqrt: one_minus_pow(beta2).sqrt() }
+            }
+            OptimizerKind::Adamax { beta1, .. } => {
+                Factors { step_size: one_minus_pow(beta1).reciprocal() * lr, bc2_sqrt: one() }
+            }
+            OptimizerKind::RmsProp { .. } => Factors { step_size: one(), bc2_sqrt: one() },
+        }
+    }
+}
+
+/// One update of parameter `p` with gradient `g` in tensor ops: the rules of `torch.optim`, once
+/// for every device and for the eager and the capturable step alike.
+fn update_ops(kind: OptimizerKind, lr: f64, p: &mut Tensor, g: &Tensor, st: &mut ParamState, f: &Factors) {
+    match (kind, st) {
+        (OptimizerKind::Adam { beta1, beta2, eps }, ParamState::Adam { exp_avg, exp_avg_sq }) => {
+            let _ = exp_avg.lerp_(g, 1.0 - beta1);
+            let _ = exp_avg_sq.lerp_(&g.square(), 1.0 - beta2);
+            let denom = exp_avg_sq.sqrt() / &f.bc2_sqrt + eps;
+            let _ = p.g_sub_(&(&*exp_avg / denom * &f.step_size));
+        }
+        (OptimizerKind::Adamax { beta1, beta2, eps }, ParamState::Adamax { exp_avg, exp_inf }) => {
+            let _ = exp_avg.lerp_(g, 1.0 - beta1);
+            let _ = exp_inf.g_mul_scalar_(beta2);
+            let _ = exp_inf.maximum_out(&*exp_inf, &(g.abs() + eps));
+            let _ = p.g_sub_(&(&*exp_avg / &*exp_inf * &f.step_size));
+        }
+        (
+            OptimizerKind::RmsProp { alpha, eps, centered, momentum },
+            ParamState::RmsProp { square_avg, grad_avg, momentum_buffer },
+        ) => {
+            let _ = square_avg.lerp_(&g.square(), 1.0 - alpha);
+            let mut avg = if centered {
+                let _ = grad_avg.lerp_(g, 1.0 - alpha);
+                (&*square_avg - grad_avg.square()).sqrt()
+            } else {
+                square_avg.sqrt()
+            };
+            let _ = avg.g_add_scalar_(eps);
+            if momentum > 0.0 {
+                let _ = momentum_buffer.g_mul_scalar_(momentum);
+                let _ = momentum_buffer.addcdiv_(g, &avg);
+                let _ = p.g_add_(&(&*momentum_buffer * -lr));
+            } else {
+                let _ = p.g_sub_(&(g / avg * lr));
+            }
+        }
+        _ => unreachable!("a parameter's state is of its optimizer's kind"),
     }
 }
 
@@ -61,15 +163,16 @@ pub struct Optimizer {
     pub lr: f64,
     names: Vec<String>,
     params: Vec<Tensor>,
-    state: Vec<Vec<Tensor>>,
+    state: Vec<ParamState>,
     step: i64,
     /// The step counter on the parameters' device (f32, as PyTorch keeps it; exact to 2^24
     /// steps, and the bias corrections are 1 long before), once [`Optimizer::make_capturable`]
     /// made it: [`Optimizer::step_on_device`] reads and advances it there, so that a step needs
     /// no value from the host and can be captured in a CUDA graph. `step` stays the host's count.
     step_t: Option<Tensor>,
-    /// In the on-device path, use ATen's multi-tensor kernels ([`crate::multi_tensor`]: fused
-    /// Adam, foreach clipping) instead of per-tensor ops. On by default; both paths are tested.
+    /// In the on-device path, use ATen's multi-tensor kernels ([`crate::ext::multi_tensor`]:
+    /// fused Adam, foreach clipping) instead of per-tensor ops. On by default; both paths are
+    /// tested.
     pub multi_tensor: bool,
     /// Use the one-pass CPU kernels of [`crate::fused`] where they apply (CPU, f32/f64,
     /// contiguous; Adam and Adamax). On by default; off runs the tensor-op path everywhere.
@@ -80,8 +183,7 @@ impl Optimizer {
     /// An optimizer for `params` (name, tensor). Names key the saved state.
     pub fn new(kind: OptimizerKind, lr: f64, mut params: Vec<(String, Tensor)>) -> Self {
         params.sort_by(|a, b| a.0.cmp(&b.0));
-        let state =
-            params.iter().map(|(_, p)| kind.state_names().iter().map(|_| p.zeros_like().detach()).collect()).collect();
+        let state = params.iter().map(|(_, p)| ParamState::new(&kind, p)).collect();
         let (names, params) = params.into_iter().unzip();
         Optimizer { kind, lr, names, params, state, step: 0, step_t: None, multi_tensor: true, fused: true }
     }
@@ -119,11 +221,16 @@ impl Optimizer {
         }
     }
 
+    /// The defined gradients, in parameter order.
+    fn grads(&self) -> Vec<Tensor> {
+        self.params.iter().map(|p| p.grad()).filter(|g| g.defined()).collect()
+    }
+
     /// Global L2 norm of the gradients; if `max_norm` is given and exceeded, scale them down to
     /// it (as `torch.nn.utils.clip_grad_norm_`). Returns the norm before clipping.
     pub fn clip_grad_norm(&mut self, max_norm: Option<f64>) -> f64 {
         tch::no_grad(|| {
-            let grads: Vec<Tensor> = self.params.iter().map(|p| p.grad()).filter(|g| g.defined()).collect();
+            let grads = self.grads();
             let sq: Vec<Tensor> = grads.iter().map(|g| g.square().sum(Kind::Float)).collect();
             let total = f64::try_from(Tensor::stack(&sq, 0).sum(Kind::Float).sqrt()).unwrap_or(0.0);
             if let Some(m) = max_norm {
@@ -143,9 +250,9 @@ impl Optimizer {
     /// `torch.nn.utils.clip_grad_norm_` does (the same values: a factor of 1 is exact).
     pub fn clip_grad_norm_on_device(&mut self, max_norm: Option<f64>) -> anyhow::Result<Tensor> {
         tch::no_grad(|| {
-            let grads: Vec<Tensor> = self.params.iter().map(|p| p.grad()).filter(|g| g.defined()).collect();
+            let grads = self.grads();
             if self.multi_tensor {
-                return crate::multi_tensor::clip_grad_norm(&grads, max_norm);
+                return crate::ext::multi_tensor::clip_grad_norm(&grads, max_norm);
             }
             let sq: Vec<Tensor> = grads.iter().map(|g| g.square().sum(Kind::Float)).collect();
             let norm = Tensor::stack(&sq, 0).sum(Kind::Float).sqrt();
@@ -169,56 +276,36 @@ impl Optimizer {
         self.advance_device_step();
         let lr = self.lr;
         if let (OptimizerKind::Adam { beta1, beta2, eps }, true) = (self.kind, self.multi_tensor) {
-            let with_grad: Vec<usize> = (0..self.params.len()).filter(|&i| self.params[i].grad().defined()).collect();
-            let pick = |f: &dyn Fn(usize) -> Tensor| with_grad.iter().map(|&i| f(i)).collect::<Vec<Tensor>>();
+            let mut lists: [Vec<Tensor>; 5] = Default::default();
+            for (p, st) in self.params.iter().zip(&self.state) {
+                if let (ParamState::Adam { exp_avg, exp_avg_sq }, true) = (st, p.grad().defined()) {
+                    for (list, t) in lists.iter_mut().zip([p, &p.grad(), exp_avg, exp_avg_sq, t]) {
+                        list.push(t.shallow_clone());
+                    }
+                }
+            }
+            let [params, grads, exp_avg, exp_avg_sq, steps] = &lists;
+            let hyper = crate::ext::multi_tensor::AdamHyper { lr, beta1, beta2, eps };
             return tch::no_grad(|| {
-                crate::multi_tensor::fused_adam(
-                    &pick(&|i| self.params[i].shallow_clone()),
-                    &pick(&|i| self.params[i].grad()),
-                    &pick(&|i| self.state[i][0].shallow_clone()),
-                    &pick(&|i| self.state[i][1].shallow_clone()),
-                    &pick(&|_| t.shallow_clone()),
-                    crate::multi_tensor::AdamHyper { lr, beta1, beta2, eps },
-                )
+                crate::ext::multi_tensor::fused_adam(params, grads, exp_avg, exp_avg_sq, steps, hyper)
             });
         }
-        // 1 - beta^t, as a device scalar (in f64, as the host path computes it).
-        let t = t.to_kind(Kind::Double);
-        let one_minus_pow = |beta: f64| Tensor::pow_scalar(beta, &t).neg() + 1.0;
+        let f = Factors::device(self.kind, lr, t);
+        self.step_ops(&f);
+        Ok(())
+    }
+
+    /// The tensor-op update of every parameter with a gradient.
+    fn step_ops(&mut self, f: &Factors) {
+        let (kind, lr) = (self.kind, self.lr);
         tch::no_grad(|| {
-            let factors = match self.kind {
-                OptimizerKind::Adam { beta1, beta2, .. } => {
-                    Some((one_minus_pow(beta1).reciprocal() * lr, Some(one_minus_pow(beta2).sqrt())))
-                }
-                OptimizerKind::Adamax { beta1, .. } => Some((one_minus_pow(beta1).reciprocal() * lr, None)),
-                OptimizerKind::RmsProp { .. } => None,
-            };
             for (p, st) in self.params.iter_mut().zip(self.state.iter_mut()) {
                 let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                match (self.kind, &factors) {
-                    (OptimizerKind::Adam { beta1, beta2, eps }, Some((step_size, Some(bc2_sqrt)))) => {
-                        let _ = st[0].lerp_(&g, 1.0 - beta1);
-                        let _ = st[1].lerp_(&g.square(), 1.0 - beta2);
-                        let denom = st[1].sqrt() / bc2_sqrt + eps;
-                        let _ = p.g_sub_(&(&st[0] / denom * step_size));
-                    }
-                    (OptimizerKind::Adamax { beta1, beta2, eps }, Some((clr, _))) => {
-                        let _ = st[0].lerp_(&g, 1.0 - beta1);
-                        let _ = st[1].g_mul_scalar_(beta2);
-                        let _ = st[1].maximum_out(&st[1], &(g.abs() + eps));
-                        let _ = p.g_sub_(&(&st[0] / &st[1] * clr));
-                    }
-                    (OptimizerKind::RmsProp { alpha, eps, centered, momentum }, _) => {
-                        rmsprop(p, &g, st, lr, alpha, eps, centered, momentum)
-                    }
-                    _ => unreachable!("factors match the kind"),
+                if g.defined() {
+                    update_ops(kind, lr, p, &g, st, f);
                 }
             }
         });
-        Ok(())
     }
 
     /// Clip the gradients' global norm to `max_norm` and apply one update: the same result as
@@ -263,25 +350,27 @@ impl Optimizer {
             matches!(kind, Kind::Float | Kind::Double)
                 && ok(p, kind)
                 && ok(&p.grad(), kind)
-                && st.iter().all(|t| ok(t, kind))
+                && st.named().iter().all(|(_, t)| ok(t, kind))
         })
     }
 
+    /// The one-pass CPU update of every parameter, its gradients scaled by `gscale` as read.
     fn step_fused(&mut self, grads: &[Tensor], gscale: f64) {
         use crate::fused::{adam, adamax, AdamStep, AdamaxStep};
         self.step += 1;
         self.advance_device_step();
         let t = self.step as f64;
+        let lr = self.lr;
         for ((p, g), st) in self.params.iter().zip(grads).zip(&self.state) {
             macro_rules! run {
                 ($ty:ty) => {
-                    match self.kind {
-                        OptimizerKind::Adam { beta1, beta2, eps } => {
+                    match (self.kind, st) {
+                        (OptimizerKind::Adam { beta1, beta2, eps }, ParamState::Adam { exp_avg, exp_avg_sq }) => {
                             let s = AdamStep {
                                 gscale,
                                 beta1,
                                 beta2,
-                                step_size: self.lr / (1.0 - beta1.powf(t)),
+                                step_size: lr / (1.0 - beta1.powf(t)),
                                 bc2_sqrt: (1.0 - beta2.powf(t)).sqrt(),
                                 eps,
                             };
@@ -289,14 +378,14 @@ impl Optimizer {
                             // tensor of `$ty`; a parameter, its gradient and its two state
                             // buffers are four distinct storages, and nothing else touches
                             // them during the step.
-                            unsafe { adam::<$ty>(data_mut(p), data(g), data_mut(&st[0]), data_mut(&st[1]), s) }
+                            unsafe { adam::<$ty>(data_mut(p), data(g), data_mut(exp_avg), data_mut(exp_avg_sq), s) }
                         }
-                        OptimizerKind::Adamax { beta1, beta2, eps } => {
-                            let s = AdamaxStep { gscale, beta1, beta2, clr: self.lr / (1.0 - beta1.powf(t)), eps };
+                        (OptimizerKind::Adamax { beta1, beta2, eps }, ParamState::Adamax { exp_avg, exp_inf }) => {
+                            let s = AdamaxStep { gscale, beta1, beta2, clr: lr / (1.0 - beta1.powf(t)), eps };
                             // SAFETY: as for Adam above.
-                            unsafe { adamax::<$ty>(data_mut(p), data(g), data_mut(&st[0]), data_mut(&st[1]), s) }
+                            unsafe { adamax::<$ty>(data_mut(p), data(g), data_mut(exp_avg), data_mut(exp_inf), s) }
                         }
-                        OptimizerKind::RmsProp { .. } => unreachable!("not fusable"),
+                        _ => unreachable!("fusable: Adam or Adamax, with their own state"),
                     }
                 };
             }
@@ -316,52 +405,15 @@ impl Optimizer {
         }
         self.step += 1;
         self.advance_device_step();
-        let t = self.step as f64;
-        let lr = self.lr;
-        tch::no_grad(|| {
-            for (p, st) in self.params.iter_mut().zip(self.state.iter_mut()) {
-                let g = p.grad();
-                if !g.defined() {
-                    continue;
-                }
-                match self.kind {
-                    OptimizerKind::Adam { beta1, beta2, eps } => {
-                        // In place, two temporaries per parameter (g^2 and the denominator).
-                        let _ = st[0].lerp_(&g, 1.0 - beta1);
-                        let _ = st[1].lerp_(&g.square(), 1.0 - beta2);
-                        let bc1 = 1.0 - beta1.powf(t);
-                        let bc2 = 1.0 - beta2.powf(t);
-                        let mut denom = st[1].sqrt();
-                        let _ = denom.g_div_scalar_(bc2.sqrt());
-                        let _ = denom.g_add_scalar_(eps);
-                        // p += m / (denom * -bc1/lr)  ==  p -= (lr/bc1) m / denom
-                        let _ = denom.g_mul_scalar_(-bc1 / lr);
-                        let _ = p.addcdiv_(&st[0], &denom);
-                    }
-                    OptimizerKind::Adamax { beta1, beta2, eps } => {
-                        let _ = st[0].lerp_(&g, 1.0 - beta1);
-                        let mut a = g.abs();
-                        let _ = a.g_add_scalar_(eps);
-                        let _ = st[1].g_mul_scalar_(beta2);
-                        let _ = st[1].maximum_out(&st[1], &a);
-                        let clr = lr / (1.0 - beta1.powf(t));
-                        // p += m / (u * -1/clr)  ==  p -= clr m / u
-                        let d = &st[1] * (-1.0 / clr);
-                        let _ = p.addcdiv_(&st[0], &d);
-                    }
-                    OptimizerKind::RmsProp { alpha, eps, centered, momentum } => {
-                        rmsprop(p, &g, st, lr, alpha, eps, centered, momentum)
-                    }
-                }
-            }
-        });
+        let f = Factors::host(self.kind, self.lr, self.step as f64);
+        self.step_ops(&f);
     }
 
     /// Every state tensor by `param/state` name, plus the step counter as `__step`.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![("__step".to_string(), Tensor::from_slice(&[self.step]))];
         for (name, st) in self.names.iter().zip(&self.state) {
-            for (sn, t) in self.kind.state_names().iter().zip(st) {
+            for (sn, t) in st.named() {
                 out.push((format!("{name}/{sn}"), t.shallow_clone()));
             }
         }
@@ -387,52 +439,17 @@ impl Optimizer {
             let _ = t.shallow_clone().fill_(self.step as f64);
         }
         tch::no_grad(|| -> anyhow::Result<()> {
-            for (name, st) in self.names.iter().zip(self.state.iter_mut()) {
-                for (sn, t) in self.kind.state_names().iter().zip(st.iter_mut()) {
+            for (name, st) in self.names.iter().zip(&self.state) {
+                for (sn, t) in st.named() {
                     let key = format!("{name}/{sn}");
                     let src = loaded
                         .get(&key)
                         .ok_or_else(|| anyhow::anyhow!("optimizer state {} lacks {key}", path.display()))?;
-                    t.copy_(src);
+                    t.shallow_clone().copy_(src);
                 }
             }
             Ok(())
         })
-    }
-}
-
-/// One RMSProp update of `p` (PyTorch's rule); it has no step-dependent factor, so the eager
-/// and the on-device paths share it.
-#[allow(clippy::too_many_arguments)]
-fn rmsprop(
-    p: &mut Tensor,
-    g: &Tensor,
-    st: &mut [Tensor],
-    lr: f64,
-    alpha: f64,
-    eps: f64,
-    centered: bool,
-    momentum: f64,
-) {
-    let _ = st[0].lerp_(&g.square(), 1.0 - alpha);
-    let mut avg = if centered {
-        let _ = st[1].lerp_(g, 1.0 - alpha);
-        let mut c = st[1].square();
-        let _ = c.neg_();
-        let _ = c.g_add_(&st[0]);
-        let _ = c.sqrt_();
-        c
-    } else {
-        st[0].sqrt()
-    };
-    let _ = avg.g_add_scalar_(eps);
-    if momentum > 0.0 {
-        let _ = st[2].g_mul_scalar_(momentum);
-        let _ = st[2].addcdiv_(g, &avg);
-        let _ = p.g_add_(&(&st[2] * -lr));
-    } else {
-        let _ = avg.g_mul_scalar_(-1.0 / lr);
-        let _ = p.addcdiv_(g, &avg);
     }
 }
 
@@ -442,7 +459,8 @@ fn rmsprop(
 /// `t` must be a contiguous CPU tensor whose elements are `T`, and no one may write its storage
 /// while the slice lives.
 unsafe fn data<T>(t: &Tensor) -> &[T] {
-    std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel())
+    // SAFETY: the caller's contract: `numel` elements of `T` at `data_ptr`, not written meanwhile.
+    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel()) }
 }
 
 /// A contiguous CPU tensor's elements, writable through a shared `&Tensor` (tch hands out
@@ -453,7 +471,8 @@ unsafe fn data<T>(t: &Tensor) -> &[T] {
 /// this one lives (the caller guarantees the storages it views are pairwise distinct).
 #[allow(clippy::mut_from_ref)]
 unsafe fn data_mut<T>(t: &Tensor) -> &mut [T] {
-    std::slice::from_raw_parts_mut(t.data_ptr() as *mut T, t.numel())
+    // SAFETY: the caller's contract: `numel` elements of `T` at `data_ptr`, no other view.
+    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut T, t.numel()) }
 }
 
 #[cfg(test)]
@@ -471,7 +490,7 @@ mod tests {
         OnDeviceMultiTensor,
     }
 
-    /// The same deterministic problem as scripts/optim_reference.py: 2 parameters, gradients
+    /// The same deterministic problem as tests/oracles/optim_reference.py: 2 parameters, gradients
     /// `sin(0.37 * i + t) * (1 + 0.1 * p)` (depends on the parameter, so trajectories diverge
     /// if an update rule is off).
     fn run(kind: OptimizerKind, lr: f64, steps: usize, path: Path3) -> Vec<f64> {
@@ -527,7 +546,7 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let py = root.join(".venv/bin/python");
         let out = std::process::Command::new(&py)
-            .arg(root.join("scripts/optim_reference.py"))
+            .arg(root.join("tests/oracles/optim_reference.py"))
             .output()
             .expect("the project venv (make setup) provides torch for the reference script");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

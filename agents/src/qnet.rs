@@ -142,7 +142,7 @@ impl QNetwork {
     }
 
     /// Network input: `u8` frames become `x / 255`; float input is taken as already in that
-    /// form (see `replay::Batch::to_device_scaled`).
+    /// form (see `replay::BatchPrep`).
     fn prep(&self, obs: &Tensor) -> Tensor {
         if obs.kind() == Kind::Uint8 {
             obs.to_kind(Kind::Float) / 255.0

@@ -182,35 +182,41 @@ impl Ale {
     /// Play one emulator frame; returns the raw (unclipped) reward.
     #[inline]
     pub fn act(&mut self, action: i32) -> i32 {
-        // SAFETY (all methods below): `ptr` is a live emulator owned by this handle.
+        // SAFETY: `ptr` is a live emulator owned by this handle.
         unsafe { ffi::wale_act(self.ptr, action) }
     }
     /// Whether the game is over (a real end, not a truncation).
     #[inline]
     pub fn game_over(&self) -> bool {
+        // SAFETY: `ptr` is a live emulator owned by this handle.
         unsafe { ffi::wale_game_over(self.ptr) }
     }
     /// Whether the game reached `max_episode_frames`.
     #[inline]
     pub fn truncated(&self) -> bool {
+        // SAFETY: `ptr` is a live emulator owned by this handle.
         unsafe { ffi::wale_truncated(self.ptr) }
     }
     /// Reset the game (ALE's own reset: its no-op frames and starting actions).
     pub fn reset_game(&mut self) {
+        // SAFETY: `ptr` is a live emulator owned by this handle.
         unsafe { ffi::wale_reset(self.ptr) }
     }
     /// Lives left, as the game's RAM says.
     #[inline]
     pub fn lives(&self) -> i32 {
+        // SAFETY: `ptr` is a live emulator owned by this handle.
         unsafe { ffi::wale_lives(self.ptr) }
     }
     /// Frames played since the last reset.
     #[inline]
     pub fn episode_frame_number(&self) -> i32 {
+        // SAFETY: `ptr` is a live emulator owned by this handle.
         unsafe { ffi::wale_episode_frame(self.ptr) }
     }
     fn list(&self, f: unsafe extern "C" fn(*mut c_void, bool, *mut c_int, c_int) -> c_int, flag: bool) -> Vec<i32> {
         let mut v = vec![0i32; 64];
+        // SAFETY: `ptr` is a live emulator owned by this handle; the buffer has the length the call writes (checked above).
         let n = unsafe { f(self.ptr, flag, v.as_mut_ptr(), v.len() as c_int) } as usize;
         v.truncate(n.min(64));
         v
@@ -233,12 +239,14 @@ impl Ale {
     }
     /// The current `(mode, difficulty)`.
     pub fn mode_and_difficulty(&self) -> (i32, i32) {
+        // SAFETY: `ptr` is a live emulator owned by this handle.
         unsafe { (ffi::wale_mode(self.ptr, false), ffi::wale_mode(self.ptr, true)) }
     }
     /// Write the 210x160 grayscale screen into `out`.
     #[inline]
     pub fn screen_grayscale(&self, out: &mut [u8]) {
         assert_eq!(out.len(), SCREEN_H * SCREEN_W);
+        // SAFETY: `ptr` is a live emulator owned by this handle; the buffer has the length the call writes (checked above).
         unsafe { ffi::wale_screen(self.ptr, false, out.as_mut_ptr()) }
     }
     /// Write the 210x160 screen as palette indices (what the TIA emits, before the palette) into
@@ -246,18 +254,21 @@ impl Ale {
     #[inline]
     pub fn screen_indices(&self, out: &mut [u8]) {
         assert_eq!(out.len(), SCREEN_H * SCREEN_W);
+        // SAFETY: `ptr` is a live emulator owned by this handle; the buffer has the length the call writes (checked above).
         unsafe { ffi::wale_screen_indices(self.ptr, out.as_mut_ptr()) }
     }
     /// ALE's grayscale value of each palette index: `screen_grayscale` is `screen_indices`
     /// mapped through this table.
     pub fn gray_palette(&self) -> [u8; 256] {
         let mut t = [0u8; 256];
+        // SAFETY: `ptr` is a live emulator owned by this handle; the buffer has the length the call writes (checked above).
         unsafe { ffi::wale_gray_palette(self.ptr, t.as_mut_ptr()) };
         t
     }
     /// Write the 210x160x3 RGB screen into `out`.
     pub fn screen_rgb(&self, out: &mut [u8]) {
         assert_eq!(out.len(), SCREEN_H * SCREEN_W * 3);
+        // SAFETY: `ptr` is a live emulator owned by this handle; the buffer has the length the call writes (checked above).
         unsafe { ffi::wale_screen(self.ptr, true, out.as_mut_ptr()) }
     }
 }

@@ -93,18 +93,22 @@ mod simd {
     /// AVX2 must be present; `b` (if any) and `out` at least as long as `a`.
     #[target_feature(enable = "avx2")]
     pub unsafe fn apply(rows: &[[u8; 16]; 8], a: &[u8], b: Option<&[u8]>, out: &mut [u8]) -> usize {
-        let t: [__m256i; 8] =
-            std::array::from_fn(|j| _mm256_broadcastsi128_si256(_mm_loadu_si128(rows[j].as_ptr().cast())));
-        let blocks = a.len() / 32;
-        for i in 0..blocks {
-            let at = i * 32;
-            let mut g = gray32(_mm256_loadu_si256(a.as_ptr().add(at).cast()), &t);
-            if let Some(b) = b {
-                g = _mm256_max_epu8(g, gray32(_mm256_loadu_si256(b.as_ptr().add(at).cast()), &t));
+        // SAFETY: AVX2 is present (the caller's contract); every load and store covers 16 or 32
+        // bytes at `at < blocks * 32 <= a.len()`, within `rows`, `a`, `b` and `out`.
+        unsafe {
+            let t: [__m256i; 8] =
+                std::array::from_fn(|j| _mm256_broadcastsi128_si256(_mm_loadu_si128(rows[j].as_ptr().cast())));
+            let blocks = a.len() / 32;
+            for i in 0..blocks {
+                let at = i * 32;
+                let mut g = gray32(_mm256_loadu_si256(a.as_ptr().add(at).cast()), &t);
+                if let Some(b) = b {
+                    g = _mm256_max_epu8(g, gray32(_mm256_loadu_si256(b.as_ptr().add(at).cast()), &t));
+                }
+                _mm256_storeu_si256(out.as_mut_ptr().add(at).cast(), g);
             }
-            _mm256_storeu_si256(out.as_mut_ptr().add(at).cast(), g);
+            blocks * 32
         }
-        blocks * 32
     }
 }
 

@@ -1,8 +1,9 @@
 //! Where Atari ROMs come from and which games this build of ALE can play.
 //!
 //! ROMs are looked for, in order: the `--rom-dir` flag, the `WNDQN_ROM_DIR` environment variable,
-//! `$VIRTUAL_ENV`'s `ale_py/roms/`, then the project venv's `ale_py/roms/` (the `ale-py` wheel
-//! ships 108 ROMs there). ALE picks a game's settings by the ROM's file name (`pong.bin`).
+//! `$VIRTUAL_ENV`'s `ale_py/roms/`, then `./.venv`'s (the `ale-py` wheel ships 108 ROMs there).
+//! An application may hand its own default as the flag. ALE picks a game's settings by the ROM's
+//! file name (`pong.bin`).
 
 use std::path::{Path, PathBuf};
 
@@ -189,28 +190,25 @@ pub fn candidate_dirs(flag: Option<&Path>) -> Vec<(PathBuf, &'static str)> {
         dirs.push((PathBuf::from(d), ROM_DIR_ENV));
         return dirs;
     }
-    if let Some(venv) = std::env::var_os("VIRTUAL_ENV") {
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
         dirs.extend(venv_roms(Path::new(&venv)).map(|p| (p, "$VIRTUAL_ENV")));
     }
-    let project_venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv");
-    dirs.extend(venv_roms(&project_venv).map(|p| (p, "project .venv")));
     dirs.extend(venv_roms(Path::new(".venv")).map(|p| (p, "./.venv")));
     dirs
 }
 
-fn venv_roms(venv: &Path) -> impl Iterator<Item = PathBuf> {
-    let lib = venv.join("lib");
-    let mut found = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(&lib) {
-        for e in entries.flatten() {
-            let p = e.path().join("site-packages/ale_py/roms");
-            if p.is_dir() {
-                found.push(p.canonicalize().unwrap_or(p));
-            }
-        }
-    }
+/// The `ale_py/roms` folder of the ale-py wheel in the Python venv at `venv`, if there is one.
+pub fn venv_roms(venv: &Path) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(venv.join("lib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join("site-packages/ale_py/roms"))
+        .filter(|p| p.is_dir())
+        .map(|p| p.canonicalize().unwrap_or(p))
+        .collect();
     found.sort();
-    found.into_iter()
+    found.into_iter().next()
 }
 
 /// The ROM folder in use: the first candidate that exists.

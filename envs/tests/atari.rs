@@ -6,10 +6,16 @@ use wndqn_envs::ale::{Ale, AleSettings, SCREEN_H, SCREEN_W};
 use wndqn_envs::resize::AreaResize;
 use wndqn_envs::{make_env, Env, EnvConfig, EnvId, Obs, Step};
 
+/// The ROMs of the ale-py wheel in the checkout's venv (`make setup`).
+fn checkout_roms() -> std::path::PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv");
+    wndqn_envs::roms::venv_roms(&venv).expect("the ale-py wheel in .venv (make setup)")
+}
+
 fn env_cfg(id: &str, f: impl FnOnce(&mut EnvConfig)) -> (EnvId, EnvConfig) {
     let mut c = EnvConfig { id: id.into(), ..Default::default() };
     f(&mut c);
-    c.resolve(None).expect("ROMs are installed by `make setup`")
+    c.resolve(Some(&checkout_roms())).expect("ROMs are installed by `make setup`")
 }
 
 fn latest(env: &dyn Env) -> Vec<u8> {

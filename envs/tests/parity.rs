@@ -1,5 +1,5 @@
 //! Parity with ale-py 0.12.1, the Python ALE that published Atari results come from, used as an
-//! oracle through `scripts/ale_oracle.py` (one Python process for all jobs). The same actions
+//! oracle through `tests/oracles/ale_oracle.py` (one Python process for all jobs). The same actions
 //! must give identical rewards, lives, game-over and truncation flags and raw screens, and 84x84
 //! observations within one gray level (the oracle resizes in float64 with numpy; we use float32
 //! separable passes). Covered: every game of the Atari-57 without sticky actions, and the
@@ -20,6 +20,12 @@ struct Job {
     actions: Vec<usize>,
 }
 
+/// The ROMs of the ale-py wheel in the checkout's venv (`make setup`).
+fn checkout_roms() -> std::path::PathBuf {
+    let venv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv");
+    wndqn_envs::roms::venv_roms(&venv).expect("the ale-py wheel in .venv (make setup)")
+}
+
 fn job(stem: &str, family_id: &str, seed: u64, steps: usize) -> Job {
     let cfg = EnvConfig {
         id: family_id.replace("{}", &wndqn_envs::roms::game_id(stem)),
@@ -30,7 +36,7 @@ fn job(stem: &str, family_id: &str, seed: u64, steps: usize) -> Job {
         clip_rewards: false,
         ..Default::default()
     };
-    let (id, cfg) = cfg.resolve(None).unwrap_or_else(|e| panic!("{stem}: {e}"));
+    let (id, cfg) = cfg.resolve(Some(&checkout_roms())).unwrap_or_else(|e| panic!("{stem}: {e}"));
     let EnvId::Atari { game, .. } = &id else { unreachable!() };
     let mut env = AtariEnv::new(&game.rom, &cfg).unwrap_or_else(|e| panic!("{stem}: {e}"));
     env.reset(Some(seed)).unwrap();
@@ -70,7 +76,7 @@ fn oracle(jobs: &[Job], tag: &str) -> PathBuf {
     let spec_path = out.join("jobs.json");
     std::fs::write(&spec_path, serde_json::to_string(&spec).unwrap()).unwrap();
     let status = Command::new(root.join(".venv/bin/python"))
-        .arg(root.join("scripts/ale_oracle.py"))
+        .arg(root.join("tests/oracles/ale_oracle.py"))
         .arg(&spec_path)
         .arg(&out)
         .status()

@@ -15,6 +15,7 @@ use wndqn_agents::schedule::{apex_epsilon, LinearSchedule};
 use wndqn_envs::{Env, Obs};
 
 use super::shared::{Event, Shared};
+use crate::play::observation;
 
 /// What happened at one observation of an actor.
 pub enum Item {
@@ -94,14 +95,6 @@ pub struct ActorSpec {
     pub send_batch: usize,
     /// Run at idle CPU priority (`learner.exclusive_cpu`).
     pub idle_priority: bool,
-}
-
-/// An environment's observation as the policy's input.
-pub fn observation(o: Obs<'_>) -> ObsRef<'_> {
-    match o {
-        Obs::Frames { stack, .. } => ObsRef::Frame(stack),
-        Obs::Vector(v) => ObsRef::Vector(v),
-    }
 }
 
 /// The actor loop.

@@ -14,7 +14,7 @@ use wndqn_agents::dqn::{Dqn, UpdateStats};
 use wndqn_agents::replay::{AnyMemory, BatchPrep, TensorBatch};
 
 use super::shared::{backoff, next_multiple, Event, Shared};
-use crate::graphed::GraphedUpdate;
+use wndqn_agents::ext::graphed::GraphedUpdate;
 
 /// How the learner runs its updates.
 enum Updater {
@@ -182,7 +182,7 @@ fn wait_for_warmup(spec: &LearnerSpec, shared: &Shared) -> bool {
 /// The paper's data-dependent init on warm-up observations, before the first update.
 fn data_init(dqn: &mut Dqn, spec: &LearnerSpec, memory: &AnyMemory, prep: &BatchPrep, events: &Sender<Event>) {
     let Some((n, scale)) = spec.data_init.filter(|_| dqn.updates() == 0) else { return };
-    let mut rng = StdRng::seed_from_u64(spec.seed ^ 0xDA7A);
+    let mut rng = StdRng::seed_from_u64(crate::seeds::derive(spec.seed, crate::seeds::Stream::DataInit));
     if let Some(b) = memory.sample_tensors(n, &mut rng, &spec.obs_shape, prep) {
         dqn.data_init(&prep.to_learner(b).obs, scale);
         let _ = events.send(Event::Note(format!("data-dependent init on {n} warm-up observations")));

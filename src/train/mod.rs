@@ -10,7 +10,6 @@
 
 use crate::util::say;
 pub mod actor;
-pub mod eval;
 pub mod learner;
 pub mod monitor;
 pub mod replay;
@@ -34,26 +33,45 @@ use wndqn_agents::replay::AnyMemory;
 use wndqn_envs::{make_env, EnvConfig, EnvId, ObsKind};
 
 use crate::config::Config;
-use crate::tb::{Board, HParam};
+use crate::seeds::{self, Stream};
+use crate::tensorboard::{Board, HParam};
 use monitor::{Mark, Monitor};
 use run_dir::{Resume, RunDir};
 use shared::{Event, Shared};
 
-/// Command-line settings of a training run.
-#[derive(Debug, Clone)]
+/// `wndqn train` flags: the command-line settings of a training run.
+#[derive(Debug, Clone, clap::Args)]
 pub struct TrainArgs {
-    /// Config file; `None` with `resume` means the run's own config.toml.
+    /// The run's config (see configs/). Default: configs/pong.toml, or the run's own with --resume.
+    #[arg(long, short)]
     pub config: Option<PathBuf>,
-    /// Continue this run folder from its newest complete checkpoint.
+    /// Continue a run folder from its newest complete checkpoint (same folder, same curves).
+    #[arg(long, value_name = "RUN_DIR")]
     pub resume: Option<PathBuf>,
-    /// Also checkpoint the replay memory (at the end / on Ctrl-C).
+    /// Also save the replay memory with the final checkpoint (about 7 KB per stored Atari
+    /// transition), so a resumed run needs no new warm-up.
+    #[arg(long)]
     pub save_replay: bool,
+    /// Network variant (overrides agent.variant).
+    #[arg(long, value_enum)]
     pub variant: Option<Variant>,
+    /// Override a config value: `--set agent.lr=3e-4` (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Master seed (overrides run.seed).
+    #[arg(long)]
     pub seed: Option<u64>,
+    /// Parent folder of run folders.
+    #[arg(long, default_value = "runs")]
     pub runs_dir: PathBuf,
+    /// No progress bar (for scripts); the summary is still printed.
+    #[arg(long, short)]
     pub quiet: bool,
+    /// The learner's device (the global `--device`).
+    #[arg(skip = crate::device::DeviceArg::Auto)]
     pub device: crate::device::DeviceArg,
+    /// The ROM folder (the global `--rom-dir`, or the application's default).
+    #[arg(skip)]
     pub rom_dir: Option<PathBuf>,
 }
 
@@ -146,13 +164,6 @@ pub fn net_config(cfg: &Config, kind: ObsKind, num_actions: usize) -> QNetConfig
     }
 }
 
-fn mix(seed: u64, k: u64) -> u64 {
-    let mut x = seed ^ k.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    x ^= x >> 31;
-    x = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x ^ (x >> 29)
-}
-
 fn hparams(cfg: &Config) -> Vec<(String, HParam)> {
     let a = &cfg.agent;
     vec![
@@ -231,12 +242,12 @@ struct Parts {
 /// file is written).
 fn build(cfg: Config, env_id: &EnvId, device: Device, generation: u64) -> Result<Parts> {
     let n = cfg.actors.num_actors;
-    let gseed = if generation == 0 { cfg.run.seed } else { mix(cfg.run.seed, 0x5E60_0000 + generation) };
+    let gseed = seeds::segment(cfg.run.seed, generation);
     let envs = (0..n).map(|_| make_env(env_id, &cfg.env)).collect::<Result<Vec<_>, _>>()?;
     let eval_env = make_env(env_id, &EnvConfig { episodic_life: false, ..cfg.env.clone() })?;
     let kind = envs[0].obs_kind();
     let net = net_config(&cfg, kind, envs[0].num_actions());
-    tch::manual_seed(mix(gseed, 0xC0FFEE) as i64);
+    tch::manual_seed(seeds::derive(gseed, Stream::NetworkInit) as i64);
     let dqn = Dqn::new(&net, cfg.agent.dqn(), device);
     let memory = Arc::new(new_memory(&cfg, kind));
     let shared = Arc::new(Shared::default());
@@ -292,7 +303,7 @@ fn restore(p: &mut Parts, run: &RunDir, r: &Resume) -> Result<()> {
     p.shared.episodes.store(st.episodes, Ordering::SeqCst);
     p.returns = st.recent_returns.clone();
     p.wall_before = st.wall_secs;
-    let dropped = crate::event_file::truncate_after(&run.path, st.env_steps, &mut |w| say!("{w}"))?;
+    let dropped = crate::tensorboard::reader::truncate_after(&run.path, st.env_steps, &mut |w| say!("{w}"))?;
     // From here on the run is running again: no summary until this segment ends.
     run.remove(summary::FILE)?;
     run.write("config.toml", p.cfg_text.as_bytes())?;
@@ -403,7 +414,7 @@ fn replay_spec(p: &Parts, device: Device) -> replay::ReplaySpec {
         batch_size: p.cfg.replay.batch_size,
         warmup: p.cfg.replay.warmup_steps,
         obs_shape: p.kind.shape(),
-        seed: mix(p.gseed, 2),
+        seed: seeds::derive(p.gseed, Stream::ReplaySampling),
         prep: wndqn_agents::replay::BatchPrep::for_device(device),
         idle_priority: p.cfg.learner.exclusive_cpu,
     }
@@ -459,8 +470,8 @@ fn actor_spec(p: &Parts, i: usize, env: Box<dyn wndqn_envs::Env>) -> actor::Acto
         index: i,
         num_actors: cfg.actors.num_actors,
         env,
-        env_seed: mix(p.gseed, 100 + i as u64),
-        rng_seed: mix(p.gseed, 200 + i as u64),
+        env_seed: seeds::derive(p.gseed, Stream::ActorEnv(i)),
+        rng_seed: seeds::derive(p.gseed, Stream::ActorExploration(i)),
         net: p.net.clone(),
         schedule: cfg.actors.schedule(),
         apex: cfg.actors.apex.then_some((cfg.actors.apex_base, cfg.actors.apex_alpha)),
@@ -500,8 +511,8 @@ fn spawn_evaluator(
         let log = &spec.log;
         for (step, snap) in jobs.iter() {
             policy.load_snapshot(&snap);
-            let seed = mix(spec.gseed, 300 + step);
-            let returns = eval::evaluate(
+            let seed = seeds::derive(spec.gseed, Stream::Evaluation(step));
+            let returns = crate::play::evaluate(
                 env.as_mut(),
                 &policy,
                 log.eval_episodes,
@@ -692,7 +703,7 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target,
 /// Write the summary of a run that reached its budget before its process could (see
 /// [`summary::from_checkpoint`]).
 fn finish(run: &RunDir, r: &Resume, cfg: &Config, env_id: &EnvId) -> Result<Summary> {
-    crate::event_file::truncate_after(&run.path, r.state.env_steps, &mut |w| say!("{w}"))?;
+    crate::tensorboard::reader::truncate_after(&run.path, r.state.env_steps, &mut |w| say!("{w}"))?;
     let s = summary::from_checkpoint(
         &run.path,
         &r.state,

@@ -12,10 +12,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use super::eval;
 use super::shared::{next_multiple, Event, Shared};
 use crate::config::Config;
-use crate::tb::Board;
+use crate::play;
+use crate::tensorboard::Board;
 
 /// How long threads get to stop after a stop request before the run gives up on them.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -176,7 +176,7 @@ impl Monitor {
                 }
             }
             Event::Eval { step, returns } => {
-                let [mean, _, std, _, _] = eval::stats(&returns);
+                let [mean, _, std, _, _] = play::stats(&returns);
                 self.board.scalar("eval/episodic_return", mean, step);
                 self.board.scalar("eval/episodic_return_std", std, step);
                 self.last_eval = Some(mean);

@@ -83,7 +83,7 @@ impl RunDir {
 
 /// An error unless `path` is a folder written by `wndqn train` (config.toml and an event file).
 pub fn ensure_run_folder(path: &Path) -> Result<()> {
-    if !path.join("config.toml").is_file() || crate::event_file::files(path).is_empty() {
+    if !path.join("config.toml").is_file() || crate::tensorboard::reader::files(path).is_empty() {
         bail!(
             "{} is not a wndqn run folder (it needs config.toml and an event file written by `wndqn train`)",
             path.display()

@@ -83,7 +83,7 @@ fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
 
 /// The run's event files with their sizes now.
 pub fn event_listing(run: &Path) -> Vec<EventFileInfo> {
-    crate::event_file::files(run)
+    crate::tensorboard::reader::files(run)
         .into_iter()
         .map(|p| EventFileInfo {
             file: p.file_name().unwrap_or_default().to_string_lossy().into_owned(),
@@ -115,7 +115,7 @@ pub fn best20(returns: &[(u64, f64)], goal: Option<f64>) -> (Option<f64>, Option
 /// The summary of a run that reached its budget, from its newest checkpoint and event files
 /// (for a run that was killed after that checkpoint, before writing its summary).
 pub fn from_checkpoint(run: &Path, state: &State, env: &str, variant: &str, goal: Option<f64>) -> Result<Summary> {
-    let returns = crate::event_file::scalars(run, "charts/episodic_return")?;
+    let returns = crate::tensorboard::reader::scalars(run, "charts/episodic_return")?;
     let (best, solved) = best20(&returns, goal);
     let wall = state.wall_secs.max(1e-9);
     Ok(Summary {

@@ -67,7 +67,7 @@ pub fn summary(run_dir: &Path) -> serde_json::Value {
 
 pub fn read_events(run_dir: &Path) -> serde_json::Value {
     let o = Command::new(root().join(".venv/bin/python"))
-        .arg(root().join("scripts/read_events.py"))
+        .arg(root().join("tests/oracles/read_events.py"))
         .arg(run_dir)
         .output()
         .unwrap();

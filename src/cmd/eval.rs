@@ -12,7 +12,7 @@ use serde_json::json;
 use wndqn_agents::policy::Policy;
 use wndqn_envs::{make_env, EnvConfig};
 
-use crate::train::eval::{evaluate, stats};
+use crate::play::{evaluate, stats};
 use crate::train::net_config;
 
 /// `wndqn eval` flags.

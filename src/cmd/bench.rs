@@ -19,7 +19,7 @@ use wndqn_agents::replay::{BatchPrep, FrameMemory, ObsRef, TensorBatch, Transiti
 use wndqn_envs::{make_env, EnvConfig};
 
 use crate::device::{name as device_name, DeviceArg};
-use crate::graphed::GraphedUpdate;
+use wndqn_agents::ext::graphed::GraphedUpdate;
 
 /// The benchmarks.
 #[derive(Debug, Subcommand)]
@@ -444,7 +444,7 @@ fn bench_replay(b: ReplayBench) -> Result<()> {
     let mut n = 0u64;
     while t0.elapsed().as_secs_f64() < b.seconds {
         let batch = mem.sample(b.batch, &mut rng).ok_or_else(|| anyhow::anyhow!("sampling failed"))?;
-        let _t = batch.to_device(&[4, 84, 84], Device::Cpu);
+        let _t = batch.to_tensors(&[4, 84, 84], Device::Cpu);
         n += 1;
     }
     let bps = n as f64 / t0.elapsed().as_secs_f64();

@@ -11,7 +11,7 @@ use std::ffi::{c_char, c_int};
 use tch::Tensor;
 use torch_sys::C_tensor;
 
-use crate::ffi::{call, handles};
+use super::ffi::{call, handles};
 
 extern "C" {
     fn wmt_clip_grad_norm(

@@ -16,11 +16,17 @@
 //! action, reward and end flags of the transition `s_i -> s_{i+1}`. The final observation of an
 //! episode is stored too (so truncated transitions bootstrap from the true next state) but has no
 //! action, so it is never sampled as a start.
+//!
+//! [`batch`]: what a sample becomes on its way to the learner's device.
+
+mod batch;
+
+pub use batch::{Batch, BatchPrep, TensorBatch};
 
 use std::sync::Mutex;
 
 use rand::Rng;
-use tch::{Device, Kind, Tensor};
+use tch::Device;
 
 const FIRST: u8 = 1;
 const ACTED: u8 = 2;
@@ -159,70 +165,6 @@ pub struct Memory<T> {
 pub type FrameMemory = Memory<u8>;
 /// Vector-observation memory.
 pub type VectorMemory = Memory<f32>;
-
-/// A sampled minibatch, still in host memory.
-#[derive(Debug, Clone)]
-pub struct Batch<T> {
-    /// `[B, stack * obs_len]` observations.
-    pub obs: Vec<T>,
-    /// Next observations, same layout.
-    pub next_obs: Vec<T>,
-    /// Actions taken.
-    pub actions: Vec<i64>,
-    /// Rewards received.
-    pub rewards: Vec<f32>,
-    /// 1.0 where the transition terminated (no bootstrap), else 0.0 (truncation bootstraps).
-    pub terminated: Vec<f32>,
-}
-
-/// A minibatch on the learner's device.
-#[derive(Debug)]
-pub struct TensorBatch {
-    /// Observations (`u8` frames or `f32` vectors).
-    pub obs: Tensor,
-    /// Next observations.
-    pub next_obs: Tensor,
-    /// Actions `[B]` (i64).
-    pub actions: Tensor,
-    /// Rewards `[B]`.
-    pub rewards: Tensor,
-    /// Termination flags `[B]` as floats.
-    pub terminated: Tensor,
-}
-
-impl<T: Element + tch::kind::Element> Batch<T> {
-    /// Move to `device`; `obs_shape` is one observation's shape (`[4, 84, 84]`).
-    pub fn to_device(&self, obs_shape: &[i64], device: Device) -> TensorBatch {
-        self.tensors(obs_shape, device, |v| Tensor::from_slice(v))
-    }
-
-    fn tensors(&self, obs_shape: &[i64], device: Device, obs: impl Fn(&[T]) -> Tensor) -> TensorBatch {
-        let b = self.actions.len() as i64;
-        let shape: Vec<i64> = std::iter::once(b).chain(obs_shape.iter().copied()).collect();
-        let mk = |v: &[T]| obs(v).view(shape.as_slice()).to_device(device);
-        TensorBatch {
-            obs: mk(&self.obs),
-            next_obs: mk(&self.next_obs),
-            actions: Tensor::from_slice(&self.actions).to_device(device),
-            rewards: Tensor::from_slice(&self.rewards).to_device(device),
-            terminated: Tensor::from_slice(&self.terminated).to_device(device).to_kind(Kind::Float),
-        }
-    }
-}
-
-impl Batch<u8> {
-    /// [`Batch::to_device`] with the frames already as the network's `f32` input, `x / 255`
-    /// (bit-identical to the conversion the network does on `u8` input). The CPU learner gets
-    /// its batches this way, so the conversion (3 passes over 0.9M values per update, as the
-    /// next observations feed two networks) runs in the prefetching replay thread instead.
-    pub fn to_device_scaled(&self, obs_shape: &[i64], device: Device) -> TensorBatch {
-        let lut: [f32; 256] = std::array::from_fn(|i| i as f32 / 255.0);
-        self.tensors(obs_shape, device, |v| {
-            let f: Vec<f32> = v.iter().map(|&x| lut[x as usize]).collect();
-            Tensor::from_slice(&f)
-        })
-    }
-}
 
 impl<T: Element> Memory<T> {
     /// `capacity` entries split over `shards` rings; each entry holds `obs_len` elements and
@@ -451,88 +393,7 @@ impl AnyMemory {
     ) -> Option<TensorBatch> {
         match self {
             AnyMemory::Frames(m) => m.sample(batch, rng).map(|b| prep.host_frames(&b, obs_shape)),
-            AnyMemory::Vectors(m) => m.sample(batch, rng).map(|b| prep.host(b.to_device(obs_shape, Device::Cpu))),
-        }
-    }
-}
-
-/// How batches are prepared for a learner on a device: the one place that decides frame
-/// scaling and placement. Two halves, one on each side of the prefetch queue:
-/// - [`BatchPrep::host_frames`] / [`BatchPrep::host`], on the sampling (replay) thread: for a
-///   CPU learner, frames become the network's `f32` input `x/255` here, off the learner's path
-///   (3 passes over 0.9M values per update otherwise); for CUDA, frames stay `u8` (4x less to
-///   copy) and the batch is staged in pinned host memory, so that the copy can be asynchronous.
-/// - [`BatchPrep::to_learner`], on the learner: nothing on the CPU; on CUDA a non-blocking copy
-///   to the device, where the network scales `u8` frames itself ([`crate::qnet`]'s input
-///   contract: `u8` frames are divided by 255, floats are taken as they are). A graphed learner
-///   copies the pinned host batch into its static inputs instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BatchPrep {
-    device: Device,
-}
-
-impl BatchPrep {
-    /// Batches for a learner on `device`.
-    pub fn for_device(device: Device) -> BatchPrep {
-        BatchPrep { device }
-    }
-
-    /// A sampled frame batch as host tensors.
-    pub fn host_frames(&self, b: &Batch<u8>, obs_shape: &[i64]) -> TensorBatch {
-        match self.device {
-            Device::Cpu => b.to_device_scaled(obs_shape, Device::Cpu),
-            _ => self.host(b.to_device(obs_shape, Device::Cpu)),
-        }
-    }
-
-    /// Host tensors made ready for the learner's side: `u8` frames scaled for a CPU learner
-    /// (bit-identical to [`Batch::to_device_scaled`]), pinned for a GPU.
-    pub fn host(&self, b: TensorBatch) -> TensorBatch {
-        match self.device {
-            Device::Cpu if b.obs.kind() == Kind::Uint8 => TensorBatch {
-                obs: b.obs.to_kind(Kind::Float) / 255.0,
-                next_obs: b.next_obs.to_kind(Kind::Float) / 255.0,
-                ..b
-            },
-            Device::Cpu => b,
-            d => b.map(|t| t.pin_memory(d)),
-        }
-    }
-
-    /// The batch on the learner's device.
-    pub fn to_learner(&self, b: TensorBatch) -> TensorBatch {
-        match self.device {
-            Device::Cpu => b,
-            d => b.map(|t| t.to_device_(d, t.kind(), true, false)),
-        }
-    }
-}
-
-impl TensorBatch {
-    /// The five tensors, in field order.
-    pub fn tensors(&self) -> [&Tensor; 5] {
-        [&self.obs, &self.next_obs, &self.actions, &self.rewards, &self.terminated]
-    }
-
-    /// Another handle on the same tensors (no copy).
-    pub fn shallow_clone(&self) -> TensorBatch {
-        TensorBatch {
-            obs: self.obs.shallow_clone(),
-            next_obs: self.next_obs.shallow_clone(),
-            actions: self.actions.shallow_clone(),
-            rewards: self.rewards.shallow_clone(),
-            terminated: self.terminated.shallow_clone(),
-        }
-    }
-
-    /// Apply `f` to every tensor.
-    pub fn map(self, f: impl Fn(Tensor) -> Tensor) -> TensorBatch {
-        TensorBatch {
-            obs: f(self.obs),
-            next_obs: f(self.next_obs),
-            actions: f(self.actions),
-            rewards: f(self.rewards),
-            terminated: f(self.terminated),
+            AnyMemory::Vectors(m) => m.sample(batch, rng).map(|b| prep.host(b.to_tensors(obs_shape, Device::Cpu))),
         }
     }
 }
@@ -542,34 +403,6 @@ mod tests {
     use super::*;
     use rand::rngs::StdRng;
     use rand::SeedableRng;
-
-    /// Frames are 2 bytes: [episode id, step in episode]. Checks that every sampled stack holds
-    /// one episode only, in order, padded with the first frame, and that next = stack shifted.
-    #[test]
-    fn both_cpu_preparations_give_the_same_bits() {
-        let mem = FrameMemory::new(64, 1, 4, 2);
-        let mut rng = StdRng::seed_from_u64(3);
-        mem.start_episode(0, ObsRef::Frame(&[0, 1, 254, 255]));
-        for t in 0..20u8 {
-            mem.record_step(
-                0,
-                Transition {
-                    action: 1,
-                    reward: 0.5,
-                    terminated: false,
-                    truncated: false,
-                    next: ObsRef::Frame(&[t, t.wrapping_mul(37), 128, 255 - t]),
-                },
-            );
-        }
-        let b = mem.sample(8, &mut rng).unwrap();
-        let prep = BatchPrep::for_device(Device::Cpu);
-        let lut = prep.host_frames(&b, &[2, 2, 2]);
-        let tensor = prep.host(b.to_device(&[2, 2, 2], Device::Cpu));
-        assert_eq!(lut.obs.kind(), Kind::Float);
-        assert!(lut.obs.equal(&tensor.obs) && lut.next_obs.equal(&tensor.next_obs));
-        assert_eq!(lut.obs.max().double_value(&[]), 1.0);
-    }
 
     #[test]
     fn stacks_never_mix_episodes() {

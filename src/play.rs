@@ -1,13 +1,21 @@
-//! Greedy evaluation on whole games (no episodic life), shared by the periodic evaluation of a
-//! training run and by `wndqn eval`.
+//! Playing an environment with a policy: the observation a policy acts on, and greedy
+//! evaluation on whole games (no episodic life), shared by the periodic evaluation of a training
+//! run and by `wndqn eval`.
 
 use anyhow::Result;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use wndqn_agents::policy::Policy;
-use wndqn_envs::Env;
+use wndqn_agents::replay::ObsRef;
+use wndqn_envs::{Env, Obs};
 
-use super::actor::observation;
+/// An environment's observation as the policy's input (the whole frame stack, or the vector).
+pub fn observation(o: Obs<'_>) -> ObsRef<'_> {
+    match o {
+        Obs::Frames { stack, .. } => ObsRef::Frame(stack),
+        Obs::Vector(v) => ObsRef::Vector(v),
+    }
+}
 
 /// Returns of `episodes` games played epsilon-greedily (with `epsilon` random actions).
 /// An episode is cut after `max_steps` env steps; its return so far counts. `on_frame` is

@@ -115,7 +115,7 @@ fn load_run(dir: &Path, allow_unfinished: bool) -> Result<RunData> {
 /// no file ends in a torn record, and each file the summary lists has the size it had then.
 pub fn checked_returns(dir: &Path, summary: &crate::train::Summary) -> Result<Vec<(u64, f64)>> {
     let files: Vec<PathBuf> = if summary.events.is_empty() {
-        crate::event_file::files(dir)
+        crate::tensorboard::reader::files(dir)
     } else {
         summary.events.iter().map(|e| dir.join(&e.file)).collect()
     };
@@ -134,9 +134,9 @@ pub fn checked_returns(dir: &Path, summary: &crate::train::Summary) -> Result<Ve
                 );
             }
         }
-        let ef = crate::event_file::read_file(f)?;
+        let ef = crate::tensorboard::reader::read_file(f)?;
         ef.require_whole(f)?;
-        returns.extend(crate::event_file::scalar_values(&ef.events, "charts/episodic_return"));
+        returns.extend(crate::tensorboard::reader::scalar_values(&ef.events, "charts/episodic_return"));
     }
     Ok(returns)
 }

@@ -1,5 +1,5 @@
-// Shared by the project's C++ shims (envs/csrc/ale_shim.cpp, csrc/cuda_graph.cpp): how a C++
-// failure crosses the C ABI to Rust. Unwinding a C++ exception into Rust is undefined behaviour,
+// How a C++ failure of the libtorch extensions (multi_tensor.cpp, cuda_graph.cpp) crosses the C
+// ABI to Rust (its Rust side: src/ext/ffi.rs); envs/csrc has its own copy for the ALE shim. Unwinding a C++ exception into Rust is undefined behaviour,
 // so every entry point runs its body through `wndqn_guarded`, which returns 0, or -1 with the
 // exception's message in the caller's buffer.
 #pragma once

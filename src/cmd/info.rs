@@ -96,7 +96,7 @@ pub fn run(rom_dir: Option<&Path>, as_json: bool) -> Result<()> {
                 "wndqn": env!("CARGO_PKG_VERSION"), "libtorch": version, "libtorch_dir": torch_dir,
                 "libtorch_cuda_loaded": linked_cuda, "cuda_available": cuda, "cuda_devices": devices,
                 "gpus": gpus.as_ref().map(|g| g.iter().map(|(n, m)| json!({"name": n, "memory_bytes": m})).collect::<Vec<_>>()).unwrap_or_default(),
-                "cudnn_available": tch::Cuda::cudnn_is_available(), "cuda_graph_shim": crate::cuda_graph::built(), "cpu_threads": threads, "cpu_cores": cores,
+                "cudnn_available": tch::Cuda::cudnn_is_available(), "cuda_graph_shim": wndqn_agents::ext::CUDA_GRAPH_BUILT, "cpu_threads": threads, "cpu_cores": cores,
                 "ale": ale::version(), "rom_dir": roms.as_ref().ok(), "games": games,
             })
         );
@@ -126,7 +126,7 @@ pub fn run(rom_dir: Option<&Path>, as_json: bool) -> Result<()> {
     out!("cuDNN       {}", if tch::Cuda::cudnn_is_available() { "available" } else { "not available" });
     out!(
         "CUDA graphs {}",
-        if crate::cuda_graph::built() {
+        if wndqn_agents::ext::CUDA_GRAPH_BUILT {
             "shim built (csrc/cuda_graph.cpp)"
         } else {
             "not built (no CUDA headers at build time)"

@@ -1,8 +1,8 @@
-// The C ABI that src/cuda_graph.rs calls: what tch does not expose of libtorch's CUDA support,
+// The C ABI that agents/src/ext/cuda_graph.rs calls: what tch does not expose of libtorch's CUDA support,
 // CUDA-graph capture and replay on a side stream (at::cuda::CUDAGraph, c10::cuda streams), and a
 // copy stream with events that stages host batches into device buffers while the GPU computes.
 // Every entry point catches C++ exceptions and returns them as text: unwinding into Rust is
-// undefined behaviour. Compiled by build.rs against the torch wheel's headers, only when the
+// undefined behaviour. Compiled by agents/build.rs against the torch wheel's headers, only when the
 // libtorch in use is the CUDA build; it runs only where a GPU is present.
 
 #include <ATen/ATen.h>

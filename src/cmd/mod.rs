@@ -1,0 +1,11 @@
+//! One module per subcommand: its clap flags and what it does. The runtime they drive lives
+//! beside them (`train/` for a run, `play.rs` for greedy games, `config.rs`, `checkpoint.rs`,
+//! `tensorboard/`, ...).
+
+pub mod bench;
+pub mod check;
+pub mod compare;
+pub mod eval;
+pub mod games;
+pub mod info;
+pub mod train;
