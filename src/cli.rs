@@ -33,6 +33,9 @@ pub enum Command {
     Eval(cmd::eval::EvalCmd),
     /// Compare variants over seeds: launch them (--config) or compare finished run folders.
     Compare(cmd::compare::CompareCmd),
+    /// Sweeps: games x variants x seeds on this machine or a Slurm cluster, and their report.
+    #[command(subcommand)]
+    Sweep(cmd::sweep::SweepCmd),
     /// Check configs without training: keys, values, environment and ROM, networks, memory.
     Check(cmd::check::CheckCmd),
     /// Measure throughput: environments, the learner, the replay memory, or the whole system.
@@ -63,6 +66,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Bench(b) => cmd::bench::run(b, cli.device, rom_dir),
         Command::Eval(e) => cmd::eval::run(e, cli.device, rom_dir),
         Command::Check(c) => cmd::check::run(c, rom_dir),
+        Command::Sweep(s) => cmd::sweep::run(s, cli.device, rom_dir),
         Command::Compare(c) => cmd::compare::run(c, cli.device, rom_dir),
         Command::Train(mut t) => {
             (t.device, t.rom_dir) = (cli.device, rom_dir.map(PathBuf::from));

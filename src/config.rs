@@ -296,7 +296,7 @@ impl Default for LogConfig {
 
 /// A TOML error as `file:line:column: message`, with the offending line cut to 120 characters
 /// (the toml crate quotes the whole line, which can be megabytes long).
-fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
+pub fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error {
     // The message can quote a whole value (a megabyte-long string): it is cut too.
     let message = crate::util::clip(e.message(), 300);
     let Some(span) = e.span() else { return anyhow!("{}: {message}", path.display()) };

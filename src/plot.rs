@@ -1,4 +1,5 @@
-//! The PNG of `wndqn compare`: mean curves with shaded confidence bands, axes, a legend, drawn
+//! The PNGs of `wndqn compare` and `wndqn sweep report`: curves with shaded confidence bands,
+//! and interval estimates side by side, with axes and legends, drawn
 //! with `plotters` (bitmap backend). Text uses the system's DejaVu Sans (Debian
 //! `fonts-dejavu-core`, installed by scripts/setup.sh) through plotters' `ab_glyph` renderer, so
 //! no fontconfig is needed; without the font the curves are still drawn, without text.
@@ -115,6 +116,64 @@ pub fn line_plot(path: &Path, title: &str, xlabel: &str, ylabel: &str, series: &
             .border_style(RGBColor(180, 180, 180))
             .draw()
             .map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
+/// Interval estimates side by side: one panel per metric, one bar per variant from the
+/// interval's low to high end with the point estimate marked, into a 1200x360 PNG at `path`.
+pub fn interval_plot(path: &Path, title: &str, panels: &[(&str, Vec<(String, crate::stats::Interval)>)]) -> Result<()> {
+    let err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
+    let text = font_ready();
+    let root = BitMapBackend::new(path, (1200, 360)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let root = if text { root.titled(title, ("sans-serif", 20)).map_err(|e| err(&e))? } else { root };
+    let areas = root.split_evenly((1, panels.len().max(1)));
+    for (area, (metric, rows)) in areas.iter().zip(panels) {
+        let (x0, x1) = padded_range(rows.iter().flat_map(|(_, i)| [i.low, i.high, i.point]), true);
+        let n = rows.len().max(1) as f64;
+        let mut b = ChartBuilder::on(area);
+        b.margin(12).x_label_area_size(if text { 40 } else { 5 }).y_label_area_size(if text { 140 } else { 5 });
+        if text {
+            b.caption(*metric, ("sans-serif", 16));
+        }
+        let names: Vec<String> = rows.iter().map(|r| r.0.clone()).collect();
+        let xfmt = |v: &f64| tick(*v);
+        let yfmt = |y: &f64| {
+            let k = y.round();
+            if (y - k).abs() < 1e-6 && k >= 0.0 {
+                names.get(k as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        };
+        let mut chart = b.build_cartesian_2d(x0..x1, -0.5..n - 0.5).map_err(|e| err(&e))?;
+        let mut mesh = chart.configure_mesh();
+        mesh.light_line_style(WHITE).bold_line_style(RGBColor(225, 225, 225)).x_labels(4).y_labels(rows.len().max(1));
+        if text {
+            mesh.label_style(("sans-serif", 13)).x_label_formatter(&xfmt).y_label_formatter(&yfmt);
+        } else {
+            mesh.x_labels(0).y_labels(0);
+        }
+        mesh.draw().map_err(|e| err(&e))?;
+        for (k, (_, i)) in rows.iter().enumerate() {
+            let c = PALETTE[k % PALETTE.len()];
+            let color = RGBColor(c[0], c[1], c[2]);
+            let y = k as f64;
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(i.low, y - 0.3), (i.high, y + 0.3)],
+                    color.mix(0.6).filled(),
+                )))
+                .map_err(|e| err(&e))?;
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(i.point, y - 0.38), (i.point, y + 0.38)],
+                    BLACK.stroke_width(2),
+                )))
+                .map_err(|e| err(&e))?;
+        }
     }
     root.present().map_err(|e| err(&e))?;
     Ok(())

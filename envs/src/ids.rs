@@ -104,6 +104,28 @@ fn known_ids() -> Vec<String> {
     roms::ALE_SUPPORTED.iter().map(|s| roms::game_id(s)).chain(["CartPole-v1".to_string()]).collect()
 }
 
+/// The short name of an id (`ALE/Pong-v5` -> `Pong`, `CartPole-v1` -> `CartPole`), as run
+/// folders are named, checked as [`classify`] does (no ROMs needed).
+pub fn short_name(id: &str) -> Result<String, EnvError> {
+    Ok(match rom_name(id)? {
+        Some(stem) => roms::game_id(&stem),
+        None => "CartPole".into(),
+    })
+}
+
+/// The ALE ROM name of an Atari id (`ALE/SpaceInvaders-v5` -> `space_invaders`), `None` for
+/// CartPole; checked as [`classify`] does.
+pub fn rom_name(id: &str) -> Result<Option<String>, EnvError> {
+    Ok(match classify(id)? {
+        IdKind::CartPole => None,
+        IdKind::Atari => {
+            let (game, _) = split_family(id).expect("classify checked the form");
+            let stem = roms::ALE_SUPPORTED.iter().find(|s| normalize(s) == normalize(&game)).expect("checked");
+            Some(stem.to_string())
+        }
+    })
+}
+
 /// Check an id without looking for ROMs: CartPole, or a game ALE 0.12.1 can play, in one of the
 /// id forms. Anything else (a typo, another version, a path) is an unknown id with suggestions.
 pub fn classify(id: &str) -> Result<IdKind, EnvError> {
@@ -183,6 +205,14 @@ mod tests {
         assert_eq!(split_family("space_invaders"), Some(("space_invaders".into(), Family::V5)));
         assert_eq!(split_family("Pong-v3"), None);
         assert!(is_cartpole("CartPole-v1") && is_cartpole("cartpole"));
+    }
+
+    #[test]
+    fn short_names_name_run_folders() {
+        for (id, want) in [("ALE/Pong-v5", "Pong"), ("space_invaders", "SpaceInvaders"), ("CartPole-v1", "CartPole")] {
+            assert_eq!(short_name(id).unwrap(), want);
+        }
+        assert!(short_name("Pongg").is_err());
     }
 
     #[test]

@@ -13,11 +13,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 use wndqn_agents::qnet::Variant;
 
 use crate::plot::{line_plot, Series, PALETTE};
+use crate::results::{self, RunResult};
 
 /// `wndqn compare` flags.
 #[derive(Debug, Args)]
@@ -57,109 +56,6 @@ pub struct CompareCmd {
     pub quiet: bool,
 }
 
-struct RunData {
-    dir: PathBuf,
-    env: String,
-    variant: String,
-    seed: u64,
-    total_steps: u64,
-    returns: Vec<(u64, f64)>,
-    updates_per_sec: f64,
-    wall_secs: f64,
-    /// The run reached its budget (else it is compared with --allow-unfinished).
-    complete: bool,
-}
-
-fn load_run(dir: &Path, allow_unfinished: bool) -> Result<RunData> {
-    crate::train::run_dir::ensure_run_folder(dir)?;
-    let fix = format!(
-        "finish it with `wndqn train --resume {}`, or leave it out",
-        crate::util::shell_quote(&dir.display().to_string())
-    );
-    if let Some(pid) = crate::train::run_dir::holder(dir) {
-        bail!("{} is being trained right now (pid {pid}): compare it once that process has ended", dir.display());
-    }
-    let cfg = crate::config::load(&dir.join("config.toml"), &[])?;
-    let summary = crate::train::summary::read(dir).map_err(|e| anyhow::anyhow!("{e:#}; {fix}"))?;
-    let complete = summary.is_complete();
-    if !complete {
-        let why = if summary.interrupted { "was interrupted" } else { "stopped with an error" };
-        if !allow_unfinished {
-            bail!(
-                "{} {why} at {} env steps, before its budget: {fix} (or pass --allow-unfinished to compare it as it is)",
-                dir.display(),
-                summary.env_steps
-            );
-        }
-        say!(
-            "warning: {} {why} at {} env steps; compared as it is (--allow-unfinished)",
-            dir.display(),
-            summary.env_steps
-        );
-    }
-    let returns = checked_returns(dir, &summary)?;
-    Ok(RunData {
-        dir: dir.to_path_buf(),
-        env: cfg.env.id.clone(),
-        variant: cfg.agent.variant.name().to_string(),
-        seed: cfg.run.seed,
-        total_steps: summary.env_steps.max(1),
-        returns,
-        updates_per_sec: summary.updates_per_sec,
-        wall_secs: summary.wall_secs,
-        complete,
-    })
-}
-
-/// The training returns of a run, from event files that are whole: every record's CRCs match,
-/// no file ends in a torn record, and each file the summary lists has the size it had then.
-pub fn checked_returns(dir: &Path, summary: &crate::train::Summary) -> Result<Vec<(u64, f64)>> {
-    let files: Vec<PathBuf> = if summary.events.is_empty() {
-        crate::tensorboard::reader::files(dir)
-    } else {
-        summary.events.iter().map(|e| dir.join(&e.file)).collect()
-    };
-    let mut returns = Vec::new();
-    for (i, f) in files.iter().enumerate() {
-        let size = std::fs::metadata(f)
-            .map(|m| m.len())
-            .map_err(|e| anyhow::anyhow!("event file {} is missing ({e}); the run's summary lists it", f.display()))?;
-        if let Some(listed) = summary.events.get(i) {
-            if listed.bytes != size {
-                bail!(
-                    "event file {} has {size} bytes, but the run ended with {} ({}): it was changed or cut after the run",
-                    f.display(),
-                    listed.bytes,
-                    if size < listed.bytes { "shorter" } else { "longer" }
-                );
-            }
-        }
-        let ef = crate::tensorboard::reader::read_file(f)?;
-        ef.require_whole(f)?;
-        returns.extend(crate::tensorboard::reader::scalar_values(&ef.events, "charts/episodic_return"));
-    }
-    Ok(returns)
-}
-
-/// The run folders to compare, each once (a folder given twice, under any path, counts once).
-fn distinct(dirs: &[PathBuf]) -> Vec<PathBuf> {
-    let mut seen: Vec<(PathBuf, &PathBuf)> = Vec::new();
-    let mut out = Vec::new();
-    for d in dirs {
-        let canon = d.canonicalize().unwrap_or_else(|_| d.clone());
-        match seen.iter().find(|(c, _)| *c == canon) {
-            Some((_, first)) => {
-                say!("warning: {} is {} again: counted once", d.display(), first.display())
-            }
-            None => {
-                seen.push((canon, d));
-                out.push(d.clone());
-            }
-        }
-    }
-    out
-}
-
 fn mean(v: &[f64]) -> f64 {
     if v.is_empty() {
         f64::NAN
@@ -168,46 +64,22 @@ fn mean(v: &[f64]) -> f64 {
     }
 }
 
-/// Interquartile mean: the mean of the middle 50% (Agarwal et al. 2021).
-pub fn iqm(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    let mut s = v.to_vec();
-    s.sort_by(|a, b| a.total_cmp(b));
-    let n = s.len();
-    let (lo, hi) = (n / 4, n - n / 4);
-    mean(&s[lo..hi.max(lo + 1)])
+/// 95% percentile-bootstrap interval of the mean over runs.
+fn bootstrap_ci(v: &[f64], seed: u64) -> (f64, f64) {
+    let b = crate::stats::Bootstrap { reps: 10_000, seed, size: 0.95 };
+    let i = b.interval(&vec![v.to_vec()], crate::stats::mean);
+    (i.low, i.high)
 }
 
-/// 95% percentile-bootstrap interval of the mean.
-pub fn bootstrap_ci(v: &[f64], seed: u64) -> (f64, f64) {
-    if v.len() < 2 {
-        let m = mean(v);
-        return (m, m);
-    }
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut means: Vec<f64> =
-        (0..10_000).map(|_| mean(&(0..v.len()).map(|_| v[rng.gen_range(0..v.len())]).collect::<Vec<_>>())).collect();
-    means.sort_by(|a, b| a.total_cmp(b));
-    (means[250], means[9749])
-}
-
-fn final_window(r: &RunData) -> Vec<f64> {
-    let cut = r.total_steps - r.total_steps / 10;
-    let v: Vec<f64> = r.returns.iter().filter(|(s, _)| *s >= cut).map(|x| x.1).collect();
-    if v.len() >= 5 {
-        v
-    } else {
-        r.returns.iter().rev().take(20).map(|x| x.1).collect()
-    }
+fn final_window(r: &RunResult) -> Vec<f64> {
+    crate::results::final_window(&r.returns, r.total_steps)
 }
 
 const BINS: usize = 50;
 
 /// The return curve on `BINS` equal step bins over [0, total]: mean return of the games ending
 /// in each bin, carried forward through empty bins.
-fn binned(r: &RunData, total: u64) -> Vec<f64> {
+fn binned(r: &RunResult, total: u64) -> Vec<f64> {
     let mut sum = vec![0.0; BINS];
     let mut cnt = vec![0usize; BINS];
     for &(s, v) in &r.returns {
@@ -226,7 +98,7 @@ fn binned(r: &RunData, total: u64) -> Vec<f64> {
     out
 }
 
-fn steps_to(r: &RunData, t: f64) -> Option<u64> {
+fn steps_to(r: &RunResult, t: f64) -> Option<u64> {
     (20..=r.returns.len())
         .find(|&i| mean(&r.returns[i - 20..i].iter().map(|x| x.1).collect::<Vec<_>>()) >= t)
         .map(|i| r.returns[i - 1].0)
@@ -282,7 +154,7 @@ struct Row {
 }
 
 impl Row {
-    fn new(label: &str, color: [u8; 3], rs: &[&RunData], total: u64, threshold: Option<f64>) -> Row {
+    fn new(label: &str, color: [u8; 3], rs: &[&RunResult], total: u64, threshold: Option<f64>) -> Row {
         let finals: Vec<f64> = rs.iter().map(|r| mean(&final_window(r))).collect();
         let pooled: Vec<f64> = rs.iter().flat_map(|r| final_window(r)).collect();
         let curves: Vec<Vec<f64>> = rs.iter().map(|r| binned(r, total)).collect();
@@ -294,7 +166,7 @@ impl Row {
             seeds: rs.len(),
             mean: mean(&finals),
             ci: bootstrap_ci(&finals, 7),
-            iqm: iqm(&pooled),
+            iqm: if pooled.is_empty() { f64::NAN } else { crate::stats::trim_mean(&pooled, 0.25) },
             auc: mean(&curves.iter().map(finite_mean).collect::<Vec<_>>()),
             reached,
             updates_per_sec: mean(&rs.iter().map(|r| r.updates_per_sec).collect::<Vec<_>>()),
@@ -335,28 +207,29 @@ impl Row {
     }
 }
 
-/// Mean curve over seeds per bin, with a 95% normal band.
+/// Mean curve over seeds per bin, with a 95% percentile-bootstrap band of that mean: a band
+/// that never leaves what the seeds' values reach (a normal band over 2 seeds did).
 fn mean_curve(label: String, color: [u8; 3], curves: &[Vec<f64>], total: u64) -> Series {
     let x: Vec<f64> = (0..BINS).map(|b| (b as f64 + 0.5) / BINS as f64 * total as f64).collect();
     let (mut mu, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new());
+    let boot = crate::stats::Bootstrap { reps: 2000, seed: 7, size: 0.95 };
     for b in 0..BINS {
         let vals: Vec<f64> = curves.iter().map(|c| c[b]).filter(|x| x.is_finite()).collect();
-        let m = mean(&vals);
-        let sd = if vals.len() > 1 {
-            (vals.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (vals.len() - 1) as f64).sqrt()
+        let (m, l, h) = if vals.is_empty() {
+            (f64::NAN, f64::NAN, f64::NAN)
         } else {
-            0.0
+            let i = boot.interval(&vec![vals], crate::stats::mean);
+            (i.point, i.low, i.high)
         };
-        let half = 1.96 * sd / (vals.len().max(1) as f64).sqrt();
         mu.push(m);
-        lo.push(m - half);
-        hi.push(m + half);
+        lo.push(l);
+        hi.push(h);
     }
     Series { label, color, x, mean: mu, lo, hi }
 }
 
 /// The environment name of the runs (refusing a mix unless allowed).
-fn common_env(runs: &[RunData], allow_mixed: bool) -> Result<String> {
+fn common_env(runs: &[RunResult], allow_mixed: bool) -> Result<String> {
     let envs: std::collections::BTreeSet<&str> = runs.iter().map(|r| r.env.as_str()).collect();
     if envs.len() > 1 {
         let list = envs.iter().copied().collect::<Vec<_>>().join(", ");
@@ -378,8 +251,8 @@ pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&P
     if dirs.is_empty() {
         bail!("nothing to compare: give run folders, or --config with --variants and --seeds");
     }
-    let dirs = distinct(&dirs);
-    let runs: Vec<RunData> = dirs.iter().map(|d| load_run(d, cmd.allow_unfinished)).collect::<Result<_>>()?;
+    let dirs = results::distinct(&dirs);
+    let runs: Vec<RunResult> = dirs.iter().map(|d| results::load(d, cmd.allow_unfinished)).collect::<Result<_>>()?;
     for (i, a) in runs.iter().enumerate() {
         if let Some(b) = runs[..i].iter().find(|b| (&b.env, &b.variant, b.seed) == (&a.env, &a.variant, a.seed)) {
             say!(
@@ -396,7 +269,7 @@ pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&P
         bail!("{} has no finished training game: nothing to compare", r.dir.display());
     }
     let threshold = cmd.threshold.or_else(|| wndqn_envs::ids::is_cartpole(&env_name).then_some(195.0));
-    let mut by_variant: BTreeMap<String, Vec<&RunData>> = BTreeMap::new();
+    let mut by_variant: BTreeMap<String, Vec<&RunResult>> = BTreeMap::new();
     for r in &runs {
         by_variant.entry(r.variant.clone()).or_default().push(r);
     }
@@ -443,9 +316,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn iqm_drops_the_outer_quartiles() {
-        assert_eq!(iqm(&[1.0, 2.0, 3.0, 100.0]), 2.5);
-        assert_eq!(iqm(&[5.0]), 5.0);
+    fn curve_bands_never_leave_the_values_of_the_seeds() {
+        // Two seeds at 500 and 100 in every bin: a normal band reached 700+ and below 0.
+        let curves = vec![vec![500.0; BINS], vec![100.0; BINS]];
+        let s = mean_curve("x".into(), [0, 0, 0], &curves, 1000);
+        assert!(s.lo.iter().chain(&s.hi).all(|&v| (100.0..=500.0).contains(&v)), "{:?} {:?}", s.lo, s.hi);
+        assert!(s.mean.iter().all(|&m| m == 300.0));
     }
 
     #[test]

@@ -8,4 +8,5 @@ pub mod compare;
 pub mod eval;
 pub mod games;
 pub mod info;
+pub mod sweep;
 pub mod train;

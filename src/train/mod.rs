@@ -64,6 +64,11 @@ pub struct TrainArgs {
     /// Parent folder of run folders.
     #[arg(long, default_value = "runs")]
     pub runs_dir: PathBuf,
+    /// Train into exactly this folder: a new run when it holds no checkpoint, else continue it
+    /// (as --resume does), nothing to do when it is complete. For sweeps, whose runs have fixed
+    /// folders and may be started or resumed by whichever process gets to them.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["resume", "runs_dir"])]
+    pub run_dir: Option<PathBuf>,
     /// No progress bar (for scripts); the summary is still printed.
     #[arg(long, short)]
     pub quiet: bool,
@@ -93,6 +98,8 @@ pub struct RunOptions {
 pub enum Target {
     /// A new folder under this parent.
     New(PathBuf),
+    /// Exactly this folder, new (made if missing, emptied of a run that never checkpointed).
+    At(PathBuf),
     /// Continue this run folder from its newest complete checkpoint.
     Resume(PathBuf),
 }
@@ -107,6 +114,7 @@ impl Default for TrainArgs {
             sets: Vec::new(),
             seed: None,
             runs_dir: PathBuf::from("runs"),
+            run_dir: None,
             quiet: false,
             device: crate::device::DeviceArg::Auto,
             rom_dir: None,
@@ -139,14 +147,20 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
     if let Some(run) = &args.resume {
         run_dir::ensure_run_folder(run)?;
     }
+    if let Some(done) = args.run_dir.as_deref().and_then(|d| summary::read(d).ok()).filter(Summary::is_complete) {
+        say!("{} is complete ({} env steps): nothing to do", done.run_dir.display(), done.env_steps);
+        return Ok(done);
+    }
     let mut cfg = resolve_config(args)?;
     let device = args.device.resolve()?;
     let (env_id, env_cfg) = cfg.env.resolve(args.rom_dir.as_deref())?;
     cfg.env = env_cfg;
     crate::memory::check(&cfg, 1)?;
-    let target = match &args.resume {
-        None => Target::New(args.runs_dir.clone()),
-        Some(run) => Target::Resume(run.clone()),
+    let target = match (&args.resume, &args.run_dir) {
+        (Some(run), _) => Target::Resume(run.clone()),
+        (None, Some(dir)) if !crate::checkpoint::list(dir).is_empty() => Target::Resume(dir.clone()),
+        (None, Some(dir)) => Target::At(dir.clone()),
+        (None, None) => Target::New(args.runs_dir.clone()),
     };
     let opts = RunOptions { quiet: args.quiet, measure_secs: None, save_replay: args.save_replay };
     run_training(cfg, &env_id, device, target, opts)
@@ -322,6 +336,8 @@ fn restore(p: &mut Parts, run: &RunDir, r: &Resume) -> Result<()> {
 /// (locked) with the checkpoint to continue from (checked against the config).
 enum Start {
     New(PathBuf),
+    /// Exactly this folder, new.
+    At(PathBuf),
     Resume(RunDir, Resume),
     /// A run that reached its budget but has no summary: only the summary is left to write.
     Finish(RunDir, Resume),
@@ -332,6 +348,7 @@ impl Start {
     fn of(target: Target, cfg: &Config) -> Result<Start> {
         Ok(match target {
             Target::New(runs) => Start::New(runs),
+            Target::At(path) => Start::At(path),
             Target::Resume(path) => {
                 let run = RunDir::open(&path)?;
                 match run_dir::resume_point(&run.path, cfg)? {
@@ -345,7 +362,7 @@ impl Start {
     /// 0 for a new run, the checkpoint's segment + 1 for a resumed one.
     fn generation(&self) -> u64 {
         match self {
-            Start::New(_) => 0,
+            Start::New(_) | Start::At(_) => 0,
             Start::Resume(_, r) | Start::Finish(_, r) => r.state.generation + 1,
         }
     }
@@ -353,10 +370,15 @@ impl Start {
 
 /// The run folder, locked: a new one, or the resumed one with its checkpoint restored.
 fn open_run(p: &mut Parts, env_id: &EnvId, start: Start) -> Result<(RunDir, Board)> {
-    let new = matches!(start, Start::New(_));
+    let new = matches!(start, Start::New(_) | Start::At(_));
     let run = match start {
         Start::New(runs) => {
             let run = RunDir::create(&runs, &env_id.short_name(), p.cfg.agent.variant.name(), p.cfg.run.seed)?;
+            run.write("config.toml", p.cfg_text.as_bytes())?;
+            run
+        }
+        Start::At(path) => {
+            let run = RunDir::create_at(&path)?;
             run.write("config.toml", p.cfg_text.as_bytes())?;
             run
         }

@@ -23,6 +23,8 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
 /// How often the run checks that its folder is still there.
 const PRESENCE_EVERY: Duration = Duration::from_secs(1);
+/// How often `progress.json` is rewritten.
+const PROGRESS_EVERY: Duration = Duration::from_secs(3);
 
 /// Steady-state rates between two moments of a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,6 +98,8 @@ pub struct Monitor {
     next_scalars: u64,
     next_eval: u64,
     eval_sent_final: bool,
+    /// The env step of the last evaluation sent.
+    last_eval_sent: Option<u64>,
     eval_tx: Option<Sender<EvalJob>>,
     pub learn_start: Option<Mark>,
     pub measured_end: Option<Mark>,
@@ -103,6 +107,7 @@ pub struct Monitor {
     stop_deadline: Option<Instant>,
     last_flush: Instant,
     last_presence_check: Instant,
+    last_progress: Option<(Instant, u64)>,
     /// Set when the run folder disappeared (deleted or moved): the run stops with this error and
     /// writes nothing more.
     pub lost: Option<anyhow::Error>,
@@ -137,6 +142,7 @@ impl Monitor {
             next_scalars: next_multiple(start_step, cfg.log.scalars_every),
             next_eval: next_multiple(start_step, cfg.log.eval_every),
             eval_sent_final: false,
+            last_eval_sent: None,
             eval_tx: Some(eval_tx),
             learn_start: None,
             measured_end: None,
@@ -144,6 +150,7 @@ impl Monitor {
             stop_deadline: None,
             last_flush: Instant::now(),
             last_presence_check: Instant::now(),
+            last_progress: None,
             lost: None,
             replay_len,
             shared,
@@ -239,6 +246,9 @@ impl Monitor {
         if self.last_presence_check.elapsed() >= PRESENCE_EVERY {
             self.check_presence();
         }
+        if self.last_progress.is_none_or(|(t, _)| t.elapsed() >= PROGRESS_EVERY) && self.lost.is_none() {
+            self.write_progress(step);
+        }
         if s.stopping() && self.stop_deadline.is_none() {
             self.stop_deadline = Some(Instant::now() + STOP_GRACE);
         }
@@ -257,6 +267,27 @@ impl Monitor {
             ));
             self.pb.println(format!("error: {} is gone; stopping", what.display()));
             self.shared.request_stop();
+        }
+    }
+
+    /// Rewrite `progress.json` (a failure is not worth stopping a run for: it is only news).
+    fn write_progress(&mut self, step: u64) {
+        let now = Instant::now();
+        let rate = match self.last_progress {
+            Some((t, s)) => step.saturating_sub(s) as f64 / t.elapsed().as_secs_f64().max(1e-9),
+            None => 0.0,
+        };
+        self.last_progress = Some((now, step));
+        let p = super::summary::Progress {
+            env_steps: step,
+            total_env_steps: self.cfg.run.total_env_steps,
+            updates: self.shared.updates.load(Ordering::Relaxed),
+            env_steps_per_sec: rate,
+            last_return: self.returns.last().copied(),
+            time: crate::util::unix_now(),
+        };
+        if let Some(dir) = self.board.path().parent() {
+            let _ = p.write(dir);
         }
     }
 
@@ -288,14 +319,19 @@ impl Monitor {
         let stopping = self.shared.stopping();
         let published = self.shared.weights.version() > 0;
         let final_due = learner_done && !self.eval_sent_final && every > 0 && !stopping;
-        if (step >= self.next_eval || final_due) && published {
+        if final_due && self.last_eval_sent == Some(step) {
+            // The periodic evaluation at this very step was the final one (the budget is a
+            // multiple of log.eval_every): a second one would log the step twice.
+            self.eval_sent_final = true;
+        } else if (step >= self.next_eval || final_due) && published {
             if let Some(tx) = &self.eval_tx {
                 let (_, snap) = self
                     .shared
                     .weights
                     .read(|s| s.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect::<Vec<_>>());
-                if tx.try_send((step, snap)).is_ok() && learner_done {
-                    self.eval_sent_final = true;
+                if tx.try_send((step, snap)).is_ok() {
+                    self.last_eval_sent = Some(step);
+                    self.eval_sent_final |= learner_done;
                 }
             }
         }
@@ -366,7 +402,7 @@ fn human(n: u64) -> String {
 }
 
 /// Seconds as `1h05m`, `12m30s` or `45s`.
-fn duration(secs: f64) -> String {
+pub fn duration(secs: f64) -> String {
     let s = secs.max(0.0).round() as u64;
     match s {
         0..=59 => format!("{s}s"),
@@ -426,9 +462,29 @@ mod tests {
     }
 
     #[test]
+    fn an_evaluation_at_the_last_step_is_not_sent_twice() {
+        let mut cfg = Config::default();
+        cfg.log.eval_every = 100;
+        let (_d, mut m, shared, rx) = monitor(&cfg);
+        shared.weights.publish(vec![("w".into(), Tensor::zeros([2], (tch::Kind::Float, tch::Device::Cpu)))]);
+        shared.env_steps.store(300, Ordering::SeqCst);
+        m.tick(false);
+        assert_eq!(rx.try_recv().unwrap().0, 300, "the periodic evaluation at the budget");
+        m.tick(true);
+        assert!(rx.try_recv().is_err(), "the final evaluation repeated step 300");
+        assert!(m.eval_tx.is_none());
+    }
+
+    #[test]
     fn events_reach_the_file_while_the_run_goes_on() {
         let (d, mut m, _shared, _rx) = monitor(&Config::default());
-        let size = || std::fs::read_dir(d.path()).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum::<u64>();
+        let size = || {
+            let events = std::fs::read_dir(d.path())
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("events."));
+            events.map(|e| e.metadata().unwrap().len()).sum::<u64>()
+        };
         let before = size();
         m.handle(Event::Episode { step: 10, ret: 1.0, length: 5 });
         m.tick(false);

@@ -56,6 +56,26 @@ impl RunDir {
         bail!("cannot find a free run folder name in {}", runs.display())
     }
 
+    /// Exactly the folder `path`, locked, for a new run: made if missing; a run that was
+    /// started there but never wrote a checkpoint (killed at once) is cleared away first. One
+    /// with a checkpoint is refused (it is resumed instead).
+    pub fn create_at(path: &Path) -> Result<RunDir> {
+        std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
+        let lock = lock(path)?;
+        if !crate::checkpoint::list(path).is_empty() {
+            bail!("{} already holds a run with checkpoints: continue it with --resume", path.display());
+        }
+        for e in std::fs::read_dir(path).with_context(|| format!("cannot read {}", path.display()))?.flatten() {
+            let name = e.file_name();
+            if name != LOCK {
+                let p = e.path();
+                let r = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+                r.with_context(|| format!("cannot clear {} for a new run", p.display()))?;
+            }
+        }
+        Ok(RunDir { path: path.to_path_buf(), _lock: lock })
+    }
+
     /// An existing run folder, locked, with leftovers of dead processes removed.
     pub fn open(path: &Path) -> Result<RunDir> {
         ensure_run_folder(path)?;
@@ -132,7 +152,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     r.with_context(|| format!("writing {}", path.display()))
 }
 
-fn lock(dir: &Path) -> Result<File> {
+/// Take the advisory lock of folder `dir` (`dir/.lock`, holding this process's PID and command)
+/// for as long as the returned file lives; an error naming the holder when another process has
+/// it. Run folders and sweep folders alike.
+pub fn lock(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK);
     let mut f = File::options()
         .read(true)
@@ -149,7 +172,7 @@ fn lock(dir: &Path) -> Result<File> {
             let _ = f.read_to_string(&mut owner);
             let pid = owner.lines().next().unwrap_or("?").trim().to_string();
             bail!(
-                "{} is in use by another wndqn process (pid {pid}{}): one process writes a run folder at a time. Wait for it to finish or stop it (kill -INT {pid}).",
+                "{} is in use by another wndqn process (pid {pid}{}): one process writes a folder at a time. Wait for it to finish or stop it (kill -INT {pid}).",
                 dir.display(),
                 owner.lines().nth(1).map(|c| format!(", `{}`", c.trim())).unwrap_or_default()
             );

@@ -1,5 +1,7 @@
 //! `RUN/summary.json`: what a run reports when a segment ends, and what `compare` and `sweep`
-//! read to know whether a run is finished and whether its event files are whole.
+//! read to know whether a run is finished and whether its event files are whole; and
+//! `RUN/progress.json`, where a running segment says how far it is every few seconds (for
+//! `sweep status` and a sweep's progress line).
 //!
 //! Life cycle: a resumed segment removes the summary once its checkpoint is loaded (a run
 //! without one is running, or died); every segment that ends writes it atomically, listing its
@@ -18,6 +20,40 @@ use crate::checkpoint::State;
 
 /// File name of the summary in a run folder.
 pub const FILE: &str = "summary.json";
+/// File name of the progress of a running segment.
+pub const PROGRESS: &str = "progress.json";
+
+/// How far a running segment is (rewritten every few seconds).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Progress {
+    /// Env steps so far (all segments).
+    pub env_steps: u64,
+    /// The run's budget.
+    pub total_env_steps: u64,
+    /// Learner updates so far.
+    pub updates: u64,
+    /// Env steps per second over the last interval.
+    pub env_steps_per_sec: f64,
+    /// Return of the latest training game.
+    pub last_return: Option<f64>,
+    /// When this was written, seconds since the Unix epoch.
+    pub time: f64,
+}
+
+impl Progress {
+    /// Write it into `run` (a temporary file renamed into place; not fsynced: it is only news).
+    pub fn write(&self, run: &Path) -> Result<()> {
+        let tmp = run.join(format!(".{PROGRESS}.tmp"));
+        std::fs::write(&tmp, serde_json::to_vec(self)?)?;
+        std::fs::rename(&tmp, run.join(PROGRESS))?;
+        Ok(())
+    }
+
+    /// The progress a run folder holds, if any.
+    pub fn read(run: &Path) -> Option<Progress> {
+        serde_json::from_slice(&std::fs::read(run.join(PROGRESS)).ok()?).ok()
+    }
+}
 
 /// One event file as the run left it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

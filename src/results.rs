@@ -1,0 +1,178 @@
+//! A finished run's results, read for judging it (`compare`, `sweep report`): only from a run
+//! that is not being trained, whose summary says it is complete (or, when asked, as it is), and
+//! whose event files are whole (every record's CRCs, every file the size the summary recorded);
+//! and the scores a run is judged by.
+//!
+//! The **final score** of a run is the mean return of the training games that ended in the last
+//! 10% of its env steps (the last 20 games when fewer than 5 ended there); its **eval score** is
+//! its last periodic greedy evaluation. [`score_at`] is the final score of the run cut at a step,
+//! for sample-efficiency curves.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Result};
+
+use crate::util::say;
+
+/// A run read for judging.
+pub struct RunResult {
+    /// Its folder.
+    pub dir: PathBuf,
+    /// `env.id` of its config.
+    pub env: String,
+    /// Its variant.
+    pub variant: String,
+    /// Its seed.
+    pub seed: u64,
+    /// Env steps it was trained for (at least 1).
+    pub total_steps: u64,
+    /// `(env step, return)` of each training game, in order.
+    pub returns: Vec<(u64, f64)>,
+    /// `(env step, mean return)` of each greedy evaluation.
+    pub evals: Vec<(u64, f64)>,
+    /// Updates per second (its last segment).
+    pub updates_per_sec: f64,
+    /// Training time over every segment.
+    pub wall_secs: f64,
+    /// It reached its budget.
+    pub complete: bool,
+}
+
+/// Read a run for judging; refuses a run being trained, an unfinished one (unless
+/// `allow_unfinished`, with a warning) and damaged event files, each naming the problem.
+pub fn load(dir: &Path, allow_unfinished: bool) -> Result<RunResult> {
+    crate::train::run_dir::ensure_run_folder(dir)?;
+    let fix = format!(
+        "finish it with `wndqn train --resume {}`, or leave it out",
+        crate::util::shell_quote(&dir.display().to_string())
+    );
+    if let Some(pid) = crate::train::run_dir::holder(dir) {
+        bail!("{} is being trained right now (pid {pid}): read it once that process has ended", dir.display());
+    }
+    let cfg = crate::config::load(&dir.join("config.toml"), &[])?;
+    let summary = crate::train::summary::read(dir).map_err(|e| anyhow!("{e:#}; {fix}"))?;
+    let complete = summary.is_complete();
+    if !complete {
+        let why = if summary.interrupted { "was interrupted" } else { "stopped with an error" };
+        if !allow_unfinished {
+            bail!(
+                "{} {why} at {} env steps, before its budget: {fix} (or pass --allow-unfinished to take it as it is)",
+                dir.display(),
+                summary.env_steps
+            );
+        }
+        say!(
+            "warning: {} {why} at {} env steps; taken as it is (--allow-unfinished)",
+            dir.display(),
+            summary.env_steps
+        );
+    }
+    let events = checked_events(dir, &summary)?;
+    Ok(RunResult {
+        dir: dir.to_path_buf(),
+        env: cfg.env.id.clone(),
+        variant: cfg.agent.variant.name().to_string(),
+        seed: cfg.run.seed,
+        total_steps: summary.env_steps.max(1),
+        returns: crate::tensorboard::reader::scalar_values(&events, "charts/episodic_return"),
+        evals: crate::tensorboard::reader::scalar_values(&events, "eval/episodic_return"),
+        updates_per_sec: summary.updates_per_sec,
+        wall_secs: summary.wall_secs,
+        complete,
+    })
+}
+
+/// The events of a run, from event files that are whole: every record's CRCs match, no file
+/// ends in a torn record, and each file the summary lists has the size it had then.
+fn checked_events(dir: &Path, summary: &crate::train::Summary) -> Result<Vec<tensorboard_proto::event::Event>> {
+    let files: Vec<PathBuf> = if summary.events.is_empty() {
+        crate::tensorboard::reader::files(dir)
+    } else {
+        summary.events.iter().map(|e| dir.join(&e.file)).collect()
+    };
+    let mut events = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let size = std::fs::metadata(f)
+            .map(|m| m.len())
+            .map_err(|e| anyhow!("event file {} is missing ({e}); the run's summary lists it", f.display()))?;
+        if let Some(listed) = summary.events.get(i) {
+            if listed.bytes != size {
+                bail!(
+                    "event file {} has {size} bytes, but the run ended with {} ({}): it was changed or cut after the run",
+                    f.display(),
+                    listed.bytes,
+                    if size < listed.bytes { "shorter" } else { "longer" }
+                );
+            }
+        }
+        let ef = crate::tensorboard::reader::read_file(f)?;
+        ef.require_whole(f)?;
+        events.extend(ef.events);
+    }
+    Ok(events)
+}
+
+/// Run folders, each once (a folder given twice, under any path, counts once, with a warning).
+pub fn distinct(dirs: &[PathBuf]) -> Vec<PathBuf> {
+    let mut seen: Vec<(PathBuf, &PathBuf)> = Vec::new();
+    let mut out = Vec::new();
+    for d in dirs {
+        let canon = d.canonicalize().unwrap_or_else(|_| d.clone());
+        match seen.iter().find(|(c, _)| *c == canon) {
+            Some((_, first)) => say!("warning: {} is {} again: counted once", d.display(), first.display()),
+            None => {
+                seen.push((canon, d));
+                out.push(d.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The returns of the games that ended in the last 10% of the steps up to `until` (the last 20
+/// games before it when fewer than 5 ended there).
+pub fn final_window(returns: &[(u64, f64)], until: u64) -> Vec<f64> {
+    let cut = until - until / 10;
+    let v: Vec<f64> = returns.iter().filter(|(s, _)| *s >= cut && *s <= until).map(|x| x.1).collect();
+    if v.len() >= 5 {
+        v
+    } else {
+        returns.iter().filter(|(s, _)| *s <= until).rev().take(20).map(|x| x.1).collect()
+    }
+}
+
+fn avg(v: &[f64]) -> Option<f64> {
+    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+}
+
+/// The final score of a run (see the module doc); none without a finished game.
+pub fn final_score(r: &RunResult) -> Option<f64> {
+    avg(&final_window(&r.returns, r.total_steps))
+}
+
+/// The final score of the run cut at env step `step`; none without a game before it.
+pub fn score_at(r: &RunResult, step: u64) -> Option<f64> {
+    avg(&final_window(&r.returns, step))
+}
+
+/// The run's last greedy evaluation; none without one.
+pub fn eval_score(r: &RunResult) -> Option<f64> {
+    r.evals.last().map(|e| e.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_final_window_is_the_last_tenth_or_the_last_twenty_games() {
+        let r: Vec<(u64, f64)> = (1..=100).map(|i| (i * 10, i as f64)).collect();
+        // Steps 900..=1000: games 90..=100.
+        assert_eq!(final_window(&r, 1000), (90..=100).map(|i| i as f64).collect::<Vec<_>>());
+        // Cut at 500: 450..=500 holds 6 games.
+        assert_eq!(final_window(&r, 500).len(), 6);
+        // A sparse run: the last 20 games.
+        let sparse: Vec<(u64, f64)> = (1..=30).map(|i| (i * 10, i as f64)).collect();
+        assert_eq!(final_window(&sparse, 10_000).len(), 20);
+    }
+}

@@ -1,0 +1,193 @@
+//! Sweeps: games x variants x seeds, run on this machine (a pool of `wndqn train` processes) or
+//! a Slurm cluster (one job array), resumable, and reported with the statistics the field trusts.
+//!
+//! - [`spec`]: the spec file and the plan it expands to (`DIR/sweep.toml`, `DIR/configs/`);
+//! - [`state`]: where each run stands, from its folder (and Slurm's queue);
+//! - [`local`], [`slurm`]: the executors;
+//! - [`report`]: scores, normalization, aggregates with intervals, profiles, curves, files.
+//!
+//! A sweep folder: `sweep.toml` (the plan), `configs/NAME.toml`, `runs/NAME/` (ordinary run
+//! folders), `logs/NAME.log` (each run's output), `failed/NAME` (exit status and log tail of a
+//! failed run), `slurm/` (the task script, its index and job ids), `report/`.
+
+pub mod atari_scores;
+pub mod local;
+pub mod report;
+pub mod slurm;
+pub mod spec;
+pub mod state;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+use serde_json::json;
+
+use crate::util::{out, say, shell_quote};
+use spec::Plan;
+use state::State;
+
+/// Where the runs of a sweep are executed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Executor {
+    /// Child processes on this machine, `--jobs` at a time.
+    Local,
+    /// A Slurm job array (sbatch).
+    Slurm,
+}
+
+/// `sweep run` settings.
+pub struct RunOptions {
+    /// The executor.
+    pub executor: Executor,
+    /// Print the plan (and, for Slurm, the job script) and write nothing.
+    pub dry_run: bool,
+    /// The local pool's settings.
+    pub local: local::LocalOptions,
+}
+
+/// The ROM folder every game of the plan is found in (checked before anything starts).
+fn rom_folder(plan: &Plan, rom_dir: Option<&Path>) -> Result<Option<PathBuf>> {
+    let mut folder = None;
+    for g in &plan.games {
+        let env = wndqn_envs::EnvConfig { id: g.clone(), ..plan.base.env.clone() };
+        let (id, _) = env.resolve(rom_dir)?;
+        if let wndqn_envs::EnvId::Atari { game, .. } = id {
+            folder = game.rom.path.parent().map(|p| p.canonicalize().unwrap_or(p.to_path_buf()));
+        }
+    }
+    Ok(folder)
+}
+
+/// `wndqn sweep run SPEC --dir DIR`.
+pub fn run(spec: &Path, dir: &Path, mut opts: RunOptions) -> Result<()> {
+    let plan = Plan::from_spec(spec)?;
+    let roms = rom_folder(&plan, opts.local.rom_dir.as_deref())?;
+    if opts.dry_run {
+        return dry_run(&plan, dir, &opts, roms.as_deref());
+    }
+    if opts.executor == Executor::Slurm {
+        slurm::available()?;
+    }
+    plan.install(dir)?;
+    let dir = dir.canonicalize().unwrap_or(dir.to_path_buf());
+    match opts.executor {
+        Executor::Local => {
+            opts.local.rom_dir = roms.or(opts.local.rom_dir);
+            local::run(&dir, &plan, &opts.local)
+        }
+        Executor::Slurm => slurm::submit(&dir, &plan, opts.local.retry_failed, roms.as_deref(), false),
+    }
+}
+
+fn dry_run(plan: &Plan, dir: &Path, opts: &RunOptions, roms: Option<&Path>) -> Result<()> {
+    let runs = plan.runs();
+    out!(
+        "sweep {}: {} games x {} variants x {} seeds = {} runs of {} env steps, into {}/runs/",
+        plan.name,
+        plan.games.len(),
+        plan.variants.len(),
+        plan.seeds.len(),
+        runs.len(),
+        plan.base.run.total_env_steps,
+        dir.display()
+    );
+    let existing = Plan::read(dir).ok();
+    if let Some(old) = &existing {
+        let diff = plan.differences(old)?;
+        if !diff.is_empty() {
+            bail!("{} holds another sweep ({}): its plan differs in {}", dir.display(), old.name, diff.join(", "));
+        }
+    }
+    let none = Default::default();
+    for r in &runs {
+        let st =
+            existing.as_ref().map(|p| state::status(&state::Folders { dir: dir.to_path_buf() }, p, r, &none).state);
+        out!("  {}{}", r.name, st.map(|s| format!("  ({})", s.name())).unwrap_or_default());
+    }
+    if opts.executor == Executor::Slurm {
+        let abs = std::path::absolute(dir).unwrap_or(dir.to_path_buf());
+        slurm::submit(&abs, plan, opts.local.retry_failed, roms, true)?;
+    }
+    out!("(--dry-run: nothing written)");
+    Ok(())
+}
+
+/// `wndqn sweep status DIR`.
+pub fn status(dir: &Path, as_json: bool) -> Result<()> {
+    let plan = Plan::read(dir)?;
+    let queue = match slurm::queue(dir) {
+        Ok(q) => q,
+        Err(e) => {
+            say!("warning: Slurm's queue cannot be read ({e:#}); states come from the run folders only");
+            Default::default()
+        }
+    };
+    let all = state::all(dir, &plan, &queue);
+    let count = |s: State| all.iter().filter(|r| r.state == s).count();
+    let states = [State::Done, State::Running, State::Failed, State::Interrupted, State::Queued];
+    if as_json {
+        let counts: serde_json::Map<String, serde_json::Value> =
+            states.iter().map(|&s| (s.name().to_string(), json!(count(s)))).collect();
+        out!("{}", json!({"sweep": plan.name, "dir": dir, "counts": counts, "runs": all}));
+        return Ok(());
+    }
+    out!("sweep {} in {}: {} runs", plan.name, dir.display(), all.len());
+    out!("{:<44} {:<12} {:>21} {:>12}  detail", "run", "state", "env steps", "return");
+    for r in &all {
+        let detail = [
+            r.pid.map(|p| format!("pid {p}")),
+            r.slurm.clone(),
+            r.env_steps_per_sec.map(|s| format!("{s:.0} env steps/s")),
+            r.failure.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ");
+        out!(
+            "{:<44} {:<12} {:>21} {:>12}  {detail}",
+            r.name,
+            r.state.name(),
+            format!("{}/{}", r.env_steps, r.total_env_steps),
+            r.last_return.map(|x| format!("{x:.2}")).unwrap_or_else(|| "-".into()),
+        );
+    }
+    out!("{}", states.iter().map(|&s| format!("{} {}", count(s), s.name())).collect::<Vec<_>>().join(", "));
+    Ok(())
+}
+
+/// `wndqn sweep cancel DIR`: stop every run of the sweep cleanly (each writes its checkpoint).
+pub fn cancel(dir: &Path) -> Result<()> {
+    let plan = Plan::read(dir)?;
+    let mut asked = 0;
+    if dir.join("slurm/jobs.txt").is_file() {
+        let n = slurm::cancel(dir)?;
+        say!("Slurm: pending tasks cancelled, {n} running task(s) asked to stop (each writes a checkpoint)");
+        asked += n;
+    }
+    let f = state::Folders { dir: dir.to_path_buf() };
+    let mut pids: Vec<u32> = crate::train::run_dir::holder(dir).into_iter().collect();
+    pids.extend(plan.runs().iter().filter_map(|r| crate::train::run_dir::holder(&f.run(&r.name))));
+    for &pid in &pids {
+        // SAFETY: kill(2) with a PID read from a lock this sweep's processes hold.
+        unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    }
+    asked += pids.len();
+    let t0 = std::time::Instant::now();
+    while pids.iter().any(|&p| std::path::Path::new(&format!("/proc/{p}")).exists()) {
+        if t0.elapsed().as_secs() > 120 {
+            bail!("processes {pids:?} did not stop within 2 minutes of SIGINT");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    if asked == 0 {
+        say!("nothing to cancel: no process of {} is running", dir.display());
+    } else {
+        say!(
+            "stopped: continue with `wndqn sweep run SPEC --dir {}`, see `wndqn sweep status {}`",
+            shell_quote(&dir.display().to_string()),
+            shell_quote(&dir.display().to_string())
+        );
+    }
+    Ok(())
+}

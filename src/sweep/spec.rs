@@ -1,0 +1,388 @@
+//! A sweep spec (`configs/sweeps/*.toml`) and the plan it expands to.
+//!
+//! ```toml
+//! [sweep]
+//! base = "../cartpole.toml"        # the config every run starts from (relative to this file)
+//! games = ["CartPole-v1"]          # env ids
+//! variants = ["plain", "weight_norm"]
+//! seeds = 5                        # seeds 1..=5, or a list: [1, 2, 7]
+//! sets = ["run.total_env_steps=30000"]   # overrides for every run, as --set
+//! save_replay = false              # checkpoints carry the replay memory (no refill on resume)
+//!
+//! [normalize]                      # per non-Atari game: [random score, reference score]
+//! "CartPole-v1" = [22.0, 500.0]
+//!
+//! [slurm]                          # optional: sbatch settings for --executor slurm
+//! partition = "gpu"
+//! time = "24:00:00"
+//! cpus_per_task = 8
+//! gpus_per_task = 1
+//! mem = "40G"
+//! max_parallel = 20
+//! ```
+//!
+//! The plan (`DIR/sweep.toml`) is the spec with the base config resolved once (every key, the
+//! overrides applied) and the grid written out; each run of the grid is
+//! `DIR/runs/{game}__{variant}__s{seed}` with its config in `DIR/configs/`. A sweep folder holds
+//! one plan: running another spec there is refused, naming what differs (the `[slurm]` settings
+//! may change).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use wndqn_agents::qnet::Variant;
+
+use crate::config::Config;
+
+/// Seeds of a spec: a count (`5` = 1..=5) or a list.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Seeds {
+    /// 1..=n.
+    Count(u64),
+    /// These seeds.
+    List(Vec<u64>),
+}
+
+/// `[sweep]` of a spec.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SweepTable {
+    /// The base config, relative to the spec file.
+    pub base: PathBuf,
+    /// Env ids.
+    pub games: Vec<String>,
+    /// Variant names.
+    pub variants: Vec<String>,
+    /// Seeds.
+    pub seeds: Seeds,
+    /// `section.key=value` overrides for every run.
+    #[serde(default)]
+    pub sets: Vec<String>,
+    /// Checkpoints carry the replay memory.
+    #[serde(default)]
+    pub save_replay: bool,
+}
+
+/// `[slurm]`: what `--executor slurm` asks sbatch for. Unset fields: the cluster's defaults, or
+/// (cpus, memory) what the run's config needs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmTable {
+    /// `--partition`.
+    pub partition: Option<String>,
+    /// `--account`.
+    pub account: Option<String>,
+    /// `--qos`.
+    pub qos: Option<String>,
+    /// `--time` (e.g. `24:00:00`).
+    pub time: Option<String>,
+    /// `--cpus-per-task` (default: actors + 2).
+    pub cpus_per_task: Option<u32>,
+    /// `--gpus-per-task` (default: none).
+    pub gpus_per_task: Option<u32>,
+    /// `--mem` (default: the run's memory estimate plus 2 GB).
+    pub mem: Option<String>,
+    /// Array tasks running at once (`--array=...%K`; default: all).
+    pub max_parallel: Option<u32>,
+    /// `--signal` (default `B:USR1@120`: two minutes before the time limit the task script
+    /// stops the run cleanly and requeues itself).
+    pub signal: Option<String>,
+    /// Further sbatch options, as written on its command line.
+    #[serde(default)]
+    pub extra: Vec<String>,
+}
+
+/// A sweep spec file.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// The grid.
+    pub sweep: SweepTable,
+    /// Score ranges of non-Atari games for the report: `[random, reference]`.
+    #[serde(default)]
+    pub normalize: BTreeMap<String, [f64; 2]>,
+    /// Slurm settings.
+    #[serde(default)]
+    pub slurm: SlurmTable,
+}
+
+/// One run of a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunSpec {
+    /// `{game}__{variant}__s{seed}`: its folder and config name.
+    pub name: String,
+    /// The env id as the spec gives it.
+    pub game: String,
+    /// The game's short name (`Pong`).
+    pub game_name: String,
+    /// Variant name.
+    pub variant: String,
+    /// Seed.
+    pub seed: u64,
+}
+
+/// `DIR/sweep.toml`: the spec expanded, with the base config resolved.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// The sweep's name (the spec file's stem).
+    pub name: String,
+    /// Env ids.
+    pub games: Vec<String>,
+    /// Variants.
+    pub variants: Vec<String>,
+    /// Seeds, written out.
+    pub seeds: Vec<u64>,
+    /// The overrides the base config got.
+    pub sets: Vec<String>,
+    /// Checkpoints carry the replay memory.
+    pub save_replay: bool,
+    /// Score ranges of non-Atari games.
+    #[serde(default)]
+    pub normalize: BTreeMap<String, [f64; 2]>,
+    /// Slurm settings.
+    #[serde(default)]
+    pub slurm: SlurmTable,
+    /// The base config, resolved (every key).
+    pub base: Config,
+}
+
+/// The file of a sweep folder's plan.
+pub const PLAN: &str = "sweep.toml";
+
+impl Plan {
+    /// Read and check a spec, and expand it. Errors name the spec file and what is wrong: an
+    /// unknown game or variant (with suggestions), an empty grid, a duplicate run, a key the base
+    /// config does not have, a run whose config cannot work.
+    pub fn from_spec(path: &Path) -> Result<Plan> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read sweep spec {}", path.display()))?;
+        let spec: Spec = toml::from_str(&text).map_err(|e| crate::config::toml_error(path, &text, &e))?;
+        let s = &spec.sweep;
+        let at = |what: String| anyhow!("{}: {what}", path.display());
+        let base_path = path.parent().unwrap_or(Path::new(".")).join(&s.base);
+        let base =
+            crate::config::load(&base_path, &s.sets).map_err(|e| at(format!("sweep.base / sweep.sets: {e:#}")))?;
+        let seeds = match &s.seeds {
+            Seeds::Count(n) => (1..=*n).collect(),
+            Seeds::List(v) => v.clone(),
+        };
+        if s.games.is_empty() || s.variants.is_empty() || seeds.is_empty() {
+            return Err(at(
+                "the sweep has no runs: sweep.games, sweep.variants and sweep.seeds must each name at least one".into(),
+            ));
+        }
+        let mut names = BTreeMap::new();
+        for g in &s.games {
+            let short = wndqn_envs::ids::short_name(g).map_err(|e| at(format!("sweep.games: {e}")))?;
+            if let Some(other) = names.insert(short.clone(), g) {
+                return Err(at(format!("sweep.games names {short} twice (`{other}` and `{g}`)")));
+            }
+        }
+        let known: Vec<&str> = Variant::ALL.iter().map(|v| v.name()).collect();
+        for v in &s.variants {
+            if Variant::from_name(v).is_none() {
+                let near = wndqn_envs::roms::suggestions(v, known.iter().copied());
+                let hint = if near.is_empty() { String::new() } else { format!(" Did you mean: {}?", near.join(", ")) };
+                return Err(at(format!("sweep.variants: unknown variant `{v}`.{hint} Variants: {}", known.join(", "))));
+            }
+        }
+        for (what, list) in [("games", &s.games), ("variants", &s.variants)] {
+            if let Some(d) = list.iter().enumerate().find(|(i, x)| list[..*i].contains(x)) {
+                return Err(at(format!("sweep.{what} lists `{}` twice", d.1)));
+            }
+        }
+        if let Some(d) = seeds.iter().enumerate().find(|(i, x)| seeds[..*i].contains(x)) {
+            return Err(at(format!("sweep.seeds lists {} twice", d.1)));
+        }
+        for g in spec.normalize.keys() {
+            if !s.games.contains(g) {
+                return Err(at(format!("normalize.\"{g}\" is not one of sweep.games")));
+            }
+        }
+        let plan = Plan {
+            name: path.file_stem().unwrap_or_default().to_string_lossy().into_owned(),
+            games: s.games.clone(),
+            variants: s.variants.clone(),
+            seeds,
+            sets: s.sets.clone(),
+            save_replay: s.save_replay,
+            normalize: spec.normalize.clone(),
+            slurm: spec.slurm.clone(),
+            base,
+        };
+        for r in plan.runs() {
+            plan.config(&r).map_err(|e| at(format!("run {}: {e:#}", r.name)))?;
+        }
+        Ok(plan)
+    }
+
+    /// The runs, seed by seed (a partly finished sweep then has every game and variant of its
+    /// first seeds), each seed game by game, variant by variant.
+    pub fn runs(&self) -> Vec<RunSpec> {
+        let mut out = Vec::new();
+        for &seed in &self.seeds {
+            for game in &self.games {
+                let game_name = wndqn_envs::ids::short_name(game).unwrap_or_else(|_| game.clone());
+                for variant in &self.variants {
+                    let name = format!("{game_name}__{variant}__s{seed}");
+                    out.push(RunSpec {
+                        name,
+                        game: game.clone(),
+                        game_name: game_name.clone(),
+                        variant: variant.clone(),
+                        seed,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// The config of one run: the base with its game, variant and seed, validated.
+    pub fn config(&self, r: &RunSpec) -> Result<Config> {
+        let mut c = self.base.clone();
+        c.env.id = r.game.clone();
+        c.agent.variant = Variant::from_name(&r.variant).ok_or_else(|| anyhow!("unknown variant {}", r.variant))?;
+        c.run.seed = r.seed;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// The plan as its file holds it.
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(format!(
+            "# The plan of this sweep folder, written by `wndqn sweep run`: the spec with its base config\n# resolved. Runs: runs/, their configs: configs/, their output: logs/.\n{}",
+            toml::to_string_pretty(self)?
+        ))
+    }
+
+    /// Read a sweep folder's plan.
+    pub fn read(dir: &Path) -> Result<Plan> {
+        let p = dir.join(PLAN);
+        let text = std::fs::read_to_string(&p).with_context(|| {
+            format!(
+                "{} is not a sweep folder (no {PLAN}: make one with `wndqn sweep run SPEC --dir DIR`)",
+                dir.display()
+            )
+        })?;
+        toml::from_str(&text).map_err(|e| crate::config::toml_error(&p, &text, &e))
+    }
+
+    /// The keys in which two plans differ (the Slurm settings aside).
+    pub fn differences(&self, other: &Plan) -> Result<Vec<String>> {
+        let flat = |p: &Plan| -> Result<BTreeMap<String, String>> {
+            let mut v = Vec::new();
+            let mut p = p.clone();
+            p.slurm = SlurmTable::default();
+            crate::config::flatten("", &toml::Value::try_from(&p)?, &mut v);
+            Ok(v.into_iter().map(|(k, v)| (k, v.to_string())).collect())
+        };
+        let (a, b) = (flat(self)?, flat(other)?);
+        Ok(a.keys()
+            .chain(b.keys())
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect())
+    }
+
+    /// Write the plan and every run's config into `dir`; refuse a folder holding another plan.
+    pub fn install(&self, dir: &Path) -> Result<()> {
+        match Plan::read(dir) {
+            Ok(old) => {
+                let diff = self.differences(&old)?;
+                if !diff.is_empty() {
+                    bail!(
+                        "{} holds another sweep ({}): its plan differs in {}. Use another --dir, or run that sweep's own spec",
+                        dir.display(),
+                        old.name,
+                        diff.join(", ")
+                    );
+                }
+            }
+            Err(_) if dir.join(PLAN).exists() => {
+                bail!("{}/{PLAN} cannot be read; it is not a plan of this wndqn", dir.display())
+            }
+            Err(_) => {}
+        }
+        for sub in ["runs", "configs", "logs", "failed"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
+        }
+        for r in self.runs() {
+            let text = self.config(&r)?.to_toml();
+            crate::train::run_dir::write_atomic(
+                &dir.join("configs").join(format!("{}.toml", r.name)),
+                text.as_bytes(),
+            )?;
+        }
+        crate::train::run_dir::write_atomic(&dir.join(PLAN), self.to_toml()?.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::copy(crate::config::presets_dir().join("cartpole.toml"), d.path().join("base.toml")).unwrap();
+        let p = d.path().join("s.toml");
+        std::fs::write(&p, text).unwrap();
+        (d, p)
+    }
+
+    const GOOD: &str = "[sweep]\nbase = \"base.toml\"\ngames = [\"CartPole-v1\"]\nvariants = [\"plain\", \"weight_norm\"]\nseeds = 3\nsets = [\"run.total_env_steps=5000\"]\n";
+
+    #[test]
+    fn a_spec_expands_to_runs_with_fixed_names_seed_by_seed() {
+        let (_d, p) = spec(GOOD);
+        let plan = Plan::from_spec(&p).unwrap();
+        let names: Vec<String> = plan.runs().into_iter().map(|r| r.name).collect();
+        assert_eq!(names[..3], ["CartPole__plain__s1", "CartPole__weight_norm__s1", "CartPole__plain__s2"]);
+        assert_eq!(names.len(), 6);
+        assert_eq!(plan.base.run.total_env_steps, 5000);
+        let c = plan.config(&plan.runs()[3]).unwrap();
+        assert_eq!((c.run.seed, c.agent.variant), (2, Variant::WeightNorm));
+    }
+
+    #[test]
+    fn bad_specs_are_named_errors() {
+        for (text, want) in [
+            (GOOD.replace("\"plain\"", "\"plian\""), "unknown variant `plian`. Did you mean: plain"),
+            (GOOD.replace("CartPole-v1", "CartPol-v1"), "Did you mean: CartPole-v1"),
+            (GOOD.replace("seeds = 3", "seeds = []"), "the sweep has no runs"),
+            (GOOD.replace("seeds = 3", "seeds = [1, 1]"), "sweep.seeds lists 1 twice"),
+            (GOOD.replace("[\"CartPole-v1\"]", "[\"CartPole-v1\", \"CartPole\"]"), "names CartPole twice"),
+            (GOOD.replace("run.total_env_steps=5000", "agent.lrr=1"), "unknown field `lrr`"),
+            (GOOD.replace("[\"CartPole-v1\"]", "[\"Pong\"]"), "set agent.network"),
+            (GOOD.to_string() + "bogus = 1\n", "unknown field `bogus`"),
+        ] {
+            let (_d, p) = spec(&text);
+            let e = format!("{:#}", Plan::from_spec(&p).unwrap_err());
+            assert!(e.contains(want) && e.contains("s.toml"), "expected `{want}` in: {e}");
+        }
+    }
+
+    #[test]
+    fn a_folder_keeps_its_plan_and_names_what_another_changes() {
+        let (d, p) = spec(GOOD);
+        let dir = d.path().join("sweep");
+        let plan = Plan::from_spec(&p).unwrap();
+        plan.install(&dir).unwrap();
+        assert_eq!(Plan::read(&dir).unwrap(), plan);
+        plan.install(&dir).expect("the same plan again");
+        let mut slurm = plan.clone();
+        slurm.slurm.time = Some("1:00:00".into());
+        slurm.install(&dir).expect("Slurm settings may change");
+        let (_d2, p2) = spec(&GOOD.replace("seeds = 3", "seeds = 4").replace("5000", "6000"));
+        let e = format!("{:#}", Plan::from_spec(&p2).unwrap().install(&dir).unwrap_err());
+        assert!(e.contains("seeds") && e.contains("base.run.total_env_steps") && !e.contains("slurm"), "{e}");
+        assert!(dir.join("configs/CartPole__plain__s3.toml").is_file());
+    }
+}
