@@ -328,7 +328,15 @@ fn markdown(
         c.plan.base.run.total_env_steps,
         match c.opts.normalize {
             Normalize::None => "raw returns, not normalized".to_string(),
-            Normalize::Auto => format!("{}: (score - random) / (reference - random) per game (Atari-57: the random and human scores published with DQN Zoo)", c.norm_word),
+            Normalize::Auto => format!(
+                "{}: (score - random) / (reference - random) per game ({})",
+                c.norm_word,
+                if c.norm_word.contains("human") {
+                    "Atari-57: the random and human scores published with DQN Zoo; others: the spec's [normalize]"
+                } else {
+                    "the spec's [normalize] range"
+                }
+            ),
         },
         c.boot.reps,
         c.boot.seed,
