@@ -134,6 +134,39 @@ impl Default for AgentConfig {
     }
 }
 
+impl Precision {
+    /// What the learner computes in on `device`, or why this precision cannot run there.
+    pub fn compute(self, device: tch::Device) -> Result<wndqn_agents::layers::Compute> {
+        use wndqn_agents::layers::Compute;
+        match (self, device.is_cuda()) {
+            (Precision::Fp32, _) => Ok(Compute::F32),
+            (Precision::Tf32, true) => {
+                wndqn_agents::ext::precision::allow_tf32(true)?;
+                Ok(Compute::F32)
+            }
+            (Precision::Tf32, false) => {
+                bail!("learner.precision = \"tf32\" is a CUDA precision (TF32 matrix units); on the CPU use \"fp32\" or \"bf16\"")
+            }
+            (Precision::Bf16, true) => Ok(Compute::Bf16 { channels_last: true }),
+            (Precision::Bf16, false) if wndqn_agents::ext::precision::cpu_has_native_bf16() => {
+                Ok(Compute::Bf16 { channels_last: true })
+            }
+            (Precision::Bf16, false) => bail!(
+                "learner.precision = \"bf16\" needs a CPU that computes bf16 natively (AVX512_BF16 or AMX-BF16), and this one does not: emulating it would be slower than fp32. Use learner.precision = \"fp32\""
+            ),
+        }
+    }
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+            Precision::Tf32 => "tf32",
+        }
+    }
+}
+
 impl AgentConfig {
     /// The update settings for `wndqn_agents::dqn`.
     pub fn dqn(&self) -> DqnConfig {
@@ -242,8 +275,28 @@ pub struct LearnerConfig {
     /// processes on the machine those threads can starve, so it is off by default.
     pub exclusive_cpu: bool,
     /// On a CUDA learner, capture the update once as a CUDA graph and replay it for every update
-    /// (src/graphed.rs); `false` runs the eager update, the reference. No effect on the CPU.
+    /// (agents/src/ext/graphed.rs); `false` runs the eager update, the reference. No effect on
+    /// the CPU.
     pub cuda_graph: bool,
+    /// What the learner's forward and backward passes compute in: `fp32`; `bf16` (convolutions
+    /// and matrix products in bf16, as autocast; weights, optimizer state, weight-norm scales,
+    /// loss and targets stay f32; a CPU needs AVX512_BF16 or AMX, CUDA any GPU); `tf32` (CUDA
+    /// only: f32 with TF32 matrix units). Checkpoints are f32 whatever it is.
+    pub precision: Precision,
+}
+
+/// `learner.precision`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+#[value(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 throughout.
+    #[default]
+    Fp32,
+    /// bf16 convolutions and matrix products, f32 weights and optimizer.
+    Bf16,
+    /// CUDA only: f32 with TF32 matrix units.
+    Tf32,
 }
 impl Default for LearnerConfig {
     fn default() -> Self {
@@ -254,6 +307,7 @@ impl Default for LearnerConfig {
             prefetch: 4,
             exclusive_cpu: false,
             cuda_graph: true,
+            precision: Precision::Fp32,
         }
     }
 }

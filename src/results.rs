@@ -22,6 +22,8 @@ pub struct RunResult {
     pub env: String,
     /// Its variant.
     pub variant: String,
+    /// `learner.precision` of its config (its last segment).
+    pub precision: crate::config::Precision,
     /// Its seed.
     pub seed: u64,
     /// Env steps it was trained for (at least 1).
@@ -36,6 +38,17 @@ pub struct RunResult {
     pub wall_secs: f64,
     /// It reached its budget.
     pub complete: bool,
+}
+
+impl RunResult {
+    /// What it is compared as: its variant, and its learner's precision where that is not
+    /// fp32 (`weight_norm bf16`), so that runs differing only in precision are compared too.
+    pub fn arm(&self) -> String {
+        match self.precision {
+            crate::config::Precision::Fp32 => self.variant.clone(),
+            p => format!("{} {}", self.variant, p.name()),
+        }
+    }
 }
 
 /// Read a run for judging; refuses a run being trained, an unfinished one (unless
@@ -72,6 +85,7 @@ pub fn load(dir: &Path, allow_unfinished: bool) -> Result<RunResult> {
         dir: dir.to_path_buf(),
         env: cfg.env.id.clone(),
         variant: cfg.agent.variant.name().to_string(),
+        precision: cfg.learner.precision,
         seed: cfg.run.seed,
         total_steps: summary.env_steps.max(1),
         returns: crate::tensorboard::reader::scalar_values(&events, "charts/episodic_return"),

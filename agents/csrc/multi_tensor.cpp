@@ -55,4 +55,10 @@ int wmt_fused_adam(at::Tensor* const* params, at::Tensor* const* grads, at::Tens
   });
 }
 
+// *out = t's version counter, which every in-place op on t (or on a view of it) advances: a
+// value kept alongside the tensor stays valid while the counter has not moved.
+int wmt_version(at::Tensor* t, int64_t* out, char* err, size_t cap) {
+  return wndqn_guarded(err, cap, [&] { *out = static_cast<int64_t>(t->_version()); });
+}
+
 }  // extern "C"

@@ -117,14 +117,45 @@ fn sum_sq_generic<T: Real>(g: &[T]) -> f64 {
     total
 }
 
+/// The kernels' `term` is a per-row term of the gradient, `coef[r] * p[r]` for every row `r` of
+/// a parameter (rows of equal length, the leading axis): weight norm's share of `dL/dv` (paper
+/// eq. 3), added as the gradient is read instead of in a pass of its own (see
+/// `Optimizer::project_rows`); with it, `row_sq[r]` receives the sum of squares of row `r` of
+/// the updated `p` (weight norm's `||v||^2` for the next forward pass), summed while the row is
+/// in cache. Plain loops, no closures: a closure is a function of its own, compiled without
+/// the AVX2 of the `dispatch!` wrapper (it cost a 4x slower update pass).
 #[inline(always)]
-fn adam_generic<T: Real>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], s: AdamStep) {
+fn adam_generic<T: Real>(
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    v: &mut [T],
+    s: AdamStep,
+    term: Option<&[T]>,
+    row_sq: &mut [f64],
+) {
+    let Some(coef) = term else {
+        return adam_span::<T, false>(p, g, m, v, s, T::of(0.0));
+    };
+    let row = p.len() / coef.len().max(1);
+    for (r, &c) in coef.iter().enumerate() {
+        let span = r * row..(r + 1) * row;
+        adam_span::<T, true>(&mut p[span.clone()], &g[span.clone()], &mut m[span.clone()], &mut v[span.clone()], s, c);
+        if let Some(out) = row_sq.get_mut(r) {
+            *out = sum_sq_generic(&p[span]);
+        }
+    }
+}
+
+/// Adam over one span; with `TERM`, the gradient read is `g + c p` (before `p` moves).
+#[inline(always)]
+fn adam_span<T: Real, const TERM: bool>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], s: AdamStep, c: T) {
     let n = p.len();
     let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
     let (gs, w1, b2, w2) = (T::of(s.gscale), T::of(1.0 - s.beta1), T::of(s.beta2), T::of(1.0 - s.beta2));
     let (neg_step, bc2, eps) = (T::of(-s.step_size), T::of(s.bc2_sqrt), T::of(s.eps));
     for i in 0..n {
-        let gi = g[i] * gs;
+        let gi = if TERM { (g[i] + p[i] * c) * gs } else { g[i] * gs };
         // exp_avg.lerp_(grad, 1 - beta1)
         let mi = m[i] + w1 * (gi - m[i]);
         // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
@@ -137,14 +168,45 @@ fn adam_generic<T: Real>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], s: Adam
     }
 }
 
+/// Adamax, as [`adam_generic`].
 #[inline(always)]
-fn adamax_generic<T: Real>(p: &mut [T], g: &[T], m: &mut [T], u: &mut [T], s: AdamaxStep) {
+fn adamax_generic<T: Real>(
+    p: &mut [T],
+    g: &[T],
+    m: &mut [T],
+    u: &mut [T],
+    s: AdamaxStep,
+    term: Option<&[T]>,
+    row_sq: &mut [f64],
+) {
+    let Some(coef) = term else {
+        return adamax_span::<T, false>(p, g, m, u, s, T::of(0.0));
+    };
+    let row = p.len() / coef.len().max(1);
+    for (r, &c) in coef.iter().enumerate() {
+        let span = r * row..(r + 1) * row;
+        adamax_span::<T, true>(
+            &mut p[span.clone()],
+            &g[span.clone()],
+            &mut m[span.clone()],
+            &mut u[span.clone()],
+            s,
+            c,
+        );
+        if let Some(out) = row_sq.get_mut(r) {
+            *out = sum_sq_generic(&p[span]);
+        }
+    }
+}
+
+#[inline(always)]
+fn adamax_span<T: Real, const TERM: bool>(p: &mut [T], g: &[T], m: &mut [T], u: &mut [T], s: AdamaxStep, c: T) {
     let n = p.len();
     let (g, m, u) = (&g[..n], &mut m[..n], &mut u[..n]);
     let (gs, w1, b2) = (T::of(s.gscale), T::of(1.0 - s.beta1), T::of(s.beta2));
     let (neg_clr, eps) = (T::of(-s.clr), T::of(s.eps));
     for i in 0..n {
-        let gi = g[i] * gs;
+        let gi = if TERM { (g[i] + p[i] * c) * gs } else { g[i] * gs };
         let mi = m[i] + w1 * (gi - m[i]);
         // exp_inf = max(beta2 * exp_inf, |grad| + eps)
         let a = gi.abs() + eps;
@@ -157,5 +219,5 @@ fn adamax_generic<T: Real>(p: &mut [T], g: &[T], m: &mut [T], u: &mut [T], s: Ad
 }
 
 dispatch!(sum_sq, sum_sq_generic, (g: &[T]) -> f64);
-dispatch!(adam, adam_generic, (p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], s: AdamStep) -> ());
-dispatch!(adamax, adamax_generic, (p: &mut [T], g: &[T], m: &mut [T], u: &mut [T], s: AdamaxStep) -> ());
+dispatch!(adam, adam_generic, (p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], s: AdamStep, term: Option<&[T]>, row_sq: &mut [f64]) -> ());
+dispatch!(adamax, adamax_generic, (p: &mut [T], g: &[T], m: &mut [T], u: &mut [T], s: AdamaxStep, term: Option<&[T]>, row_sq: &mut [f64]) -> ());

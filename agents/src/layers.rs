@@ -23,6 +23,78 @@ pub enum Param {
     },
 }
 
+/// What a layer computes its convolution or matrix product in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compute {
+    /// f32 throughout.
+    #[default]
+    F32,
+    /// bf16 inputs and weights for the convolution or matrix product, as autocast casts them,
+    /// and bf16 activations between layers; the weights themselves, the weight-norm norms and
+    /// scales, the batch means and the biases stay f32 (a scale, mean or bias is cast to bf16
+    /// only where it meets the activation). `channels_last` runs convolutions in channels-last
+    /// memory format, the layout oneDNN's bf16 kernels are fastest in.
+    Bf16 {
+        /// Convolutions in channels-last memory format.
+        channels_last: bool,
+    },
+}
+
+impl Compute {
+    /// `t` in this computation's dtype (and layout, for a convolution's 4-d operands).
+    fn operand(self, t: &Tensor, conv: bool) -> Tensor {
+        match self {
+            Compute::F32 => t.shallow_clone(),
+            Compute::Bf16 { channels_last } => {
+                let cl = channels_last && conv && t.dim() == 4;
+                crate::ext::precision::to(t, Kind::BFloat16, cl).unwrap_or_else(|_| t.to_kind(Kind::BFloat16))
+            }
+        }
+    }
+}
+
+/// A layer's operands for one set of weights, made ready for its product once and used by every
+/// forward pass until the weights change ([`Layer::operands`]): the weight (with a convolution's
+/// weight-norm scale folded in) in the computation's dtype and layout, and the bias and output
+/// scale in the dtype they meet the activation in. An update's online passes share one set, so
+/// that fc1's 1.6M weights are cast to bf16 once per update, not once per pass; a target network
+/// keeps its set from one sync to the next.
+#[derive(Debug)]
+pub struct Operands {
+    w: Tensor,
+    bias: Tensor,
+    out_scale: Option<Tensor>,
+}
+
+impl Operands {
+    /// The same operands outside autograd (for the passes that need no gradient).
+    pub fn detach(&self) -> Operands {
+        Operands {
+            w: self.w.detach(),
+            bias: self.bias.detach(),
+            out_scale: self.out_scale.as_ref().map(Tensor::detach),
+        }
+    }
+
+    /// Take `new`'s values in place (same shapes and dtypes), so that a captured CUDA graph
+    /// reading these tensors sees them.
+    pub fn refresh(&mut self, new: &Operands) {
+        // An operand that is the weight itself (f32, nothing folded) is refreshed already.
+        let take = |old: &mut Tensor, new: &Tensor| {
+            if old.data_ptr() != new.data_ptr() {
+                old.copy_(new);
+            }
+        };
+        tch::no_grad(|| {
+            take(&mut self.w, &new.w);
+            take(&mut self.bias, &new.bias);
+            if let (Some(o), Some(n)) = (&mut self.out_scale, &new.out_scale) {
+                take(o, n);
+            }
+        });
+    }
+}
+
 /// Layer settings, with tch-style defaults.
 #[derive(Debug, Clone, Copy)]
 pub struct LayerConfig {
@@ -134,10 +206,10 @@ impl Layer {
         }
     }
 
-    fn apply_op(&self, x: &Tensor, w: &Tensor) -> Tensor {
+    fn apply_op(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Tensor {
         match self.op {
-            Op::Linear => x.linear::<Tensor>(w, None),
-            Op::Conv2d { stride } => x.conv2d::<Tensor>(w, None, [stride, stride], [0, 0], [1, 1], 1),
+            Op::Linear => x.linear(w, bias),
+            Op::Conv2d { stride } => x.conv2d(w, bias, [stride, stride], [0, 0], [1, 1], 1),
         }
     }
 
@@ -160,26 +232,39 @@ impl Layer {
     /// Why: autograd through `||v||` (norm backward, a mask for zero norms, and accumulating two
     /// gradients into `v`) costs several passes over every weight; for the Nature network that
     /// was 40% of the whole backward pass (13.0 vs 7.9 ms per update for plain, 2 CPU threads).
-    pub fn wn_scale_const_norm(&self) -> Option<(Tensor, Tensor)> {
+    ///
+    /// `known` is `||v||` where the caller has it already (the optimizer's last step summed it:
+    /// `Optimizer::row_norms`), else it is computed here.
+    pub fn wn_scale_const_norm(&self, known: Option<Tensor>) -> Option<(Tensor, Tensor)> {
         self.g.as_ref().map(|g| {
-            let norm = tch::no_grad(|| self.v_norm());
+            let norm = known.unwrap_or_else(|| tch::no_grad(|| self.v_norm()));
             (g / &norm, norm)
         })
     }
 
-    /// Finish `dL/dv` after a backward pass through [`Layer::wn_scale_const_norm`]'s scale,
-    /// with the paper's eq. 3: `dL/dv = (g/||v||) dL/dw - (g dL/dg / ||v||^2) v`. Autograd has
-    /// left the first term in `v.grad`; this adds the second in one pass over `v`.
-    pub fn complete_v_grad(&self, norm: &Tensor) {
-        let Some(g) = &self.g else { return };
-        let (gg, mut vg) = (g.grad(), self.weight.grad());
+    /// What finishes `dL/dv` after a backward pass through [`Layer::wn_scale_const_norm`]'s
+    /// scale. The paper's eq. 3, `dL/dv = (g/||v||) dL/dw - (g dL/dg / ||v||^2) v`: autograd
+    /// has left the first term in `v.grad`, and the second removes that term's component along
+    /// each row of `v`, whose size is known without a pass over `v`: `v.grad . v = g dL/dg` row
+    /// by row. Returns those products `g dL/dg` (one per output unit), for the optimizer's
+    /// projection (`Optimizer::project_rows`); None for a plain layer or before a backward pass.
+    pub fn v_grad_dots(&self) -> Option<Tensor> {
+        let g = self.g.as_ref()?;
+        let (gg, vg) = (g.grad(), self.weight.grad());
         if !gg.defined() || !vg.defined() {
-            return;
+            return None;
         }
-        tch::no_grad(|| {
-            let coef = -(gg * g.detach()) / norm.square();
-            let _ = vg.addcmul_(&self.weight.detach(), &self.unit_view(&coef));
-        });
+        Some(tch::no_grad(|| gg * g.detach()))
+    }
+
+    /// Finish `dL/dv` now, in one pass over `v` (see [`Layer::v_grad_dots`]).
+    pub fn complete_v_grad(&self, norm: &Tensor) {
+        if let Some(dots) = self.v_grad_dots() {
+            tch::no_grad(|| {
+                let coef = -(dots / norm.square());
+                let _ = self.weight.grad().addcmul_(&self.weight.detach(), &self.unit_view(&coef));
+            });
+        }
     }
 
     /// Pre-activation for input `x`. `train` selects the minibatch mean (and updates the running
@@ -188,33 +273,65 @@ impl Layer {
     /// Weight norm is computed as `(v . x) * g / ||v||` (paper Section 2.1): scaling the output
     /// per unit instead of materializing `w` costs one pass over `v` for its norm, not several.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        self.forward_scaled(x, train, self.wn_scale().as_ref())
+        self.forward_scaled(x, train, self.wn_scale().as_ref(), Compute::F32)
     }
 
     /// [`Layer::forward_t`] with a precomputed [`Layer::wn_scale`] (shared between the passes
-    /// of one update, or cached in a target network between syncs).
-    pub fn forward_scaled(&self, x: &Tensor, train: bool, scale: Option<&Tensor>) -> Tensor {
-        let pre = match scale {
-            None => self.apply_op(x, &self.weight),
-            Some(s) => self.apply_op(x, &self.weight) * self.act_view(s),
+    /// of one update, or cached in a target network between syncs), computed as `compute` says.
+    pub fn forward_scaled(&self, x: &Tensor, train: bool, scale: Option<&Tensor>, compute: Compute) -> Tensor {
+        self.forward_with(x, train, &self.operands(scale, compute), compute)
+    }
+
+    /// This layer's [`Operands`] for weight-norm scale `scale` (None: plain, or already folded).
+    ///
+    /// Where the scale goes: a convolution's kernel is small next to a batch of its outputs
+    /// (conv1: 8k weights, 400k outputs at batch 32), so the scale is folded into the kernel,
+    /// `conv(x, v * g/||v||) + b`, and the convolution runs as a plain one with its bias fused;
+    /// a dense layer's matrix is large next to its outputs (fc1: 1.6M weights, 16k outputs), so
+    /// its output is scaled instead, together with the bias in one pass (`b + (v.x) * s`). The
+    /// same function either way; autograd gives the same gradients.
+    pub fn operands(&self, scale: Option<&Tensor>, compute: Compute) -> Operands {
+        let conv = matches!(self.op, Op::Conv2d { .. });
+        let fold = conv && scale.is_some();
+        let w = match scale {
+            Some(s) if fold => &self.weight * self.unit_view(s),
+            _ => self.weight.shallow_clone(),
         };
-        let pre = match &self.running_mean {
+        let w = compute.operand(&w, conv);
+        // A per-unit f32 vector meets the activation in the activation's dtype; mean-only BN
+        // works in f32 (it subtracts a mean from values close to it, which bf16 would cancel).
+        let kind = if self.running_mean.is_some() { Kind::Float } else { w.kind() };
+        let cast = |v: &Tensor| if v.kind() == kind { v.shallow_clone() } else { v.to_kind(kind) };
+        let out_scale = scale.filter(|_| !fold).map(|s| self.act_view(&cast(s)));
+        Operands { w, bias: cast(&self.bias), out_scale }
+    }
+
+    /// The pre-activation for input `x` with operands from [`Layer::operands`].
+    pub fn forward_with(&self, x: &Tensor, train: bool, ops: &Operands, compute: Compute) -> Tensor {
+        let x = compute.operand(x, matches!(self.op, Op::Conv2d { .. }));
+        let Some(rm) = &self.running_mean else {
+            return match &ops.out_scale {
+                None => self.apply_op(&x, &ops.w, Some(&ops.bias)),
+                Some(s) => self.act_view(&ops.bias).addcmul(&self.apply_op(&x, &ops.w, None), s),
+            };
+        };
+        let pre = self.apply_op(&x, &ops.w, None).to_kind(Kind::Float);
+        let pre = match &ops.out_scale {
+            Some(s) => pre * s,
             None => pre,
-            Some(rm) => {
-                if train {
-                    let mean = pre.mean_dim(self.stat_dims(), false, Kind::Float);
-                    tch::no_grad(|| {
-                        let mut rm = rm.shallow_clone();
-                        let _ = rm.g_mul_scalar_(self.bn_momentum);
-                        let _ = rm.g_add_(&(mean.detach() * (1.0 - self.bn_momentum)));
-                    });
-                    pre - self.act_view(&mean)
-                } else {
-                    pre - self.act_view(rm)
-                }
-            }
         };
-        pre + self.act_view(&self.bias)
+        let pre = if train {
+            let mean = pre.mean_dim(self.stat_dims(), false, Kind::Float);
+            tch::no_grad(|| {
+                let mut rm = rm.shallow_clone();
+                let _ = rm.g_mul_scalar_(self.bn_momentum);
+                let _ = rm.g_add_(&(mean.detach() * (1.0 - self.bn_momentum)));
+            });
+            pre - self.act_view(&mean)
+        } else {
+            pre - self.act_view(rm)
+        };
+        pre + self.act_view(&ops.bias)
     }
 
     /// Data-dependent initialization on input batch `x` (paper Section 3): rescale so that this
@@ -231,7 +348,7 @@ impl Layer {
             match &self.g {
                 Some(g) => {
                     let dir = &self.weight / self.unit_view(&self.v_norm());
-                    let t = self.apply_op(x, &dir);
+                    let t = self.apply_op(x, &dir, None);
                     let (std, mean) = t.std_mean_correction(Some(dims.as_slice()), 0, false);
                     let scale = init_scale / (std + 1e-8);
                     let mut g = g.shallow_clone();
@@ -245,7 +362,7 @@ impl Layer {
                     }
                 }
                 None => {
-                    let t = self.apply_op(x, &self.weight) + self.act_view(&self.bias);
+                    let t = self.apply_op(x, &self.weight, Some(&self.bias));
                     let (std, mean) = t.std_mean_correction(Some(dims.as_slice()), 0, false);
                     let scale = init_scale / (std + 1e-8);
                     let w = &self.weight * self.unit_view(&scale);

@@ -156,6 +156,87 @@ fn update_ops(kind: OptimizerKind, lr: f64, p: &mut Tensor, g: &Tensor, st: &mut
     }
 }
 
+/// A gradient's component along each row of its parameter, to be removed: `g[r] - (dots[r] /
+/// norms[r]^2) p[r]` with `dots[r] = g[r] . p[r]` and `norms[r] = ||p[r]||` (both `[rows]`,
+/// contiguous, of the parameter's kind).
+struct RowProjection {
+    dots: Tensor,
+    norms: Tensor,
+}
+
+impl RowProjection {
+    /// Every row's coefficient `-dots[r] / norms[r]^2` and the sum of the removed components'
+    /// squares, `sum_r dots[r]^2 / norms[r]^2`.
+    ///
+    /// # Safety
+    /// `T` must be the element type of both (contiguous CPU) tensors.
+    unsafe fn coefs<T: crate::fused::Real>(&self) -> (Vec<f64>, f64) {
+        // SAFETY: the caller's contract.
+        let (d, n) = unsafe { (data::<T>(&self.dots), data::<T>(&self.norms)) };
+        let coef = d.iter().zip(n).map(|(&d, &n)| -(d.to_f64() / (n.to_f64() * n.to_f64()))).collect();
+        (coef, d.iter().zip(n).map(|(&d, &n)| (d.to_f64() / n.to_f64()).powi(2)).sum())
+    }
+}
+
+/// One parameter's buffers as the fused CPU kernels see them: their addresses (tch's tensors
+/// cannot be shared between threads), the parameter's length and element type, and its
+/// projection's row coefficients with the row length.
+struct Buffers {
+    p: usize,
+    g: usize,
+    s1: usize,
+    s2: usize,
+    len: usize,
+    double: bool,
+    coef: Option<Vec<f64>>,
+    row: usize,
+}
+
+/// Elements `start..end` of parameter `param`: a piece of the fused step's work (on row
+/// boundaries where the parameter's gradient is projected).
+struct Piece {
+    param: usize,
+    start: usize,
+    end: usize,
+}
+
+/// `addr`'s elements `r`.
+///
+/// # Safety
+/// `addr` is the start of a live buffer of at least `r.end` elements of `T`, and no one writes
+/// elements `r` while the slice lives.
+unsafe fn span<'a, T>(addr: usize, r: std::ops::Range<usize>) -> &'a [T] {
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts((addr as *const T).add(r.start), r.len()) }
+}
+
+/// [`span`], writable.
+///
+/// # Safety
+/// As for [`span`], and no one else reads or writes elements `r` while the slice lives.
+unsafe fn span_mut<'a, T>(addr: usize, r: std::ops::Range<usize>) -> &'a mut [T] {
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts_mut((addr as *mut T).add(r.start), r.len()) }
+}
+
+/// Run `f` on every piece `0..n`, spread over libtorch's intra-op threads, each taking the next
+/// piece not yet taken (pieces are of about equal size, but threads are not equally fast on a
+/// shared machine); on this thread alone where those cannot be had.
+fn for_pieces(n: usize, f: &(dyn Fn(usize) + Sync)) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let work = |_: usize| loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if i >= n {
+            break;
+        }
+        f(i);
+    };
+    let threads = (tch::get_num_threads().max(1) as usize).min(n);
+    if threads < 2 || crate::ext::parallel::parallel_for(threads, &work).is_err() {
+        work(0);
+    }
+}
+
 /// An optimizer over a fixed, named list of parameters.
 pub struct Optimizer {
     kind: OptimizerKind,
@@ -177,6 +258,14 @@ pub struct Optimizer {
     /// Use the one-pass CPU kernels of [`crate::fused`] where they apply (CPU, f32/f64,
     /// contiguous; Adam and Adamax). On by default; off runs the tensor-op path everywhere.
     pub fused: bool,
+    /// Per parameter, a projection of its gradient not yet made ([`Optimizer::project_rows`]).
+    /// The fused CPU step makes it as it reads the gradient; every other path makes it first
+    /// ([`Optimizer::settle`]).
+    pending: Vec<Option<RowProjection>>,
+    /// Per parameter, `||param[r]||` of every row as the last fused step left it, summed in
+    /// that step's pass for the parameters it projected (weight norm's `v`), with the
+    /// parameter's version counter then ([`Optimizer::row_norms`]).
+    row_norms: Vec<Option<(Tensor, i64)>>,
 }
 
 impl Optimizer {
@@ -184,8 +273,22 @@ impl Optimizer {
     pub fn new(kind: OptimizerKind, lr: f64, mut params: Vec<(String, Tensor)>) -> Self {
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let state = params.iter().map(|(_, p)| ParamState::new(&kind, p)).collect();
-        let (names, params) = params.into_iter().unzip();
-        Optimizer { kind, lr, names, params, state, step: 0, step_t: None, multi_tensor: true, fused: true }
+        let (names, params): (Vec<String>, Vec<Tensor>) = params.into_iter().unzip();
+        let pending = params.iter().map(|_| None).collect();
+        let row_norms = params.iter().map(|_| None).collect();
+        Optimizer {
+            kind,
+            lr,
+            names,
+            params,
+            state,
+            step: 0,
+            step_t: None,
+            multi_tensor: true,
+            fused: true,
+            pending,
+            row_norms,
+        }
     }
 
     /// Updates taken so far.
@@ -219,10 +322,67 @@ impl Optimizer {
         for p in &mut self.params {
             p.zero_grad();
         }
+        self.pending.iter_mut().for_each(|t| *t = None);
     }
 
-    /// The defined gradients, in parameter order.
-    fn grads(&self) -> Vec<Tensor> {
+    /// Remove from `param`'s gradient its component along each row `r` of `param` (the leading
+    /// axis): `g[r] - (dots[r] / norms[r]^2) param[r]`, where the caller gives `dots[r] = g[r] .
+    /// param[r]` and `norms[r] = ||param[r]||`, which it knows without a pass over the weights.
+    /// This is weight norm's share of `dL/dv` (paper eq. 3: `dL/dv` is orthogonal to `v`;
+    /// [`crate::layers::Layer::v_grad_dots`]).
+    ///
+    /// Where the fused CPU step runs, the projection costs no pass of its own (a pass over every
+    /// `v` reading and writing its gradient cost weight norm 5% of a bf16 update): the update
+    /// pass adds the term as it reads the gradient, and the clipping norm is Pythagoras',
+    /// `||g'||^2 = ||g||^2 - sum_r dots[r]^2 / norms[r]^2`, from the plain gradient's pass.
+    /// Every other path makes the projection before it reads the gradient. A `param` this
+    /// optimizer does not hold is an error.
+    pub fn project_rows(&mut self, param: &Tensor, dots: &Tensor, norms: &Tensor) -> anyhow::Result<()> {
+        let i = self
+            .params
+            .iter()
+            .position(|p| p.data_ptr() == param.data_ptr() && p.size() == param.size())
+            .ok_or_else(|| anyhow::anyhow!("project_rows: not a parameter of this optimizer"))?;
+        let rows = |t: &Tensor| t.detach().to_kind(param.kind()).contiguous();
+        let (dots, norms) = (rows(dots), rows(norms));
+        anyhow::ensure!(
+            dots.numel() as i64 == param.size()[0] && norms.numel() == dots.numel(),
+            "project_rows: one product and one norm per row"
+        );
+        anyhow::ensure!(self.pending[i].is_none(), "project_rows: this gradient is projected already");
+        self.pending[i] = Some(RowProjection { dots, norms });
+        Ok(())
+    }
+
+    /// `||param[r]||` for every row (shape `[rows]`), as the last step left `param`: known when
+    /// that step was a fused CPU step that projected `param`'s gradient
+    /// ([`Optimizer::project_rows`]), which sums the rows' squares as it writes them, and
+    /// nothing has written `param` since (its version counter has not moved); None otherwise.
+    /// Weight norm's next forward pass needs exactly these norms, and would read every `v`
+    /// again for them.
+    pub fn row_norms(&self, param: &Tensor) -> Option<Tensor> {
+        let i = self.params.iter().position(|p| p.data_ptr() == param.data_ptr() && p.size() == param.size())?;
+        let (norms, version) = self.row_norms[i].as_ref()?;
+        (crate::ext::multi_tensor::version(param).ok()? == *version).then(|| norms.shallow_clone())
+    }
+
+    /// Make every pending projection in its gradient, for the paths that read gradients as
+    /// they are.
+    fn settle(&mut self) {
+        tch::no_grad(|| {
+            for (p, c) in self.params.iter().zip(self.pending.iter_mut()) {
+                if let Some(RowProjection { dots, norms }) = c.take() {
+                    let shape: Vec<i64> = std::iter::once(-1).chain(std::iter::repeat_n(1, p.dim() - 1)).collect();
+                    let coef = -(dots / norms.square());
+                    let _ = p.grad().addcmul_(p, &coef.view(shape.as_slice()));
+                }
+            }
+        });
+    }
+
+    /// The defined gradients, in parameter order, with their pending projections made.
+    fn grads(&mut self) -> Vec<Tensor> {
+        self.settle();
         self.params.iter().map(|p| p.grad()).filter(|g| g.defined()).collect()
     }
 
@@ -272,6 +432,8 @@ impl Optimizer {
     /// rounding. Needs [`Optimizer::make_capturable`]; the host count is the caller's
     /// ([`Optimizer::count_step`]).
     pub fn step_on_device(&mut self) -> anyhow::Result<()> {
+        self.settle();
+        self.row_norms.iter_mut().for_each(|n| *n = None);
         let t = self.step_t.as_ref().ok_or_else(|| anyhow::anyhow!("make_capturable() before step_on_device()"))?;
         self.advance_device_step();
         let lr = self.lr;
@@ -314,25 +476,46 @@ impl Optimizer {
     /// clipping.
     pub fn clip_and_step(&mut self, max_norm: Option<f64>) -> f64 {
         if !self.fusable() {
+            self.settle();
             let norm = self.clip_grad_norm(max_norm);
             self.step();
             return norm;
         }
         let grads: Vec<Tensor> = self.params.iter().map(|p| p.grad()).collect();
-        // SAFETY: `fusable` checked that every gradient is a contiguous CPU tensor of f32 or f64;
-        // nothing writes them while their squares are summed.
-        let sq: f64 = grads
+        let (bufs, pieces) = self.pieces(&grads);
+        let sums: Vec<std::sync::atomic::AtomicU64> = pieces.iter().map(|_| Default::default()).collect();
+        for_pieces(pieces.len(), &|i| {
+            let (pc, b) = (&pieces[i], &bufs[pieces[i].param]);
+            // SAFETY: `fusable` checked that every gradient is a contiguous CPU tensor of f32 or
+            // f64 (`b.double` says which); nothing writes them while their squares are summed.
+            let sq = unsafe {
+                if b.double {
+                    crate::fused::sum_sq(span::<f64>(b.g, pc.start..pc.end))
+                } else {
+                    crate::fused::sum_sq(span::<f32>(b.g, pc.start..pc.end))
+                }
+            };
+            sums[i].store(sq.to_bits(), std::sync::atomic::Ordering::Relaxed);
+        });
+        let plain: f64 = sums.iter().map(|s| f64::from_bits(s.load(std::sync::atomic::Ordering::Relaxed))).sum();
+        // Each projection removes its rows' radial parts, `dots^2 / ||p||^2` (Pythagoras); never
+        // below zero where rounding would take it there.
+        // SAFETY: as above, for the projections' rows (`fusable` checked them too).
+        let radial: f64 = self
+            .pending
             .iter()
-            .map(|g| unsafe {
-                match g.kind() {
-                    Kind::Float => crate::fused::sum_sq(data::<f32>(g)),
-                    _ => crate::fused::sum_sq(data::<f64>(g)),
+            .flatten()
+            .map(|r| unsafe {
+                match r.dots.kind() {
+                    Kind::Float => r.coefs::<f32>().1,
+                    _ => r.coefs::<f64>().1,
                 }
             })
             .sum();
+        let sq = (plain - radial).max(0.0);
         let norm = sq.sqrt();
         let coef = max_norm.map_or(1.0, |m| (m / (norm + 1e-6)).min(1.0));
-        self.step_fused(&grads, coef);
+        self.step_fused(&bufs, &pieces, coef);
         norm
     }
 
@@ -345,64 +528,142 @@ impl Optimizer {
         let ok = |t: &Tensor, kind: Kind| {
             t.defined() && t.device() == tch::Device::Cpu && t.kind() == kind && t.is_contiguous()
         };
-        self.params.iter().zip(&self.state).all(|(p, st)| {
+        self.params.iter().zip(&self.state).zip(&self.pending).all(|((p, st), c)| {
             let kind = p.kind();
             matches!(kind, Kind::Float | Kind::Double)
                 && ok(p, kind)
                 && ok(&p.grad(), kind)
                 && st.named().iter().all(|(_, t)| ok(t, kind))
+                && c.as_ref().is_none_or(|r| ok(&r.dots, kind) && ok(&r.norms, kind))
         })
     }
 
-    /// The one-pass CPU update of every parameter, its gradients scaled by `gscale` as read.
-    fn step_fused(&mut self, grads: &[Tensor], gscale: f64) {
-        use crate::fused::{adam, adamax, AdamStep, AdamaxStep};
-        self.step += 1;
-        self.advance_device_step();
-        let t = self.step as f64;
-        let lr = self.lr;
-        for ((p, g), st) in self.params.iter().zip(grads).zip(&self.state) {
-            macro_rules! run {
-                ($ty:ty) => {
-                    match (self.kind, st) {
-                        (OptimizerKind::Adam { beta1, beta2, eps }, ParamState::Adam { exp_avg, exp_avg_sq }) => {
-                            let s = AdamStep {
-                                gscale,
-                                beta1,
-                                beta2,
-                                step_size: lr / (1.0 - beta1.powf(t)),
-                                bc2_sqrt: (1.0 - beta2.powf(t)).sqrt(),
-                                eps,
-                            };
-                            // SAFETY: `fusable` checked that every tensor is a contiguous CPU
-                            // tensor of `$ty`; a parameter, its gradient and its two state
-                            // buffers are four distinct storages, and nothing else touches
-                            // them during the step.
-                            unsafe { adam::<$ty>(data_mut(p), data(g), data_mut(exp_avg), data_mut(exp_avg_sq), s) }
-                        }
-                        (OptimizerKind::Adamax { beta1, beta2, eps }, ParamState::Adamax { exp_avg, exp_inf }) => {
-                            let s = AdamaxStep { gscale, beta1, beta2, clr: lr / (1.0 - beta1.powf(t)), eps };
-                            // SAFETY: as for Adam above.
-                            unsafe { adamax::<$ty>(data_mut(p), data(g), data_mut(exp_avg), data_mut(exp_inf), s) }
-                        }
-                        _ => unreachable!("fusable: Adam or Adamax, with their own state"),
+    /// The fused kernels' view of every parameter (with its gradient `grads[i]`, state and
+    /// pending projection), and the pieces of work they split into: pieces of about
+    /// `len / (8 threads)` elements, on row boundaries where a projection needs whole rows.
+    /// Needs [`Optimizer::fusable`].
+    fn pieces(&self, grads: &[Tensor]) -> (Vec<Buffers>, Vec<Piece>) {
+        let bufs: Vec<Buffers> = self
+            .params
+            .iter()
+            .zip(grads)
+            .zip(&self.state)
+            .zip(&self.pending)
+            .map(|(((p, g), st), c)| {
+                let named = st.named();
+                let double = p.kind() == Kind::Double;
+                // SAFETY: `fusable` checked the projection's tensors are of the parameter's kind.
+                let coef = c.as_ref().map(|r| unsafe {
+                    if double {
+                        r.coefs::<f64>().0
+                    } else {
+                        r.coefs::<f32>().0
                     }
-                };
-            }
-            match p.kind() {
-                Kind::Float => run!(f32),
-                _ => run!(f64),
+                });
+                let len = p.numel();
+                let row = coef.as_ref().map_or(1, |c| len / c.len().max(1));
+                let addr = |t: &Tensor| t.data_ptr() as usize;
+                Buffers { p: addr(p), g: addr(g), s1: addr(named[0].1), s2: addr(named[1].1), len, double, coef, row }
+            })
+            .collect();
+        let total: usize = bufs.iter().map(|b| b.len).sum();
+        let target = (total / (8 * tch::get_num_threads().max(1) as usize)).max(1 << 14);
+        let mut pieces = Vec::new();
+        for (param, b) in bufs.iter().enumerate() {
+            let unit = if b.coef.is_some() { b.row.max(1) } else { 64 };
+            let per = target.div_ceil(unit) * unit;
+            let mut start = 0;
+            while start < b.len {
+                let end = (start + per).min(b.len);
+                pieces.push(Piece { param, start, end });
+                start = end;
             }
         }
+        (bufs, pieces)
+    }
+
+    /// The one-pass CPU update of every parameter, its gradients scaled by `gscale` as read,
+    /// its pieces spread over the intra-op threads.
+    fn step_fused(&mut self, bufs: &[Buffers], pieces: &[Piece], gscale: f64) {
+        use crate::fused::{adam, adamax, AdamStep, AdamaxStep, Real};
+        self.step += 1;
+        self.advance_device_step();
+        let (t, lr) = (self.step as f64, self.lr);
+        #[derive(Clone, Copy)]
+        enum Rule {
+            Adam(AdamStep),
+            Adamax(AdamaxStep),
+        }
+        let rule = match self.kind {
+            OptimizerKind::Adam { beta1, beta2, eps } => Rule::Adam(AdamStep {
+                gscale,
+                beta1,
+                beta2,
+                step_size: lr / (1.0 - beta1.powf(t)),
+                bc2_sqrt: (1.0 - beta2.powf(t)).sqrt(),
+                eps,
+            }),
+            OptimizerKind::Adamax { beta1, beta2, eps } => {
+                Rule::Adamax(AdamaxStep { gscale, beta1, beta2, clr: lr / (1.0 - beta1.powf(t)), eps })
+            }
+            OptimizerKind::RmsProp { .. } => unreachable!("fusable: Adam or Adamax"),
+        };
+        fn piece<T: Real>(b: &Buffers, pc: &Piece, rule: Rule) -> Vec<f64> {
+            let r = pc.start..pc.end;
+            // SAFETY: `fusable` checked that every buffer is a contiguous CPU tensor of `T`; a
+            // parameter, its gradient and its two state buffers are distinct storages; pieces
+            // do not overlap, and nothing else touches the buffers during the step.
+            let (p, g, m, v) = unsafe {
+                (
+                    span_mut::<T>(b.p, r.clone()),
+                    span::<T>(b.g, r.clone()),
+                    span_mut::<T>(b.s1, r.clone()),
+                    span_mut::<T>(b.s2, r),
+                )
+            };
+            let coef: Option<Vec<T>> =
+                b.coef.as_ref().map(|c| c[pc.start / b.row..pc.end / b.row].iter().map(|&x| T::of(x)).collect());
+            let mut row_sq = vec![0f64; coef.as_ref().map_or(0, Vec::len)];
+            match rule {
+                Rule::Adam(s) => adam::<T>(p, g, m, v, s, coef.as_deref(), &mut row_sq),
+                Rule::Adamax(s) => adamax::<T>(p, g, m, v, s, coef.as_deref(), &mut row_sq),
+            }
+            row_sq
+        }
+        let row_sq: Vec<std::sync::Mutex<Vec<f64>>> = pieces.iter().map(|_| Default::default()).collect();
+        for_pieces(pieces.len(), &|i| {
+            let (pc, b) = (&pieces[i], &bufs[pieces[i].param]);
+            let sums = if b.double { piece::<f64>(b, pc, rule) } else { piece::<f32>(b, pc, rule) };
+            *row_sq[i].lock().unwrap_or_else(|e| e.into_inner()) = sums;
+        });
+        // The projected parameters' row norms, from their pieces in order.
+        let mut norms: Vec<Vec<f64>> = vec![Vec::new(); self.params.len()];
+        for (pc, sq) in pieces.iter().zip(row_sq) {
+            norms[pc.param].extend(sq.into_inner().unwrap_or_else(|e| e.into_inner()).into_iter().map(f64::sqrt));
+        }
+        self.row_norms = self
+            .params
+            .iter()
+            .zip(&self.pending)
+            .zip(norms)
+            .map(|((p, c), n)| {
+                let version = crate::ext::multi_tensor::version(p).ok()?;
+                c.as_ref().map(|_| (Tensor::from_slice(&n).to_kind(p.kind()), version))
+            })
+            .collect();
+        self.pending.iter_mut().for_each(|t| *t = None);
     }
 
     /// Apply one update with the current gradients.
     pub fn step(&mut self) {
         if self.fusable() {
             let grads: Vec<Tensor> = self.params.iter().map(|p| p.grad()).collect();
-            self.step_fused(&grads, 1.0);
+            let (bufs, pieces) = self.pieces(&grads);
+            self.step_fused(&bufs, &pieces, 1.0);
             return;
         }
+        self.settle();
+        self.row_norms.iter_mut().for_each(|n| *n = None);
         self.step += 1;
         self.advance_device_step();
         let f = Factors::host(self.kind, self.lr, self.step as f64);
@@ -461,18 +722,6 @@ impl Optimizer {
 unsafe fn data<T>(t: &Tensor) -> &[T] {
     // SAFETY: the caller's contract: `numel` elements of `T` at `data_ptr`, not written meanwhile.
     unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel()) }
-}
-
-/// A contiguous CPU tensor's elements, writable through a shared `&Tensor` (tch hands out
-/// storage only that way).
-///
-/// # Safety
-/// As for [`data`], and no other slice or tensor op may read or write the same storage while
-/// this one lives (the caller guarantees the storages it views are pairwise distinct).
-#[allow(clippy::mut_from_ref)]
-unsafe fn data_mut<T>(t: &Tensor) -> &mut [T] {
-    // SAFETY: the caller's contract: `numel` elements of `T` at `data_ptr`, no other view.
-    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut T, t.numel()) }
 }
 
 #[cfg(test)]
@@ -539,6 +788,111 @@ mod tests {
                 0.001,
             ),
         ]
+    }
+
+    /// A row projection given to the optimizer (weight norm's share of `dL/dv`) gives the step
+    /// the projected gradient, on every path, as if it had been made beforehand: the fused CPU
+    /// kernels add the term as they read and take the norm by Pythagoras, the others project
+    /// first; the norm is the projected gradient's.
+    #[test]
+    fn row_projections_equal_projections_made_beforehand() {
+        // [64, 1024]: the fused step splits it into pieces of whole rows, over two threads.
+        tch::set_num_threads(2);
+        for (shape, (name, kind, lr)) in
+            [[5i64, 7], [64, 1024]].into_iter().flat_map(|s| kinds().into_iter().map(move |k| (s, k)))
+        {
+            for max_norm in [None, Some(0.5)] {
+                tch::manual_seed(8);
+                let init = Tensor::randn(shape, (Kind::Float, Device::Cpu));
+                // (deferred, fused, path): path 0 clip_and_step, 1 clip then step, 2 on the device.
+                let runs: Vec<(Tensor, f64)> =
+                    [(false, false, 0), (true, true, 0), (true, false, 0), (true, true, 1), (true, true, 2)]
+                        .into_iter()
+                        .map(|(deferred, fused, how)| {
+                            let p = init.copy().set_requires_grad(true);
+                            let bias = Tensor::ones([3], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+                            let params = vec![("p".into(), p.shallow_clone()), ("q".into(), bias.shallow_clone())];
+                            let mut opt = Optimizer::new(kind, lr, params);
+                            (opt.fused, opt.multi_tensor) = (fused, fused);
+                            opt.make_capturable();
+                            let mut norm = 0.0;
+                            for t in 0..6 {
+                                opt.zero_grad();
+                                (((&p * (t as f64 + 1.0)).sin() * 3.0).sum(Kind::Float)
+                                    + bias.square().sum(Kind::Float))
+                                .backward();
+                                // g . p and ||p|| per row, as weight norm knows them.
+                                let norms = p.detach().norm_scalaropt_dim(2.0, [1i64].as_slice(), false);
+                                let dots =
+                                    (p.grad() * p.detach()).sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+                                let coef = -(&dots / norms.square());
+                                if deferred {
+                                    opt.project_rows(&p, &dots, &norms).unwrap();
+                                } else {
+                                    let _ = tch::no_grad(|| p.grad().addcmul_(&p, &coef.view([-1, 1])));
+                                }
+                                norm = match how {
+                                    0 => opt.clip_and_step(max_norm),
+                                    1 => {
+                                        let n = opt.clip_grad_norm(max_norm);
+                                        opt.step();
+                                        n
+                                    }
+                                    _ => {
+                                        let n = opt.clip_grad_norm_on_device(max_norm).unwrap().double_value(&[]);
+                                        opt.step_on_device().unwrap();
+                                        opt.count_step();
+                                        n
+                                    }
+                                };
+                            }
+                            (p.detach(), norm)
+                        })
+                        .collect();
+                for (i, (p, n)) in runs.iter().enumerate().skip(1) {
+                    let diff = f64::try_from((p - &runs[0].0).abs().max()).unwrap();
+                    assert!(diff < 1e-5, "{name} {shape:?} {max_norm:?} run {i}: params differ by {diff}");
+                    assert!(
+                        (n - runs[0].1).abs() < 1e-4 * runs[0].1,
+                        "{name} {shape:?} {max_norm:?} run {i}: norm {n} vs {}",
+                        runs[0].1
+                    );
+                }
+            }
+        }
+        // The rows' norms after a fused step that projected the gradient are the parameter's,
+        // until something else writes it; none without a projection or after an unfused step.
+        for (name, kind, lr) in kinds().into_iter().take(2) {
+            let p = Tensor::randn([4, 9], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+            let mut opt = Optimizer::new(kind, lr, vec![("p".into(), p.shallow_clone())]);
+            let rows = || Tensor::from_slice(&[0.1f32, 0.2, 0.3, 0.4]);
+            let grad = |opt: &mut Optimizer| {
+                opt.zero_grad();
+                (&p * &p).sum(Kind::Float).backward();
+            };
+            grad(&mut opt);
+            opt.project_rows(&p, &rows(), &(rows() + 1.0)).unwrap();
+            opt.clip_and_step(Some(1.0));
+            let norms = opt.row_norms(&p).unwrap_or_else(|| panic!("{name}: no norms after a fused step"));
+            let expect = p.detach().norm_scalaropt_dim(2.0, [1i64].as_slice(), false);
+            assert!(f64::try_from((&norms - &expect).abs().max()).unwrap() < 1e-6, "{name}");
+            let _ = tch::no_grad(|| p.detach().g_mul_scalar_(2.0));
+            assert!(opt.row_norms(&p).is_none(), "{name}: norms kept after the parameter was written");
+            grad(&mut opt);
+            opt.clip_and_step(Some(1.0));
+            assert!(opt.row_norms(&p).is_none(), "{name}: norms without a projection");
+            grad(&mut opt);
+            opt.project_rows(&p, &rows(), &(rows() + 1.0)).unwrap();
+            opt.fused = false;
+            opt.clip_and_step(Some(1.0));
+            assert!(opt.row_norms(&p).is_none(), "{name}: norms from an unfused step");
+        }
+        let p = Tensor::zeros([2, 2], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let mut opt = Optimizer::new(kinds()[0].1, 0.1, vec![("p".into(), p.shallow_clone())]);
+        let (stranger, rows) =
+            (Tensor::zeros([2, 2], (Kind::Float, Device::Cpu)), Tensor::ones([2], (Kind::Float, Device::Cpu)));
+        assert!(opt.project_rows(&stranger, &rows, &rows).is_err(), "not a parameter");
+        assert!(opt.project_rows(&p, &Tensor::ones([3], (Kind::Float, Device::Cpu)), &rows).is_err(), "one per row");
     }
 
     #[test]

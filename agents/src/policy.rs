@@ -2,9 +2,9 @@
 //! checkpoint file) and picks epsilon-greedy actions for one observation at a time. The actors,
 //! the periodic evaluation and `wndqn eval` all act through it.
 //!
-//! It owns the weight-norm scale cache: `g/‖v‖` of every layer is computed once per weight load,
-//! not per step (for weight norm that is a pass over all 1.7M weights that a batch-of-one forward
-//! would otherwise repeat at every step).
+//! Weight norm is baked into its weights at every load ([`QNetwork::fold_weight_norm`]): a
+//! batch-of-one forward pass then costs what a plain network's does, instead of recomputing
+//! `g/‖v‖` (a pass over all 1.7M weights) or scaling every layer's output at every step.
 
 use rand::Rng;
 use tch::{nn, Device, Tensor};
@@ -29,14 +29,15 @@ impl Policy {
     pub fn new(cfg: &QNetConfig) -> Policy {
         let vs = nn::VarStore::new(Device::Cpu);
         let net = QNetwork::new(&vs.root(), cfg);
-        let scales = tch::no_grad(|| net.wn_scales());
+        net.fold_weight_norm();
+        let scales = net.plain_scales();
         let mut shape = vec![1];
         shape.extend_from_slice(&cfg.obs_shape);
         Policy { vs, net, scales, shape, num_actions: cfg.num_actions as usize, loaded: false }
     }
 
     fn loaded_now(&mut self) {
-        self.scales = tch::no_grad(|| self.net.wn_scales());
+        self.net.fold_weight_norm();
         self.loaded = true;
     }
 

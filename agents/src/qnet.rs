@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
-use crate::layers::{Layer, LayerConfig, Param};
+use crate::layers::{Compute, Layer, LayerConfig, Operands, Param};
 
 /// Network parameterization and initialization, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
@@ -100,6 +100,7 @@ pub struct QNetwork {
     convs: Vec<Layer>,
     dense: Vec<Layer>,
     heads: Vec<Layer>,
+    compute: Compute,
 }
 
 impl QNetwork {
@@ -138,16 +139,27 @@ impl QNetwork {
             heads.push(Layer::linear(&p.sub("fc1"), feat, width, lc));
             heads.push(Layer::linear(&p.sub("q"), width, cfg.num_actions, lc));
         }
-        QNetwork { cfg: cfg.clone(), convs, dense, heads }
+        QNetwork { cfg: cfg.clone(), convs, dense, heads, compute: Compute::F32 }
+    }
+
+    /// Compute the forward (and so the backward) passes as `compute` says (f32 by default).
+    pub fn set_compute(&mut self, compute: Compute) {
+        self.compute = compute;
+    }
+
+    /// The computation set by [`QNetwork::set_compute`].
+    pub fn compute(&self) -> Compute {
+        self.compute
     }
 
     /// Network input: `u8` frames become `x / 255`; float input is taken as already in that
-    /// form (see `replay::BatchPrep`).
-    fn prep(&self, obs: &Tensor) -> Tensor {
-        if obs.kind() == Kind::Uint8 {
-            obs.to_kind(Kind::Float) / 255.0
-        } else {
-            obs.to_kind(Kind::Float)
+    /// form (see `replay::BatchPrep`, which makes bf16 frames for a bf16 network), and is f32
+    /// for an f32 computation.
+    fn prep(obs: &Tensor, compute: Compute) -> Tensor {
+        match obs.kind() {
+            Kind::Uint8 => obs.to_kind(Kind::Float) / 255.0,
+            Kind::BFloat16 if compute != Compute::F32 => obs.shallow_clone(),
+            _ => obs.to_kind(Kind::Float),
         }
     }
 
@@ -161,15 +173,59 @@ impl QNetwork {
         self.layers().map(|l| l.wn_scale()).collect()
     }
 
+    /// Bake weight norm into the weights, in place: every `v` becomes its effective weight
+    /// `g v / ||v||`; then a forward pass with no scales ([`QNetwork::plain_scales`]) runs the
+    /// same function at a plain network's cost. For acting copies, which only run forward
+    /// passes between weight loads.
+    pub fn fold_weight_norm(&self) {
+        tch::no_grad(|| {
+            for l in self.layers() {
+                if l.g.is_some() {
+                    l.weight.shallow_clone().copy_(&l.effective_weight());
+                }
+            }
+        });
+    }
+
+    /// No scale for any layer: [`QNetwork::forward_scaled`] then runs every layer as a plain
+    /// one (after [`QNetwork::fold_weight_norm`]).
+    pub fn plain_scales(&self) -> Vec<Option<Tensor>> {
+        self.layers().map(|_| None).collect()
+    }
+
     /// [`QNetwork::wn_scales`] for a gradient step: the norms are held constant for autograd
     /// (see [`Layer::wn_scale_const_norm`]); call [`QNetwork::complete_wn_grads`] with the
     /// returned norms after `backward()`.
-    pub fn wn_train_scales(&self) -> (Vec<Option<Tensor>>, Vec<Option<Tensor>>) {
-        self.layers().map(|l| l.wn_scale_const_norm().map_or((None, None), |(s, n)| (Some(s), Some(n)))).unzip()
+    /// `known_norm(v)` gives `||v||` row by row where the caller knows it (from the last
+    /// optimizer step), else None.
+    pub fn wn_train_scales(
+        &self,
+        known_norm: &dyn Fn(&Tensor) -> Option<Tensor>,
+    ) -> (Vec<Option<Tensor>>, Vec<Option<Tensor>>) {
+        self.layers()
+            .map(|l| {
+                let known = l.g.as_ref().and_then(|_| known_norm(&l.weight));
+                l.wn_scale_const_norm(known).map_or((None, None), |(s, n)| (Some(s), Some(n)))
+            })
+            .unzip()
     }
 
-    /// Add the norm's share of every `v` gradient (paper eq. 3) after a backward pass through
-    /// [`QNetwork::wn_train_scales`].
+    /// The norm's share of every `v` gradient (paper eq. 3) after a backward pass through
+    /// [`QNetwork::wn_train_scales`], as `(v, v.grad . v, ||v||)` row by row: `dL/dv` is
+    /// `v.grad` without its component along each row of `v` ([`Layer::v_grad_dots`]), for the
+    /// optimizer to remove (`Optimizer::project_rows`).
+    pub fn wn_grad_terms(&self, norms: &[Option<Tensor>]) -> Vec<(Tensor, Tensor, Tensor)> {
+        self.layers()
+            .zip(norms)
+            .filter_map(|(l, n)| {
+                let n = n.as_ref()?;
+                l.v_grad_dots().map(|d| (l.weight.shallow_clone(), d, n.shallow_clone()))
+            })
+            .collect()
+    }
+
+    /// Add the norm's share of every `v` gradient (paper eq. 3) now, after a backward pass
+    /// through [`QNetwork::wn_train_scales`].
     pub fn complete_wn_grads(&self, norms: &[Option<Tensor>]) {
         for (l, n) in self.layers().zip(norms) {
             if let Some(n) = n {
@@ -178,16 +234,16 @@ impl QNetwork {
         }
     }
 
-    /// Run the network. `how` picks, per layer index, plain forward, forward with a given scale,
-    /// or data-dependent init.
-    fn run(&self, obs: &Tensor, how: &dyn Fn(usize, &Layer, &Tensor) -> Tensor) -> Tensor {
+    /// Run the network on input `x` (from [`QNetwork::prep`]). `how` picks, per layer index,
+    /// plain forward, forward with given operands, or data-dependent init.
+    fn run(&self, x: Tensor, how: &dyn Fn(usize, &Layer, &Tensor) -> Tensor) -> Tensor {
         let mut idx = 0;
         let mut step = |l: &Layer, x: &Tensor| {
             let y = how(idx, l, x);
             idx += 1;
             y
         };
-        let mut x = self.prep(obs);
+        let mut x = x;
         for l in &self.convs {
             x = step(l, &x).relu();
         }
@@ -210,19 +266,36 @@ impl QNetwork {
 
     /// Q-values `[B, A]`. `train` matters only for mean-only BN layers.
     pub fn forward_t(&self, obs: &Tensor, train: bool) -> Tensor {
-        self.run(obs, &|_, l, x| l.forward_t(x, train))
+        self.run(Self::prep(obs, Compute::F32), &|_, l, x| l.forward_t(x, train))
     }
 
-    /// Q-values with precomputed [`QNetwork::wn_scales`].
+    /// Q-values (f32) with precomputed [`QNetwork::wn_scales`], computed as
+    /// [`QNetwork::set_compute`] said.
     pub fn forward_scaled(&self, obs: &Tensor, train: bool, scales: &[Option<Tensor>]) -> Tensor {
-        self.run(obs, &|i, l, x| l.forward_scaled(x, train, scales[i].as_ref()))
+        self.forward_with(obs, train, &self.operands(scales))
+    }
+
+    /// Every layer's [`Operands`] for the given scales, in this network's computation: make
+    /// once, use for every forward pass until the weights change.
+    pub fn operands(&self, scales: &[Option<Tensor>]) -> Vec<Operands> {
+        self.layers().zip(scales).map(|(l, s)| l.operands(s.as_ref(), self.compute)).collect()
+    }
+
+    /// Q-values (f32) with operands from [`QNetwork::operands`].
+    pub fn forward_with(&self, obs: &Tensor, train: bool, ops: &[Operands]) -> Tensor {
+        let q = self.run(Self::prep(obs, self.compute), &|i, l, x| l.forward_with(x, train, &ops[i], self.compute));
+        if q.kind() == Kind::Float {
+            q
+        } else {
+            q.to_kind(Kind::Float)
+        }
     }
 
     /// Data-dependent init (paper Section 3) on a batch of real observations: every layer, in
     /// order, gets pre-activations of mean 0 and std `init_scale` on this batch.
     pub fn data_init(&self, obs: &Tensor, init_scale: f64) {
         tch::no_grad(|| {
-            let _ = self.run(obs, &|_, l, x| l.data_init(x, init_scale));
+            let _ = self.run(Self::prep(obs, Compute::F32), &|_, l, x| l.data_init(x, init_scale));
         });
     }
 
@@ -303,7 +376,7 @@ mod tests {
                     t.zero_grad();
                 }
                 if fast {
-                    let (scales, norms) = net.wn_train_scales();
+                    let (scales, norms) = net.wn_train_scales(&|_| None);
                     (net.forward_scaled(&obs, true, &scales) - &target).square().mean(Kind::Float).backward();
                     net.complete_wn_grads(&norms);
                 } else {

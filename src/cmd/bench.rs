@@ -85,6 +85,17 @@ pub struct LearnerBench {
     /// the CPU.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub cuda_graph: bool,
+    /// What the forward and backward passes compute in (`learner.precision`).
+    #[arg(long, value_enum, default_value = "fp32")]
+    pub precision: crate::config::Precision,
+    /// bf16: run the convolutions in channels-last memory format (the learner does).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub channels_last: bool,
+    /// Time this variant too, its updates taking turns with `--variant`'s (A B B A ..., same
+    /// batch, eager), and print the ratio of the two median update times: what one variant
+    /// costs over the other, with the machine's drift cancelled out.
+    #[arg(long, value_enum)]
+    pub vs: Option<Variant>,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -337,15 +348,26 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     tch::set_num_threads(threads as i32);
     tch::manual_seed(0);
     let (mut dqn, shape) = bench_dqn(b.network, variant, device)?;
+    let compute = match b.precision.compute(device)? {
+        wndqn_agents::layers::Compute::Bf16 { .. } => {
+            wndqn_agents::layers::Compute::Bf16 { channels_last: b.channels_last }
+        }
+        c => c,
+    };
+    dqn.set_compute(compute);
     let batch = match &b.game {
         Some(game) if b.network == Arch::Nature => game_batch(game, b.batch, rom_dir)?,
         Some(_) => bail!("--game needs --network nature"),
         None => synthetic_batch(&shape, b.batch),
     };
     // As in training: the batch as the replay thread hands it to this device's learner.
-    let prep = BatchPrep::for_device(device);
+    let prep = BatchPrep::for_device(device).computing(compute);
     let host = prep.host(batch);
     let batch = prep.to_learner(host.shallow_clone());
+    if let Some(other) = b.vs {
+        drop(dqn);
+        return bench_learner_pair(&b, [variant, other], compute, device, &batch, threads);
+    }
     if variant.data_init() {
         dqn.data_init(&batch.obs, 1.0);
     }
@@ -384,18 +406,94 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     if b.json {
         out!(
             "{}",
-            json!({"updates_per_sec": ups, "variant": variant.name(), "network": b.network, "cuda_graph": graph_used, "obs": b.game.as_deref().unwrap_or("noise"), "device": device_name(device), "threads": threads, "batch": b.batch, "updates": n, "seconds": secs})
+            json!({"updates_per_sec": ups, "variant": variant.name(), "network": b.network, "cuda_graph": graph_used, "obs": b.game.as_deref().unwrap_or("noise"), "device": device_name(device), "threads": threads, "batch": b.batch, "updates": n, "seconds": secs, "precision": b.precision.name(), "channels_last": b.channels_last})
         );
     } else {
         out!(
-            "{} {} on {}{} ({} threads): {:.1} updates/s (batch {}, double DQN, Adam)",
+            "{} {} {} on {}{} ({} threads): {:.1} updates/s (batch {}, double DQN, Adam)",
             b.network.name(),
             variant.name(),
+            b.precision.name(),
             device_name(device),
             if graph_used { ", CUDA graph" } else { "" },
             threads,
             ups,
             b.batch
+        );
+    }
+    Ok(())
+}
+
+/// `bench learner --vs`: the two variants' updates in turn (A B B A ...), each timed; the
+/// medians and their ratio. Where a network's memory lies changes its speed by a few percent
+/// (the first one built was up to 8% slower than the second, whichever variant it was), so
+/// half the time runs with A built first and half with B built first.
+fn bench_learner_pair(
+    b: &LearnerBench,
+    variants: [Variant; 2],
+    compute: wndqn_agents::layers::Compute,
+    device: Device,
+    batch: &TensorBatch,
+    threads: usize,
+) -> Result<()> {
+    let build = |v: Variant| -> Result<Dqn> {
+        tch::manual_seed(0);
+        let (mut dqn, _) = bench_dqn(b.network, v, device)?;
+        dqn.set_compute(compute);
+        if v.data_init() {
+            dqn.data_init(&batch.obs, 1.0);
+        }
+        Ok(dqn)
+    };
+    let mut times = [Vec::new(), Vec::new()];
+    for built_first in [0usize, 1] {
+        let order = [built_first, 1 - built_first];
+        let mut nets = Vec::new();
+        for k in order {
+            nets.push((k, build(variants[k])?));
+        }
+        let t0 = Instant::now();
+        let mut i = 0u64;
+        while t0.elapsed().as_secs_f64() < b.seconds / 2.0 || i < 10 {
+            // A B, then B A: an update pays for what the one before it left in the caches, so
+            // each goes first half the time.
+            let turn = if i.is_multiple_of(2) { [0, 1] } else { [1, 0] };
+            for n in turn {
+                let (k, dqn) = &mut nets[n];
+                let t = Instant::now();
+                dqn.update(batch);
+                if let Device::Cuda(index) = device {
+                    tch::Cuda::synchronize(index as i64);
+                }
+                if i >= 5 {
+                    times[*k].push(t.elapsed().as_secs_f64());
+                }
+            }
+            i += 1;
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let count = times[0].len();
+    let [a, o] = times.map(median);
+    let ratio = a / o;
+    let [va, vo] = variants.map(Variant::name);
+    if b.json {
+        out!(
+            "{}",
+            json!({"variant": va, "vs": vo, "median_ms": a * 1e3, "vs_median_ms": o * 1e3, "ratio": ratio, "updates_each": count, "network": b.network, "device": device_name(device), "threads": threads, "batch": b.batch, "precision": b.precision.name(), "channels_last": b.channels_last})
+        );
+    } else {
+        out!(
+            "{} {} on {} ({} threads), {count} updates each, in turn: {va} {:.2} ms, {vo} {:.2} ms per update (medians): {va} takes {ratio:.3}x the time of {vo}",
+            b.network.name(),
+            b.precision.name(),
+            device_name(device),
+            threads,
+            a * 1e3,
+            o * 1e3,
         );
     }
     Ok(())

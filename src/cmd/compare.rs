@@ -254,12 +254,12 @@ pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&P
     let dirs = results::distinct(&dirs);
     let runs: Vec<RunResult> = dirs.iter().map(|d| results::load(d, cmd.allow_unfinished)).collect::<Result<_>>()?;
     for (i, a) in runs.iter().enumerate() {
-        if let Some(b) = runs[..i].iter().find(|b| (&b.env, &b.variant, b.seed) == (&a.env, &a.variant, a.seed)) {
+        if let Some(b) = runs[..i].iter().find(|b| (&b.env, b.arm(), b.seed) == (&a.env, a.arm(), a.seed)) {
             say!(
                 "warning: {} and {} are both {} seed {} (a copy of one run?): seeds of a comparison should differ",
                 b.dir.display(),
                 a.dir.display(),
-                a.variant,
+                a.arm(),
                 a.seed
             );
         }
@@ -271,7 +271,7 @@ pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&P
     let threshold = cmd.threshold.or_else(|| wndqn_envs::ids::is_cartpole(&env_name).then_some(195.0));
     let mut by_variant: BTreeMap<String, Vec<&RunResult>> = BTreeMap::new();
     for r in &runs {
-        by_variant.entry(r.variant.clone()).or_default().push(r);
+        by_variant.entry(r.arm()).or_default().push(r);
     }
     let total = runs.iter().map(|r| r.total_steps).max().unwrap_or(1);
     let rows: Vec<(String, Row)> = by_variant
@@ -296,14 +296,22 @@ pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&P
     std::fs::write(out.join("table.csv"), &csv)?;
     let listing: String = runs
         .iter()
-        .map(|r| format!("{}\t{}{}\n", r.variant, r.dir.display(), if r.complete { "" } else { "\t(unfinished)" }))
+        .map(|r| format!("{}\t{}{}\n", r.arm(), r.dir.display(), if r.complete { "" } else { "\t(unfinished)" }))
         .collect();
     std::fs::write(out.join("runs.txt"), listing)?;
+    let mut curves = String::from("variant,env_step,mean_return,band_low,band_high\n");
+    for (v, row) in &rows {
+        let c = &row.curve;
+        for (((x, m), lo), hi) in c.x.iter().zip(&c.mean).zip(&c.lo).zip(&c.hi) {
+            curves.push_str(&format!("{v},{x:.0},{m},{lo},{hi}\n"));
+        }
+    }
+    std::fs::write(out.join("curves.csv"), curves)?;
     let series: Vec<Series> = rows.into_iter().map(|(_, r)| r.curve).collect();
     let title = format!("{env_name}: episodic return (mean over seeds, 95% band)");
     line_plot(&out.join("curves.png"), &title, "env steps", "return", &series)?;
     out!("{md}");
-    out!("written: {}/{{table.md, table.csv, curves.png, runs.txt}}", out.display());
+    out!("written: {}/{{table.md, table.csv, curves.png, curves.csv, runs.txt}}", out.display());
     out!(
         "side by side in TensorBoard (HPARAMS tab, variant column): .venv/bin/tensorboard --logdir {}",
         crate::util::shell_quote(&parent.display().to_string())

@@ -153,6 +153,7 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
     }
     let mut cfg = resolve_config(args)?;
     let device = args.device.resolve()?;
+    cfg.learner.precision.compute(device)?;
     let (env_id, env_cfg) = cfg.env.resolve(args.rom_dir.as_deref())?;
     cfg.env = env_cfg;
     crate::memory::check(&cfg, 1)?;
@@ -194,6 +195,7 @@ fn hparams(cfg: &Config) -> Vec<(String, HParam)> {
         ("replay_ratio".into(), HParam::Num(cfg.learner.replay_ratio)),
         ("num_actors".into(), HParam::Num(cfg.actors.num_actors as f64)),
         ("total_env_steps".into(), HParam::Num(cfg.run.total_env_steps as f64)),
+        ("precision".into(), HParam::Str(cfg.learner.precision.name().into())),
     ]
 }
 
@@ -262,7 +264,8 @@ fn build(cfg: Config, env_id: &EnvId, device: Device, generation: u64) -> Result
     let kind = envs[0].obs_kind();
     let net = net_config(&cfg, kind, envs[0].num_actions());
     tch::manual_seed(seeds::derive(gseed, Stream::NetworkInit) as i64);
-    let dqn = Dqn::new(&net, cfg.agent.dqn(), device);
+    let mut dqn = Dqn::new(&net, cfg.agent.dqn(), device);
+    dqn.set_compute(cfg.learner.precision.compute(device)?);
     let memory = Arc::new(new_memory(&cfg, kind));
     let shared = Arc::new(Shared::default());
     shared.actors_running.store(n as u64, Ordering::SeqCst);
@@ -437,7 +440,7 @@ fn replay_spec(p: &Parts, device: Device) -> replay::ReplaySpec {
         warmup: p.cfg.replay.warmup_steps,
         obs_shape: p.kind.shape(),
         seed: seeds::derive(p.gseed, Stream::ReplaySampling),
-        prep: wndqn_agents::replay::BatchPrep::for_device(device),
+        prep: wndqn_agents::replay::BatchPrep::for_device(device).computing(p.dqn.online.compute()),
         idle_priority: p.cfg.learner.exclusive_cpu,
     }
 }

@@ -196,6 +196,7 @@ pub const SAFE_ON_RESUME: &[&str] = &[
     "learner.prefetch",
     "learner.exclusive_cpu",
     "learner.cuda_graph",
+    "learner.precision",
     "log.",
 ];
 

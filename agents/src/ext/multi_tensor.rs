@@ -37,6 +37,17 @@ extern "C" {
         err: *mut c_char,
         cap: usize,
     ) -> c_int;
+    fn wmt_version(t: *mut C_tensor, out: *mut i64, err: *mut c_char, cap: usize) -> c_int;
+}
+
+/// `t`'s version counter: every in-place tensor op on `t` or a view of it advances it (writes
+/// through a raw pointer, as [`crate::fused`]'s kernels make, do not). A value computed from
+/// `t` stays valid while the counter has not moved.
+pub fn version(t: &Tensor) -> Result<i64> {
+    let mut v = 0i64;
+    // SAFETY: a live tensor handle for the call; `v` outlives it.
+    call("tensor version", |e, n| unsafe { wmt_version(t.as_ptr() as *mut C_tensor, &mut v, e, n) })?;
+    Ok(v)
 }
 
 /// The global L2 norm of `grads` (a device scalar); with `max_norm`, every gradient is scaled

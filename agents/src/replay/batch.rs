@@ -5,6 +5,7 @@
 use tch::{Device, Kind, Tensor};
 
 use super::Element;
+use crate::layers::Compute;
 
 /// A sampled minibatch, still in host memory.
 #[derive(Debug, Clone)]
@@ -45,6 +46,36 @@ fn scaled_frames(px: &[u8], shape: &[i64]) -> Tensor {
     Tensor::from_slice(&f).view(shape)
 }
 
+/// The bits of `x` rounded to bf16, to nearest, ties to even (libtorch's rounding; no NaN here).
+fn bf16_bits(x: f32) -> u16 {
+    let b = x.to_bits();
+    ((b + 0x7FFF + ((b >> 16) & 1)) >> 16) as u16
+}
+
+/// `u8` frames `[B, C, H, W]` as a bf16 network's input: `x / 255` rounded to bf16 (what the
+/// network's own cast of the `f32` input gives, bit for bit), and in channels-last memory
+/// format when `channels_last` (the layout its first convolution takes), so that the learner
+/// casts and transposes nothing.
+fn bf16_frames(px: &[u8], shape: &[i64], channels_last: bool) -> Tensor {
+    let lut: [i16; 256] = std::array::from_fn(|i| bf16_bits(i as f32 / 255.0) as i16);
+    if !channels_last || shape.len() != 4 {
+        let f: Vec<i16> = px.iter().map(|&x| lut[x as usize]).collect();
+        return Tensor::from_slice(&f).view_dtype(Kind::BFloat16).view(shape);
+    }
+    let [b, c, h, w] = [0, 1, 2, 3].map(|i| shape[i] as usize);
+    let plane = h * w;
+    let mut f = vec![0i16; px.len()];
+    for (src, dst) in px.chunks_exact(c * plane).zip(f.chunks_exact_mut(c * plane)) {
+        for ch in 0..c {
+            for (p, &x) in src[ch * plane..(ch + 1) * plane].iter().enumerate() {
+                dst[p * c + ch] = lut[x as usize];
+            }
+        }
+    }
+    let nhwc = [b, h, w, c].map(|d| d as i64);
+    Tensor::from_slice(&f).view_dtype(Kind::BFloat16).view(nhwc).permute([0, 3, 1, 2])
+}
+
 impl<T: Element + tch::kind::Element> Batch<T> {
     /// The batch as tensors on `device`; `obs_shape` is one observation's shape (`[4, 84, 84]`).
     pub fn to_tensors(&self, obs_shape: &[i64], device: Device) -> TensorBatch {
@@ -76,18 +107,33 @@ impl<T: Element + tch::kind::Element> Batch<T> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchPrep {
     device: Device,
+    compute: Compute,
 }
 
 impl BatchPrep {
-    /// Batches for a learner on `device`.
+    /// Batches for an f32 learner on `device`.
     pub fn for_device(device: Device) -> BatchPrep {
-        BatchPrep { device }
+        BatchPrep { device, compute: Compute::F32 }
+    }
+
+    /// Batches for a learner computing as `compute` says: on the CPU, bf16 frames for a bf16
+    /// network.
+    pub fn computing(self, compute: Compute) -> BatchPrep {
+        BatchPrep { compute, ..self }
+    }
+
+    /// Scale `u8` frames for a CPU learner.
+    fn cpu_frames(&self, px: &[u8], shape: &[i64]) -> Tensor {
+        match self.compute {
+            Compute::F32 => scaled_frames(px, shape),
+            Compute::Bf16 { channels_last } => bf16_frames(px, shape, channels_last),
+        }
     }
 
     /// A sampled frame batch as host tensors, ready for the learner's side.
     pub fn host_frames(&self, b: &Batch<u8>, obs_shape: &[i64]) -> TensorBatch {
         match self.device {
-            Device::Cpu => b.with_obs(obs_shape, Device::Cpu, scaled_frames),
+            Device::Cpu => b.with_obs(obs_shape, Device::Cpu, |px, shape| self.cpu_frames(px, shape)),
             _ => self.host(b.to_tensors(obs_shape, Device::Cpu)),
         }
     }
@@ -97,7 +143,7 @@ impl BatchPrep {
     pub fn host(&self, b: TensorBatch) -> TensorBatch {
         let scale = |t: Tensor| {
             let px = Vec::<u8>::try_from(t.contiguous().view(-1)).expect("u8 frames");
-            scaled_frames(&px, &t.size())
+            self.cpu_frames(&px, &t.size())
         };
         match self.device {
             Device::Cpu if b.obs.kind() == Kind::Uint8 => {
@@ -170,5 +216,25 @@ mod tests {
         assert_eq!(sampled.obs.kind(), Kind::Float);
         assert!(sampled.obs.equal(&network) && tensor.obs.equal(&network) && tensor.next_obs.equal(&network));
         assert_eq!(sampled.obs.max().double_value(&[]), 1.0);
+    }
+
+    /// bf16 frames, channels-last or not: the values of the network's own cast of its `f32`
+    /// input, bit for bit, in the layout a channels-last cast gives.
+    #[test]
+    fn bf16_frames_are_the_networks_own_cast_bit_for_bit() {
+        let px: Vec<u8> = (0..2 * 3 * 5 * 7).map(|i| (i * 37 % 256) as u8).collect();
+        let shape = [2i64, 3, 5, 7];
+        let expect = Tensor::from_slice(&px).view(shape).to_kind(Kind::Float) / 255.0;
+        let expect = expect.to_kind(Kind::BFloat16);
+        for channels_last in [false, true] {
+            let t = bf16_frames(&px, &shape, channels_last);
+            assert_eq!((t.kind(), t.size()), (Kind::BFloat16, shape.to_vec()));
+            assert!(t.equal(&expect), "channels_last={channels_last}");
+            let cl = crate::ext::precision::to(&expect, Kind::BFloat16, true).unwrap();
+            assert_eq!(t.stride() == cl.stride(), channels_last);
+        }
+        let all: Vec<u8> = (0..=255).collect();
+        let t = bf16_frames(&all, &[256], false);
+        assert!(t.equal(&((Tensor::from_slice(&all).to_kind(Kind::Float) / 255.0).to_kind(Kind::BFloat16))));
     }
 }
