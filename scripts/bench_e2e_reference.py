@@ -3,7 +3,9 @@ dqn_atari.py (one env, act / store / every 4th step one update), same settings a
 configs/pong.toml: Gymnasium ALE Pong with the DQN preprocessing (AtariPreprocessing: no-ops,
 frame skip 4 with max-pooling, 84x84 grayscale; 4 stacked frames), Nature CNN, batch 32, double
 DQN, Adam, replay ratio 0.25. Measures env steps/s and updates/s after the warm-up.
-usage: bench_e2e_reference.py [--seconds 60] [--warmup 2000] [--threads 2]
+`--precision bf16` runs the update's forward and backward passes (and the acting forward pass)
+under autocast to bfloat16, with channels-last convolutions: PyTorch's own mixed precision.
+usage: bench_e2e_reference.py [--seconds 60] [--warmup 2000] [--threads 2] [--precision fp32|bf16]
 """
 import argparse
 import json
@@ -20,6 +22,7 @@ p = argparse.ArgumentParser()
 p.add_argument("--seconds", type=float, default=60)
 p.add_argument("--warmup", type=int, default=2000)
 p.add_argument("--threads", type=int, default=2)
+p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 gym.register_envs(ale_py)
@@ -35,6 +38,10 @@ def qnet():
 
 q, tq = qnet(), qnet()
 tq.load_state_dict(q.state_dict())
+bf16 = a.precision == "bf16"
+fmt = torch.channels_last if bf16 else torch.contiguous_format
+q, tq = q.to(memory_format=fmt), tq.to(memory_format=fmt)
+autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 opt = torch.optim.Adam(q.parameters(), lr=1e-4, eps=1.5e-4)
 N = 100_000
 obs_buf = np.zeros((N, 4, 84, 84), np.uint8)
@@ -51,7 +58,7 @@ while True:
     if rng.random() < eps:
         action = env.action_space.sample()
     else:
-        with torch.no_grad():
+        with torch.no_grad(), autocast:
             action = int(q(torch.as_tensor(obs[None]).float() / 255.0).argmax(1))
     nobs, r, term, trunc, _ = env.step(action)
     j = step % N
@@ -64,12 +71,14 @@ while True:
         t_start, s0, u0 = time.perf_counter(), step, updates
     if step > a.warmup and step % 4 == 0:
         idx = rng.integers(0, min(step, N), 32)
-        o, no = torch.as_tensor(obs_buf[idx]).float() / 255.0, torch.as_tensor(next_buf[idx]).float() / 255.0
-        with torch.no_grad():
-            na = q(no).argmax(1, keepdim=True)
-            y = torch.as_tensor(rew_buf[idx]) + 0.99 * (1 - torch.as_tensor(done_buf[idx])) * tq(no).gather(1, na).squeeze(1)
-        qa = q(o).gather(1, torch.as_tensor(act_buf[idx])[:, None]).squeeze(1)
-        loss = F.smooth_l1_loss(qa, y)
+        o = (torch.as_tensor(obs_buf[idx]).float() / 255.0).contiguous(memory_format=fmt)
+        no = (torch.as_tensor(next_buf[idx]).float() / 255.0).contiguous(memory_format=fmt)
+        with autocast:
+            with torch.no_grad():
+                na = q(no).argmax(1, keepdim=True)
+                y = torch.as_tensor(rew_buf[idx]) + 0.99 * (1 - torch.as_tensor(done_buf[idx])) * tq(no).float().gather(1, na).squeeze(1)
+            qa = q(o).float().gather(1, torch.as_tensor(act_buf[idx])[:, None]).squeeze(1)
+            loss = F.smooth_l1_loss(qa, y)
         opt.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(q.parameters(), 10.0)
@@ -80,4 +89,4 @@ while True:
     if t_start is not None and time.perf_counter() - t_start >= a.seconds:
         break
 secs = time.perf_counter() - t_start
-print(json.dumps({"impl": "pytorch-cleanrl-design", "env_steps_per_sec": (step - s0) / secs, "updates_per_sec": (updates - u0) / secs, "seconds": secs, "threads": a.threads}))
+print(json.dumps({"impl": "pytorch-cleanrl-design", "env_steps_per_sec": (step - s0) / secs, "updates_per_sec": (updates - u0) / secs, "seconds": secs, "threads": a.threads, "precision": a.precision}))

@@ -6,6 +6,9 @@ threads. `--variant weight_norm` wraps every layer in torch's weight_norm parame
 `--cuda-graph` (CUDA only) captures the whole update once (forwards, loss, backward, clipping,
 a capturable Adam step) as a CUDA graph and replays it, copying a fresh pinned-host batch into the
 graph's static inputs before each replay: the launch-free upper bound for this update.
+`--precision bf16` runs the forward and backward passes under autocast to bfloat16 (CPU or CUDA):
+what PyTorch users turn on for mixed precision; `--channels-last` puts the convolutions' inputs
+and weights in channels-last memory format, which oneDNN's bf16 kernels prefer.
 Prints one JSON object like `wndqn bench learner --json`.
 """
 import argparse
@@ -23,6 +26,8 @@ p.add_argument("--seconds", type=float, default=10.0)
 p.add_argument("--batch", type=int, default=32)
 p.add_argument("--device", default="cpu")
 p.add_argument("--cuda-graph", action="store_true")
+p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+p.add_argument("--channels-last", action="store_true")
 args = p.parse_args()
 if args.cuda_graph and not args.device.startswith("cuda"):
     p.error("--cuda-graph needs --device cuda")
@@ -47,6 +52,10 @@ def qnet():
 
 online, target = qnet(), qnet()
 target.load_state_dict(online.state_dict())
+fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+if args.channels_last:
+    online, target = online.to(memory_format=fmt), target.to(memory_format=fmt)
+autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
 opt = torch.optim.Adam(online.parameters(), lr=1e-4, eps=1.5e-4, capturable=args.cuda_graph)
 B = args.batch
 obs = torch.randint(0, 256, (B, 4, 84, 84), dtype=torch.uint8, device=dev)
@@ -57,12 +66,13 @@ term = torch.zeros(B, device=dev)
 
 
 def loss_and_step():
-    with torch.no_grad():
-        x = nxt.float() / 255.0
-        a = online(x).argmax(1, keepdim=True)
-        y = rew + 0.99 * (1 - term) * target(x).gather(1, a).squeeze(1)
-    q = online(obs.float() / 255.0).gather(1, act.unsqueeze(1)).squeeze(1)
-    loss = F.smooth_l1_loss(q, y)
+    with autocast:
+        with torch.no_grad():
+            x = (nxt.float() / 255.0).contiguous(memory_format=fmt)
+            a = online(x).argmax(1, keepdim=True)
+            y = rew + 0.99 * (1 - term) * target(x).float().gather(1, a).squeeze(1)
+        q = online((obs.float() / 255.0).contiguous(memory_format=fmt)).float().gather(1, act.unsqueeze(1)).squeeze(1)
+        loss = F.smooth_l1_loss(q, y)
     loss.backward()
     nn.utils.clip_grad_norm_(online.parameters(), 10.0)
     opt.step()
@@ -105,4 +115,5 @@ if dev.type == "cuda":
 secs = time.perf_counter() - t0
 impl = "pytorch-cuda-graph" if args.cuda_graph else "pytorch"
 print(json.dumps({"updates_per_sec": n / secs, "variant": args.variant, "device": args.device,
-                  "threads": args.threads, "batch": B, "updates": n, "seconds": secs, "impl": impl}))
+                  "threads": args.threads, "batch": B, "updates": n, "seconds": secs, "impl": impl,
+                  "precision": args.precision, "channels_last": args.channels_last}))
