@@ -16,7 +16,8 @@
 #      the CUDA-graph extension's tests (capture, replay on new inputs, a bad capture, copy stream)
 #      K graphed updates = K eager updates (every variant, Adam/Adamax/RMSProp)
 #   2. learner updates/s on CUDA, batch 32: wndqn eager and graphed, PyTorch eager and CUDA
-#      graph, plain and weight_norm
+#      graph, plain and weight_norm; wndqn weight_norm graphed in tf32 and bf16, PyTorch's bf16
+#      autocast
 #   3. bench e2e on Pong with (cores - 2) actors
 #   4. a short train on CUDA, eval of its checkpoint, --resume
 set -uo pipefail
@@ -52,6 +53,11 @@ for v in plain weight_norm; do
     record "$("$PY" scripts/bench_learner_reference.py --device $DEV --variant $v --seconds "$S" 2>&1 | tail -n1)"
     record "$("$PY" scripts/bench_learner_reference.py --device $DEV --cuda-graph --variant $v --seconds "$S" 2>&1 | tail -n1)"
 done
+
+for p in tf32 bf16; do
+    record "$($W --device $DEV bench learner --variant weight_norm --precision $p --seconds "$S" --json 2>&1 | tail -n1)"
+done
+record "$("$PY" scripts/bench_learner_reference.py --device $DEV --variant weight_norm --precision bf16 --seconds "$S" 2>&1 | tail -n1)"
 
 section "3. bench e2e, Pong, $ACTORS actors"
 for v in plain weight_norm; do
