@@ -1,7 +1,8 @@
 //! `wndqn compare`: launch variants over seeds and/or compare finished runs side by side.
 //!
 //! Per variant (over its seeds): final return (mean of the games that ended in the last 10% of
-//! each run's env steps) with a 95% bootstrap confidence interval over seeds, the interquartile
+//! each run's env steps) with a 95% bootstrap confidence interval over seeds (over the final games
+//! where a variant has one seed: the game-to-game noise), the interquartile
 //! mean (IQM, Agarwal et al. 2021) of those final games pooled over seeds, the normalized area
 //! under the return curve (mean return over training), env steps to reach a threshold (20-game
 //! mean), updates/s and wall time. Written as Markdown and CSV tables and a PNG of the mean
@@ -77,25 +78,25 @@ fn final_window(r: &RunResult) -> Vec<f64> {
 
 const BINS: usize = 50;
 
-/// The return curve on `BINS` equal step bins over [0, total]: mean return of the games ending
-/// in each bin, carried forward through empty bins.
-fn binned(r: &RunResult, total: u64) -> Vec<f64> {
-    let mut sum = vec![0.0; BINS];
-    let mut cnt = vec![0usize; BINS];
+/// The returns of the games ending in each of `BINS` equal step bins over [0, total], carried
+/// forward through empty bins.
+fn binned_games(r: &RunResult, total: u64) -> Vec<Vec<f64>> {
+    let mut bins = vec![Vec::new(); BINS];
     for &(s, v) in &r.returns {
         let b = ((s as f64 / total as f64 * BINS as f64) as usize).min(BINS - 1);
-        sum[b] += v;
-        cnt[b] += 1;
+        bins[b].push(v);
     }
-    let mut out = vec![f64::NAN; BINS];
-    let mut last = f64::NAN;
-    for b in 0..BINS {
-        if cnt[b] > 0 {
-            last = sum[b] / cnt[b] as f64;
+    for b in 1..BINS {
+        if bins[b].is_empty() {
+            bins[b] = bins[b - 1].clone();
         }
-        out[b] = last;
     }
-    out
+    bins
+}
+
+/// The return curve on `BINS` equal step bins: mean return of the games ending in each bin.
+fn binned(r: &RunResult, total: u64) -> Vec<f64> {
+    binned_games(r, total).iter().map(|g| mean(g)).collect()
 }
 
 fn steps_to(r: &RunResult, t: f64) -> Option<u64> {
@@ -158,6 +159,12 @@ impl Row {
         let finals: Vec<f64> = rs.iter().map(|r| mean(&final_window(r))).collect();
         let pooled: Vec<f64> = rs.iter().flat_map(|r| final_window(r)).collect();
         let curves: Vec<Vec<f64>> = rs.iter().map(|r| binned(r, total)).collect();
+        // One seed has no spread over seeds: its interval and band are then over its games (the
+        // game-to-game noise), as the table's header says.
+        let (ci_of, band_of) = match rs {
+            [one] => (final_window(one), binned_games(one, total)),
+            _ => (finals.clone(), (0..BINS).map(|b| curves.iter().map(|c| c[b]).collect()).collect()),
+        };
         let finite_mean = |c: &Vec<f64>| mean(&c.iter().copied().filter(|x| x.is_finite()).collect::<Vec<_>>());
         let mut reached: Vec<u64> =
             threshold.map(|t| rs.iter().filter_map(|r| steps_to(r, t)).collect()).unwrap_or_default();
@@ -165,13 +172,18 @@ impl Row {
         Row {
             seeds: rs.len(),
             mean: mean(&finals),
-            ci: bootstrap_ci(&finals, 7),
+            ci: bootstrap_ci(&ci_of, 7),
             iqm: if pooled.is_empty() { f64::NAN } else { crate::stats::trim_mean(&pooled, 0.25) },
             auc: mean(&curves.iter().map(finite_mean).collect::<Vec<_>>()),
             reached,
             updates_per_sec: mean(&rs.iter().map(|r| r.updates_per_sec).collect::<Vec<_>>()),
             wall_secs: mean(&rs.iter().map(|r| r.wall_secs).collect::<Vec<_>>()),
-            curve: mean_curve(format!("{label} ({} seeds)", rs.len()), color, &curves, total),
+            curve: mean_curve(
+                format!("{label} ({} seed{})", rs.len(), if rs.len() == 1 { "" } else { "s" }),
+                color,
+                &band_of,
+                total,
+            ),
         }
     }
 
@@ -207,14 +219,15 @@ impl Row {
     }
 }
 
-/// Mean curve over seeds per bin, with a 95% percentile-bootstrap band of that mean: a band
-/// that never leaves what the seeds' values reach (a normal band over 2 seeds did).
-fn mean_curve(label: String, color: [u8; 3], curves: &[Vec<f64>], total: u64) -> Series {
+/// Mean curve over `BINS` bins of the values in each (the seeds' bin means, or one seed's games)
+/// with a 95% percentile-bootstrap band of that mean: a band that never leaves what the values
+/// reach (a normal band over 2 seeds did).
+fn mean_curve(label: String, color: [u8; 3], bins: &[Vec<f64>], total: u64) -> Series {
     let x: Vec<f64> = (0..BINS).map(|b| (b as f64 + 0.5) / BINS as f64 * total as f64).collect();
     let (mut mu, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new());
     let boot = crate::stats::Bootstrap { reps: 2000, seed: 7, size: 0.95 };
-    for b in 0..BINS {
-        let vals: Vec<f64> = curves.iter().map(|c| c[b]).filter(|x| x.is_finite()).collect();
+    for bin in bins {
+        let vals: Vec<f64> = bin.iter().copied().filter(|x| x.is_finite()).collect();
         let (m, l, h) = if vals.is_empty() {
             (f64::NAN, f64::NAN, f64::NAN)
         } else {
@@ -279,7 +292,7 @@ pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&P
         .enumerate()
         .map(|(i, (v, rs))| (v.clone(), Row::new(v, PALETTE[i % PALETTE.len()], rs, total, threshold)))
         .collect();
-    let mut md = format!("Env: {env_name}; final return = mean of the games ending in the last 10% of env steps; 95% bootstrap CI over seeds; IQM of those games pooled over seeds; AUC = mean return over training{}\n\n", threshold.map(|t| format!("; threshold = 20-game mean >= {t}")).unwrap_or_default());
+    let mut md = format!("Env: {env_name}; final return = mean of the games ending in the last 10% of env steps; 95% bootstrap CI over seeds (over the final games where a variant has one seed); IQM of those games pooled over seeds; AUC = mean return over training{}\n\n", threshold.map(|t| format!("; threshold = 20-game mean >= {t}")).unwrap_or_default());
     md.push_str("| variant | seeds | final return | 95% CI | IQM | AUC | steps to threshold | updates/s | wall time |\n|---|---|---|---|---|---|---|---|---|\n");
     let mut csv = String::from("variant,seeds,final_return_mean,ci95_low,ci95_high,iqm,auc,steps_to_threshold_median,reached,updates_per_sec,wall_secs\n");
     for (v, row) in &rows {
@@ -308,7 +321,7 @@ pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&P
     }
     std::fs::write(out.join("curves.csv"), curves)?;
     let series: Vec<Series> = rows.into_iter().map(|(_, r)| r.curve).collect();
-    let title = format!("{env_name}: episodic return (mean over seeds, 95% band)");
+    let title = format!("{env_name}: episodic return (mean over seeds, 95% band; of one seed: over its games)");
     line_plot(&out.join("curves.png"), &title, "env steps", "return", &series)?;
     out!("{md}");
     out!("written: {}/{{table.md, table.csv, curves.png, curves.csv, runs.txt}}", out.display());
@@ -326,10 +339,42 @@ mod tests {
     #[test]
     fn curve_bands_never_leave_the_values_of_the_seeds() {
         // Two seeds at 500 and 100 in every bin: a normal band reached 700+ and below 0.
-        let curves = vec![vec![500.0; BINS], vec![100.0; BINS]];
-        let s = mean_curve("x".into(), [0, 0, 0], &curves, 1000);
+        let bins = vec![vec![500.0, 100.0]; BINS];
+        let s = mean_curve("x".into(), [0, 0, 0], &bins, 1000);
         assert!(s.lo.iter().chain(&s.hi).all(|&v| (100.0..=500.0).contains(&v)), "{:?} {:?}", s.lo, s.hi);
         assert!(s.mean.iter().all(|&m| m == 300.0));
+    }
+
+    fn run(seed: u64, returns: Vec<(u64, f64)>) -> RunResult {
+        RunResult {
+            dir: PathBuf::from(format!("r{seed}")),
+            env: "PongNoFrameskip-v4".into(),
+            variant: "weight_norm".into(),
+            precision: crate::config::Precision::Fp32,
+            seed,
+            total_steps: 1000,
+            returns,
+            evals: vec![],
+            updates_per_sec: 1.0,
+            wall_secs: 1.0,
+            complete: true,
+        }
+    }
+
+    #[test]
+    fn one_seed_is_judged_by_its_games_and_several_by_their_means() {
+        // Final games (last 10% of 1000 steps) alternate -21 and -15: one seed's interval spans
+        // the game-to-game noise, and its curve has a band wherever games ended.
+        let games = |seed| run(seed, (0..100).map(|i| (i * 10 + 5, if i % 2 == 0 { -21.0 } else { -15.0 })).collect());
+        let one = games(1);
+        let row = Row::new("x", [0, 0, 0], &[&one], 1000, None);
+        assert!(row.ci.0 < -18.0 && -18.0 < row.ci.1 && row.ci.0 >= -21.0 && row.ci.1 <= -15.0, "{:?}", row.ci);
+        assert!(row.curve.lo.iter().zip(&row.curve.hi).all(|(l, h)| l < h), "{:?}", row.curve.lo);
+        // Two seeds with the same final mean: no spread over seeds, whatever their games do.
+        let two = games(2);
+        let row = Row::new("x", [0, 0, 0], &[&one, &two], 1000, None);
+        assert_eq!(row.ci, (-18.0, -18.0));
+        assert!(row.curve.lo.iter().zip(&row.curve.hi).all(|(l, h)| l == h));
     }
 
     #[test]
