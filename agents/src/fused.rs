@@ -117,107 +117,89 @@ fn sum_sq_generic<T: Real>(g: &[T]) -> f64 {
     total
 }
 
-/// The kernels' `term` is a per-row term of the gradient, `coef[r] * p[r]` for every row `r` of
-/// a parameter (rows of equal length, the leading axis): weight norm's share of `dL/dv` (paper
-/// eq. 3), added as the gradient is read instead of in a pass of its own (see
+/// One optimizer rule's pass over a span: `p` the weights, `g` the gradient, `a` and `b` its two
+/// state tensors. With `TERM`, the gradient read is `g + c p` (before `p` moves).
+pub(crate) trait SpanStep: Copy {
+    fn span<T: Real, const TERM: bool>(self, p: &mut [T], g: &[T], a: &mut [T], b: &mut [T], c: T);
+}
+
+/// The optimizers' row driver. `term` is a per-row term of the gradient, `coef[r] * p[r]` for
+/// every row `r` of a parameter (rows of equal length, the leading axis): weight norm's share of
+/// `dL/dv` (paper eq. 3), added as the gradient is read instead of in a pass of its own (see
 /// `Optimizer::project_rows`); with it, `row_sq[r]` receives the sum of squares of row `r` of
 /// the updated `p` (weight norm's `||v||^2` for the next forward pass), summed while the row is
-/// in cache. Plain loops, no closures: a closure is a function of its own, compiled without
-/// the AVX2 of the `dispatch!` wrapper (it cost a 4x slower update pass).
+/// in cache. Trait methods inlined into this loop, no closures: a closure is a function of its
+/// own, compiled without the AVX2 of the `dispatch!` wrapper (it cost a 4x slower update pass).
 #[inline(always)]
-fn adam_generic<T: Real>(
+fn rows_generic<T: Real, S: SpanStep>(
     p: &mut [T],
     g: &[T],
-    m: &mut [T],
-    v: &mut [T],
-    s: AdamStep,
+    a: &mut [T],
+    b: &mut [T],
+    s: S,
     term: Option<&[T]>,
     row_sq: &mut [f64],
 ) {
     let Some(coef) = term else {
-        return adam_span::<T, false>(p, g, m, v, s, T::of(0.0));
+        return s.span::<T, false>(p, g, a, b, T::of(0.0));
     };
     let row = p.len() / coef.len().max(1);
     for (r, &c) in coef.iter().enumerate() {
         let span = r * row..(r + 1) * row;
-        adam_span::<T, true>(&mut p[span.clone()], &g[span.clone()], &mut m[span.clone()], &mut v[span.clone()], s, c);
+        s.span::<T, true>(&mut p[span.clone()], &g[span.clone()], &mut a[span.clone()], &mut b[span.clone()], c);
         if let Some(out) = row_sq.get_mut(r) {
             *out = sum_sq_generic(&p[span]);
         }
     }
 }
 
-/// Adam over one span; with `TERM`, the gradient read is `g + c p` (before `p` moves).
-#[inline(always)]
-fn adam_span<T: Real, const TERM: bool>(p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], s: AdamStep, c: T) {
-    let n = p.len();
-    let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
-    let (gs, w1, b2, w2) = (T::of(s.gscale), T::of(1.0 - s.beta1), T::of(s.beta2), T::of(1.0 - s.beta2));
-    let (neg_step, bc2, eps) = (T::of(-s.step_size), T::of(s.bc2_sqrt), T::of(s.eps));
-    for i in 0..n {
-        let gi = if TERM { (g[i] + p[i] * c) * gs } else { g[i] * gs };
-        // exp_avg.lerp_(grad, 1 - beta1)
-        let mi = m[i] + w1 * (gi - m[i]);
-        // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-        let vi = v[i] * b2 + w2 * gi * gi;
-        // param.addcdiv_(exp_avg, exp_avg_sq.sqrt() / bc2_sqrt + eps, value=-step_size)
-        let denom = vi.sqrt() / bc2 + eps;
-        p[i] = p[i] + neg_step * mi / denom;
-        m[i] = mi;
-        v[i] = vi;
-    }
-}
-
-/// Adamax, as [`adam_generic`].
-#[inline(always)]
-fn adamax_generic<T: Real>(
-    p: &mut [T],
-    g: &[T],
-    m: &mut [T],
-    u: &mut [T],
-    s: AdamaxStep,
-    term: Option<&[T]>,
-    row_sq: &mut [f64],
-) {
-    let Some(coef) = term else {
-        return adamax_span::<T, false>(p, g, m, u, s, T::of(0.0));
-    };
-    let row = p.len() / coef.len().max(1);
-    for (r, &c) in coef.iter().enumerate() {
-        let span = r * row..(r + 1) * row;
-        adamax_span::<T, true>(
-            &mut p[span.clone()],
-            &g[span.clone()],
-            &mut m[span.clone()],
-            &mut u[span.clone()],
-            s,
-            c,
-        );
-        if let Some(out) = row_sq.get_mut(r) {
-            *out = sum_sq_generic(&p[span]);
+impl SpanStep for AdamStep {
+    /// `a` is Adam's `exp_avg`, `b` its `exp_avg_sq`.
+    #[inline(always)]
+    fn span<T: Real, const TERM: bool>(self, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], c: T) {
+        let n = p.len();
+        let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
+        let s = self;
+        let (gs, w1, b2, w2) = (T::of(s.gscale), T::of(1.0 - s.beta1), T::of(s.beta2), T::of(1.0 - s.beta2));
+        let (neg_step, bc2, eps) = (T::of(-s.step_size), T::of(s.bc2_sqrt), T::of(s.eps));
+        for i in 0..n {
+            let gi = if TERM { (g[i] + p[i] * c) * gs } else { g[i] * gs };
+            // exp_avg.lerp_(grad, 1 - beta1)
+            let mi = m[i] + w1 * (gi - m[i]);
+            // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            let vi = v[i] * b2 + w2 * gi * gi;
+            // param.addcdiv_(exp_avg, exp_avg_sq.sqrt() / bc2_sqrt + eps, value=-step_size)
+            let denom = vi.sqrt() / bc2 + eps;
+            p[i] = p[i] + neg_step * mi / denom;
+            m[i] = mi;
+            v[i] = vi;
         }
     }
 }
 
-#[inline(always)]
-fn adamax_span<T: Real, const TERM: bool>(p: &mut [T], g: &[T], m: &mut [T], u: &mut [T], s: AdamaxStep, c: T) {
-    let n = p.len();
-    let (g, m, u) = (&g[..n], &mut m[..n], &mut u[..n]);
-    let (gs, w1, b2) = (T::of(s.gscale), T::of(1.0 - s.beta1), T::of(s.beta2));
-    let (neg_clr, eps) = (T::of(-s.clr), T::of(s.eps));
-    for i in 0..n {
-        let gi = if TERM { (g[i] + p[i] * c) * gs } else { g[i] * gs };
-        let mi = m[i] + w1 * (gi - m[i]);
-        // exp_inf = max(beta2 * exp_inf, |grad| + eps)
-        let a = gi.abs() + eps;
-        let b = u[i] * b2;
-        let ui = if b > a { b } else { a };
-        p[i] = p[i] + neg_clr * mi / ui;
-        m[i] = mi;
-        u[i] = ui;
+impl SpanStep for AdamaxStep {
+    /// `a` is Adamax's `exp_avg`, `b` its `exp_inf`.
+    #[inline(always)]
+    fn span<T: Real, const TERM: bool>(self, p: &mut [T], g: &[T], m: &mut [T], u: &mut [T], c: T) {
+        let n = p.len();
+        let (g, m, u) = (&g[..n], &mut m[..n], &mut u[..n]);
+        let s = self;
+        let (gs, w1, b2) = (T::of(s.gscale), T::of(1.0 - s.beta1), T::of(s.beta2));
+        let (neg_clr, eps) = (T::of(-s.clr), T::of(s.eps));
+        for i in 0..n {
+            let gi = if TERM { (g[i] + p[i] * c) * gs } else { g[i] * gs };
+            let mi = m[i] + w1 * (gi - m[i]);
+            // exp_inf = max(beta2 * exp_inf, |grad| + eps)
+            let a = gi.abs() + eps;
+            let b = u[i] * b2;
+            let ui = if b > a { b } else { a };
+            p[i] = p[i] + neg_clr * mi / ui;
+            m[i] = mi;
+            u[i] = ui;
+        }
     }
 }
 
 dispatch!(sum_sq, sum_sq_generic, (g: &[T]) -> f64);
-dispatch!(adam, adam_generic, (p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], s: AdamStep, term: Option<&[T]>, row_sq: &mut [f64]) -> ());
-dispatch!(adamax, adamax_generic, (p: &mut [T], g: &[T], m: &mut [T], u: &mut [T], s: AdamaxStep, term: Option<&[T]>, row_sq: &mut [f64]) -> ());
+dispatch!(adam, rows_generic, (p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], s: AdamStep, term: Option<&[T]>, row_sq: &mut [f64]) -> ());
+dispatch!(adamax, rows_generic, (p: &mut [T], g: &[T], m: &mut [T], u: &mut [T], s: AdamaxStep, term: Option<&[T]>, row_sq: &mut [f64]) -> ());
