@@ -94,11 +94,6 @@ fn binned_games(r: &RunResult, total: u64) -> Vec<Vec<f64>> {
     bins
 }
 
-/// The return curve on `BINS` equal step bins: mean return of the games ending in each bin.
-fn binned(r: &RunResult, total: u64) -> Vec<f64> {
-    binned_games(r, total).iter().map(|g| mean(g)).collect()
-}
-
 fn steps_to(r: &RunResult, t: f64) -> Option<u64> {
     (20..=r.returns.len())
         .find(|&i| mean(&r.returns[i - 20..i].iter().map(|x| x.1).collect::<Vec<_>>()) >= t)
@@ -158,12 +153,18 @@ impl Row {
     fn new(label: &str, color: [u8; 3], rs: &[&RunResult], total: u64, threshold: Option<f64>) -> Row {
         let finals: Vec<f64> = rs.iter().map(|r| mean(&final_window(r))).collect();
         let pooled: Vec<f64> = rs.iter().flat_map(|r| final_window(r)).collect();
-        let curves: Vec<Vec<f64>> = rs.iter().map(|r| binned(r, total)).collect();
+        let games: Vec<Vec<Vec<f64>>> = rs.iter().map(|r| binned_games(r, total)).collect();
+        // Each run's return curve: the mean return of the games ending in each bin.
+        let curves: Vec<Vec<f64>> = games.iter().map(|g| g.iter().map(|b| mean(b)).collect()).collect();
         // One seed has no spread over seeds: its interval and band are then over its games (the
         // game-to-game noise), as the table's header says.
-        let (ci_of, band_of) = match rs {
-            [one] => (final_window(one), binned_games(one, total)),
-            _ => (finals.clone(), (0..BINS).map(|b| curves.iter().map(|c| c[b]).collect()).collect()),
+        let by_seed: Vec<Vec<f64>>;
+        let (ci_of, band_of): (&[f64], &[Vec<f64>]) = match games.as_slice() {
+            [one] => (&pooled, one),
+            _ => {
+                by_seed = (0..BINS).map(|b| curves.iter().map(|c| c[b]).collect()).collect();
+                (&finals, &by_seed)
+            }
         };
         let finite_mean = |c: &Vec<f64>| mean(&c.iter().copied().filter(|x| x.is_finite()).collect::<Vec<_>>());
         let mut reached: Vec<u64> =
@@ -172,7 +173,7 @@ impl Row {
         Row {
             seeds: rs.len(),
             mean: mean(&finals),
-            ci: bootstrap_ci(&ci_of, 7),
+            ci: bootstrap_ci(ci_of, 7),
             iqm: if pooled.is_empty() { f64::NAN } else { crate::stats::trim_mean(&pooled, 0.25) },
             auc: mean(&curves.iter().map(finite_mean).collect::<Vec<_>>()),
             reached,
@@ -181,7 +182,7 @@ impl Row {
             curve: mean_curve(
                 format!("{label} ({} seed{})", rs.len(), if rs.len() == 1 { "" } else { "s" }),
                 color,
-                &band_of,
+                band_of,
                 total,
             ),
         }
