@@ -4,9 +4,13 @@
 //! |-----------------------|-----------|----------------|------------|
 //! | `Pong`, `ALE/Pong-v5` | 4         | 0.25           | minimal    |
 //! | `PongNoFrameskip-v4`  | 1         | 0              | minimal    |
+//! | `MinAtar/Breakout-v0` | 1         | 0.1            | all 6      |
+//! | `MinAtar/Breakout-v1`, `MinAtar/Breakout` | 1 | 0.1  | minimal    |
 //! | `CartPole`, `CartPole-v1` | -     | -              | 2 actions  |
 //!
-//! Matching is case-insensitive and ignores `_`/`-` inside the game name.
+//! The MinAtar forms are Gymnasium's (the `minatar` package registers `-v0` with six actions and
+//! `-v1` with each game's minimal set). Matching is case-insensitive and ignores `_`/`-` inside
+//! the game name.
 
 use std::path::Path;
 
@@ -49,18 +53,63 @@ pub enum EnvId {
         /// The id family (for defaults).
         family: Family,
     },
+    /// A MinAtar game.
+    MinAtar {
+        /// The package's name of the game (`breakout`, `space_invaders`).
+        game: &'static str,
+        /// The id's action set: all six (`-v0`) or the minimal one.
+        full_actions: bool,
+    },
     /// Classic-control CartPole-v1 (gymnasium-rs).
     CartPole,
 }
 
 impl EnvId {
-    /// A short name for run folders (`Pong`, `CartPole`).
+    /// A short name for run folders (`Pong`, `MinAtar-Breakout`, `CartPole`).
     pub fn short_name(&self) -> String {
         match self {
             EnvId::Atari { game, .. } => game.id.clone(),
+            EnvId::MinAtar { game, .. } => minatar_short_name(game),
             EnvId::CartPole => "CartPole".into(),
         }
     }
+}
+
+fn minatar_short_name(game: &str) -> String {
+    let (_, name, _) = crate::minatar::GAMES.iter().find(|g| g.0 == game).expect("a MinAtar game");
+    format!("MinAtar-{name}")
+}
+
+/// A MinAtar id (`MinAtar/Breakout-v1`): the package's game name and whether the id means all six
+/// actions; `None` when `id` is not of the MinAtar form; an unknown game or version is an error.
+fn minatar_id(id: &str) -> Option<Result<(&'static str, bool), EnvError>> {
+    let t = id.trim();
+    let body = t.get(..8).filter(|p| p.eq_ignore_ascii_case("minatar/")).map(|_| &t[8..])?;
+    let lower = body.to_ascii_lowercase();
+    let (game, full) = match (lower.strip_suffix("-v0"), lower.strip_suffix("-v1")) {
+        (Some(g), _) => (g.to_string(), true),
+        (_, Some(g)) => (g.to_string(), false),
+        _ if !lower.contains("-v") => (lower.clone(), false),
+        _ => (String::new(), false),
+    };
+    let found = crate::minatar::GAMES.iter().find(|g| !game.is_empty() && normalize(g.0) == normalize(&game));
+    Some(match found {
+        Some(g) if t.len() <= MAX_ID_LEN && plain_chars(body) => Ok((g.0, full)),
+        _ => {
+            let ids = minatar_ids();
+            let q = body.chars().take(MAX_ID_LEN).collect::<String>();
+            let q = q.split("-v").next().unwrap_or("").to_string();
+            let names: Vec<&str> = crate::minatar::GAMES.iter().map(|g| g.1).collect();
+            let close = roms::suggestions(&q, names.iter().copied());
+            let sugg = ids.into_iter().filter(|i| close.iter().any(|c| i.contains(c.as_str()))).collect();
+            Err(unknown(id, sugg))
+        }
+    })
+}
+
+/// The MinAtar ids `wndqn games` lists (the minimal-action `-v1` form).
+pub fn minatar_ids() -> Vec<String> {
+    crate::minatar::GAMES.iter().map(|g| format!("MinAtar/{}-v1", g.1)).collect()
 }
 
 /// Whether an id names CartPole (no ROM lookup needed).
@@ -82,6 +131,8 @@ fn plain_chars(s: &str) -> bool {
 pub enum IdKind {
     /// An ALE game this build can play (its ROM may still be missing).
     Atari,
+    /// A MinAtar game.
+    MinAtar,
     /// CartPole-v1.
     CartPole,
 }
@@ -95,18 +146,26 @@ fn unknown(id: &str, suggestions: Vec<String>) -> EnvError {
     EnvError::UnknownId {
         id: shown,
         suggestions,
-        hint: "ids look like `Pong`, `ALE/Pong-v5`, `PongNoFrameskip-v4` or `CartPole-v1`; `wndqn games` lists every playable id".into(),
+        hint: "ids look like `Pong`, `ALE/Pong-v5`, `PongNoFrameskip-v4`, `MinAtar/Breakout-v1` or `CartPole-v1`; `wndqn games` lists every playable id".into(),
     }
 }
 
 /// Every id form users may type, for suggestions.
 fn known_ids() -> Vec<String> {
-    roms::ALE_SUPPORTED.iter().map(|s| roms::game_id(s)).chain(["CartPole-v1".to_string()]).collect()
+    roms::ALE_SUPPORTED
+        .iter()
+        .map(|s| roms::game_id(s))
+        .chain(minatar_ids())
+        .chain(["CartPole-v1".to_string()])
+        .collect()
 }
 
 /// The short name of an id (`ALE/Pong-v5` -> `Pong`, `CartPole-v1` -> `CartPole`), as run
 /// folders are named, checked as [`classify`] does (no ROMs needed).
 pub fn short_name(id: &str) -> Result<String, EnvError> {
+    if let Some(m) = minatar_id(id) {
+        return Ok(minatar_short_name(m?.0));
+    }
     Ok(match rom_name(id)? {
         Some(stem) => roms::game_id(&stem),
         None => "CartPole".into(),
@@ -114,10 +173,10 @@ pub fn short_name(id: &str) -> Result<String, EnvError> {
 }
 
 /// The ALE ROM name of an Atari id (`ALE/SpaceInvaders-v5` -> `space_invaders`), `None` for
-/// CartPole; checked as [`classify`] does.
+/// CartPole and MinAtar; checked as [`classify`] does.
 pub fn rom_name(id: &str) -> Result<Option<String>, EnvError> {
     Ok(match classify(id)? {
-        IdKind::CartPole => None,
+        IdKind::CartPole | IdKind::MinAtar => None,
         IdKind::Atari => {
             let (game, _) = split_family(id).expect("classify checked the form");
             let stem = roms::ALE_SUPPORTED.iter().find(|s| normalize(s) == normalize(&game)).expect("checked");
@@ -131,6 +190,9 @@ pub fn rom_name(id: &str) -> Result<Option<String>, EnvError> {
 pub fn classify(id: &str) -> Result<IdKind, EnvError> {
     if is_cartpole(id) {
         return Ok(IdKind::CartPole);
+    }
+    if let Some(m) = minatar_id(id) {
+        return m.map(|_| IdKind::MinAtar);
     }
     let t = id.trim();
     let body = match t.get(..4) {
@@ -170,6 +232,10 @@ fn split_family(id: &str) -> Option<(String, Family)> {
 
 /// Resolve `id` against the ROMs in `rom_dir` (or the default ROM search path).
 pub fn resolve(id: &str, rom_dir: Option<&Path>) -> Result<EnvId, EnvError> {
+    if let Some(m) = minatar_id(id) {
+        let (game, full_actions) = m?;
+        return Ok(EnvId::MinAtar { game, full_actions });
+    }
     let kind = classify(id).map_err(|e| {
         // A ROM that exists but that this ALE cannot play says so, instead of "unknown".
         let game = split_family(id).map(|(g, _)| g).unwrap_or_default();
@@ -228,6 +294,18 @@ mod tests {
             let e = classify(bad).unwrap_err().to_string();
             assert!(e.contains("unknown environment id"), "{bad}: {e}");
         }
+        assert_eq!(classify("MinAtar/Breakout-v1").unwrap(), IdKind::MinAtar);
+        assert_eq!(short_name("minatar/space_invaders").unwrap(), "MinAtar-SpaceInvaders");
+        for (bad, want) in
+            [("MinAtar/Breakot-v1", "MinAtar/Breakout-v1"), ("MinAtar/Seaquest-v3", "MinAtar/Seaquest-v1")]
+        {
+            let e = classify(bad).unwrap_err().to_string();
+            assert!(e.contains("unknown environment id") && e.contains(want), "{bad}: {e}");
+        }
+        assert!(matches!(
+            resolve("MinAtar/Freeway-v0", None).unwrap(),
+            EnvId::MinAtar { game: "freeway", full_actions: true }
+        ));
         let huge = "x".repeat(1 << 20);
         let e = classify(&huge).unwrap_err().to_string();
         assert!(e.contains("unknown environment id") && e.len() < 600, "{} characters", e.len());

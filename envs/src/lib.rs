@@ -3,9 +3,12 @@
 //! - [`atari::AtariEnv`]: an ALE game (through [`ale`], the one module that touches the
 //!   emulator: ALE 0.12.1's C++ core, compiled in by `build.rs`)
 //!   with the standard DQN preprocessing, each stage switchable in [`EnvConfig`].
+//! - [`minatar::MinAtarEnv`]: the five MinAtar games (10 x 10 grids of boolean channels), with
+//!   the `minatar` package's sticky actions, ramping and random draws.
 //! - [`cartpole::CartPoleEnv`]: classic control through `gymnasium-rs`, so the whole training
 //!   stack can be exercised in seconds.
-//! - [`ids`]: the ids users type (`Pong`, `ALE/Pong-v5`, `PongNoFrameskip-v4`, `CartPole-v1`);
+//! - [`ids`]: the ids users type (`Pong`, `ALE/Pong-v5`, `PongNoFrameskip-v4`,
+//!   `MinAtar/Breakout-v1`, `CartPole-v1`);
 //!   [`roms`]: where ROMs are found and which games exist.
 //!
 //! Both environments follow Gymnasium's semantics: `reset(seed)` gives an observation, `step`
@@ -17,6 +20,7 @@ pub mod ale;
 pub mod atari;
 pub mod cartpole;
 pub mod ids;
+pub mod minatar;
 mod pool;
 pub mod resize;
 pub mod roms;
@@ -95,10 +99,15 @@ pub struct EnvConfig {
     pub id: String,
     /// Emulator frames per env step (the action is repeated). Default: the id family's.
     pub frameskip: Option<u32>,
-    /// Sticky actions: per-frame probability of repeating the previous action. Default: family's.
+    /// Sticky actions: per-frame probability of repeating the previous action. Default: family's
+    /// (Atari v5 0.25, NoFrameskip-v4 0, MinAtar 0.1).
     pub repeat_action_probability: Option<f32>,
-    /// Use all 18 actions instead of the game's minimal set. Default: false.
+    /// Use every action (Atari 18, MinAtar 6) instead of the game's minimal set. Default: false,
+    /// except MinAtar's `-v0` ids (MinAtar's `-v1` ids are its minimal sets).
     pub full_action_space: Option<bool>,
+    /// MinAtar only: make the game harder as it goes (the package's `difficulty_ramping`).
+    /// Default: true.
+    pub difficulty_ramping: Option<bool>,
     /// ALE game mode; `None` = the game's default. A mode the game lacks is an error listing its modes.
     pub mode: Option<u32>,
     /// ALE game difficulty; `None` = the game's default.
@@ -131,6 +140,7 @@ impl Default for EnvConfig {
             frameskip: None,
             repeat_action_probability: None,
             full_action_space: None,
+            difficulty_ramping: None,
             mode: None,
             difficulty: None,
             noop_max: 30,
@@ -159,12 +169,22 @@ impl EnvConfig {
             c.repeat_action_probability.get_or_insert(family.repeat_action_probability());
             c.full_action_space.get_or_insert(false);
         }
-        c.validate()?;
+        if let EnvId::MinAtar { full_actions, .. } = &id {
+            c.repeat_action_probability.get_or_insert(0.1);
+            c.full_action_space.get_or_insert(*full_actions);
+            c.difficulty_ramping.get_or_insert(true);
+        } else if self.difficulty_ramping.is_some() {
+            return Err(EnvError::Invalid(
+                "env.difficulty_ramping is a MinAtar setting; remove it for this env.id".into(),
+            ));
+        }
+        c.validate(matches!(id, EnvId::MinAtar { .. }))?;
         Ok((id, c))
     }
 
-    /// Check the values that do not depend on the id family.
-    pub fn validate(&self) -> Result<(), EnvError> {
+    /// Check the values that do not depend on the id family (`minatar`: MinAtar allows a sticky
+    /// probability of 1, as its package does).
+    pub fn validate(&self, minatar: bool) -> Result<(), EnvError> {
         let bad = |m: String| Err(EnvError::Invalid(m));
         if let Some(f) = self.frameskip {
             if f == 0 || f > 64 {
@@ -172,8 +192,10 @@ impl EnvConfig {
             }
         }
         if let Some(p) = self.repeat_action_probability {
-            if !(0.0..1.0).contains(&p) {
-                return bad(format!("env.repeat_action_probability = {p}: must be in [0, 1)"));
+            let ok = if minatar { (0.0..=1.0).contains(&p) } else { (0.0..1.0).contains(&p) };
+            if !ok {
+                let range = if minatar { "[0, 1]" } else { "[0, 1)" };
+                return bad(format!("env.repeat_action_probability = {p}: must be in {range}"));
             }
         }
         if self.frame_size < 8 || self.frame_size > 160 {
@@ -205,15 +227,33 @@ pub enum ObsKind {
         /// Square side in pixels.
         size: usize,
     },
+    /// `channels x size x size` u8 cells (0 or 255), one observation per step, no stacking.
+    Grid {
+        /// Boolean channels.
+        channels: usize,
+        /// Square side in cells.
+        size: usize,
+    },
     /// A float vector of this length.
     Vector(usize),
 }
 
 impl ObsKind {
+    /// How the replay memory stores it: bytes (u8) or floats per stored item, and how many
+    /// stored items make one observation (frames are stacked at sampling, the rest are not).
+    pub fn storage(&self) -> (bool, usize, usize) {
+        match *self {
+            ObsKind::Frames { stack, size } => (true, size * size, stack),
+            ObsKind::Grid { channels, size } => (true, channels * size * size, 1),
+            ObsKind::Vector(n) => (false, n, 1),
+        }
+    }
+
     /// Tensor shape of one observation.
     pub fn shape(&self) -> Vec<i64> {
         match *self {
             ObsKind::Frames { stack, size } => vec![stack as i64, size as i64, size as i64],
+            ObsKind::Grid { channels, size } => vec![channels as i64, size as i64, size as i64],
             ObsKind::Vector(n) => vec![n as i64],
         }
     }
@@ -222,7 +262,8 @@ impl ObsKind {
 /// A borrowed observation.
 #[derive(Debug, Clone, Copy)]
 pub enum Obs<'a> {
-    /// Stacked frames (oldest first) and the newest frame alone.
+    /// Stacked frames (oldest first) and the newest frame alone; for a MinAtar grid both are
+    /// the whole grid.
     Frames {
         /// `stack * size * size` bytes, oldest frame first.
         stack: &'a [u8],
@@ -259,7 +300,8 @@ pub struct Step {
     pub episode: Option<EpisodeStats>,
 }
 
-/// The interface the actors use. Two implementations: [`atari::AtariEnv`], [`cartpole::CartPoleEnv`].
+/// The interface the actors use. Implementations: [`atari::AtariEnv`], [`minatar::MinAtarEnv`],
+/// [`cartpole::CartPoleEnv`].
 pub trait Env: Send {
     /// Observation layout.
     fn obs_kind(&self) -> ObsKind;
@@ -280,6 +322,7 @@ pub trait Env: Send {
 pub fn make_env(id: &EnvId, cfg: &EnvConfig) -> Result<Box<dyn Env>, EnvError> {
     Ok(match id {
         EnvId::Atari { game, .. } => Box::new(atari::AtariEnv::new(&game.rom, cfg)?),
+        EnvId::MinAtar { game, .. } => Box::new(minatar::MinAtarEnv::new(game, cfg)?),
         EnvId::CartPole => Box::new(cartpole::CartPoleEnv::new(cfg)),
     })
 }
