@@ -581,6 +581,7 @@ impl Config {
                 let (want, what) = match kind {
                     IdKind::CartPole => (Arch::Mlp, "vector"),
                     IdKind::Atari => (Arch::Nature, "frame"),
+                    IdKind::MinAtar => (Arch::Minatar, "10 x 10 grid"),
                 };
                 check(
                     self.agent.network == want,
@@ -592,7 +593,8 @@ impl Config {
                 );
             }
         }
-        if let Err(e) = self.env.validate() {
+        let minatar = matches!(wndqn_envs::ids::classify(&self.env.id), Ok(IdKind::MinAtar));
+        if let Err(e) = self.env.validate(minatar) {
             check(false, e.to_string());
         }
     }

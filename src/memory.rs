@@ -64,6 +64,8 @@ impl Shape {
             }
             // CartPole: a 4-vector.
             Arch::Mlp => Shape { obs_len: 4.0, obs_bytes: 4.0, stack: 1.0 },
+            // MinAtar: C x 10 x 10 bytes, C at most 10 (Seaquest).
+            Arch::Minatar => Shape { obs_len: 1000.0, obs_bytes: 1.0, stack: 1.0 },
         }
     }
 }
@@ -90,6 +92,7 @@ pub fn parameters(cfg: &Config, shape: Shape) -> f64 {
             let h = a.hidden as f64;
             (dense(shape.obs_len, h), h, h)
         }
+        Arch::Minatar => (16.0 * 10.0 * 9.0 + 32.0, 16.0 * 64.0, 128.0),
     };
     let heads = if a.dueling {
         2.0 * dense(feat, width) + dense(width, 1.0) + dense(width, MAX_ACTIONS)
@@ -112,6 +115,7 @@ fn activations(cfg: &Config, shape: Shape) -> f64 {
             v + 1024.0 + shape.stack * shape.obs_len
         }
         Arch::Mlp => 3.0 * cfg.agent.hidden as f64 + shape.obs_len,
+        Arch::Minatar => 2.0 * 16.0 * 64.0 + 128.0 + shape.obs_len,
     }
 }
 
@@ -172,7 +176,7 @@ pub fn check_fits(cfg: &Config, copies: usize, avail: f64) -> Result<Estimate> {
     };
     let per = match cfg.agent.network {
         Arch::Nature => format!("{:.0} bytes: env.frame_size = {}", e.per_transition, cfg.env.frame_size),
-        Arch::Mlp => format!("{:.0} bytes", e.per_transition),
+        Arch::Mlp | Arch::Minatar => format!("{:.0} bytes", e.per_transition),
     };
     bail!(
         "{who} about {} of memory, more than the {} this machine has available ({}% of it is the most a run may take): replay memory {} (replay.capacity = {} transitions x {per}), networks {} (the weights, agent.hidden for an MLP, x {} copies: actors.num_actors + 9), batches {} (replay.batch_size = {}, learner.prefetch = {}). {fit}",

@@ -1,5 +1,5 @@
-//! Q-networks: the Nature CNN (Mnih et al. 2015) for `4x84x84` u8 frames and an MLP for vector
-//! observations, in the variants the paper compares, with an optional dueling head.
+//! Q-networks: the Nature CNN (Mnih et al. 2015) for `4x84x84` u8 frames, the MinAtar network
+//! (Young & Tian 2019) for `C x 10 x 10` grids and an MLP for vector observations, in the variants the paper compares, with an optional dueling head.
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
@@ -64,6 +64,8 @@ pub enum Arch {
     Nature,
     /// Two hidden dense layers of `hidden` units (vector input).
     Mlp,
+    /// MinAtar's DQN network: conv 16x3s1 (no padding), dense 128 (input `C x 10 x 10`).
+    Minatar,
 }
 
 impl Arch {
@@ -72,6 +74,7 @@ impl Arch {
         match self {
             Arch::Nature => "nature",
             Arch::Mlp => "mlp",
+            Arch::Minatar => "minatar",
         }
     }
 }
@@ -122,13 +125,22 @@ impl QNetwork {
                 }
                 64 * oh * ow
             }
+            Arch::Minatar => {
+                let (c, h, w) = (cfg.obs_shape[0], cfg.obs_shape[1], cfg.obs_shape[2]);
+                convs.push(Layer::conv2d(&p.sub("conv0"), c, 16, 3, 1, lc));
+                16 * (h - 2) * (w - 2)
+            }
             Arch::Mlp => {
                 let n = cfg.obs_shape.iter().product();
                 dense.push(Layer::linear(&p.sub("fc0"), n, cfg.hidden, lc));
                 cfg.hidden
             }
         };
-        let width = if cfg.arch == Arch::Nature { 512 } else { cfg.hidden };
+        let width = match cfg.arch {
+            Arch::Nature => 512,
+            Arch::Minatar => 128,
+            Arch::Mlp => cfg.hidden,
+        };
         let mut heads = Vec::new();
         if cfg.dueling {
             heads.push(Layer::linear(&p.sub("value_fc"), feat, width, lc));

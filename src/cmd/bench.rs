@@ -252,6 +252,8 @@ pub fn bench_dqn(arch: Arch, variant: Variant, device: Device) -> Result<(Dqn, V
     let (shape, actions) = match arch {
         Arch::Nature => (vec![4i64, 84, 84], 6),
         Arch::Mlp => (vec![4i64], 2),
+        // Breakout's 4 channels and the six actions.
+        Arch::Minatar => (vec![4i64, 10, 10], 6),
     };
     let net = QNetConfig { arch, variant, dueling: false, obs_shape: shape.clone(), num_actions: actions, hidden: 128 };
     let cfg = DqnConfig {
@@ -308,12 +310,11 @@ fn game_batch(game: &str, batch: i64, rom_dir: Option<&Path>) -> Result<TensorBa
     let mut shape = Vec::new();
     for _ in 0..=batch {
         match env.obs() {
-            wndqn_envs::Obs::Frames { stack, latest } => {
-                let side = (latest.len() as f64).sqrt() as i64;
-                shape = vec![(stack.len() / latest.len()) as i64, side, side];
+            wndqn_envs::Obs::Frames { stack, .. } => {
+                shape = env.obs_kind().shape();
                 stacks.extend_from_slice(stack);
             }
-            wndqn_envs::Obs::Vector(_) => bail!("--game wants an Atari game"),
+            wndqn_envs::Obs::Vector(_) => bail!("--game wants an Atari or MinAtar game"),
         }
         let a = rng.gen_range(0..env.num_actions());
         if env.step(a).terminated {
@@ -356,8 +357,8 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     };
     dqn.set_compute(compute);
     let batch = match &b.game {
-        Some(game) if b.network == Arch::Nature => game_batch(game, b.batch, rom_dir)?,
-        Some(_) => bail!("--game needs --network nature"),
+        Some(game) if b.network != Arch::Mlp => game_batch(game, b.batch, rom_dir)?,
+        Some(_) => bail!("--game needs --network nature or minatar"),
         None => synthetic_batch(&shape, b.batch),
     };
     // As in training: the batch as the replay thread hands it to this device's learner.

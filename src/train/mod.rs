@@ -291,8 +291,8 @@ fn build(cfg: Config, env_id: &EnvId, device: Device, generation: u64) -> Result
 
 /// An empty replay memory for this config.
 fn new_memory(cfg: &Config, kind: ObsKind) -> AnyMemory {
-    let frames = matches!(kind, ObsKind::Frames { .. });
-    AnyMemory::new(cfg.replay.capacity, cfg.actors.num_actors, frames, &kind.shape())
+    let (bytes, obs_len, stack) = kind.storage();
+    AnyMemory::new(cfg.replay.capacity, cfg.actors.num_actors, bytes, obs_len, stack)
 }
 
 /// Continue from a checkpoint: networks, optimizer, counters, returns, the replay memory when it
@@ -590,11 +590,11 @@ fn start_threads(
 }
 
 /// Intra-op CPU threads for the learner: `learner.threads`, or by the work when 0. A small MLP
-/// gains nothing from an OpenMP team and a team suffers most from shared cores, so vector
-/// observations get one thread; the Nature CNN gets one per core.
+/// (or MinAtar's network) gains nothing from an OpenMP team and a team suffers most from shared
+/// cores, so they get one thread; the Nature CNN gets one per core.
 pub fn learner_threads(cfg: &Config) -> usize {
     match (cfg.learner.threads, cfg.agent.network) {
-        (0, wndqn_agents::qnet::Arch::Mlp) => 1,
+        (0, wndqn_agents::qnet::Arch::Mlp | wndqn_agents::qnet::Arch::Minatar) => 1,
         (0, _) => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         (t, _) => t,
     }

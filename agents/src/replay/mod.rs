@@ -334,13 +334,13 @@ pub enum AnyMemory {
 }
 
 impl AnyMemory {
-    /// A memory for observations of `shape` (`[stack, h, w]` frames or `[n]` vectors).
-    pub fn new(capacity: usize, shards: usize, frames: bool, shape: &[i64]) -> AnyMemory {
-        if frames {
-            let px = (shape[1] * shape[2]) as usize;
-            AnyMemory::Frames(FrameMemory::new(capacity, shards, px, shape[0] as usize))
+    /// A memory of u8 items (`bytes`) or f32 vectors, `obs_len` values an item, `stack` items an
+    /// observation (84x84 frames stacked 4, MinAtar grids and vectors 1).
+    pub fn new(capacity: usize, shards: usize, bytes: bool, obs_len: usize, stack: usize) -> AnyMemory {
+        if bytes {
+            AnyMemory::Frames(FrameMemory::new(capacity, shards, obs_len, stack))
         } else {
-            AnyMemory::Vectors(VectorMemory::new(capacity, shards, shape.iter().product::<i64>() as usize, 1))
+            AnyMemory::Vectors(VectorMemory::new(capacity, shards, obs_len, stack))
         }
     }
     /// See [`Memory::start_episode`].
