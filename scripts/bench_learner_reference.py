@@ -1,6 +1,7 @@
 """PyTorch reference for `wndqn bench learner`: the same DQN update in a plain PyTorch loop.
 
-Nature CNN (4x84x84 u8 input / 255, 6 actions), batch 32, double DQN, Huber loss, global
+Nature CNN (4x84x84 u8 input / 255, 6 actions), or with `--network minatar` MinAtar's network
+(conv 16 3x3 -> dense 128 on 4x10x10 inputs, Breakout's channels, 6 actions), batch 32, double DQN, Huber loss, global
 gradient-norm clipping at 10, Adam(lr=1e-4, eps=1.5e-4), synthetic batch, `--threads` intra-op
 threads. `--variant weight_norm` wraps every layer in torch's weight_norm parametrization.
 `--cuda-graph` (CUDA only) captures the whole update once (forwards, loss, backward, clipping,
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 
 p = argparse.ArgumentParser()
 p.add_argument("--variant", default="plain", choices=["plain", "weight_norm"])
+p.add_argument("--network", default="nature", choices=["nature", "minatar"])
 p.add_argument("--threads", type=int, default=2)
 p.add_argument("--seconds", type=float, default=10.0)
 p.add_argument("--batch", type=int, default=32)
@@ -41,6 +43,12 @@ def layer(m):
 
 
 def qnet():
+    if args.network == "minatar":
+        return nn.Sequential(
+            layer(nn.Conv2d(4, 16, 3, 1)), nn.ReLU(), nn.Flatten(),
+            layer(nn.Linear(1024, 128)), nn.ReLU(),
+            layer(nn.Linear(128, 6)),
+        ).to(dev)
     return nn.Sequential(
         layer(nn.Conv2d(4, 32, 8, 4)), nn.ReLU(),
         layer(nn.Conv2d(32, 64, 4, 2)), nn.ReLU(),
@@ -58,8 +66,9 @@ if args.channels_last:
 autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
 opt = torch.optim.Adam(online.parameters(), lr=1e-4, eps=1.5e-4, capturable=args.cuda_graph)
 B = args.batch
-obs = torch.randint(0, 256, (B, 4, 84, 84), dtype=torch.uint8, device=dev)
-nxt = torch.randint(0, 256, (B, 4, 84, 84), dtype=torch.uint8, device=dev)
+side = 10 if args.network == "minatar" else 84
+obs = torch.randint(0, 256, (B, 4, side, side), dtype=torch.uint8, device=dev)
+nxt = torch.randint(0, 256, (B, 4, side, side), dtype=torch.uint8, device=dev)
 act = torch.randint(0, 2, (B,), device=dev)
 rew = torch.randn(B, device=dev)
 term = torch.zeros(B, device=dev)
@@ -114,6 +123,6 @@ if dev.type == "cuda":
     torch.cuda.synchronize()
 secs = time.perf_counter() - t0
 impl = "pytorch-cuda-graph" if args.cuda_graph else "pytorch"
-print(json.dumps({"updates_per_sec": n / secs, "variant": args.variant, "device": args.device,
+print(json.dumps({"updates_per_sec": n / secs, "variant": args.variant, "network": args.network, "device": args.device,
                   "threads": args.threads, "batch": B, "updates": n, "seconds": secs, "impl": impl,
                   "precision": args.precision, "channels_last": args.channels_last}))

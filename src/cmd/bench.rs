@@ -133,9 +133,10 @@ pub struct E2eBench {
     /// Measurement time after warm-up, seconds.
     #[arg(long, default_value_t = 60.0, value_parser = crate::util::seconds_arg)]
     pub seconds: f64,
-    /// Config to start from (its env id is replaced by --game).
-    #[arg(long, default_value = "configs/pong.toml")]
-    pub config: std::path::PathBuf,
+    /// Config to start from (its env id is replaced by --game). Default: configs/minatar.toml
+    /// for a MinAtar game, configs/pong.toml otherwise.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
     /// Config overrides (repeatable).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub sets: Vec<String>,
@@ -190,7 +191,7 @@ fn bench_env(b: EnvBench, rom_dir: Option<&Path>) -> Result<()> {
     for t in 0..b.threads {
         let (id, cfg, start, deadline, n) =
             (id.clone(), cfg.clone(), start.clone(), deadline.clone(), b.envs_per_thread);
-        handles.push(std::thread::spawn(move || -> Result<u64> {
+        handles.push(std::thread::spawn(move || -> Result<(u64, Vec<f64>)> {
             let made = (0..n)
                 .map(|k| {
                     let mut e = make_env(&id, &cfg)?;
@@ -202,18 +203,21 @@ fn bench_env(b: EnvBench, rom_dir: Option<&Path>) -> Result<()> {
             let mut envs = made?;
             let mut rng = StdRng::seed_from_u64(t as u64);
             let end = *deadline.wait();
-            let mut steps = 0u64;
+            let (mut steps, mut returns) = (0u64, Vec::new());
             loop {
                 for e in envs.iter_mut() {
                     let a = rng.gen_range(0..e.num_actions());
                     let s = e.step(a);
+                    if let Some(ep) = s.episode {
+                        returns.push(ep.ret);
+                    }
                     if s.terminated || s.truncated {
                         let _ = e.reset(None);
                     }
                     steps += 1;
                 }
                 if steps % 64 < envs.len() as u64 && Instant::now() >= end {
-                    return Ok(steps);
+                    return Ok((steps, returns));
                 }
             }
         }));
@@ -221,17 +225,21 @@ fn bench_env(b: EnvBench, rom_dir: Option<&Path>) -> Result<()> {
     start.wait();
     let t0 = Instant::now();
     let _ = deadline.set(t0 + Duration::from_secs_f64(b.seconds));
-    let mut steps = 0;
+    let (mut steps, mut returns) = (0, Vec::new());
     for h in handles {
-        steps += h.join().map_err(|_| anyhow::anyhow!("bench thread panicked"))??;
+        let (n, r) = h.join().map_err(|_| anyhow::anyhow!("bench thread panicked"))??;
+        steps += n;
+        returns.extend(r);
     }
+    // The random policy's score, from the whole games the benchmark played.
+    let random_return = (!returns.is_empty()).then(|| returns.iter().sum::<f64>() / returns.len() as f64);
     let secs = t0.elapsed().as_secs_f64();
     let sps = steps as f64 / secs;
     let frameskip = cfg.frameskip.unwrap_or(1) as f64;
     if b.json {
         out!(
             "{}",
-            json!({"game": id.short_name(), "threads": b.threads, "envs_per_thread": b.envs_per_thread, "env_steps_per_sec": sps, "frames_per_sec": sps * frameskip, "seconds": secs, "frameskip": frameskip})
+            json!({"game": id.short_name(), "threads": b.threads, "envs_per_thread": b.envs_per_thread, "env_steps_per_sec": sps, "frames_per_sec": sps * frameskip, "seconds": secs, "frameskip": frameskip, "random_policy_games": returns.len(), "random_policy_mean_return": random_return})
         );
     } else {
         out!(
@@ -243,6 +251,9 @@ fn bench_env(b: EnvBench, rom_dir: Option<&Path>) -> Result<()> {
             b.envs_per_thread,
             secs
         );
+        if let Some(r) = random_return {
+            out!("random policy: mean return {r:.3} over {} whole games", returns.len());
+        }
     }
     Ok(())
 }
@@ -564,8 +575,10 @@ fn bench_e2e(b: E2eBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<(
     let mut sets = b.sets.clone();
     sets.insert(0, format!("env.id=\"{}\"", b.game));
     sets.push("run.total_env_steps=1000000000".into());
+    let minatar = matches!(wndqn_envs::ids::classify(&b.game), Ok(wndqn_envs::ids::IdKind::MinAtar));
+    let preset = if minatar { "configs/minatar.toml" } else { "configs/pong.toml" };
     let args = crate::train::TrainArgs {
-        config: Some(b.config.clone()),
+        config: Some(b.config.clone().unwrap_or_else(|| preset.into())),
         variant: Some(b.variant),
         sets,
         runs_dir: std::env::temp_dir().join(format!("wndqn-bench-{}", std::process::id())),

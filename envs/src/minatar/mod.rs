@@ -92,6 +92,11 @@ fn new_game(name: &str, ramping: bool) -> Option<Box<dyn Game>> {
     })
 }
 
+/// The size of a game's minimal action set (`game`: the package's name).
+pub fn minimal_action_count(game: &str) -> usize {
+    new_game(game, true).map_or(0, |g| g.minimal_actions().len())
+}
+
 /// A MinAtar game behind [`crate::Env`].
 pub struct MinAtarEnv {
     game: Box<dyn Game>,
