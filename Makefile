@@ -2,7 +2,7 @@
 CONFIG ?= configs/pong.toml
 ARGS ?=
 
-.PHONY: setup train test lint tensorboard bench-env bench-learner bench-e2e bench-side-by-side
+.PHONY: setup train test lint tensorboard bench-env bench-learner bench-e2e bench-side-by-side bench-minatar
 setup:
 	@bash scripts/setup.sh
 
@@ -38,3 +38,7 @@ bench-side-by-side: setup
 bench-e2e: setup
 	.venv/bin/python -m pip install -q -r scripts/requirements-bench.txt
 	bash scripts/bench_e2e_vs_pytorch.sh
+
+bench-minatar: setup
+	bash scripts/bench_minatar.sh
+	bash scripts/bench_side_by_side.sh 2 30 configs/minatar.toml MinAtar/Breakout-v0

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 use wndqn_agents::dqn::{DqnConfig, Loss, TargetUpdate};
 use wndqn_agents::optim::OptimizerKind;
@@ -376,7 +376,7 @@ pub fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error
 
 /// Read a config file: TOML syntax and unknown keys are reported with the file and line.
 pub fn load_file(path: &Path) -> Result<toml::Table> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config {}", path.display()))?;
+    let text = crate::util::read_text_file(path, "config")?;
     let table: toml::Table = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
     // Type and unknown-key errors, still with the file's line numbers.
     toml::from_str::<Config>(&text).map_err(|e| toml_error(path, &text, &e))?;

@@ -32,6 +32,29 @@ macro_rules! out {
 
 pub(crate) use {out, say};
 
+/// The most a config or sweep spec file may hold: far above any real one, and small enough that
+/// a mistaken path (`/dev/zero`, a checkpoint) fails at once instead of filling memory.
+pub const MAX_TEXT_FILE: u64 = 4 << 20;
+
+/// Read a config or spec file (`what` names it in errors): a regular file of at most
+/// [`MAX_TEXT_FILE`] bytes, as UTF-8.
+pub fn read_text_file(path: &std::path::Path, what: &str) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use std::io::Read;
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if !meta.is_file() {
+        anyhow::bail!("{what} {} is not a regular file", path.display());
+    }
+    let f = std::fs::File::open(path).with_context(|| format!("cannot read {what} {}", path.display()))?;
+    let mut bytes = Vec::new();
+    f.take(MAX_TEXT_FILE + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {what} {}", path.display()))?;
+    if bytes.len() as u64 > MAX_TEXT_FILE {
+        anyhow::bail!("{what} {} is larger than {} MiB: not a {what}", path.display(), MAX_TEXT_FILE >> 20);
+    }
+    String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{what} {} is not UTF-8 text", path.display()))
+}
 /// `s` as one shell word: unchanged when it is safe, else in single quotes.
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+:=,@%".contains(c)) {

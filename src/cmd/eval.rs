@@ -55,6 +55,9 @@ pub fn run(cmd: EvalCmd, device: crate::device::DeviceArg, rom_dir: Option<&Path
     }
     let (ckpt, state) = crate::checkpoint::find(run, cmd.checkpoint, &mut |w| say!("{w}"))?;
     let cfg = crate::config::load(&run.join("config.toml"), &[])?;
+    // The network is built from the run's config: one edited since the checkpoint was written
+    // (another width, network or game) would not fit its weights, so it is refused as a resume is.
+    crate::train::run_dir::check_keys(run, &ckpt, &cfg)?;
     let env_cfg = EnvConfig { episodic_life: false, ..cfg.env.clone() };
     let (id, env_cfg) = env_cfg.resolve(rom_dir)?;
     let mut env = make_env(&id, &env_cfg)?;

@@ -25,7 +25,11 @@ pub fn run(rom_dir: Option<&Path>, all: bool) -> Result<()> {
     out!("{:<24} {:<24} {:>8} {:>8}", "id (minimal actions)", "id (all six actions)", "channels", "actions");
     for (name, id_name, channels) in wndqn_envs::minatar::GAMES {
         let minimal = wndqn_envs::minatar::minimal_action_count(name);
-        out!("{:<24} {:<24} {channels:>8} {minimal:>5} / 6", format!("MinAtar/{id_name}-v1"), format!("MinAtar/{id_name}-v0"));
+        out!(
+            "{:<24} {:<24} {channels:>8} {minimal:>5} / 6",
+            format!("MinAtar/{id_name}-v1"),
+            format!("MinAtar/{id_name}-v0")
+        );
     }
     out!("\nplus classic control: CartPole-v1");
     let missing: Vec<_> = roms::ALE_SUPPORTED.iter().filter(|s| !games.iter().any(|g| g.rom.name == **s)).collect();

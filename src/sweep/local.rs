@@ -93,11 +93,7 @@ struct Running {
 fn spawn(f: &Folders, plan: &Plan, r: &RunSpec, p: &Pool, slot: usize, opts: &LocalOptions) -> Result<Child> {
     let exe = std::env::current_exe().context("cannot find the wndqn binary")?;
     let log_path = f.log(&r.name);
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let log = crate::train::run_dir::open_no_follow(std::fs::OpenOptions::new().create(true).append(true), &log_path)?;
     let mut cmd = Command::new(exe);
     cmd.arg("--device").arg(match opts.device {
         DeviceArg::Auto => "auto",

@@ -67,6 +67,7 @@ pub fn run(spec: &Path, dir: &Path, mut opts: RunOptions) -> Result<()> {
     }
     if opts.executor == Executor::Slurm {
         slurm::available()?;
+        slurm::check_folder(&std::path::absolute(dir).unwrap_or(dir.to_path_buf()))?;
     }
     plan.install(dir)?;
     let dir = dir.canonicalize().unwrap_or(dir.to_path_buf());

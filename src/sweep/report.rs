@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
 use serde_json::json;
 
-use super::spec::Plan;
+use super::spec::{Plan, ScoreRange};
 use super::state::{self, State};
 use crate::plot::{interval_plot, line_plot, Series, PALETTE};
 use crate::results::{self, RunResult};
@@ -65,8 +65,11 @@ struct Scored {
     result: RunResult,
 }
 
-/// A game's normalization: `(score - lo) / (hi - lo)`.
-fn reference(plan: &Plan, game: &str, mode: Normalize) -> Result<(f64, f64, &'static str)> {
+/// A game's normalization `(score - lo) / (hi - lo)` and its name.
+type Range = (f64, f64, &'static str);
+
+/// A game's normalization; `best_plain` is the best score of the sweep's plain runs on it.
+fn reference(plan: &Plan, game: &str, mode: Normalize, best_plain: Option<f64>) -> Result<Range> {
     if mode == Normalize::None {
         return Ok((0.0, 1.0, "raw return"));
     }
@@ -75,11 +78,28 @@ fn reference(plan: &Plan, game: &str, mode: Normalize) -> Result<(f64, f64, &'st
         return Ok((r, h, "human-normalized"));
     }
     match plan.normalize.get(game) {
-        Some(&[lo, hi]) if hi != lo => Ok((lo, hi, "min-max normalized")),
+        Some(&ScoreRange::Fixed([lo, hi])) if hi != lo => Ok((lo, hi, "min-max normalized")),
+        Some(&ScoreRange::BestPlain(lo, _)) => match best_plain {
+            Some(hi) if hi > lo => Ok((lo, hi, "normalized by random and the best plain run")),
+            _ => bail!("{game}: its reference is the best plain run's score, and no plain run scored above random ({lo})"),
+        },
         _ => bail!(
             "no reference scores for {game}: add `[normalize]` `\"{game}\" = [random, reference]` to the sweep spec, or pass --normalize none"
         ),
     }
+}
+
+/// The normalization of every game with a score, from the runs' raw scores (`(game, variant,
+/// score)`).
+fn references(plan: &Plan, mode: Normalize, raw: &[(String, String, f64)]) -> Result<BTreeMap<String, Range>> {
+    plan.games
+        .iter()
+        .filter(|g| raw.iter().any(|r| &r.0 == *g))
+        .map(|g| {
+            let best = raw.iter().filter(|r| &r.0 == g && r.1 == "plain").map(|r| r.2).reduce(f64::max);
+            Ok((g.clone(), reference(plan, g, mode, best)?))
+        })
+        .collect()
 }
 
 /// The scores per variant as `scores[task][run]` over `games`.
@@ -91,12 +111,17 @@ fn by_task(runs: &[Scored], games: &[String], variant: &str, f: impl Fn(&Scored)
     s.iter().all(|t| !t.is_empty()).then_some(s)
 }
 
-/// Run `wndqn sweep report`.
-pub fn run(dir: &Path, plan: &Plan, opts: &ReportOptions) -> Result<()> {
+/// Scored runs, the runs left out (each with why), and every scored game's normalization.
+type ScoredRuns = (Vec<Scored>, Vec<String>, BTreeMap<String, Range>);
+
+/// The finished runs with a score, normalized; the runs left out, each with why; every game's
+/// normalization.
+fn score_runs(dir: &Path, plan: &Plan, opts: &ReportOptions) -> Result<ScoredRuns> {
     let none = BTreeMap::new();
-    let mut scored = Vec::new();
+    let mut found = Vec::new();
     let mut left_out = Vec::new();
-    for (r, st) in plan.runs().iter().zip(state::all(dir, plan, &none)) {
+    let runs = plan.runs();
+    for (r, st) in runs.iter().zip(state::all(dir, plan, &none)) {
         if st.state != State::Done {
             left_out.push(format!("{} ({})", r.name, st.state.name()));
             continue;
@@ -106,24 +131,42 @@ pub fn run(dir: &Path, plan: &Plan, opts: &ReportOptions) -> Result<()> {
             ScoreKind::Final => results::final_score(&result),
             ScoreKind::Eval => results::eval_score(&result),
         };
-        let Some(raw) = raw else {
-            let what = match opts.score {
-                ScoreKind::Final => "finished no training game",
-                ScoreKind::Eval => "has no greedy evaluation (log.eval_every = 0?); use --score final",
-            };
-            bail!("{} {what}", result.dir.display());
-        };
-        let (lo, hi, _) = reference(plan, &r.game, opts.normalize)?;
-        scored.push(Scored {
-            game: r.game.clone(),
-            variant: r.variant.clone(),
-            seed: r.seed,
-            env_steps: result.total_steps,
-            raw,
-            norm: (raw - lo) / (hi - lo),
-            result,
-        });
+        match raw {
+            Some(raw) => found.push((r, result, raw)),
+            None => left_out.push(format!(
+                "{} ({})",
+                r.name,
+                match opts.score {
+                    ScoreKind::Final => "finished, but no training game ended",
+                    ScoreKind::Eval => "finished without a greedy evaluation: use --score final",
+                }
+            )),
+        }
     }
+    let raw: Vec<(String, String, f64)> =
+        found.iter().map(|(r, _, s)| (r.game.clone(), r.variant.clone(), *s)).collect();
+    let refs = references(plan, opts.normalize, &raw)?;
+    let scored = found
+        .into_iter()
+        .map(|(r, result, raw)| {
+            let (lo, hi, _) = refs[&r.game];
+            Scored {
+                game: r.game.clone(),
+                variant: r.variant.clone(),
+                seed: r.seed,
+                env_steps: result.total_steps,
+                raw,
+                norm: (raw - lo) / (hi - lo),
+                result,
+            }
+        })
+        .collect();
+    Ok((scored, left_out, refs))
+}
+
+/// Run `wndqn sweep report`.
+pub fn run(dir: &Path, plan: &Plan, opts: &ReportOptions) -> Result<()> {
+    let (scored, left_out, refs) = score_runs(dir, plan, opts)?;
     if scored.is_empty() {
         bail!(
             "{} has no finished run to report on ({} left: wndqn sweep status {})",
@@ -166,15 +209,14 @@ pub fn run(dir: &Path, plan: &Plan, opts: &ReportOptions) -> Result<()> {
     let norm_word = match opts.normalize {
         Normalize::None => "raw return".to_string(),
         Normalize::Auto => {
-            let kinds: std::collections::BTreeSet<&str> =
-                games.iter().filter_map(|g| reference(plan, g, opts.normalize).ok().map(|r| r.2)).collect();
+            let kinds: std::collections::BTreeSet<&str> = games.iter().map(|g| refs[g].2).collect();
             kinds.into_iter().collect::<Vec<_>>().join(" / ")
         }
     };
     write_scores(&out_dir, &scored)?;
     write_aggregates(&out_dir, &aggregates, &poi)?;
     let profiles = draw_profiles(&out_dir, &variants, &norm_scores, &small, &norm_word)?;
-    draw_curves(&out_dir, plan, &variants, &games, &scored, opts, &small, &norm_word)?;
+    draw_curves(&out_dir, plan, &variants, &games, &scored, &refs, &small, &norm_word)?;
     interval_plot(
         &out_dir.join("aggregates.png"),
         &format!("{}: {norm_word} score, 95% stratified bootstrap CIs", plan.name),
@@ -268,7 +310,7 @@ fn draw_curves(
     variants: &[String],
     games: &[String],
     scored: &[Scored],
-    opts: &ReportOptions,
+    refs: &BTreeMap<String, Range>,
     boot: &Bootstrap,
     norm_word: &str,
 ) -> Result<()> {
@@ -279,7 +321,7 @@ fn draw_curves(
         let (mut x, mut mean, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for &step in &steps {
             let point = |r: &Scored| {
-                let (l, h, _) = reference(plan, &r.game, opts.normalize).ok()?;
+                let (l, h, _) = refs[&r.game];
                 results::score_at(&r.result, step).map(|s| (s - l) / (h - l))
             };
             let Some(s) = by_task(scored, games, v, point) else { continue };
@@ -343,7 +385,7 @@ fn markdown(
         c.boot.reps.min(2000),
     ));
     if !c.left_out.is_empty() {
-        md.push_str(&format!("- Left out, not finished: {}.\n", c.left_out.join(", ")));
+        md.push_str(&format!("- Left out: {}.\n", c.left_out.join(", ")));
     }
     if !c.partial.is_empty() {
         md.push_str(&format!(

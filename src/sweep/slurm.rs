@@ -181,7 +181,20 @@ pub fn queue(dir: &Path) -> Result<BTreeMap<String, SlurmTask>> {
 }
 
 /// Submit every run that is not done, queued or running as one job array.
+/// The sweep folder's path goes into `#SBATCH --output=`, which sbatch reads without a shell:
+/// only a path of plain characters can be written there as one word.
+pub fn check_folder(dir: &Path) -> Result<()> {
+    let shown = dir.display().to_string();
+    if !shown.chars().all(|c| c.is_ascii_alphanumeric() || "/_.,+-@%=".contains(c)) {
+        bail!(
+            "--executor slurm: the sweep folder {shown:?} has characters sbatch cannot take in a directive (spaces, quotes, $, ; and the like); use a folder whose path has only letters, digits and / _ . , + - @ % =, or --executor local"
+        );
+    }
+    Ok(())
+}
+
 pub fn submit(dir: &Path, plan: &Plan, retry_failed: bool, rom_dir: Option<&Path>, dry_run: bool) -> Result<()> {
+    check_folder(dir)?;
     let exe = std::env::current_exe().context("cannot find the wndqn binary")?;
     let exe = exe.canonicalize().unwrap_or(exe);
     let runs = plan.runs();
@@ -200,6 +213,13 @@ pub fn submit(dir: &Path, plan: &Plan, retry_failed: bool, rom_dir: Option<&Path
             todo.push(i);
         }
     }
+    let fitted;
+    let plan = if dry_run {
+        plan
+    } else {
+        fitted = fit_cpus(plan, node_cpus())?;
+        &fitted
+    };
     let text = script(dir, plan, &exe, rom_dir);
     let k = plan.slurm.max_parallel.map(|k| format!("%{k}")).unwrap_or_default();
     let array = format!("--array={}{k}", ranges(&todo));
@@ -242,15 +262,53 @@ pub fn submit(dir: &Path, plan: &Plan, retry_failed: bool, rom_dir: Option<&Path
     Ok(())
 }
 
+/// The most CPUs a node of the cluster has (`sinfo`), when Slurm says.
+fn node_cpus() -> Option<u32> {
+    let o = Command::new("sinfo").args(["-h", "-o", "%c"]).output().ok()?;
+    String::from_utf8_lossy(&o.stdout).lines().filter_map(|l| l.trim().trim_end_matches('+').parse().ok()).max()
+}
+
+/// A task must fit on a node, or it pends forever (Reason=PartitionConfig): the default CPU
+/// request (actors + 2) is lowered to the largest node with a warning; one the spec sets is
+/// refused.
+fn fit_cpus(plan: &Plan, node: Option<u32>) -> Result<Plan> {
+    let mut p = plan.clone();
+    let Some(node) = node else { return Ok(p) };
+    match plan.slurm.cpus_per_task {
+        Some(c) if c > node => bail!(
+            "[slurm] cpus_per_task = {c}, but the largest node of this cluster has {node} CPUs (sinfo): no task could start. Set cpus_per_task to at most {node}"
+        ),
+        Some(_) => {}
+        None => {
+            let want = plan.base.actors.num_actors as u32 + 2;
+            if want > node {
+                say!("warning: each task would ask for {want} CPUs (actors + 2) but the largest node has {node}: asking for {node}; the run's threads share them");
+                p.slurm.cpus_per_task = Some(node);
+            }
+        }
+    }
+    Ok(p)
+}
+
 /// Stop a Slurm sweep cleanly: pending tasks are cancelled, running ones get SIGINT (the task
 /// script passes it on; wndqn writes its checkpoint; the task is not requeued).
 pub fn cancel(dir: &Path) -> Result<usize> {
     available()?;
     let jobs = jobs(dir);
     let running = queue(dir)?.values().filter(|t| t.state == "RUNNING").count();
+    // scancel's own complaints (a job with nothing left in that state) are not the user's news.
+    let quiet = |args: &[&str]| {
+        let _ = Command::new("scancel")
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    };
     for job in &jobs {
-        let _ = Command::new("scancel").args(["--state=PENDING", job]).status();
-        let _ = Command::new("scancel").args(["--signal=INT", "--full", job]).status();
+        quiet(&["--state=PENDING", job]);
+        if running > 0 {
+            quiet(&["--signal=INT", "--full", job]);
+        }
     }
     Ok(running)
 }

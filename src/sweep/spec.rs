@@ -95,15 +95,83 @@ pub struct SlurmTable {
     pub extra: Vec<String>,
 }
 
+impl SlurmTable {
+    /// Every value that reaches the task script's `#SBATCH` lines must be one word in Slurm's own
+    /// syntax: no spaces, quotes, `$`, backticks, `;` or control characters can reach sbatch or
+    /// bash from a spec.
+    pub fn validate(&self) -> Result<()> {
+        let word = |c: char| c.is_ascii_alphanumeric() || "_.,+-".contains(c);
+        let check = |key: &str, v: &Option<String>, ok: &dyn Fn(&str) -> bool, form: &str| -> Result<()> {
+            match v {
+                Some(v) if v.is_empty() || v.len() > 200 || !ok(v) => {
+                    bail!("{key} = {:?} is not {form}", v.chars().take(80).collect::<String>())
+                }
+                _ => Ok(()),
+            }
+        };
+        let name = |v: &str| v.chars().all(word);
+        check("partition", &self.partition, &name, "a partition name (letters, digits, _ . , + -)")?;
+        check("account", &self.account, &name, "an account name (letters, digits, _ . , + -)")?;
+        check("qos", &self.qos, &name, "a QOS name (letters, digits, _ . , + -)")?;
+        let time = |v: &str| v.chars().all(|c| c.is_ascii_digit() || c == ':' || c == '-');
+        check("time", &self.time, &time, "a Slurm time (minutes, MM:SS, HH:MM:SS or D-HH:MM:SS)")?;
+        let mem = |v: &str| {
+            let digits = v.trim_end_matches(['K', 'M', 'G', 'T']);
+            !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) && v.len() - digits.len() <= 1
+        };
+        check("mem", &self.mem, &mem, "a memory size (a number with an optional K, M, G or T)")?;
+        let signal = |v: &str| {
+            let body = v.strip_prefix("B:").or_else(|| v.strip_prefix("R:")).unwrap_or(v);
+            let (sig, at) = body.split_once('@').unwrap_or((body, "0"));
+            !sig.is_empty() && sig.chars().all(|c| c.is_ascii_alphanumeric()) && at.chars().all(|c| c.is_ascii_digit())
+        };
+        check("signal", &self.signal, &signal, "a Slurm signal spec like B:USR1@120")?;
+        for e in &self.extra {
+            let (flag, value) = e.split_once('=').unwrap_or((e, ""));
+            let flag_ok = flag.starts_with("--")
+                && flag.len() > 2
+                && flag[2..].chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            let value_ok = value.chars().all(|c| word(c) || ":=@%/&|!*".contains(c));
+            if !flag_ok || !value_ok || e.len() > 200 {
+                bail!(
+                    "extra = {:?}: each entry is one sbatch option `--name` or `--name=value` (value: letters, digits and _ . , + - : = @ % / & | ! *; no spaces, quotes, $ or ;)",
+                    e.chars().take(80).collect::<String>()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A non-Atari game's score range for the report: `[random, reference]`, or `[random, "best
+/// plain"]`, where the reference is the best score of the sweep's `plain` runs on that game (for
+/// games without a published reference; the report says so).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ScoreRange {
+    /// Both ends given.
+    Fixed([f64; 2]),
+    /// The random score, and the best plain-DQN score of the sweep.
+    BestPlain(f64, BestPlain),
+}
+
+/// The word `"best plain"` in a [`ScoreRange`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub enum BestPlain {
+    /// `"best plain"`.
+    #[serde(rename = "best plain")]
+    BestPlain,
+}
+
 /// A sweep spec file.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Spec {
     /// The grid.
     pub sweep: SweepTable,
-    /// Score ranges of non-Atari games for the report: `[random, reference]`.
+    /// Score ranges of non-Atari games for the report.
     #[serde(default)]
-    pub normalize: BTreeMap<String, [f64; 2]>,
+    pub normalize: BTreeMap<String, ScoreRange>,
     /// Slurm settings.
     #[serde(default)]
     pub slurm: SlurmTable,
@@ -142,13 +210,16 @@ pub struct Plan {
     pub save_replay: bool,
     /// Score ranges of non-Atari games.
     #[serde(default)]
-    pub normalize: BTreeMap<String, [f64; 2]>,
+    pub normalize: BTreeMap<String, ScoreRange>,
     /// Slurm settings.
     #[serde(default)]
     pub slurm: SlurmTable,
     /// The base config, resolved (every key).
     pub base: Config,
 }
+
+/// The most runs one sweep may plan (the Atari-57 x 4 variants x 40 seeds fit).
+pub const MAX_RUNS: usize = 10_000;
 
 /// The file of a sweep folder's plan.
 pub const PLAN: &str = "sweep.toml";
@@ -158,15 +229,27 @@ impl Plan {
     /// unknown game or variant (with suggestions), an empty grid, a duplicate run, a key the base
     /// config does not have, a run whose config cannot work.
     pub fn from_spec(path: &Path) -> Result<Plan> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("cannot read sweep spec {}", path.display()))?;
+        let text = crate::util::read_text_file(path, "sweep spec")?;
         let spec: Spec = toml::from_str(&text).map_err(|e| crate::config::toml_error(path, &text, &e))?;
         let s = &spec.sweep;
         let at = |what: String| anyhow!("{}: {what}", path.display());
         let base_path = path.parent().unwrap_or(Path::new(".")).join(&s.base);
         let base =
             crate::config::load(&base_path, &s.sets).map_err(|e| at(format!("sweep.base / sweep.sets: {e:#}")))?;
-        let seeds = match &s.seeds {
+        let n_seeds = match &s.seeds {
+            Seeds::Count(n) => *n as u128,
+            Seeds::List(v) => v.len() as u128,
+        };
+        let size = s.games.len() as u128 * s.variants.len() as u128 * n_seeds;
+        if size > MAX_RUNS as u128 {
+            return Err(at(format!(
+                "the sweep has {} games x {} variants x {} seeds = {size} runs, more than the {MAX_RUNS} a sweep may plan: split it into several sweeps",
+                s.games.len(),
+                s.variants.len(),
+                n_seeds
+            )));
+        }
+        let seeds: Vec<u64> = match &s.seeds {
             Seeds::Count(n) => (1..=*n).collect(),
             Seeds::List(v) => v.clone(),
         };
@@ -198,6 +281,7 @@ impl Plan {
         if let Some(d) = seeds.iter().enumerate().find(|(i, x)| seeds[..*i].contains(x)) {
             return Err(at(format!("sweep.seeds lists {} twice", d.1)));
         }
+        spec.slurm.validate().map_err(|e| at(format!("[slurm] {e}")))?;
         for g in spec.normalize.keys() {
             if !s.games.contains(g) {
                 return Err(at(format!("normalize.\"{g}\" is not one of sweep.games")));
@@ -291,7 +375,37 @@ impl Plan {
             .collect())
     }
 
-    /// Write the plan and every run's config into `dir`; refuse a folder holding another plan.
+    /// Every run folder already in `dir` was trained with this plan's config for it (up to the
+    /// keys a resume may change): a folder whose plan file was removed or replaced must not have
+    /// runs of another config counted as this plan's.
+    fn check_run_configs(&self, dir: &Path) -> Result<()> {
+        use crate::train::run_dir::{changed_keys, SAFE_ON_RESUME};
+        for r in self.runs() {
+            let path = dir.join("runs").join(&r.name).join("config.toml");
+            if !path.exists() {
+                continue;
+            }
+            let trained = crate::config::load(&path, &[])
+                .with_context(|| format!("{} holds run {} whose config cannot be read", dir.display(), r.name))?;
+            let fixed: Vec<String> = changed_keys(&trained, &self.config(&r)?)?
+                .into_iter()
+                .filter(|k| !SAFE_ON_RESUME.iter().any(|s| k == s || (s.ends_with('.') && k.starts_with(s))))
+                .collect();
+            if !fixed.is_empty() {
+                bail!(
+                    "{} holds run {} trained with another config than this sweep's: {} differ ({}). Use another --dir, or run the sweep that made it",
+                    dir.display(),
+                    r.name,
+                    fixed.join(", "),
+                    path.display()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Write the plan and every run's config into `dir`; refuse a folder holding another plan,
+    /// or runs of another config.
     pub fn install(&self, dir: &Path) -> Result<()> {
         match Plan::read(dir) {
             Ok(old) => {
@@ -310,6 +424,7 @@ impl Plan {
             }
             Err(_) => {}
         }
+        self.check_run_configs(dir)?;
         for sub in ["runs", "configs", "logs", "failed"] {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
@@ -349,6 +464,50 @@ mod tests {
         assert_eq!(plan.base.run.total_env_steps, 5000);
         let c = plan.config(&plan.runs()[3]).unwrap();
         assert_eq!((c.run.seed, c.agent.variant), (2, Variant::WeightNorm));
+    }
+
+    #[test]
+    fn slurm_values_are_one_word_of_slurm_syntax_or_refused() {
+        let good = [
+            "partition = \"gpu,cpu\"",
+            "time = \"1-00:00:00\"",
+            "mem = \"16G\"",
+            "signal = \"B:USR1@120\"",
+            "extra = [\"--constraint=a100&nvlink\", \"--exclusive\"]",
+            "qos = \"normal\"",
+            "account = \"lab_1\"",
+        ];
+        for g in good {
+            let (_d, p) = spec(&format!("{GOOD}\n[slurm]\n{g}\n"));
+            assert!(Plan::from_spec(&p).is_ok(), "{g}: {:#}", Plan::from_spec(&p).unwrap_err());
+        }
+        let nasty = [
+            "local\ntouch /tmp/PWNED",
+            "a b",
+            "$(touch x)",
+            "`id`",
+            "a;b",
+            "'q'",
+            "\"q\"",
+            "../x",
+            "x\ty",
+            "\u{7}",
+            "",
+        ];
+        for key in ["partition", "account", "qos", "time", "mem", "signal"] {
+            for v in nasty.iter().map(|s| s.to_string()).chain(["a".repeat(300)]) {
+                let text = format!("{GOOD}\n[slurm]\n{key} = {}\n", toml::Value::String(v.clone()));
+                let (_d, p) = spec(&text);
+                let e = format!("{:#}", Plan::from_spec(&p).expect_err(&format!("{key} = {v:?} accepted")));
+                assert!(e.contains(&format!("[slurm] {key}")), "{key} = {v:?}: {e}");
+            }
+        }
+        for v in ["--comment=a b", "--x=$(id)", "-x", "--output=\"q\"", "--a;b", "--x\n#SBATCH --y"] {
+            let text = format!("{GOOD}\n[slurm]\nextra = [{}]\n", toml::Value::String(v.to_string()));
+            let (_d, p) = spec(&text);
+            let e = format!("{:#}", Plan::from_spec(&p).expect_err(&format!("extra {v:?} accepted")));
+            assert!(e.contains("[slurm] extra"), "{v:?}: {e}");
+        }
     }
 
     #[test]

@@ -124,10 +124,10 @@ pub fn status(f: &Folders, plan: &Plan, r: &RunSpec, slurm: &BTreeMap<String, Sl
     let checkpoint_steps = || crate::checkpoint::find(&run, None, &mut |_| {}).map(|(_, s)| s.env_steps).ok();
     let env_steps = match state {
         State::Running => progress.as_ref().map(|p| p.env_steps),
-        State::Done | State::Interrupted | State::Failed => {
+        // A queued run may be a requeued one: its folder says how far it got, whatever the queue.
+        State::Done | State::Interrupted | State::Failed | State::Queued => {
             summary.as_ref().map(|s| s.env_steps).or_else(checkpoint_steps)
         }
-        State::Queued => None,
     };
     let last_return = match state {
         State::Running => progress.as_ref().and_then(|p| p.last_return),

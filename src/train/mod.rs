@@ -125,9 +125,12 @@ impl Default for TrainArgs {
 /// Resolve the config from the file and flags (one validated config before any thread starts):
 /// the file, then `--set` overrides, then `--variant` and `--seed` on the typed config.
 pub fn resolve_config(args: &TrainArgs) -> Result<Config> {
-    let path = match (&args.config, &args.resume) {
+    // Without --config, a run folder that exists (--resume, or --run-dir on a started run)
+    // continues with its own config.
+    let own = args.resume.as_ref().or(args.run_dir.as_ref()).map(|r| r.join("config.toml")).filter(|p| p.is_file());
+    let path = match (&args.config, own) {
         (Some(p), _) => p.clone(),
-        (None, Some(run)) => run.join("config.toml"),
+        (None, Some(own)) => own,
         (None, None) => PathBuf::from("configs/pong.toml"),
     };
     let mut cfg = crate::config::load(&path, &args.sets)?;

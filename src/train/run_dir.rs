@@ -152,29 +152,44 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     r.with_context(|| format!("writing {}", path.display()))
 }
 
+/// Open `path` as `opts` say, refusing a symbolic link in its place (`O_NOFOLLOW`): a link
+/// planted in a run or sweep folder must not make wndqn write a file elsewhere.
+pub fn open_no_follow(opts: &mut std::fs::OpenOptions, path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match opts.custom_flags(libc::O_NOFOLLOW).open(path) {
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => bail!(
+            "{} is a symbolic link: wndqn does not follow links for the files it writes in run and sweep folders; remove it (rm {}) and run again",
+            path.display(),
+            crate::util::shell_quote(&path.display().to_string())
+        ),
+        r => r.with_context(|| format!("cannot open {}", path.display())),
+    }
+}
+
 /// Take the advisory lock of folder `dir` (`dir/.lock`, holding this process's PID and command)
 /// for as long as the returned file lives; an error naming the holder when another process has
 /// it. Run folders and sweep folders alike.
 pub fn lock(dir: &Path) -> Result<File> {
     let path = dir.join(LOCK);
-    let mut f = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut f = open_no_follow(File::options().read(true).write(true).create(true).truncate(false), &path)?;
     // SAFETY: flock on a file descriptor we own.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         let err = std::io::Error::last_os_error();
         if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
             let mut owner = String::new();
             let _ = f.read_to_string(&mut owner);
-            let pid = owner.lines().next().unwrap_or("?").trim().to_string();
+            // The PID the holder wrote, or, for a holder that wrote none (not wndqn), the kernel's.
+            let pid = owner.lines().next().and_then(|l| l.trim().parse::<u32>().ok()).or_else(|| holder(dir));
+            let pid = pid.map_or("?".to_string(), |p| p.to_string());
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " ").trim().to_string())
+                .unwrap_or_default();
+            let who = if cmd.contains("wndqn") { "another wndqn process" } else { "another process" };
+            let cmd: String = cmd.chars().take(200).collect();
             bail!(
-                "{} is in use by another wndqn process (pid {pid}{}): one process writes a folder at a time. Wait for it to finish or stop it (kill -INT {pid}).",
+                "{} is in use by {who} (pid {pid}{}): one process writes a folder at a time. Wait for it to finish or stop it (kill -INT {pid}).",
                 dir.display(),
-                owner.lines().nth(1).map(|c| format!(", `{}`", c.trim())).unwrap_or_default()
+                if cmd.is_empty() { String::new() } else { format!(", `{cmd}`") }
             );
         }
         return Err(err).with_context(|| format!("cannot lock {}", path.display()));
@@ -225,7 +240,7 @@ pub fn check_keys(run: &Path, ckpt: &Path, wanted: &Config) -> Result<Config> {
         .collect();
     if !fixed.is_empty() {
         bail!(
-            "cannot resume {}: {} differ from the config its checkpoint was trained with ({}); these keys are fixed for a run (only {} may change). Start a new run instead.",
+            "{} does not match its checkpoint: {} differ from the config the checkpoint was trained with ({}); these keys are fixed for a run (only {} may change). Start a new run instead, or restore the run's config.toml.",
             run.display(),
             fixed.join(", "),
             ckpt.join("config.toml").display(),
@@ -286,6 +301,19 @@ pub fn resume_point(run: &Path, wanted: &Config) -> Result<(Resume, bool)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_symlink_in_place_of_the_lock_is_refused_and_its_target_untouched() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        let run = d.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::os::unix::fs::symlink(&victim, run.join(LOCK)).unwrap();
+        let e = format!("{:#}", lock(&run).unwrap_err());
+        assert!(e.contains("is a symbolic link"), "{e}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+    }
 
     #[test]
     fn a_second_lock_names_the_owner_and_is_refused() {
