@@ -379,7 +379,7 @@ impl Plan {
     /// keys a resume may change): a folder whose plan file was removed or replaced must not have
     /// runs of another config counted as this plan's.
     fn check_run_configs(&self, dir: &Path) -> Result<()> {
-        use crate::train::run_dir::{changed_keys, SAFE_ON_RESUME};
+        use crate::train::run_dir::fixed_keys;
         for r in self.runs() {
             let path = dir.join("runs").join(&r.name).join("config.toml");
             if !path.exists() {
@@ -387,10 +387,7 @@ impl Plan {
             }
             let trained = crate::config::load(&path, &[])
                 .with_context(|| format!("{} holds run {} whose config cannot be read", dir.display(), r.name))?;
-            let fixed: Vec<String> = changed_keys(&trained, &self.config(&r)?)?
-                .into_iter()
-                .filter(|k| !SAFE_ON_RESUME.iter().any(|s| k == s || (s.ends_with('.') && k.starts_with(s))))
-                .collect();
+            let fixed = fixed_keys(&trained, &self.config(&r)?)?;
             if !fixed.is_empty() {
                 bail!(
                     "{} holds run {} trained with another config than this sweep's: {} differ ({}). Use another --dir, or run the sweep that made it",

@@ -229,15 +229,20 @@ pub fn changed_keys(old: &Config, new: &Config) -> Result<Vec<String>> {
     Ok(keys.into_iter().collect())
 }
 
+/// Keys that differ between two configs and that a resume may not change.
+pub fn fixed_keys(old: &Config, new: &Config) -> Result<Vec<String>> {
+    Ok(changed_keys(old, new)?
+        .into_iter()
+        .filter(|k| !SAFE_ON_RESUME.iter().any(|s| k == s || (s.ends_with('.') && k.starts_with(s))))
+        .collect())
+}
+
 /// `wanted` (the run's config.toml with the command line's overrides) may differ from the
 /// config the checkpoint was trained with only in [`SAFE_ON_RESUME`] keys. Returns that config.
 pub fn check_keys(run: &Path, ckpt: &Path, wanted: &Config) -> Result<Config> {
     let trained = crate::config::load(&ckpt.join("config.toml"), &[])
         .with_context(|| format!("the config of checkpoint {}", ckpt.display()))?;
-    let fixed: Vec<String> = changed_keys(&trained, wanted)?
-        .into_iter()
-        .filter(|k| !SAFE_ON_RESUME.iter().any(|s| k == s || (s.ends_with('.') && k.starts_with(s))))
-        .collect();
+    let fixed = fixed_keys(&trained, wanted)?;
     if !fixed.is_empty() {
         bail!(
             "{} does not match its checkpoint: {} differ from the config the checkpoint was trained with ({}); these keys are fixed for a run (only {} may change). Start a new run instead, or restore the run's config.toml.",
