@@ -183,6 +183,10 @@ fn a_slurm_sweep_with_a_requeued_task_finishes_with_continuous_curves() {
         let r = s["runs"].as_array().unwrap().iter().find(|r| r["name"] == name.as_str()).unwrap().clone();
         r["state"] == "queued" && r["slurm"].as_str().unwrap_or("").contains("PENDING")
     });
+    // Its folder says how far it got, whatever the queue says.
+    let s = st();
+    let r = s["runs"].as_array().unwrap().iter().find(|r| r["name"] == name.as_str()).unwrap().clone();
+    assert!(r["env_steps"].as_u64().unwrap_or(0) > 0, "a requeued run with a checkpoint shows its steps: {r}");
     let o = slurm(&conf, "scontrol", &["update", &format!("JobId={task}"), "StartTime=now"]);
     assert!(o.status.success(), "{}", text(&o));
     wait_until(Duration::from_secs(300), "every run done", || states(&st()).iter().all(|s| s == "done"));
@@ -191,6 +195,36 @@ fn a_slurm_sweep_with_a_requeued_task_finishes_with_continuous_curves() {
     assert!(segments[i] >= 2, "{name} was requeued: two segments, got {segments:?}");
     let log = std::fs::read_to_string(dir.join("logs").join(format!("{name}.log"))).unwrap();
     assert!(log.contains("restart 1") && log.contains("resuming"), "{log}");
+}
+
+/// A CPU request no node can meet would pend forever: set in the spec it is refused; the default
+/// (actors + 2) is lowered to the largest node. `sweep cancel` of pending tasks prints no
+/// complaint of scancel's.
+#[test]
+fn cpu_requests_fit_the_cluster_and_cancel_is_quiet() {
+    let conf = match cluster() {
+        Ok(c) => c,
+        Err(why) => {
+            eprintln!("SKIPPED cpu_requests_fit_the_cluster_and_cancel_is_quiet: {why}");
+            return;
+        }
+    };
+    let w = |args: &[&str]| bin().args(args).env("SLURM_CONF", &conf).output().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let too_many = spec(d.path(), "[slurm]\ncpus_per_task = 999\n");
+    let dir = d.path().join("a");
+    let o = w(&["sweep", "run", too_many.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "--executor", "slurm"]);
+    assert!(!o.status.success() && text(&o).contains("cpus_per_task = 999"), "{}", text(&o));
+    let d2 = tempfile::tempdir().unwrap();
+    let default = spec(d2.path(), "[slurm]\nmem = \"2G\"\nmax_parallel = 1\n");
+    let dir = d2.path().join("b");
+    let o = w(&["sweep", "run", default.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "--executor", "slurm"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let script = std::fs::read_to_string(dir.join("slurm/task.sh")).unwrap();
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    assert!(cpus >= 3 || script.contains(&format!("--cpus-per-task={cpus}")), "{}\n{script}", text(&o));
+    let o = w(&["sweep", "cancel", dir.to_str().unwrap()]);
+    assert!(o.status.success() && !text(&o).contains("scancel:"), "{}", text(&o));
 }
 
 #[test]
