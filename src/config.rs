@@ -575,7 +575,8 @@ impl Config {
             return;
         }
         // The id first: a typo must read as an unknown id, not as a network mismatch.
-        match wndqn_envs::ids::classify(&self.env.id) {
+        let kind = wndqn_envs::ids::classify(&self.env.id);
+        match &kind {
             Err(e) => check(false, format!("env.id: {e}")),
             Ok(kind) => {
                 let (want, what) = match kind {
@@ -593,8 +594,7 @@ impl Config {
                 );
             }
         }
-        let minatar = matches!(wndqn_envs::ids::classify(&self.env.id), Ok(IdKind::MinAtar));
-        if let Err(e) = self.env.validate(minatar) {
+        if let Err(e) = self.env.validate(matches!(kind, Ok(IdKind::MinAtar))) {
             check(false, e.to_string());
         }
     }

@@ -1,5 +1,6 @@
 //! Q-networks: the Nature CNN (Mnih et al. 2015) for `4x84x84` u8 frames, the MinAtar network
-//! (Young & Tian 2019) for `C x 10 x 10` grids and an MLP for vector observations, in the variants the paper compares, with an optional dueling head.
+//! (Young & Tian 2019) for `C x 10 x 10` grids and an MLP for vector observations, in the
+//! variants the paper compares, with an optional dueling head.
 
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};

@@ -170,9 +170,9 @@ impl EnvConfig {
             c.full_action_space.get_or_insert(false);
         }
         if let EnvId::MinAtar { full_actions, .. } = &id {
-            c.repeat_action_probability.get_or_insert(0.1);
+            c.repeat_action_probability.get_or_insert(minatar::STICKY);
             c.full_action_space.get_or_insert(*full_actions);
-            c.difficulty_ramping.get_or_insert(true);
+            c.difficulty_ramping.get_or_insert(minatar::RAMPING);
         } else if self.difficulty_ramping.is_some() {
             return Err(EnvError::Invalid(
                 "env.difficulty_ramping is a MinAtar setting; remove it for this env.id".into(),

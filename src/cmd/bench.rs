@@ -258,14 +258,15 @@ fn bench_env(b: EnvBench, rom_dir: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// The update the learner benchmark measures (and the PyTorch reference reproduces).
-pub fn bench_dqn(arch: Arch, variant: Variant, device: Device) -> Result<(Dqn, Vec<i64>)> {
-    let (shape, actions) = match arch {
+/// The update the learner benchmark measures (and the PyTorch reference reproduces), for
+/// observations of `io`'s shape and its number of actions (a game's), or the network's usual ones.
+pub fn bench_dqn(arch: Arch, variant: Variant, device: Device, io: Option<(Vec<i64>, i64)>) -> Result<(Dqn, Vec<i64>)> {
+    let (shape, actions) = io.unwrap_or_else(|| match arch {
         Arch::Nature => (vec![4i64, 84, 84], 6),
         Arch::Mlp => (vec![4i64], 2),
         // Breakout's 4 channels and the six actions.
         Arch::Minatar => (vec![4i64, 10, 10], 6),
-    };
+    });
     let net = QNetConfig { arch, variant, dueling: false, obs_shape: shape.clone(), num_actions: actions, hidden: 128 };
     let cfg = DqnConfig {
         gamma: 0.99,
@@ -304,9 +305,18 @@ fn synthetic_batch(shape: &[i64], batch: i64) -> TensorBatch {
 }
 
 /// Two batches of real observations: `batch` consecutive stacks from random play, and the
-/// stacks one step later.
-fn game_batch(game: &str, batch: i64, rom_dir: Option<&Path>) -> Result<TensorBatch> {
+/// stacks one step later; with the game's observation shape and number of actions. The game
+/// must be one `network` plays (Atari: nature, MinAtar: minatar).
+fn game_batch(game: &str, network: Arch, batch: i64, rom_dir: Option<&Path>) -> Result<(TensorBatch, (Vec<i64>, i64))> {
     let (id, cfg) = env_config(game, &[])?.resolve(rom_dir)?;
+    let fits = match &id {
+        wndqn_envs::EnvId::Atari { .. } => network == Arch::Nature,
+        wndqn_envs::EnvId::MinAtar { .. } => network == Arch::Minatar,
+        wndqn_envs::EnvId::CartPole => false,
+    };
+    if !fits {
+        bail!("--game {game} needs the network of its observations: --network nature for Atari, minatar for MinAtar");
+    }
     let mut env = make_env(&id, &cfg)?;
     let mut rng = StdRng::seed_from_u64(0);
     env.reset(Some(0))?;
@@ -318,14 +328,10 @@ fn game_batch(game: &str, batch: i64, rom_dir: Option<&Path>) -> Result<TensorBa
         }
     }
     let mut stacks: Vec<u8> = Vec::new();
-    let mut shape = Vec::new();
+    let shape = env.obs_kind().shape();
     for _ in 0..=batch {
-        match env.obs() {
-            wndqn_envs::Obs::Frames { stack, .. } => {
-                shape = env.obs_kind().shape();
-                stacks.extend_from_slice(stack);
-            }
-            wndqn_envs::Obs::Vector(_) => bail!("--game wants an Atari or MinAtar game"),
+        if let wndqn_envs::Obs::Frames { stack, .. } = env.obs() {
+            stacks.extend_from_slice(stack);
         }
         let a = rng.gen_range(0..env.num_actions());
         if env.step(a).terminated {
@@ -333,13 +339,15 @@ fn game_batch(game: &str, batch: i64, rom_dir: Option<&Path>) -> Result<TensorBa
         }
     }
     let all = Tensor::from_slice(&stacks).view([batch + 1, shape[0], shape[1], shape[2]]);
-    Ok(TensorBatch {
+    let actions = env.num_actions() as i64;
+    let b = TensorBatch {
         obs: all.narrow(0, 0, batch).contiguous(),
         next_obs: all.narrow(0, 1, batch).contiguous(),
-        actions: Tensor::randint(env.num_actions() as i64, [batch], (Kind::Int64, Device::Cpu)),
+        actions: Tensor::randint(actions, [batch], (Kind::Int64, Device::Cpu)),
         rewards: Tensor::zeros([batch], (Kind::Float, Device::Cpu)),
         terminated: Tensor::zeros([batch], (Kind::Float, Device::Cpu)),
-    })
+    };
+    Ok((b, (shape, actions)))
 }
 
 fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<()> {
@@ -359,7 +367,9 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
         if b.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { b.threads };
     tch::set_num_threads(threads as i32);
     tch::manual_seed(0);
-    let (mut dqn, shape) = bench_dqn(b.network, variant, device)?;
+    let game = b.game.as_deref().map(|g| game_batch(g, b.network, b.batch, rom_dir)).transpose()?;
+    let io = game.as_ref().map(|g| g.1.clone());
+    let (mut dqn, shape) = bench_dqn(b.network, variant, device, io.clone())?;
     let compute = match b.precision.compute(device)? {
         wndqn_agents::layers::Compute::Bf16 { .. } => {
             wndqn_agents::layers::Compute::Bf16 { channels_last: b.channels_last }
@@ -367,9 +377,8 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
         c => c,
     };
     dqn.set_compute(compute);
-    let batch = match &b.game {
-        Some(game) if b.network != Arch::Mlp => game_batch(game, b.batch, rom_dir)?,
-        Some(_) => bail!("--game needs --network nature or minatar"),
+    let batch = match game {
+        Some((batch, _)) => batch,
         None => synthetic_batch(&shape, b.batch),
     };
     // As in training: the batch as the replay thread hands it to this device's learner.
@@ -378,7 +387,7 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     let batch = prep.to_learner(host.shallow_clone());
     if let Some(other) = b.vs {
         drop(dqn);
-        return bench_learner_pair(&b, [variant, other], compute, device, &batch, threads);
+        return bench_learner_pair(&b, [variant, other], compute, device, &batch, io, threads);
     }
     if variant.data_init() {
         dqn.data_init(&batch.obs, 1.0);
@@ -446,11 +455,12 @@ fn bench_learner_pair(
     compute: wndqn_agents::layers::Compute,
     device: Device,
     batch: &TensorBatch,
+    io: Option<(Vec<i64>, i64)>,
     threads: usize,
 ) -> Result<()> {
     let build = |v: Variant| -> Result<Dqn> {
         tch::manual_seed(0);
-        let (mut dqn, _) = bench_dqn(b.network, v, device)?;
+        let (mut dqn, _) = bench_dqn(b.network, v, device, io.clone())?;
         dqn.set_compute(compute);
         if v.data_init() {
             dqn.data_init(&batch.obs, 1.0);

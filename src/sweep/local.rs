@@ -50,8 +50,7 @@ fn pool(plan: &Plan, opts: &LocalOptions) -> Result<Pool> {
     let cores = crate::config::cores();
     let base = &plan.base;
     let nature = base.agent.network == wndqn_agents::qnet::Arch::Nature;
-    // MinAtar's small network, like an MLP, learns on one thread.
-    // A small MLP learner and its actor fit on a core; a Nature-CNN run wants a few.
+    // A small MLP or MinAtar learner and its actor fit on a core; a Nature-CNN run wants a few.
     let per_run = if nature { 4 } else { 1 };
     let avail = crate::memory::available();
     let fits = |jobs: usize| avail.is_none_or(|a| crate::memory::check_fits(base, jobs, a).is_ok());

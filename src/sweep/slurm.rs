@@ -180,7 +180,6 @@ pub fn queue(dir: &Path) -> Result<BTreeMap<String, SlurmTask>> {
     Ok(out)
 }
 
-/// Submit every run that is not done, queued or running as one job array.
 /// The sweep folder's path goes into `#SBATCH --output=`, which sbatch reads without a shell:
 /// only a path of plain characters can be written there as one word.
 pub fn check_folder(dir: &Path) -> Result<()> {
@@ -193,6 +192,7 @@ pub fn check_folder(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Submit every run that is not done, queued or running as one job array.
 pub fn submit(dir: &Path, plan: &Plan, retry_failed: bool, rom_dir: Option<&Path>, dry_run: bool) -> Result<()> {
     check_folder(dir)?;
     let exe = std::env::current_exe().context("cannot find the wndqn binary")?;

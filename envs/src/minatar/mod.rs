@@ -23,6 +23,11 @@ mod space_invaders;
 use crate::{EnvConfig, EnvError, EpisodeStats, Obs, ObsKind, Step};
 use rng::RandomState;
 
+/// The package's defaults: sticky-action probability and difficulty ramping.
+pub const STICKY: f32 = 0.1;
+/// See [`STICKY`].
+pub const RAMPING: bool = true;
+
 /// Side of the grid.
 pub const SIZE: usize = 10;
 
@@ -116,12 +121,10 @@ impl MinAtarEnv {
     /// actions or the minimal one, `cfg.repeat_action_probability` the sticky probability,
     /// `cfg.difficulty_ramping` the ramping, `cfg.max_episode_frames` a time limit in steps.
     pub fn new(game: &str, cfg: &EnvConfig) -> Result<MinAtarEnv, EnvError> {
-        let ramping = cfg.difficulty_ramping.unwrap_or(true);
+        cfg.validate(true)?;
+        let ramping = cfg.difficulty_ramping.unwrap_or(RAMPING);
         let game = new_game(game, ramping).ok_or_else(|| EnvError::Invalid(format!("no MinAtar game `{game}`")))?;
-        let sticky = cfg.repeat_action_probability.unwrap_or(0.1) as f64;
-        if !(0.0..=1.0).contains(&sticky) {
-            return Err(EnvError::Invalid(format!("env.repeat_action_probability = {sticky}: must be in [0, 1]")));
-        }
+        let sticky = cfg.repeat_action_probability.unwrap_or(STICKY) as f64;
         let actions =
             if cfg.full_action_space.unwrap_or(true) { ALL_ACTIONS.to_vec() } else { game.minimal_actions().to_vec() };
         let obs = vec![0; game.channels() * SIZE * SIZE];

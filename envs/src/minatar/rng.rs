@@ -79,11 +79,6 @@ impl RandomState {
         }
     }
 
-    /// `choice([True, False])`: the first item (true) with probability 1/2.
-    pub fn coin(&mut self) -> bool {
-        self.below(2) == 0
-    }
-
     /// `choice([True, False], p=[p, 1 - p])`: true with probability `p` (one `rand()`).
     pub fn weighted_coin(&mut self, p: f64) -> bool {
         // numpy: cdf = cumsum(p) / cdf[-1]; index = searchsorted(cdf, u, side="right").
