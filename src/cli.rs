@@ -57,6 +57,21 @@ pub enum Command {
 }
 
 /// Run the parsed command.
+impl Command {
+    /// Whether the command stops cleanly on Ctrl-C or a signal (it calls `signals::install`);
+    /// the others simply end.
+    pub fn stops_cleanly(&self) -> bool {
+        use crate::sweep::Executor;
+        use cmd::bench::BenchCmd;
+        use cmd::sweep::SweepCmd;
+        match self {
+            Command::Train(_) | Command::Compare(_) | Command::Bench(BenchCmd::E2e(_)) => true,
+            Command::Sweep(SweepCmd::Run(r)) => r.executor == Executor::Local,
+            _ => false,
+        }
+    }
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     let rom_dir = cli.rom_dir.or_else(crate::roms::default_dir);
     let rom_dir = rom_dir.as_deref();

@@ -45,6 +45,7 @@ fn main() -> ExitCode {
         }));
     }
     let cli = cli::Cli::parse();
+    signals::settle(cli.command.stops_cleanly());
     let code = match cli::run(cli) {
         Ok(()) => 0,
         Err(e) => {

@@ -115,6 +115,13 @@ fn twenty_stops_at_random_moments_all_resume_to_one_continuous_curve() {
         let o = timeout("TERM", delays[k], &train_args("configs/cartpole.toml", &dir, &sets));
         let t = text(&o);
         no_panic(&t);
+        // A signal while the dynamic loader is still mapping libtorch (before any of wndqn's code
+        // runs: tens of milliseconds warm, more on a cold disk) ends the process by that signal
+        // (`timeout --preserve-status`: 128 + 15); it must have left nothing behind.
+        if o.status.code() == Some(128 + libc::SIGTERM) {
+            assert!(!dir.exists() || run_dirs(&dir).is_empty(), "run {k} killed by the signal left a folder: {t}");
+            return None;
+        }
         assert_eq!(o.status.code(), Some(0), "run {k} stopped after {:.2}s: {t}", delays[k]);
         // Stopped before it made its folder: nothing to resume (and nothing left behind).
         let run = run_dirs(&dir).pop()?;
@@ -241,4 +248,73 @@ fn deleting_the_run_folder_stops_the_run_with_an_error_naming_it() {
     assert!(t.contains(run.to_str().unwrap()) && (t.contains("disappeared") || t.contains("is gone")), "{t}");
     assert!(!t.contains("finished"), "{t}");
     assert!(!run.exists(), "the folder was created again");
+}
+
+#[test]
+fn a_stop_during_libtorchs_start_up_is_a_clean_stop() {
+    // libtorch's static initializers take about 0.4 s before `main`: a signal then is recorded
+    // and becomes the run's first stop request (exit 0, and a checkpoint if the folder exists).
+    // Only a signal while the loader still maps the libraries ends the process by it.
+    let runs = tempfile::tempdir().unwrap();
+    let mut clean = 0;
+    for (k, secs) in [0.15, 0.2, 0.25, 0.3, 0.35, 0.4].into_iter().enumerate() {
+        let dir = runs.path().join(format!("r{k}"));
+        let o = timeout("TERM", secs, &train_args("configs/cartpole.toml", &dir, &["run.total_env_steps=100000"]));
+        let t = text(&o);
+        no_panic(&t);
+        match o.status.code() {
+            Some(0) => {
+                clean += 1;
+                assert_eq!(t.matches("interrupt: stopping cleanly").count(), 1, "{t}");
+                if let Some(run) = if dir.exists() { run_dirs(&dir).pop() } else { None } {
+                    assert!(!checkpoint_steps(&run).is_empty(), "stopped at {secs}s without a checkpoint: {t}");
+                    assert_eq!(summary(&run)["interrupted"], true);
+                }
+            }
+            Some(c) if c == 128 + libc::SIGTERM => {
+                assert!(!dir.exists() || run_dirs(&dir).is_empty(), "killed at {secs}s, left a folder: {t}")
+            }
+            c => panic!("stopped at {secs}s: exit {c:?}: {t}"),
+        }
+    }
+    assert!(clean >= 1, "no stop in the first 0.4 s was a clean one");
+}
+
+#[test]
+fn a_hang_up_ignored_at_start_stays_ignored() {
+    // `nohup wndqn train ...`: closing the terminal must not stop the run; a TERM still does.
+    use std::os::unix::process::CommandExt;
+    let runs = tempfile::tempdir().unwrap();
+    let mut cmd = bin();
+    cmd.args(["train", "--config", "configs/cartpole.toml", "--set", "run.total_env_steps=1000000", "--runs-dir"])
+        .arg(runs.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: only signal(2) between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id() as i32;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Once its folder exists it is past its set-up: hang it up, twice, a second apart.
+    while run_dirs(runs.path()).is_empty() {
+        assert!(Instant::now() < deadline, "no run folder");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for _ in 0..2 {
+        // SAFETY: kill(2) of our child.
+        unsafe { libc::kill(pid, libc::SIGHUP) };
+        std::thread::sleep(Duration::from_millis(1200));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "SIGHUP stopped a run started with it ignored");
+    // SAFETY: kill(2) of our child.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    let t = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert_eq!(summary(&only_run_dir(runs.path()))["interrupted"], true);
 }
