@@ -7,8 +7,9 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 use wndqn_agents::dqn::{DqnConfig, Loss, TargetUpdate};
+use wndqn_agents::layers::LayerNormAxes;
 use wndqn_agents::optim::OptimizerKind;
-use wndqn_agents::qnet::{Arch, Variant};
+use wndqn_agents::qnet::{Arch, SpectralLayers, Variant};
 use wndqn_agents::schedule::LinearSchedule;
 use wndqn_envs::EnvConfig;
 
@@ -66,8 +67,13 @@ pub enum OptimizerName {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
-    /// `plain`, `weight_norm` (WN + data-dependent init), `weight_norm_noinit`, `weight_norm_mobn`.
+    /// `plain`, `weight_norm` (WN + data-dependent init), `weight_norm_noinit`, `weight_norm_mobn`,
+    /// `layer_norm`, `spectral_norm`, `weight_norm_projected`.
     pub variant: Variant,
+    /// `layer_norm`: a convolution's layer norm over `channels` (per position) or `chw`.
+    pub layer_norm_axes: LayerNormAxes,
+    /// `spectral_norm`: on the `penultimate` dense layer(s) or on `all` layers.
+    pub spectral_norm_layers: SpectralLayers,
     /// `nature` (CNN for frames) or `mlp` (vector observations).
     pub network: Arch,
     /// MLP hidden units per layer (mlp only).
@@ -111,6 +117,8 @@ impl Default for AgentConfig {
     fn default() -> Self {
         AgentConfig {
             variant: Variant::WeightNorm,
+            layer_norm_axes: LayerNormAxes::Channels,
+            spectral_norm_layers: SpectralLayers::Penultimate,
             network: Arch::Nature,
             hidden: 128,
             dueling: false,

@@ -7,6 +7,19 @@
 //!   (paper Section 4): the minibatch mean of the pre-activation is subtracted while training and
 //!   a running mean (kept as a non-trainable variable, so it is checkpointed) when acting.
 //!
+//! - [`Param::Spectral`]: `y = (W / sigma(W)) x + b` (Miyato et al. 2018), `sigma` estimated by
+//!   power iteration on `W` reshaped to `[out, rest]`, with the left and right vectors `u`, `v`
+//!   kept as non-trainable variables (checkpointed, copied with the target network). As PyTorch's
+//!   `parametrizations.spectral_norm`: `u`, `v` start normalized from `N(0, 1)` and 15 iterations
+//!   on the initial `W`; one iteration `u <- W v / ||W v||`, `v <- W^T u / ||W^T u||` (eps 1e-12)
+//!   per training pass ([`Layer::train_scale`]), none in other passes; `sigma = u . W v`, with
+//!   the gradient through `W` and `u`, `v` held constant.
+//!
+//! Weight norm may keep `||v||` fixed ([`LayerConfig::project`]): the initial norms are kept as
+//! a non-trainable variable and every row of `v` is scaled back to them after each optimizer
+//! step ([`Layer::project`]). And any layer may end with layer normalization of its
+//! pre-activation ([`Layer::add_layer_norm`]).
+//!
 //! Every layer also supports the data-dependent initialization of Section 3 ([`Layer::data_init`]).
 
 use tch::{nn, Kind, Tensor};
@@ -21,6 +34,62 @@ pub enum Param {
         /// Subtract the minibatch mean of the pre-activation (running mean at eval).
         mean_only_bn: bool,
     },
+    /// Spectral normalization of a plain weight.
+    Spectral,
+}
+
+/// Epsilon of the power iteration's normalizations (PyTorch's `spectral_norm`).
+pub const SPECTRAL_EPS: f64 = 1e-12;
+/// Power iterations on the initial weight (PyTorch's `spectral_norm`).
+pub const SPECTRAL_INIT_ITERS: usize = 15;
+/// Epsilon of layer normalization (PyTorch's and Flax's default).
+pub const LAYER_NORM_EPS: f64 = 1e-5;
+
+/// Which axes a convolution's layer norm normalizes (a dense layer's: its units).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerNormAxes {
+    /// Over the channels at every position, one scale and shift per channel (Flax's
+    /// `nn.LayerNorm` on an NHWC map, as purejaxql's PQN).
+    #[default]
+    Channels,
+    /// Over channels, rows and columns together, one scale and shift per element (PyTorch's
+    /// `nn.LayerNorm([C, H, W])`, as CleanRL's PQN).
+    Chw,
+}
+
+impl LayerNormAxes {
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerNormAxes::Channels => "channels",
+            LayerNormAxes::Chw => "chw",
+        }
+    }
+}
+
+/// Affine layer normalization of a layer's pre-activation.
+#[derive(Debug)]
+struct LayerNorm {
+    /// Scale (init 1) and shift (init 0), shaped as the normalized axes.
+    weight: Tensor,
+    bias: Tensor,
+    /// Normalize a convolution's map over its channels only (permuted to the last axis).
+    channels: bool,
+}
+
+impl LayerNorm {
+    fn apply(&self, x: &Tensor) -> Tensor {
+        let x = if x.kind() == Kind::Float { x.shallow_clone() } else { x.to_kind(Kind::Float) };
+        if self.channels && x.dim() == 4 {
+            let c = self.weight.size()[0];
+            x.permute([0, 2, 3, 1])
+                .layer_norm([c], Some(&self.weight), Some(&self.bias), LAYER_NORM_EPS, false)
+                .permute([0, 3, 1, 2])
+        } else {
+            x.layer_norm(self.weight.size(), Some(&self.weight), Some(&self.bias), LAYER_NORM_EPS, false)
+        }
+    }
 }
 
 /// What a layer computes its convolution or matrix product in.
@@ -104,11 +173,18 @@ pub struct LayerConfig {
     pub bn_momentum: f64,
     /// Std of the initial `v` entries (paper: 0.05).
     pub v_init_std: f64,
+    /// Weight norm only: keep every row of `v` at its initial norm ([`Layer::project`]).
+    pub project: bool,
 }
 
 impl Default for LayerConfig {
     fn default() -> Self {
-        LayerConfig { param: Param::WeightNorm { mean_only_bn: false }, bn_momentum: 0.9, v_init_std: 0.05 }
+        LayerConfig {
+            param: Param::WeightNorm { mean_only_bn: false },
+            bn_momentum: 0.9,
+            v_init_std: 0.05,
+            project: false,
+        }
     }
 }
 
@@ -130,6 +206,16 @@ pub struct Layer {
     pub bias: Tensor,
     running_mean: Option<Tensor>,
     bn_momentum: f64,
+    /// Spectral norm's left and right singular vector estimates `(u, v)`.
+    spectral: Option<(Tensor, Tensor)>,
+    /// Projected weight norm: every row's `||v||` at initialization.
+    norm0: Option<Tensor>,
+    layer_norm: Option<LayerNorm>,
+}
+
+/// `x / max(||x||, eps)`, as `F.normalize`.
+fn normalize(x: &Tensor) -> Tensor {
+    x / x.norm().clamp_min(SPECTRAL_EPS)
 }
 
 fn fan_in(dims: &[i64]) -> i64 {
@@ -141,7 +227,7 @@ impl Layer {
         let out = wdims[0];
         let bound = 1.0 / (fan_in(wdims) as f64).sqrt();
         let (weight, g, bias) = match cfg.param {
-            Param::Plain => (
+            Param::Plain | Param::Spectral => (
                 p.var("weight", wdims, nn::Init::Uniform { lo: -bound, up: bound }),
                 None,
                 p.var("bias", &[out], nn::Init::Uniform { lo: -bound, up: bound }),
@@ -156,7 +242,116 @@ impl Layer {
             Param::WeightNorm { mean_only_bn: true } => Some(p.zeros_no_train("running_mean", &[out])),
             _ => None,
         };
-        Layer { op, weight, g, bias, running_mean, bn_momentum: cfg.bn_momentum }
+        let spectral = (cfg.param == Param::Spectral).then(|| {
+            let (u, v) = (p.zeros_no_train("sn_u", &[out]), p.zeros_no_train("sn_v", &[fan_in(wdims)]));
+            tch::no_grad(|| {
+                for t in [&u, &v] {
+                    t.shallow_clone().copy_(&normalize(&t.randn_like()));
+                }
+            });
+            (u, v)
+        });
+        let norm0 = (cfg.project && g.is_some()).then(|| {
+            let n = p.zeros_no_train("v_norm0", &[out]);
+            tch::no_grad(|| {
+                n.shallow_clone().copy_(&weight.norm_scalaropt_dim(
+                    2.0,
+                    (1..wdims.len() as i64).collect::<Vec<_>>(),
+                    false,
+                ))
+            });
+            n
+        });
+        let layer = Layer {
+            op,
+            weight,
+            g,
+            bias,
+            running_mean,
+            bn_momentum: cfg.bn_momentum,
+            spectral,
+            norm0,
+            layer_norm: None,
+        };
+        for _ in 0..SPECTRAL_INIT_ITERS {
+            layer.power_iteration();
+        }
+        layer
+    }
+
+    /// Layer-normalize this layer's pre-activation (before its nonlinearity), with an affine
+    /// scale and shift under `p`: `out_shape` is the pre-activation's shape without the batch
+    /// axis (`[units]` or `[C, H, W]`); a convolution's `axes` say what is normalized.
+    pub fn add_layer_norm(&mut self, p: &nn::Path, out_shape: &[i64], axes: LayerNormAxes) {
+        let channels = matches!(self.op, Op::Conv2d { .. }) && axes == LayerNormAxes::Channels;
+        let shape = if channels { &out_shape[..1] } else { out_shape };
+        self.layer_norm = Some(LayerNorm {
+            weight: p.var("weight", shape, nn::Init::Const(1.0)),
+            bias: p.var("bias", shape, nn::Init::Const(0.0)),
+            channels,
+        });
+    }
+
+    /// Whether the weight is spectrally normalized.
+    pub fn is_spectral(&self) -> bool {
+        self.spectral.is_some()
+    }
+
+    /// One power iteration on `W` (spectral norm only), in place on `u` and `v`.
+    fn power_iteration(&self) {
+        if let Some((u, v)) = &self.spectral {
+            tch::no_grad(|| {
+                let w = self.weight.detach().flatten(1, -1);
+                u.shallow_clone().copy_(&normalize(&w.mv(v)));
+                v.shallow_clone().copy_(&normalize(&w.tr().mv(u)));
+            });
+        }
+    }
+
+    /// Spectral norm's `sigma = u . W v` (differentiable in `W`), None for other layers.
+    pub fn sigma(&self) -> Option<Tensor> {
+        let (u, v) = self.spectral.as_ref()?;
+        Some(u.dot(&self.weight.flatten(1, -1).mv(v)))
+    }
+
+    /// The output scale of a spectral layer, `1 / sigma` for every unit.
+    fn spectral_scale(&self) -> Option<Tensor> {
+        let out = self.weight.size()[0];
+        self.sigma().map(|s| s.reciprocal().repeat([out]))
+    }
+
+    /// The output scale of a training pass, and weight norm's `||v||` it used (see
+    /// [`Layer::wn_scale_const_norm`]): spectral norm first takes its one power iteration of
+    /// the update; projected weight norm knows its norms; others as
+    /// [`Layer::wn_scale_const_norm`] with `known`.
+    pub fn train_scale(&self, known: Option<Tensor>) -> (Option<Tensor>, Option<Tensor>) {
+        if self.spectral.is_some() {
+            self.power_iteration();
+            return (self.spectral_scale(), None);
+        }
+        let known = self.norm0.as_ref().map(Tensor::shallow_clone).or(known);
+        self.wn_scale_const_norm(known).map_or((None, None), |(s, n)| (Some(s), Some(n)))
+    }
+
+    /// Projected weight norm: scale every row of `v` back to its initial norm, after an
+    /// optimizer step; `now` is `||v||` row by row where the caller knows it. No-op elsewhere.
+    pub fn project(&self, now: Option<Tensor>) {
+        if let Some(n0) = &self.norm0 {
+            tch::no_grad(|| {
+                let now = now.unwrap_or_else(|| self.v_norm());
+                let _ = self.weight.shallow_clone().g_mul_(&self.unit_view(&(n0 / now)));
+            });
+        }
+    }
+
+    /// Projected weight norm's target norms (None elsewhere).
+    pub fn initial_norms(&self) -> Option<&Tensor> {
+        self.norm0.as_ref()
+    }
+
+    /// The layer norm's scale and shift, if it has one.
+    pub fn layer_norm_params(&self) -> Option<(&Tensor, &Tensor)> {
+        self.layer_norm.as_ref().map(|l| (&l.weight, &l.bias))
     }
 
     /// A dense layer `in_dim -> out_dim` under path `p`.
@@ -197,12 +392,13 @@ impl Layer {
 
     /// The effective weight `w`: `W`, or `g v / ||v||`.
     pub fn effective_weight(&self) -> Tensor {
-        match &self.g {
-            None => self.weight.shallow_clone(),
-            Some(g) => {
+        match (&self.g, self.sigma()) {
+            (Some(g), _) => {
                 let scale = g / self.v_norm();
                 &self.weight * self.unit_view(&scale)
             }
+            (None, Some(sigma)) => &self.weight / sigma,
+            (None, None) => self.weight.shallow_clone(),
         }
     }
 
@@ -220,9 +416,13 @@ impl Layer {
         }
     }
 
-    /// The per-unit output scale `g / ||v||` (weight norm only).
+    /// The per-unit output scale: `g / ||v||` (weight norm), `1 / sigma` (spectral norm, no
+    /// power iteration), None for a plain layer.
     pub fn wn_scale(&self) -> Option<Tensor> {
-        self.g.as_ref().map(|g| g / self.v_norm())
+        match &self.g {
+            Some(g) => Some(g / self.v_norm()),
+            None => self.spectral_scale(),
+        }
     }
 
     /// The training-time scale `g / ||v||` with `||v||` held constant for autograd, and that
@@ -308,6 +508,14 @@ impl Layer {
 
     /// The pre-activation for input `x` with operands from [`Layer::operands`].
     pub fn forward_with(&self, x: &Tensor, train: bool, ops: &Operands, compute: Compute) -> Tensor {
+        let pre = self.pre_activation(x, train, ops, compute);
+        match &self.layer_norm {
+            Some(ln) => ln.apply(&pre),
+            None => pre,
+        }
+    }
+
+    fn pre_activation(&self, x: &Tensor, train: bool, ops: &Operands, compute: Compute) -> Tensor {
         let x = compute.operand(x, matches!(self.op, Op::Conv2d { .. }));
         let Some(rm) = &self.running_mean else {
             return match &ops.out_scale {

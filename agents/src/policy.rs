@@ -94,6 +94,7 @@ mod tests {
             obs_shape: vec![4],
             num_actions: 3,
             hidden: 16,
+            norm: Default::default(),
         }
     }
 

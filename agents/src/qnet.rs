@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
-use crate::layers::{Compute, Layer, LayerConfig, Operands, Param};
+use crate::layers::{Compute, Layer, LayerConfig, LayerNormAxes, Operands, Param};
 
 /// Network parameterization and initialization, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
@@ -20,12 +20,55 @@ pub enum Variant {
     WeightNormNoinit,
     /// Weight norm, data-dependent init, mean-only batch norm.
     WeightNormMobn,
+    /// Plain weights, layer norm before every hidden nonlinearity.
+    LayerNorm,
+    /// Spectral norm on the layers [`NormOptions::spectral_layers`] names, plain elsewhere.
+    SpectralNorm,
+    /// Weight norm, data-dependent init, every `||v||` kept at its initial value.
+    WeightNormProjected,
+}
+
+/// Where spectral norm goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SpectralLayers {
+    /// The hidden dense layer(s) feeding the output (Gogianu et al. 2021).
+    #[default]
+    Penultimate,
+    /// Every layer, the output layer included.
+    All,
+}
+
+impl SpectralLayers {
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            SpectralLayers::Penultimate => "penultimate",
+            SpectralLayers::All => "all",
+        }
+    }
+}
+
+/// Settings of the normalizations that have any.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NormOptions {
+    /// What a convolution's layer norm normalizes over (`layer_norm`).
+    pub layer_norm_axes: LayerNormAxes,
+    /// Which layers are spectrally normalized (`spectral_norm`).
+    pub spectral_layers: SpectralLayers,
 }
 
 impl Variant {
     /// Every variant.
-    pub const ALL: [Variant; 4] =
-        [Variant::Plain, Variant::WeightNorm, Variant::WeightNormNoinit, Variant::WeightNormMobn];
+    pub const ALL: [Variant; 7] = [
+        Variant::Plain,
+        Variant::WeightNorm,
+        Variant::WeightNormNoinit,
+        Variant::WeightNormMobn,
+        Variant::LayerNorm,
+        Variant::SpectralNorm,
+        Variant::WeightNormProjected,
+    ];
 
     /// The config/CLI name (`weight_norm`).
     pub fn name(self) -> &'static str {
@@ -34,6 +77,9 @@ impl Variant {
             Variant::WeightNorm => "weight_norm",
             Variant::WeightNormNoinit => "weight_norm_noinit",
             Variant::WeightNormMobn => "weight_norm_mobn",
+            Variant::LayerNorm => "layer_norm",
+            Variant::SpectralNorm => "spectral_norm",
+            Variant::WeightNormProjected => "weight_norm_projected",
         }
     }
 
@@ -44,15 +90,33 @@ impl Variant {
 
     /// Whether the variant runs the data-dependent init before learning.
     pub fn data_init(self) -> bool {
-        matches!(self, Variant::WeightNorm | Variant::WeightNormMobn)
+        matches!(self, Variant::WeightNorm | Variant::WeightNormMobn | Variant::WeightNormProjected)
     }
 
+    /// Whether the variant uses weight norm's `g v / ||v||`.
+    pub fn weight_normed(self) -> bool {
+        matches!(self.param(), Param::WeightNorm { .. })
+    }
+
+    /// The parameterization of every layer (spectral norm's plain layers aside).
     fn param(self) -> Param {
         match self {
-            Variant::Plain => Param::Plain,
-            Variant::WeightNorm | Variant::WeightNormNoinit => Param::WeightNorm { mean_only_bn: false },
+            Variant::Plain | Variant::LayerNorm => Param::Plain,
+            Variant::WeightNorm | Variant::WeightNormNoinit | Variant::WeightNormProjected => {
+                Param::WeightNorm { mean_only_bn: false }
+            }
             Variant::WeightNormMobn => Param::WeightNorm { mean_only_bn: true },
+            Variant::SpectralNorm => Param::Spectral,
         }
+    }
+
+    /// Layer settings for one layer; `penultimate` and `output` say where it sits.
+    fn layer_config(self, opts: &NormOptions, penultimate: bool) -> LayerConfig {
+        let param = match (self.param(), opts.spectral_layers) {
+            (Param::Spectral, SpectralLayers::Penultimate) if !penultimate => Param::Plain,
+            (p, _) => p,
+        };
+        LayerConfig { param, project: self == Variant::WeightNormProjected, ..Default::default() }
     }
 }
 
@@ -95,6 +159,8 @@ pub struct QNetConfig {
     pub num_actions: i64,
     /// MLP hidden width.
     pub hidden: i64,
+    /// Settings of the layer-norm and spectral-norm variants.
+    pub norm: NormOptions,
 }
 
 /// A Q-network: observations in, one Q-value per action out.
@@ -110,30 +176,36 @@ pub struct QNetwork {
 impl QNetwork {
     /// Build under `p` (variables named `conv0.v`, `fc0.g`, `q.bias`, ...).
     pub fn new(p: &nn::Path, cfg: &QNetConfig) -> QNetwork {
-        let lc = LayerConfig { param: cfg.variant.param(), ..Default::default() };
+        let (variant, opts) = (cfg.variant, cfg.norm);
+        let lc = variant.layer_config(&opts, false);
+        // Layer norm before every hidden nonlinearity: on every layer but the outputs.
+        let hidden = |mut l: Layer, name: &str, out_shape: &[i64]| {
+            if variant == Variant::LayerNorm {
+                l.add_layer_norm(&p.sub(name).sub("ln"), out_shape, opts.layer_norm_axes);
+            }
+            l
+        };
         let mut convs = Vec::new();
         let mut dense = Vec::new();
         let feat = match cfg.arch {
-            Arch::Nature => {
-                let c = cfg.obs_shape[0];
-                let (h, w) = (cfg.obs_shape[1], cfg.obs_shape[2]);
-                let specs = [(c, 32, 8, 4), (32, 64, 4, 2), (64, 64, 3, 1)];
-                let (mut oh, mut ow) = (h, w);
-                for (i, (ci, co, k, s)) in specs.into_iter().enumerate() {
-                    convs.push(Layer::conv2d(&p.sub(format!("conv{i}")), ci, co, k, s, lc));
-                    oh = (oh - k) / s + 1;
-                    ow = (ow - k) / s + 1;
-                }
-                64 * oh * ow
-            }
-            Arch::Minatar => {
+            Arch::Nature | Arch::Minatar => {
                 let (c, h, w) = (cfg.obs_shape[0], cfg.obs_shape[1], cfg.obs_shape[2]);
-                convs.push(Layer::conv2d(&p.sub("conv0"), c, 16, 3, 1, lc));
-                16 * (h - 2) * (w - 2)
+                let specs: &[(i64, i64, i64, i64)] = if cfg.arch == Arch::Nature {
+                    &[(c, 32, 8, 4), (32, 64, 4, 2), (64, 64, 3, 1)]
+                } else {
+                    &[(c, 16, 3, 1)]
+                };
+                let (mut oh, mut ow, mut ch) = (h, w, c);
+                for (i, &(ci, co, k, s)) in specs.iter().enumerate() {
+                    let name = format!("conv{i}");
+                    (oh, ow, ch) = ((oh - k) / s + 1, (ow - k) / s + 1, co);
+                    convs.push(hidden(Layer::conv2d(&p.sub(name.as_str()), ci, co, k, s, lc), &name, &[co, oh, ow]));
+                }
+                ch * oh * ow
             }
             Arch::Mlp => {
                 let n = cfg.obs_shape.iter().product();
-                dense.push(Layer::linear(&p.sub("fc0"), n, cfg.hidden, lc));
+                dense.push(hidden(Layer::linear(&p.sub("fc0"), n, cfg.hidden, lc), "fc0", &[cfg.hidden]));
                 cfg.hidden
             }
         };
@@ -142,14 +214,16 @@ impl QNetwork {
             Arch::Minatar => 128,
             Arch::Mlp => cfg.hidden,
         };
+        let pen = variant.layer_config(&opts, true);
+        let penultimate = |name: &str| hidden(Layer::linear(&p.sub(name), feat, width, pen), name, &[width]);
         let mut heads = Vec::new();
         if cfg.dueling {
-            heads.push(Layer::linear(&p.sub("value_fc"), feat, width, lc));
+            heads.push(penultimate("value_fc"));
             heads.push(Layer::linear(&p.sub("value"), width, 1, lc));
-            heads.push(Layer::linear(&p.sub("adv_fc"), feat, width, lc));
+            heads.push(penultimate("adv_fc"));
             heads.push(Layer::linear(&p.sub("adv"), width, cfg.num_actions, lc));
         } else {
-            heads.push(Layer::linear(&p.sub("fc1"), feat, width, lc));
+            heads.push(penultimate("fc1"));
             heads.push(Layer::linear(&p.sub("q"), width, cfg.num_actions, lc));
         }
         QNetwork { cfg: cfg.clone(), convs, dense, heads, compute: Compute::F32 }
@@ -193,7 +267,7 @@ impl QNetwork {
     pub fn fold_weight_norm(&self) {
         tch::no_grad(|| {
             for l in self.layers() {
-                if l.g.is_some() {
+                if l.g.is_some() || l.is_spectral() {
                     l.weight.shallow_clone().copy_(&l.effective_weight());
                 }
             }
@@ -215,12 +289,15 @@ impl QNetwork {
         &self,
         known_norm: &dyn Fn(&Tensor) -> Option<Tensor>,
     ) -> (Vec<Option<Tensor>>, Vec<Option<Tensor>>) {
-        self.layers()
-            .map(|l| {
-                let known = l.g.as_ref().and_then(|_| known_norm(&l.weight));
-                l.wn_scale_const_norm(known).map_or((None, None), |(s, n)| (Some(s), Some(n)))
-            })
-            .unzip()
+        self.layers().map(|l| l.train_scale(l.g.as_ref().and_then(|_| known_norm(&l.weight)))).unzip()
+    }
+
+    /// After an optimizer step: projected weight norm scales every `v` back to its initial
+    /// norms (`known_norm` as for [`QNetwork::wn_train_scales`]); nothing for other variants.
+    pub fn project(&self, known_norm: &dyn Fn(&Tensor) -> Option<Tensor>) {
+        for l in self.layers().filter(|l| l.initial_norms().is_some()) {
+            l.project(known_norm(&l.weight));
+        }
     }
 
     /// The norm's share of every `v` gradient (paper eq. 3) after a backward pass through
@@ -337,8 +414,15 @@ mod tests {
 
     fn nature(variant: Variant, dueling: bool) -> (nn::VarStore, QNetwork) {
         let vs = nn::VarStore::new(Device::Cpu);
-        let cfg =
-            QNetConfig { arch: Arch::Nature, variant, dueling, obs_shape: vec![4, 84, 84], num_actions: 6, hidden: 0 };
+        let cfg = QNetConfig {
+            arch: Arch::Nature,
+            variant,
+            dueling,
+            obs_shape: vec![4, 84, 84],
+            num_actions: 6,
+            hidden: 0,
+            norm: Default::default(),
+        };
         let net = QNetwork::new(&vs.root(), &cfg);
         (vs, net)
     }
@@ -352,7 +436,13 @@ mod tests {
             let n: i64 = vs.trainable_variables().iter().map(|t| t.numel() as i64).sum();
             // Nature CNN with 6 actions: 8,224 + 32,832 + 36,928 + 1,606,144 + 3,078 = 1,687,206 weights and biases; WN adds one g per unit.
             let units = 32 + 64 + 64 + 512 + 6;
-            let expect = if v == Variant::Plain { 1_687_206 } else { 1_687_206 + units };
+            // Layer norm (over channels) adds a scale and a shift per hidden unit or channel;
+            // spectral norm's u and v are not trainable.
+            let expect = match v {
+                Variant::Plain | Variant::SpectralNorm => 1_687_206,
+                Variant::LayerNorm => 1_687_206 + 2 * (32 + 64 + 64 + 512),
+                _ => 1_687_206 + units,
+            };
             assert_eq!(n, expect, "{v:?}");
         }
         let (_vs, net) = nature(Variant::WeightNorm, true);

@@ -267,7 +267,15 @@ pub fn bench_dqn(arch: Arch, variant: Variant, device: Device, io: Option<(Vec<i
         // Breakout's 4 channels and the six actions.
         Arch::Minatar => (vec![4i64, 10, 10], 6),
     });
-    let net = QNetConfig { arch, variant, dueling: false, obs_shape: shape.clone(), num_actions: actions, hidden: 128 };
+    let net = QNetConfig {
+        arch,
+        variant,
+        dueling: false,
+        obs_shape: shape.clone(),
+        num_actions: actions,
+        hidden: 128,
+        norm: Default::default(),
+    };
     let cfg = DqnConfig {
         gamma: 0.99,
         double_dqn: true,

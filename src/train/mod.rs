@@ -179,6 +179,10 @@ pub fn net_config(cfg: &Config, kind: ObsKind, num_actions: usize) -> QNetConfig
         obs_shape: kind.shape(),
         num_actions: num_actions as i64,
         hidden: cfg.agent.hidden,
+        norm: wndqn_agents::qnet::NormOptions {
+            layer_norm_axes: cfg.agent.layer_norm_axes,
+            spectral_layers: cfg.agent.spectral_norm_layers,
+        },
     }
 }
 
