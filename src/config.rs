@@ -328,6 +328,11 @@ pub struct LogConfig {
     pub scalars_every: u64,
     /// Write weight-norm scale histograms every this many env steps.
     pub histograms_every: u64,
+    /// Diagnostics (weight norms, effective step sizes, dormant units, feature rank) every
+    /// this many learner updates (0 = off).
+    pub diagnostics_every: u64,
+    /// Observations in the diagnostics' probe batch (drawn once from the replay memory).
+    pub diagnostics_batch: usize,
     /// Greedy evaluation every this many env steps (0 = off).
     pub eval_every: u64,
     /// Episodes per evaluation.
@@ -346,6 +351,8 @@ impl Default for LogConfig {
         LogConfig {
             scalars_every: 1000,
             histograms_every: 50_000,
+            diagnostics_every: 1000,
+            diagnostics_batch: 256,
             eval_every: 250_000,
             eval_episodes: 5,
             eval_epsilon: 0.001,

@@ -16,6 +16,8 @@ pub enum Stream {
     ReplaySampling,
     /// The learner's data-dependent init batch.
     DataInit,
+    /// The learner's diagnostics probe batch.
+    DiagnosticsProbe,
     /// Actor `i`'s environment (no-ops, sticky actions).
     ActorEnv(usize),
     /// Actor `i`'s exploration.
@@ -31,6 +33,7 @@ impl Stream {
             Stream::NetworkInit => 0xC0FFEE,
             Stream::ReplaySampling => 2,
             Stream::DataInit => 0xDA7A,
+            Stream::DiagnosticsProbe => 0xD1A6_0000_0000,
             Stream::ActorEnv(i) => 100 + i as u64,
             Stream::ActorExploration(i) => 200 + i as u64,
             Stream::Evaluation(step) => 300 + step,

@@ -1,8 +1,11 @@
 //! `wndqn-agents`: everything that learns. No threads here.
 //!
-//! - [`layers`]: linear/conv layers, plain or weight-normalized (+ mean-only batch norm), with
-//!   the paper's data-dependent initialization.
-//! - [`qnet`]: the Nature CNN and an MLP in the named variants (`plain`, `weight_norm`, ...).
+//! - [`layers`]: linear/conv layers, plain, weight-normalized (+ mean-only batch norm, or with
+//!   fixed norms) or spectrally normalized, optionally layer-normalized, with the paper's
+//!   data-dependent initialization.
+//! - [`qnet`]: the Nature CNN, MinAtar's network and an MLP in the named variants (`plain`,
+//!   `weight_norm`, `layer_norm`, `spectral_norm`, ...).
+//! - [`diagnostics`]: weight norms, effective step sizes, dormant units and feature rank.
 //! - [`policy`]: a CPU copy of the Q-network acting epsilon-greedily (actors, evaluation).
 //! - [`dqn`]: the DQN update (targets, double DQN, Huber/MSE, gradient clipping, target sync),
 //!   eager and capturable.
@@ -15,6 +18,7 @@
 //! - [`schedule`]: exploration schedules.
 #![deny(missing_docs)]
 
+pub mod diagnostics;
 pub mod dqn;
 pub mod ext;
 mod fused;

@@ -395,6 +395,32 @@ impl QNetwork {
         self.layers().zip(names).filter_map(|(l, n)| l.g.as_ref().map(|g| (n, g.detach()))).collect()
     }
 
+    /// Every layer with its name, in order.
+    pub fn named_layers(&self) -> Vec<(String, &Layer)> {
+        self.layer_names().into_iter().zip(self.layers()).collect()
+    }
+
+    /// The penultimate layer's features on `obs` (after its nonlinearity, outside autograd, no
+    /// power iteration, running means for mean-only BN): `[B, width]`, both streams side by
+    /// side for a dueling head.
+    pub fn penultimate_features(&self, obs: &Tensor) -> Tensor {
+        tch::no_grad(|| {
+            let mut x = Self::prep(obs, Compute::F32);
+            for l in &self.convs {
+                x = l.forward_t(&x, false).relu();
+            }
+            x = x.flatten(1, -1);
+            for l in &self.dense {
+                x = l.forward_t(&x, false).relu();
+            }
+            if self.cfg.dueling {
+                Tensor::cat(&[self.heads[0].forward_t(&x, false).relu(), self.heads[2].forward_t(&x, false).relu()], 1)
+            } else {
+                self.heads[0].forward_t(&x, false).relu()
+            }
+        })
+    }
+
     fn layer_names(&self) -> Vec<String> {
         let mut v: Vec<String> = (0..self.convs.len()).map(|i| format!("conv{i}")).collect();
         v.extend((0..self.dense.len()).map(|i| format!("fc0{}", if i == 0 { "" } else { "x" })));

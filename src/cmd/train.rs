@@ -26,10 +26,11 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let eval = s.final_eval_mean.map(|m| format!("; last greedy evaluation: {m:.2}")).unwrap_or_default();
     out!("  {games}{eval}");
     out!(
-        "  time: actors waited {:.0}% for the learner; learner busy {:.0}%, waited {:.0}% for data",
+        "  time: actors waited {:.0}% for the learner; learner busy {:.0}%, waited {:.0}% for data; diagnostics {:.1}% of update time",
         100.0 * s.actor_wait_frac,
         100.0 * s.learner_busy_frac,
-        100.0 * s.learner_wait_frac
+        100.0 * s.learner_wait_frac,
+        100.0 * s.diagnostics_share
     );
     out!(
         "  view: make tensorboard   (or .venv/bin/tensorboard --logdir {})",

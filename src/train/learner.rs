@@ -10,6 +10,7 @@ use crossbeam::channel::{Receiver, RecvTimeoutError, Sender};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tch::{Device, Kind};
+use wndqn_agents::diagnostics::Diagnostics;
 use wndqn_agents::dqn::{Dqn, UpdateStats};
 use wndqn_agents::replay::{AnyMemory, BatchPrep, TensorBatch};
 
@@ -96,6 +97,8 @@ pub struct LearnerSpec {
     pub data_init: Option<(usize, f64)>,
     pub scalars_every: u64,
     pub histograms_every: u64,
+    /// Diagnostics every this many updates, on a probe batch of this many observations.
+    pub diagnostics: Option<(u64, usize)>,
     pub obs_shape: Vec<i64>,
     pub seed: u64,
     /// Capture the update as a CUDA graph (CUDA learners only; `learner.cuda_graph`).
@@ -213,6 +216,33 @@ fn scales_event(dqn: &Dqn, step: u64) -> Option<Event> {
     (!layers.is_empty()).then_some(Event::Scales { step, layers })
 }
 
+/// The diagnostics of the learner: a probe batch drawn once from the replay memory (on the
+/// learner's device), and each layer's weight from the last measurement.
+struct Probe {
+    obs: Option<tch::Tensor>,
+    diag: Diagnostics,
+}
+
+impl Probe {
+    fn measure(
+        &mut self,
+        dqn: &Dqn,
+        spec: &LearnerSpec,
+        memory: &AnyMemory,
+        prep: &BatchPrep,
+        step: u64,
+    ) -> Option<Event> {
+        let (_, n) = spec.diagnostics?;
+        if self.obs.is_none() {
+            let mut rng =
+                StdRng::seed_from_u64(crate::seeds::derive(spec.seed, crate::seeds::Stream::DiagnosticsProbe));
+            self.obs = memory.sample_tensors(n, &mut rng, &spec.obs_shape, prep).map(|b| prep.to_learner(b).obs);
+        }
+        let report = self.diag.measure(&dqn.online, self.obs.as_ref()?);
+        Some(Event::Diagnostics { step, report })
+    }
+}
+
 /// The learner loop.
 pub fn learner_thread(
     mut dqn: Dqn,
@@ -238,6 +268,7 @@ pub fn learner_thread(
     shared.weights.publish(dqn.snapshot());
     let mut acc = Acc::new(dqn.updates());
     let mut updater = Updater::new(&spec);
+    let mut probe = Probe { obs: None, diag: Diagnostics::default() };
     let start = shared.env_steps.load(Ordering::Acquire);
     let (mut next_log, mut next_hist) =
         (next_multiple(start, spec.scalars_every), next_multiple(start, spec.histograms_every));
@@ -267,6 +298,13 @@ pub fn learner_thread(
         }
         on_update(&dqn)?;
         let step = shared.env_steps.load(Ordering::Acquire);
+        if spec.diagnostics.is_some_and(|(every, _)| updates.is_multiple_of(every)) {
+            let t0 = Instant::now();
+            if let Some(e) = probe.measure(&dqn, &spec, &memory, &prep, step) {
+                let _ = events.send(e);
+            }
+            shared.diagnostics_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        }
         if step >= next_log {
             updater.flush_stats(&mut acc);
             acc.check(updates, step)?;

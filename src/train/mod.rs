@@ -466,6 +466,7 @@ fn learner_spec(p: &Parts, device: Device) -> learner::LearnerSpec {
         data_init: cfg.agent.variant.data_init().then_some((cfg.agent.init_batch, cfg.agent.init_scale)),
         scalars_every: cfg.log.scalars_every,
         histograms_every: cfg.log.histograms_every,
+        diagnostics: (cfg.log.diagnostics_every > 0).then_some((cfg.log.diagnostics_every, cfg.log.diagnostics_batch)),
         obs_shape: p.kind.shape(),
         seed: p.gseed,
         cuda_graph: cfg.learner.cuda_graph,
@@ -797,6 +798,8 @@ fn summarize(
         actor_wait_frac: whole.actor_wait_frac,
         learner_wait_frac: whole.learner_wait_frac,
         learner_busy_frac: whole.learner_busy_frac,
+        diagnostics_share: shared.diagnostics_ns.load(Ordering::Relaxed) as f64
+            / shared.learner_busy_ns.load(Ordering::Relaxed).max(1) as f64,
         final_eval_mean: mon.last_eval,
         measured: mon.learn_start.map(|a| end.since(&a, n)),
         events: summary::event_listing(run),

@@ -182,6 +182,23 @@ impl Monitor {
                     self.board.histogram(&format!("weight_norm/g/{name}"), &g, step);
                 }
             }
+            Event::Diagnostics { step, report } => {
+                for l in &report.layers {
+                    let n = &l.name;
+                    self.board.scalar(&format!("diag/weight_norm/{n}"), l.weight_norm, step);
+                    if let Some(r) = l.relative_update {
+                        self.board.scalar(&format!("diag/relative_update/{n}"), r, step);
+                    }
+                    if let Some(g) = l.g_mean {
+                        self.board.scalar(&format!("diag/g_mean/{n}"), g, step);
+                    }
+                    if let Some(s) = l.sigma {
+                        self.board.scalar(&format!("diag/sigma/{n}"), s, step);
+                    }
+                }
+                self.board.scalar("diag/dormant_fraction", report.dormant_fraction, step);
+                self.board.scalar("diag/feature_rank", report.feature_rank as f64, step);
+            }
             Event::Eval { step, returns } => {
                 let [mean, _, std, _, _] = play::stats(&returns);
                 self.board.scalar("eval/episodic_return", mean, step);

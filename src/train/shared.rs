@@ -28,6 +28,8 @@ pub struct Shared {
     pub learner_wait_ns: AtomicU64,
     /// Nanoseconds the learner spent in updates.
     pub learner_busy_ns: AtomicU64,
+    /// Nanoseconds the learner spent on diagnostics.
+    pub diagnostics_ns: AtomicU64,
     /// Latest published weights.
     pub weights: WeightSlot,
     /// Wakes threads waiting on the replay-ratio gate (after an update or an insertion).
@@ -100,6 +102,8 @@ pub enum Event {
     Learner { step: u64, updates: u64, loss: f64, q: f64, grad_norm: f64, updates_per_sec: f64 },
     /// Weight-norm scales per layer.
     Scales { step: u64, layers: Vec<(String, Vec<f32>)> },
+    /// The learner's diagnostics.
+    Diagnostics { step: u64, report: wndqn_agents::diagnostics::Report },
     /// A greedy evaluation finished.
     Eval { step: u64, returns: Vec<f64> },
     /// Something worth a line in the log.

@@ -98,6 +98,9 @@ pub struct Summary {
     pub actor_wait_frac: f64,
     pub learner_wait_frac: f64,
     pub learner_busy_frac: f64,
+    /// The learner's time on diagnostics, as a share of its time on updates (this segment).
+    #[serde(default)]
+    pub diagnostics_share: f64,
     pub final_eval_mean: Option<f64>,
     /// Rates from the first learner update to the end (steady state, warm-up excluded).
     pub measured: Option<Measured>,
@@ -174,6 +177,7 @@ pub fn from_checkpoint(run: &Path, state: &State, env: &str, variant: &str, goal
         actor_wait_frac: 0.0,
         learner_wait_frac: 0.0,
         learner_busy_frac: 0.0,
+        diagnostics_share: 0.0,
         final_eval_mean: None,
         measured: None,
         events: event_listing(run),
