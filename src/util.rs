@@ -114,6 +114,17 @@ pub fn markdown_table_keys(markdown: &str) -> std::collections::BTreeSet<String>
         .collect()
 }
 
+/// The CPU's model name (`/proc/cpuinfo`), for saying where a figure was measured.
+pub fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string()))
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

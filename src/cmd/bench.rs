@@ -589,6 +589,30 @@ fn bench_replay(b: ReplayBench) -> Result<()> {
     Ok(())
 }
 
+/// Train `cfg` in a scratch folder (removed after) until `seconds` have passed after the warm-up,
+/// with no evaluations and no checkpoints: its summary and its steady-state rates.
+pub fn measure_e2e(
+    mut cfg: crate::config::Config,
+    dev: Device,
+    rom_dir: Option<&Path>,
+    seconds: f64,
+) -> Result<(crate::train::Summary, crate::train::monitor::Measured)> {
+    let runs_dir = std::env::temp_dir().join(format!("wndqn-bench-{}", std::process::id()));
+    let (id, env) = cfg.env.resolve(rom_dir)?;
+    cfg.env = env;
+    cfg.run.total_env_steps = 1_000_000_000;
+    cfg.log.eval_every = 0;
+    cfg.log.checkpoint_every = 0;
+    crate::memory::check(&cfg, 1)?;
+    crate::signals::install();
+    let opts = crate::train::RunOptions { quiet: true, measure_secs: Some(seconds), save_replay: false };
+    let run = crate::train::run_training(cfg, &id, dev, crate::train::Target::New(runs_dir.clone()), opts);
+    let _ = std::fs::remove_dir_all(&runs_dir);
+    let s = run?;
+    let m = s.measured.clone().ok_or_else(|| anyhow::anyhow!("the run ended before learning started"))?;
+    Ok((s, m))
+}
+
 fn bench_e2e(b: E2eBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<()> {
     let mut sets = b.sets.clone();
     sets.insert(0, format!("env.id=\"{}\"", b.game));
@@ -607,18 +631,7 @@ fn bench_e2e(b: E2eBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<(
     };
     let cfg = crate::train::resolve_config(&args)?;
     let dev = args.device.resolve()?;
-    let (id, env) = cfg.env.resolve(rom_dir)?;
-    let mut cfg = cfg;
-    cfg.env = env;
-    cfg.log.eval_every = 0;
-    cfg.log.checkpoint_every = 0;
-    crate::memory::check(&cfg, 1)?;
-    crate::signals::install();
-    let opts = crate::train::RunOptions { quiet: true, measure_secs: Some(b.seconds), save_replay: false };
-    let run = crate::train::run_training(cfg, &id, dev, crate::train::Target::New(args.runs_dir.clone()), opts);
-    let _ = std::fs::remove_dir_all(&args.runs_dir);
-    let s = run?;
-    let m = s.measured.ok_or_else(|| anyhow::anyhow!("the run ended before learning started"))?;
+    let (s, m) = measure_e2e(cfg, dev, rom_dir, b.seconds)?;
     if b.json {
         out!(
             "{}",

@@ -54,6 +54,10 @@ pub struct RunArgs {
     /// Print the plan (with Slurm: the job script and the sbatch command) and write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run: measure every variant (on the first game, as `bench e2e` does, this many
+    /// seconds after its warm-up) and estimate the sweep's cost on this machine.
+    #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "20", value_parser = crate::util::seconds_arg, requires = "dry_run")]
+    pub estimate: Option<f64>,
     /// Local: no progress bar.
     #[arg(long, short)]
     pub quiet: bool,
@@ -97,7 +101,11 @@ pub fn run(cmd: SweepCmd, device: DeviceArg, rom_dir: Option<&Path>) -> Result<(
                 device,
                 rom_dir: rom_dir.map(Path::to_path_buf),
             };
-            sweep::run(&a.spec, &a.dir, sweep::RunOptions { executor: a.executor, dry_run: a.dry_run, local })
+            sweep::run(
+                &a.spec,
+                &a.dir,
+                sweep::RunOptions { executor: a.executor, dry_run: a.dry_run, estimate: a.estimate, local },
+            )
         }
         SweepCmd::Status { dir, json } => sweep::status(&dir, json),
         SweepCmd::Cancel { dir } => sweep::cancel(&dir),

@@ -23,7 +23,7 @@ use anyhow::{bail, Result};
 use serde_json::json;
 
 use crate::util::{out, say, shell_quote};
-use spec::Plan;
+use spec::{Plan, RunSpec};
 use state::State;
 
 /// Where the runs of a sweep are executed.
@@ -41,6 +41,8 @@ pub struct RunOptions {
     pub executor: Executor,
     /// Print the plan (and, for Slurm, the job script) and write nothing.
     pub dry_run: bool,
+    /// With `dry_run`: measure each variant this many seconds and estimate the cost.
+    pub estimate: Option<f64>,
     /// The local pool's settings.
     pub local: local::LocalOptions,
 }
@@ -109,7 +111,66 @@ fn dry_run(plan: &Plan, dir: &Path, opts: &RunOptions, roms: Option<&Path>) -> R
         let abs = std::path::absolute(dir).unwrap_or(dir.to_path_buf());
         slurm::submit(&abs, plan, opts.local.retry_failed, roms, true)?;
     }
+    if let Some(secs) = opts.estimate {
+        estimate(plan, dir, &runs, opts, roms, secs)?;
+    }
     out!("(--dry-run: nothing written)");
+    Ok(())
+}
+
+/// The cost of the runs still to do: each variant's steady-state env steps per second, measured
+/// on the plan's first game alone on this machine, over its runs' budgets; the local pool's
+/// wall time with its jobs side by side (each keeps the share of a lone run's speed that
+/// docs/BENCHMARKS.md measured for two MinAtar runs side by side, 0.85), and the core hours.
+fn estimate(
+    plan: &Plan,
+    dir: &Path,
+    runs: &[RunSpec],
+    opts: &RunOptions,
+    roms: Option<&Path>,
+    secs: f64,
+) -> Result<()> {
+    const SIDE_BY_SIDE: f64 = 0.85;
+    let device = opts.local.device.resolve()?;
+    let cpu = crate::util::cpu_model();
+    out!("cost, measured on {cpu} ({} cores), {secs:.0} s after the warm-up per variant:", crate::config::cores());
+    let f = state::Folders { dir: dir.to_path_buf() };
+    let existing = Plan::read(&f.dir).ok();
+    let none = Default::default();
+    let mut total_secs = 0.0;
+    for v in &plan.variants {
+        let first = runs.iter().find(|r| &r.variant == v).ok_or_else(|| anyhow::anyhow!("no run of {v}"))?;
+        let cfg = plan.config(first)?;
+        let (_, m) = crate::cmd::bench::measure_e2e(cfg, device, roms, secs)?;
+        if crate::signals::interrupted() {
+            bail!("interrupted: no estimate");
+        }
+        let todo: u64 = runs
+            .iter()
+            .filter(|r| &r.variant == v)
+            .filter(|r| {
+                let done = existing.as_ref().map(|p| state::status(&f, p, r, &none).state);
+                !matches!(done, Some(State::Done))
+            })
+            .map(|r| plan.config(r).map(|c| c.run.total_env_steps).unwrap_or(0))
+            .sum();
+        let run_secs = plan.base.run.total_env_steps as f64 / m.env_steps_per_sec;
+        total_secs += todo as f64 / m.env_steps_per_sec;
+        out!(
+            "  {v}: {:.0} env steps/s ({}, {:.0} updates/s) -> {:.0} min a run alone",
+            m.env_steps_per_sec,
+            first.game,
+            m.updates_per_sec,
+            run_secs / 60.0
+        );
+    }
+    let jobs = opts.local.jobs.unwrap_or(1).max(1) as f64;
+    let wall = total_secs / (jobs * if jobs > 1.0 { SIDE_BY_SIDE } else { 1.0 });
+    out!(
+        "  runs to do: {:.1} hours of one run at a time; with --jobs {jobs:.0} about {:.1} hours here",
+        total_secs / 3600.0,
+        wall / 3600.0
+    );
     Ok(())
 }
 
