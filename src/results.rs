@@ -8,6 +8,7 @@
 //! its last periodic greedy evaluation. [`score_at`] is the final score of the run cut at a step,
 //! for sample-efficiency curves.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
@@ -32,6 +33,8 @@ pub struct RunResult {
     pub returns: Vec<(u64, f64)>,
     /// `(env step, mean return)` of each greedy evaluation.
     pub evals: Vec<(u64, f64)>,
+    /// Every scalar tag's `(env step, value)` points (diagnostics, losses, ...).
+    pub scalars: BTreeMap<String, Vec<(u64, f64)>>,
     /// Updates per second (its last segment).
     pub updates_per_sec: f64,
     /// Training time over every segment.
@@ -81,6 +84,8 @@ pub fn load(dir: &Path, allow_unfinished: bool) -> Result<RunResult> {
         );
     }
     let events = checked_events(dir, &summary)?;
+    let scalars = crate::tensorboard::reader::all_scalar_values(&events);
+    let tag = |t: &str| scalars.get(t).cloned().unwrap_or_default();
     Ok(RunResult {
         dir: dir.to_path_buf(),
         env: cfg.env.id.clone(),
@@ -88,8 +93,9 @@ pub fn load(dir: &Path, allow_unfinished: bool) -> Result<RunResult> {
         precision: cfg.learner.precision,
         seed: cfg.run.seed,
         total_steps: summary.env_steps.max(1),
-        returns: crate::tensorboard::reader::scalar_values(&events, "charts/episodic_return"),
-        evals: crate::tensorboard::reader::scalar_values(&events, "eval/episodic_return"),
+        returns: tag("charts/episodic_return"),
+        evals: tag("eval/episodic_return"),
+        scalars,
         updates_per_sec: summary.updates_per_sec,
         wall_secs: summary.wall_secs,
         complete,
@@ -172,6 +178,86 @@ pub fn score_at(r: &RunResult, step: u64) -> Option<f64> {
 /// The run's last greedy evaluation; none without one.
 pub fn eval_score(r: &RunResult) -> Option<f64> {
     r.evals.last().map(|e| e.1)
+}
+
+/// Points on a curve: the x-axis of [`curve`] is split into this many equal step bins.
+pub const BINS: usize = 50;
+
+/// The values of `series` in each of [`BINS`] equal step bins over `[0, total]`, carried
+/// forward through empty bins.
+pub fn binned(series: &[(u64, f64)], total: u64) -> Vec<Vec<f64>> {
+    let mut bins = vec![Vec::new(); BINS];
+    for &(s, v) in series {
+        let b = ((s as f64 / total.max(1) as f64 * BINS as f64) as usize).min(BINS - 1);
+        bins[b].push(v);
+    }
+    for b in 1..BINS {
+        if bins[b].is_empty() {
+            bins[b] = bins[b - 1].clone();
+        }
+    }
+    bins
+}
+
+/// Mean curve over [`BINS`] bins of the values in each (the seeds' bin means, or one seed's
+/// values) with a 95% percentile-bootstrap band of that mean: a band that never leaves what the
+/// values reach (a normal band over 2 seeds did).
+pub fn mean_curve(label: String, color: [u8; 3], bins: &[Vec<f64>], total: u64) -> crate::plot::Series {
+    let x: Vec<f64> = (0..BINS).map(|b| (b as f64 + 0.5) / BINS as f64 * total as f64).collect();
+    let (mut mu, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new());
+    let boot = crate::stats::Bootstrap { reps: 2000, seed: 7, size: 0.95 };
+    for bin in bins {
+        let vals: Vec<f64> = bin.iter().copied().filter(|x| x.is_finite()).collect();
+        let (m, l, h) = if vals.is_empty() {
+            (f64::NAN, f64::NAN, f64::NAN)
+        } else {
+            let i = boot.interval(&vec![vals], crate::stats::mean);
+            (i.point, i.low, i.high)
+        };
+        mu.push(m);
+        lo.push(l);
+        hi.push(h);
+    }
+    crate::plot::Series { label, color, x, mean: mu, lo, hi }
+}
+
+/// A scalar tag's curve over runs (`compare --tag`, `sweep report --tag`): each run's mean in
+/// every bin, their mean with its bootstrap band over the runs; for one run, the mean of its
+/// values with the band over them. None when no run has the tag.
+pub fn tag_curve(
+    label: &str,
+    color: [u8; 3],
+    runs: &[&RunResult],
+    tag: &str,
+    total: u64,
+) -> Option<crate::plot::Series> {
+    let per_run: Vec<Vec<Vec<f64>>> =
+        runs.iter().filter_map(|r| r.scalars.get(tag)).filter(|s| !s.is_empty()).map(|s| binned(s, total)).collect();
+    let bins: Vec<Vec<f64>> = match per_run.as_slice() {
+        [] => return None,
+        [one] => one.clone(),
+        _ => (0..BINS).map(|b| per_run.iter().filter_map(|r| avg(&r[b])).collect()).collect(),
+    };
+    let n = per_run.len();
+    Some(mean_curve(format!("{label} ({n} run{})", if n == 1 { "" } else { "s" }), color, &bins, total))
+}
+
+/// An error for a tag no run has, with the tags they have that are close to it.
+pub fn unknown_tag(tag: &str, runs: &[&RunResult]) -> anyhow::Error {
+    let known: std::collections::BTreeSet<&str> =
+        runs.iter().flat_map(|r| r.scalars.keys().map(String::as_str)).collect();
+    let near = wndqn_envs::roms::suggestions(tag, known.iter().copied());
+    let hint = if near.is_empty() { String::new() } else { format!(" Did you mean: {}?", near.join(", ")) };
+    let diag: Vec<&str> = known.iter().copied().filter(|t| t.starts_with("diag/")).collect();
+    anyhow!(
+        "no run has the scalar tag `{tag}`.{hint} Tags of these runs include: {}",
+        if diag.is_empty() { known.iter().take(12).copied().collect::<Vec<_>>().join(", ") } else { diag.join(", ") }
+    )
+}
+
+/// `tag` as a file-name part (`diag/weight_norm/fc1` -> `diag_weight_norm_fc1`).
+pub fn tag_file(tag: &str) -> String {
+    tag.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
 }
 
 #[cfg(test)]

@@ -84,6 +84,8 @@ fn atari_run_with_two_actors_writes_a_tensorboard_run() {
         "log.eval_max_steps=300",
         "--set",
         "actors.num_actors=2",
+        "--set",
+        "log.diagnostics_every=200",
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let dir = only_run_dir(runs.path());
@@ -109,6 +111,12 @@ fn atari_run_with_two_actors_writes_a_tensorboard_run() {
         "replay/size",
         "weight_norm/g_mean/conv0",
         "eval/episodic_return",
+        "diag/weight_norm/conv0",
+        "diag/weight_norm/fc1",
+        "diag/relative_update/q",
+        "diag/g_mean/fc1",
+        "diag/dormant_fraction",
+        "diag/feature_rank",
     ] {
         let points = ev["scalars"][tag].as_array().unwrap_or_else(|| panic!("{tag} missing: {}", ev["scalars"]));
         assert!(!points.is_empty(), "{tag}");

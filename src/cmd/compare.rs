@@ -52,6 +52,11 @@ pub struct CompareCmd {
     /// Output folder (default: RUNS_DIR/comparisons/{env}__{time}).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also plot this scalar tag per variant over training, with the return's bands
+    /// (`diag/feature_rank`, `diag/relative_update/fc1`, `losses/td_loss`, ...; repeatable):
+    /// `tag_<tag>.png` and `tags.csv`.
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
     /// Launch: no progress bars.
     #[arg(long, short)]
     pub quiet: bool,
@@ -76,22 +81,12 @@ fn final_window(r: &RunResult) -> Vec<f64> {
     crate::results::final_window(&r.returns, r.total_steps)
 }
 
-const BINS: usize = 50;
+use crate::results::{binned, mean_curve, BINS};
 
 /// The returns of the games ending in each of `BINS` equal step bins over [0, total], carried
 /// forward through empty bins.
 fn binned_games(r: &RunResult, total: u64) -> Vec<Vec<f64>> {
-    let mut bins = vec![Vec::new(); BINS];
-    for &(s, v) in &r.returns {
-        let b = ((s as f64 / total as f64 * BINS as f64) as usize).min(BINS - 1);
-        bins[b].push(v);
-    }
-    for b in 1..BINS {
-        if bins[b].is_empty() {
-            bins[b] = bins[b - 1].clone();
-        }
-    }
-    bins
+    binned(&r.returns, total)
 }
 
 fn steps_to(r: &RunResult, t: f64) -> Option<u64> {
@@ -220,26 +215,43 @@ impl Row {
     }
 }
 
-/// Mean curve over `BINS` bins of the values in each (the seeds' bin means, or one seed's games)
-/// with a 95% percentile-bootstrap band of that mean: a band that never leaves what the values
-/// reach (a normal band over 2 seeds did).
-fn mean_curve(label: String, color: [u8; 3], bins: &[Vec<f64>], total: u64) -> Series {
-    let x: Vec<f64> = (0..BINS).map(|b| (b as f64 + 0.5) / BINS as f64 * total as f64).collect();
-    let (mut mu, mut lo, mut hi) = (Vec::new(), Vec::new(), Vec::new());
-    let boot = crate::stats::Bootstrap { reps: 2000, seed: 7, size: 0.95 };
-    for bin in bins {
-        let vals: Vec<f64> = bin.iter().copied().filter(|x| x.is_finite()).collect();
-        let (m, l, h) = if vals.is_empty() {
-            (f64::NAN, f64::NAN, f64::NAN)
-        } else {
-            let i = boot.interval(&vec![vals], crate::stats::mean);
-            (i.point, i.low, i.high)
-        };
-        mu.push(m);
-        lo.push(l);
-        hi.push(h);
+/// One figure per `--tag` (every variant that has the tag, its band over seeds) and their
+/// points in `tags.csv`; returns the files' names for the listing.
+fn write_tags(
+    out: &Path,
+    tags: &[String],
+    env_name: &str,
+    runs: &[RunResult],
+    by_variant: &BTreeMap<String, Vec<&RunResult>>,
+    total: u64,
+) -> Result<String> {
+    if tags.is_empty() {
+        return Ok(String::new());
     }
-    Series { label, color, x, mean: mu, lo, hi }
+    let mut csv = String::from("tag,variant,env_step,mean,band_low,band_high\n");
+    let mut files = String::from(", tags.csv");
+    for tag in tags {
+        let series: Vec<Series> = by_variant
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (v, rs))| results::tag_curve(v, PALETTE[i % PALETTE.len()], rs, tag, total))
+            .collect();
+        if series.is_empty() {
+            return Err(results::unknown_tag(tag, &runs.iter().collect::<Vec<_>>()));
+        }
+        for s in &series {
+            let v = s.label.split(" (").next().unwrap_or(&s.label);
+            for (((x, m), lo), hi) in s.x.iter().zip(&s.mean).zip(&s.lo).zip(&s.hi) {
+                csv.push_str(&format!("{tag},{v},{x:.0},{m},{lo},{hi}\n"));
+            }
+        }
+        let file = format!("tag_{}.png", results::tag_file(tag));
+        let title = format!("{env_name}: {tag} (mean over seeds, 95% band)");
+        line_plot(&out.join(&file), &title, "env steps", tag, &series)?;
+        files.push_str(&format!(", {file}"));
+    }
+    std::fs::write(out.join("tags.csv"), csv)?;
+    Ok(files)
 }
 
 /// The environment name of the runs (refusing a mix unless allowed).
@@ -279,6 +291,9 @@ pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&P
         }
     }
     let env_name = common_env(&runs, cmd.allow_mixed_envs)?;
+    if let Some(t) = cmd.tags.iter().find(|t| !runs.iter().any(|r| r.scalars.contains_key(*t))) {
+        return Err(results::unknown_tag(t, &runs.iter().collect::<Vec<_>>()));
+    }
     if let Some(r) = runs.iter().find(|r| r.returns.is_empty()) {
         bail!("{} has no finished training game: nothing to compare", r.dir.display());
     }
@@ -300,7 +315,11 @@ pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&P
         md.push_str(&row.markdown(v, threshold));
         csv.push_str(&row.csv(v));
     }
-    let parent = dirs[0].parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("runs"));
+    let parent = match dirs[0].parent() {
+        Some(p) if p.as_os_str().is_empty() => PathBuf::from("."),
+        Some(p) => p.to_path_buf(),
+        None => PathBuf::from("runs"),
+    };
     let out = cmd.out.clone().unwrap_or_else(|| {
         let t = crate::util::unix_now() as u64;
         parent.join("comparisons").join(format!("{env_name}__{t}"))
@@ -324,8 +343,9 @@ pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&P
     let series: Vec<Series> = rows.into_iter().map(|(_, r)| r.curve).collect();
     let title = format!("{env_name}: episodic return (mean over seeds, 95% band; of one seed: over its games)");
     line_plot(&out.join("curves.png"), &title, "env steps", "return", &series)?;
+    let tag_files = write_tags(&out, &cmd.tags, &env_name, &runs, &by_variant, total)?;
     out!("{md}");
-    out!("written: {}/{{table.md, table.csv, curves.png, curves.csv, runs.txt}}", out.display());
+    out!("written: {}/{{table.md, table.csv, curves.png, curves.csv, runs.txt{tag_files}}}", out.display());
     out!(
         "side by side in TensorBoard (HPARAMS tab, variant column): .venv/bin/tensorboard --logdir {}",
         crate::util::shell_quote(&parent.display().to_string())
@@ -356,10 +376,25 @@ mod tests {
             total_steps: 1000,
             returns,
             evals: vec![],
+            scalars: [("diag/feature_rank".to_string(), vec![(100, seed as f64), (600, 10.0 * seed as f64)])].into(),
             updates_per_sec: 1.0,
             wall_secs: 1.0,
             complete: true,
         }
+    }
+
+    #[test]
+    fn a_tag_curve_is_the_mean_of_the_seeds_with_a_band_inside_their_values() {
+        let (a, b) = (run(1, vec![(5, 1.0)]), run(3, vec![(5, 1.0)]));
+        let c = results::tag_curve("x", [0, 0, 0], &[&a, &b], "diag/feature_rank", 1000).unwrap();
+        assert_eq!(c.label, "x (2 runs)");
+        // Bins before step 600 hold 1 and 3, after it 10 and 30 (carried to the end).
+        assert_eq!((c.mean[10], c.mean[49]), (2.0, 20.0));
+        assert!(c.lo[49] >= 10.0 && c.hi[49] <= 30.0 && c.lo[49] < c.hi[49]);
+        assert!(c.mean[0].is_nan(), "no value before the first point");
+        assert!(results::tag_curve("x", [0, 0, 0], &[&a], "diag/dormant_fraction", 1000).is_none());
+        let e = results::unknown_tag("diag/feature_rnk", &[&a]).to_string();
+        assert!(e.contains("Did you mean: diag/feature_rank"), "{e}");
     }
 
     #[test]

@@ -88,6 +88,10 @@ pub struct ReportArgs {
     /// Seed of the bootstrap.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Also plot this scalar tag per variant over training, one figure per game with bands
+    /// over seeds (`diag/feature_rank`, `diag/relative_update/fc1`, ...; repeatable).
+    #[arg(long = "tag", value_name = "TAG")]
+    pub tags: Vec<String>,
 }
 
 /// Run a sweep subcommand.
@@ -118,6 +122,7 @@ pub fn run(cmd: SweepCmd, device: DeviceArg, rom_dir: Option<&Path>) -> Result<(
                 normalize: a.normalize,
                 reps: a.reps as usize,
                 seed: a.seed,
+                tags: a.tags,
             };
             report::run(&a.dir, &plan, &opts)
         }

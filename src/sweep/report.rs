@@ -52,6 +52,8 @@ pub struct ReportOptions {
     pub reps: usize,
     /// Bootstrap seed.
     pub seed: u64,
+    /// Scalar tags to plot per variant over training, per game (`--tag`).
+    pub tags: Vec<String>,
 }
 
 /// One scored run.
@@ -225,9 +227,19 @@ pub fn run(dir: &Path, plan: &Plan, opts: &ReportOptions) -> Result<()> {
             .map(|(m, _)| (*m, aggregates.iter().filter(|a| a.1 == *m).map(|a| (a.0.clone(), a.2)).collect()))
             .collect::<Vec<_>>(),
     )?;
+    let tag_figures = draw_tags(&out_dir, plan, &variants, &games, &scored, &opts.tags)?;
     let ctx =
         Page { plan, opts, norm_word: &norm_word, games: &games, partial: &partial, left_out: &left_out, boot: &boot };
-    let md = markdown(&ctx, &scored, &variants, &aggregates, &poi, profiles);
+    let mut md = markdown(&ctx, &scored, &variants, &aggregates, &poi, profiles);
+    if !tag_figures.is_empty() {
+        md.push_str("\n## Diagnostics over training\n\nPer game, each variant's mean over its seeds with a 95% bootstrap band (`tags.csv` holds the points):\n\n");
+        for (tag, files) in &tag_figures {
+            md.push_str(&format!(
+                "- `{tag}`: {}\n",
+                files.iter().map(|f| format!("[{f}]({f})")).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
     std::fs::write(out_dir.join("report.md"), &md)
         .with_context(|| format!("writing {}/report.md", out_dir.display()))?;
     if opts.json {
@@ -248,6 +260,63 @@ pub fn run(dir: &Path, plan: &Plan, opts: &ReportOptions) -> Result<()> {
         out!("written: {}/{{report.md, scores.csv, aggregates.csv, aggregates.png, profiles.png, sample_efficiency.png}}", out_dir.display());
     }
     Ok(())
+}
+
+/// For every tag, one figure per game with each variant's curve over its seeds, and the
+/// points in `tags.csv`; returns each tag's figures.
+fn draw_tags(
+    out: &Path,
+    plan: &Plan,
+    variants: &[String],
+    games: &[String],
+    scored: &[Scored],
+    tags: &[String],
+) -> Result<Vec<(String, Vec<String>)>> {
+    if tags.is_empty() {
+        return Ok(Vec::new());
+    }
+    let total = plan.base.run.total_env_steps;
+    let mut csv = String::from("tag,game,variant,env_step,mean,band_low,band_high\n");
+    let mut figures = Vec::new();
+    for tag in tags {
+        let mut files = Vec::new();
+        for g in games {
+            let curves: Vec<(&String, Series)> = variants
+                .iter()
+                .enumerate()
+                .filter_map(|(i, v)| {
+                    let rs: Vec<&RunResult> =
+                        scored.iter().filter(|s| &s.game == g && &s.variant == v).map(|s| &s.result).collect();
+                    results::tag_curve(v, PALETTE[i % PALETTE.len()], &rs, tag, total).map(|c| (v, c))
+                })
+                .collect();
+            if curves.is_empty() {
+                continue;
+            }
+            for (v, s) in &curves {
+                for (((x, m), lo), hi) in s.x.iter().zip(&s.mean).zip(&s.lo).zip(&s.hi) {
+                    csv.push_str(&format!("{tag},{g},{v},{x:.0},{m},{lo},{hi}\n"));
+                }
+            }
+            let short = wndqn_envs::ids::short_name(g).unwrap_or_else(|_| g.replace('/', "_"));
+            let file = format!("tag_{}__{}.png", results::tag_file(tag), results::tag_file(&short));
+            let series: Vec<Series> = curves.into_iter().map(|(_, s)| s).collect();
+            line_plot(
+                &out.join(&file),
+                &format!("{short}: {tag} (mean over seeds, 95% band)"),
+                "env steps",
+                tag,
+                &series,
+            )?;
+            files.push(file);
+        }
+        if files.is_empty() {
+            return Err(results::unknown_tag(tag, &scored.iter().map(|s| &s.result).collect::<Vec<_>>()));
+        }
+        figures.push((tag.clone(), files));
+    }
+    std::fs::write(out.join("tags.csv"), csv)?;
+    Ok(figures)
 }
 
 fn write_scores(out: &Path, scored: &[Scored]) -> Result<()> {

@@ -123,6 +123,17 @@ pub fn scalar_values(events: &[Event], tag: &str) -> Vec<(u64, f64)> {
     v
 }
 
+/// `(step, value)` of every scalar tag, in event order.
+pub fn all_scalar_values(events: &[Event]) -> std::collections::BTreeMap<String, Vec<(u64, f64)>> {
+    let mut m: std::collections::BTreeMap<String, Vec<(u64, f64)>> = Default::default();
+    for e in events.iter().filter(|e| e.has_summary()) {
+        for val in e.get_summary().get_value().iter().filter(|v| v.has_simple_value()) {
+            m.entry(val.get_tag().to_string()).or_default().push((e.get_step() as u64, val.get_simple_value() as f64));
+        }
+    }
+    m
+}
+
 /// `(step, value)` of a scalar tag over all the run's event files, in file order; damage is an
 /// error naming the file (a torn last record is skipped).
 pub fn scalars(run: &Path, tag: &str) -> Result<Vec<(u64, f64)>> {
