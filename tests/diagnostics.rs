@@ -9,7 +9,9 @@ use common::*;
 fn points(ev: &serde_json::Value, tag: &str) -> Vec<f64> {
     ev["scalars"][tag]
         .as_array()
-        .unwrap_or_else(|| panic!("{tag} missing: {:?}", ev["scalars"].as_object().map(|m| m.keys().collect::<Vec<_>>())))
+        .unwrap_or_else(|| {
+            panic!("{tag} missing: {:?}", ev["scalars"].as_object().map(|m| m.keys().collect::<Vec<_>>()))
+        })
         .iter()
         .map(|p| p[1].as_f64().unwrap())
         .collect()

@@ -265,6 +265,77 @@ impl Dqn {
         Ok(())
     }
 
+    /// A copy of everything an update changes: both networks, the optimizer, the counter.
+    pub fn state_copy(&self) -> DqnState {
+        let copy =
+            |vs: &nn::VarStore| tch::no_grad(|| vs.variables().into_iter().map(|(n, t)| (n, t.copy())).collect());
+        DqnState {
+            online: copy(&self.online_vs),
+            target: copy(&self.target_vs),
+            opt: self.opt.state_tensors().into_iter().map(|(n, t)| (n, t.copy())).collect(),
+            updates: self.updates,
+        }
+    }
+
+    /// Go back to `s`, in place (every tensor keeps its address).
+    pub fn restore(&mut self, s: &DqnState) -> anyhow::Result<()> {
+        for (vs, saved) in [(&self.online_vs, &s.online), (&self.target_vs, &s.target)] {
+            tch::no_grad(|| {
+                for (n, t) in vs.variables() {
+                    if let Some(src) = saved.get(&n) {
+                        t.shallow_clone().copy_(src);
+                    }
+                }
+            });
+        }
+        self.opt.restore(&s.opt)?;
+        self.updates = s.updates;
+        self.refresh_target_ops();
+        Ok(())
+    }
+
+    /// Check an update made another way (`other`: a replayed CUDA graph) against the eager
+    /// update ([`Dqn::update`]) from the same state on the same batch `b`: the loss, the mean Q
+    /// and every online variable after it must agree within `tol` (relative to each one's
+    /// scale). Either way the network ends as the eager update left it. `Ok(Err(why))` is a
+    /// mismatch, naming the largest difference.
+    pub fn check_against_eager(
+        &mut self,
+        b: &TensorBatch,
+        other: impl FnOnce(&mut Dqn) -> anyhow::Result<UpdateStats>,
+        tol: f64,
+    ) -> anyhow::Result<Result<f64, String>> {
+        let before = self.state_copy();
+        let theirs = other(self)?;
+        let after_other = self.state_copy().online;
+        self.restore(&before)?;
+        let ours = self.update(b);
+        let rel = |a: f64, b: f64| (a - b).abs() / (1.0 + b.abs());
+        let mut worst = (rel(theirs.loss, ours.loss), "the TD loss".to_string());
+        let q = rel(theirs.q_mean, ours.q_mean);
+        if q > worst.0 || q.is_nan() {
+            worst = (q, "the mean Q".into());
+        }
+        tch::no_grad(|| {
+            for (n, t) in self.online_vs.variables() {
+                let o = &after_other[&n];
+                let scale = 1.0 + f64::try_from(t.abs().max()).unwrap_or(f64::NAN);
+                let d = f64::try_from((&t - o).abs().max()).unwrap_or(f64::NAN) / scale;
+                if d > worst.0 || d.is_nan() {
+                    worst = (d, n);
+                }
+            }
+        });
+        Ok(if worst.0 <= tol {
+            Ok(worst.0)
+        } else {
+            Err(format!(
+                "{} differs by {:e} (relative; the tolerance is {tol:e}): loss {} vs {} eager",
+                worst.1, worst.0, theirs.loss, ours.loss
+            ))
+        })
+    }
+
     /// CPU copies of the online network's variables (for actors), by name.
     pub fn snapshot(&self) -> Vec<(String, Tensor)> {
         tch::no_grad(|| {
@@ -274,6 +345,14 @@ impl Dqn {
             v
         })
     }
+}
+
+/// What [`Dqn::state_copy`] keeps.
+pub struct DqnState {
+    online: std::collections::HashMap<String, Tensor>,
+    target: std::collections::HashMap<String, Tensor>,
+    opt: std::collections::HashMap<String, Tensor>,
+    updates: u64,
 }
 
 /// Copy a snapshot into `vs` (same names).

@@ -692,20 +692,23 @@ impl Optimizer {
     /// Restore the state saved by [`Optimizer::save`]; every tensor must be present.
     pub fn load(&mut self, path: &Path) -> anyhow::Result<()> {
         let loaded: HashMap<String, Tensor> = Tensor::read_safetensors(path)?.into_iter().collect();
-        let step = loaded
-            .get("__step")
-            .ok_or_else(|| anyhow::anyhow!("optimizer state {} has no step counter", path.display()))?;
+        self.restore(&loaded).map_err(|e| anyhow::anyhow!("optimizer state {}: {e}", path.display()))
+    }
+
+    /// Take the state [`Optimizer::state_tensors`] gave (copies of it), in place: every state
+    /// tensor keeps its address (a captured CUDA graph reads them there).
+    pub fn restore(&mut self, state: &HashMap<String, Tensor>) -> anyhow::Result<()> {
+        let step = state.get("__step").ok_or_else(|| anyhow::anyhow!("it has no step counter"))?;
         self.step = step.int64_value(&[0]);
         if let Some(t) = &self.step_t {
             let _ = t.shallow_clone().fill_(self.step as f64);
         }
+        self.row_norms.iter_mut().for_each(|n| *n = None);
         tch::no_grad(|| -> anyhow::Result<()> {
             for (name, st) in self.names.iter().zip(&self.state) {
                 for (sn, t) in st.named() {
                     let key = format!("{name}/{sn}");
-                    let src = loaded
-                        .get(&key)
-                        .ok_or_else(|| anyhow::anyhow!("optimizer state {} lacks {key}", path.display()))?;
+                    let src = state.get(&key).ok_or_else(|| anyhow::anyhow!("it lacks {key}"))?;
                     t.shallow_clone().copy_(src);
                 }
             }

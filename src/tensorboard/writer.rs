@@ -50,6 +50,7 @@ pub const TAGS: &[(&str, &str)] = &[
     ("eval/episodic_return", "mean whole-game return of the periodic greedy evaluation"),
     ("eval/episodic_return_std", "standard deviation of those returns"),
     ("config", "text: the resolved config.toml of the run"),
+    ("learner/warnings", "text: what the learner warned about (a CUDA-graph update that did not match the eager one, a failed capture)"),
     ("_hparams_/session_start_info", "HPARAMS tab: the run's hyper-parameters (variant, env, seed, lr, ...)"),
 ];
 

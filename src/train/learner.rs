@@ -45,23 +45,31 @@ impl Updater {
         prep: &BatchPrep,
         acc: &mut Acc,
         events: &Sender<Event>,
+        step: u64,
     ) -> Result<()> {
         if let Updater::GraphPending = self {
-            match GraphedUpdate::new(dqn, &b) {
-                Ok(g) => {
-                    let how = if g.staged() { "batches staged on a copy stream" } else { "no copy stream" };
-                    let _ = events.send(Event::Note(format!("learner: updates captured as a CUDA graph ({how})")));
-                    *self = Updater::Graphed(g);
-                    // The warm-up updates were this batch's update.
-                    return Ok(());
+            let captured = GraphedUpdate::new(dqn, &b).and_then(|mut g| {
+                // The warm-up updates' statistics, then the first replay against an eager update.
+                if let Some((n, st)) = g.take_stats() {
+                    acc.add(n, &st);
                 }
-                Err(e) => {
-                    let _ = events.send(Event::Note(format!(
-                        "learner: CUDA graph capture failed, eager updates from here ({e:#}); set learner.cuda_graph = false to skip the attempt"
-                    )));
-                    *self = Updater::Eager;
-                }
-            }
+                let replay = b.shallow_clone();
+                let check = dqn.check_against_eager(
+                    &prep.to_learner(b.shallow_clone()),
+                    |d| {
+                        g.update(d, &replay)?;
+                        Ok(g.take_stats().map(|s| s.1).unwrap_or_default())
+                    },
+                    GRAPH_TOLERANCE,
+                )?;
+                Ok((g, check))
+            });
+            *self = match adopt_graph(captured, step, events) {
+                Some(g) => Updater::Graphed(g),
+                None => Updater::Eager,
+            };
+            // The warm-up updates and the eager update of the check were this batch's updates.
+            return Ok(());
         }
         match self {
             Updater::Graphed(g) => g.update(dqn, &b),
@@ -79,6 +87,47 @@ impl Updater {
                 acc.add(n, &st);
             }
         }
+    }
+}
+
+/// How far the first replayed CUDA-graph update may be from the eager update of the same state
+/// and batch (relative to each quantity's scale): the same kernels in another order, and the
+/// clipping factor and bias corrections computed on the device, differ in the last bits.
+pub const GRAPH_TOLERANCE: f64 = 1e-4;
+
+/// Keep a captured update whose check passed; otherwise warn (stderr and TensorBoard text) and
+/// let the learner go on with eager updates. `captured`: the capture and its check.
+fn adopt_graph<G: Staged>(captured: Result<(G, Result<f64, String>)>, step: u64, events: &Sender<Event>) -> Option<G> {
+    let warn = |text: String| {
+        let _ = events.send(Event::Warning { step, text });
+    };
+    match captured {
+        Ok((g, Ok(diff))) => {
+            let how = if g.staged() { "batches staged on a copy stream" } else { "no copy stream" };
+            let _ = events.send(Event::Note(format!(
+                "learner: updates captured as a CUDA graph ({how}); its first update matches an eager one (largest relative difference {diff:.1e})"
+            )));
+            Some(g)
+        }
+        Ok((_, Err(why))) => {
+            warn(format!("the CUDA-graph update does not match the eager update from the same state ({why}): eager updates from here; please report it (learner.cuda_graph = false skips the attempt)"));
+            None
+        }
+        Err(e) => {
+            warn(format!("CUDA graph capture failed, eager updates from here ({e:#}); set learner.cuda_graph = false to skip the attempt"));
+            None
+        }
+    }
+}
+
+/// What [`adopt_graph`] needs of a captured update.
+trait Staged {
+    fn staged(&self) -> bool;
+}
+
+impl Staged for GraphedUpdate {
+    fn staged(&self) -> bool {
+        GraphedUpdate::staged(self)
     }
 }
 
@@ -287,7 +336,7 @@ pub fn learner_thread(
             Err(RecvTimeoutError::Disconnected) => break,
         };
         let t0 = Instant::now();
-        updater.update(&mut dqn, batch, &prep, &mut acc, &events)?;
+        updater.update(&mut dqn, batch, &prep, &mut acc, &events, shared.env_steps.load(Ordering::Acquire))?;
         shared.learner_busy_ns.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let updates = dqn.updates();
         acc.check(updates, shared.env_steps.load(Ordering::Acquire))?;
@@ -320,4 +369,108 @@ pub fn learner_thread(
     }
     shared.weights.publish(dqn.snapshot());
     Ok(LearnerOutcome { dqn })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Kind, Tensor};
+    use wndqn_agents::dqn::{DqnConfig, Loss, TargetUpdate};
+    use wndqn_agents::optim::OptimizerKind;
+    use wndqn_agents::qnet::{Arch, QNetConfig, Variant};
+
+    fn dqn() -> Dqn {
+        tch::manual_seed(0);
+        let net = QNetConfig {
+            arch: Arch::Minatar,
+            variant: Variant::WeightNorm,
+            dueling: false,
+            obs_shape: vec![4, 10, 10],
+            num_actions: 6,
+            hidden: 0,
+            norm: Default::default(),
+        };
+        let cfg = DqnConfig {
+            gamma: 0.99,
+            double_dqn: true,
+            loss: Loss::Huber,
+            grad_clip_norm: Some(10.0),
+            target_update: TargetUpdate::Hard(1000),
+            optimizer: OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+            lr: 1e-3,
+        };
+        Dqn::new(&net, cfg, Device::Cpu)
+    }
+
+    fn batch() -> TensorBatch {
+        let o = || Tensor::rand([32, 4, 10, 10], (Kind::Float, Device::Cpu)).lt(0.3).to_kind(Kind::Uint8) * 255;
+        TensorBatch {
+            obs: o(),
+            next_obs: o(),
+            actions: Tensor::randint(6, [32], (Kind::Int64, Device::Cpu)),
+            rewards: Tensor::randn([32], (Kind::Float, Device::Cpu)),
+            terminated: Tensor::zeros([32], (Kind::Float, Device::Cpu)),
+        }
+    }
+
+    /// The device-side update (what a CUDA graph replays), optionally with a wrong result.
+    fn device_update(d: &mut Dqn, b: &TensorBatch, break_it: bool) -> anyhow::Result<UpdateStats> {
+        let sums = Tensor::zeros([wndqn_agents::dqn::STAT_SUMS], (Kind::Double, Device::Cpu));
+        d.make_capturable();
+        d.update_on_device(b, &sums)?;
+        d.finish_device_update();
+        if break_it {
+            tch::no_grad(|| {
+                let _ = d.online_vs.variables()["fc1.v"].shallow_clone().g_mul_scalar_(1.01);
+            });
+        }
+        Ok(wndqn_agents::dqn::stats_from_sums(&sums, 1))
+    }
+
+    struct Fake;
+    impl Staged for Fake {
+        fn staged(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_graphed_update_is_kept_only_when_it_matches_the_eager_one() {
+        let b = batch();
+        // A faithful update passes, and the network ends as the eager update leaves it.
+        let mut a = dqn();
+        let mut reference = dqn();
+        let check = a.check_against_eager(&b, |d| device_update(d, &b, false), GRAPH_TOLERANCE).unwrap();
+        assert!(check.is_ok(), "{check:?}");
+        reference.update(&b);
+        for (n, t) in a.online_vs.variables() {
+            assert!(t.equal(&reference.online_vs.variables()[&n]), "{n}: not the eager update's result");
+        }
+        assert_eq!(a.updates(), 1);
+        let (tx, rx) = crossbeam::channel::unbounded();
+        assert!(adopt_graph(Ok((Fake, check)), 7, &tx).is_some());
+        assert!(matches!(rx.try_recv(), Ok(Event::Note(n)) if n.contains("matches an eager one")));
+
+        // An injected mismatch (1% on one weight) is caught, names the weight, and falls back.
+        let mut c = dqn();
+        let check = c.check_against_eager(&b, |d| device_update(d, &b, true), GRAPH_TOLERANCE).unwrap();
+        let why = check.clone().unwrap_err();
+        assert!(why.contains("fc1.v"), "{why}");
+        for (n, t) in c.online_vs.variables() {
+            assert!(
+                t.equal(&reference.online_vs.variables()[&n]),
+                "{n}: the fallback does not go on from the eager update"
+            );
+        }
+        assert!(adopt_graph(Ok((Fake, check)), 7, &tx).is_none());
+        match rx.try_recv() {
+            Ok(Event::Warning { step: 7, text }) => {
+                assert!(text.contains("does not match") && text.contains("fc1.v"), "{text}")
+            }
+            other => panic!("no warning: {:?}", other.is_ok()),
+        }
+        // A capture error falls back with a warning too.
+        assert!(adopt_graph::<Fake>(Err(anyhow::anyhow!("no graphs here")), 9, &tx).is_none());
+        assert!(matches!(rx.try_recv(), Ok(Event::Warning { step: 9, text }) if text.contains("no graphs here")));
+    }
 }

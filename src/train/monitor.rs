@@ -210,6 +210,10 @@ impl Monitor {
                 ));
             }
             Event::Note(s) => self.pb.println(s),
+            Event::Warning { step, text } => {
+                self.pb.suspend(|| crate::util::say_line(&format!("warning: {text}")));
+                self.board.text("learner/warnings", &text, step);
+            }
         }
     }
 

@@ -108,6 +108,8 @@ pub enum Event {
     Eval { step: u64, returns: Vec<f64> },
     /// Something worth a line in the log.
     Note(String),
+    /// Something the user must see: on stderr and in TensorBoard's text (`learner/warnings`).
+    Warning { step: u64, text: String },
 }
 
 /// The first multiple of `every` after `step` (`u64::MAX` when `every` is 0: never): when the
