@@ -231,6 +231,10 @@ pub fn run(dir: &Path, plan: &Plan, opts: &ReportOptions) -> Result<()> {
     let ctx =
         Page { plan, opts, norm_word: &norm_word, games: &games, partial: &partial, left_out: &left_out, boot: &boot };
     let mut md = markdown(&ctx, &scored, &variants, &aggregates, &poi, profiles);
+    // A reading of the figures, written by hand beside the report, is kept and linked.
+    if out_dir.join("notes.md").is_file() {
+        md.push_str("\n## Reading\n\nWhat these figures show, and what they do not: [notes.md](notes.md).\n");
+    }
     if !tag_figures.is_empty() {
         md.push_str("\n## Diagnostics over training\n\nPer game, each variant's mean over its seeds with a 95% bootstrap band (`tags.csv` holds the points):\n\n");
         for (tag, files) in &tag_figures {
@@ -257,7 +261,9 @@ pub fn run(dir: &Path, plan: &Plan, opts: &ReportOptions) -> Result<()> {
         );
     } else {
         out!("{md}");
-        out!("written: {}/{{report.md, scores.csv, aggregates.csv, aggregates.png, profiles.png, sample_efficiency.png}}", out_dir.display());
+        let tags: String = tag_figures.iter().flat_map(|(_, f)| f).map(|f| format!(", {f}")).collect();
+        let tags = if tags.is_empty() { tags } else { format!(", tags.csv{tags}") };
+        out!("written: {}/{{report.md, scores.csv, aggregates.csv, aggregates.png, profiles.png, sample_efficiency.png{tags}}}", out_dir.display());
     }
     Ok(())
 }
