@@ -1,13 +1,8 @@
 #!/usr/bin/env bash
 # The GPU measurements, as one prepared run (under 6 minutes on an H100/H200 machine).
-# Built on a machine with cargo, run on the GPU machine: that one has torch 2.11 in its python3 but
-# no cargo, so carry target/release/wndqn, the agents' unit-test binary and the ROMs. First:
-#   cargo test --release -p wndqn-agents --lib --no-run --message-format=json \
-#     | python3 -c 'import json,sys; [print(m["executable"]) for m in map(json.loads, sys.stdin) if m.get("executable")]' \
-#     | xargs -I{} cp {} target/release/wndqn-unit
-# then, with the device tool:
-#   run(command="bash scripts/gpu_check.sh", carry=["target/release/wndqn", "target/release/wndqn-unit",
-#       ".venv/lib/python3.11/site-packages/ale_py/roms"])
+# Needs, on the CUDA machine: target/release/wndqn, the agents' unit-test binary as
+# target/release/wndqn-unit (`cargo test --release -p wndqn-agents --lib --no-run` builds it),
+# the Atari ROMs, and a torch 2.11 whose lib/ libtorch comes from. Run: bash scripts/gpu_check.sh
 # Prints every number; the JSON lines also go to $OUT/gpu_check.jsonl when $OUT is set.
 # A dry run of the plumbing on a CPU machine (short, numbers meaningless, PyTorch's CUDA-graph
 # reference errors): DEVICE=cpu SECONDS_EACH=1 E2E_SECONDS=5 E2E_WARMUP=1000 TRAIN_STEPS=3000 \

@@ -1,6 +1,5 @@
 //! `wndqn`: the command-line application. Thin: parse, run, map errors to an exit code.
 
-mod checkpoint;
 mod cli;
 mod cmd;
 mod config;
@@ -10,6 +9,7 @@ mod play;
 mod plot;
 mod results;
 mod roms;
+mod run;
 mod seeds;
 mod signals;
 mod stats;

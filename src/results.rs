@@ -57,16 +57,16 @@ impl RunResult {
 /// Read a run for judging; refuses a run being trained, an unfinished one (unless
 /// `allow_unfinished`, with a warning) and damaged event files, each naming the problem.
 pub fn load(dir: &Path, allow_unfinished: bool) -> Result<RunResult> {
-    crate::train::run_dir::ensure_run_folder(dir)?;
+    crate::run::dir::ensure_run_folder(dir)?;
     let fix = format!(
         "finish it with `wndqn train --resume {}`, or leave it out",
         crate::util::shell_quote(&dir.display().to_string())
     );
-    if let Some(pid) = crate::train::run_dir::holder(dir) {
+    if let Some(pid) = crate::run::dir::holder(dir) {
         bail!("{} is being trained right now (pid {pid}): read it once that process has ended", dir.display());
     }
     let cfg = crate::config::load(&dir.join("config.toml"), &[])?;
-    let summary = crate::train::summary::read(dir).map_err(|e| anyhow!("{e:#}; {fix}"))?;
+    let summary = crate::run::summary::read(dir).map_err(|e| anyhow!("{e:#}; {fix}"))?;
     let complete = summary.is_complete();
     if !complete {
         let why = if summary.interrupted { "was interrupted" } else { "stopped with an error" };
@@ -104,7 +104,7 @@ pub fn load(dir: &Path, allow_unfinished: bool) -> Result<RunResult> {
 
 /// The events of a run, from event files that are whole: every record's CRCs match, no file
 /// ends in a torn record, and each file the summary lists has the size it had then.
-fn checked_events(dir: &Path, summary: &crate::train::Summary) -> Result<Vec<tensorboard_proto::event::Event>> {
+fn checked_events(dir: &Path, summary: &crate::run::Summary) -> Result<Vec<tensorboard_proto::event::Event>> {
     let files: Vec<PathBuf> = if summary.events.is_empty() {
         crate::tensorboard::reader::files(dir)
     } else {

@@ -105,6 +105,16 @@ pub fn probability_arg(s: &str) -> Result<f64, String> {
 
 /// The first backticked cell of every table row of a markdown file (the documented keys or
 /// tags, for the tests that keep docs/ equal to the code).
+/// Seconds as `1h05m`, `12m30s` or `45s`.
+pub fn duration(secs: f64) -> String {
+    let s = secs.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+    }
+}
+
 #[cfg(test)]
 pub fn markdown_table_keys(markdown: &str) -> std::collections::BTreeSet<String> {
     markdown

@@ -124,3 +124,78 @@ fn an_edited_run_config_is_named_and_run_dir_continues_a_run_with_its_own_config
     let out = text(&o);
     assert!(!o.status.success() && out.contains("agent.hidden") && !out.contains("panicked"), "{out}");
 }
+
+/// Names a user, a script or an attacker might hand over: spaces, quotes, command substitution,
+/// backticks, `;`, a newline, `../` and a very long one.
+fn odd_names() -> Vec<String> {
+    let mut v: Vec<String> =
+        ["a b", "it's", "q\"q", "$(touch PWNED)", "`touch PWNED`", "x;touch PWNED", "nl\nx", "../up"]
+            .into_iter()
+            .map(String::from)
+            .collect();
+    v.push("L".repeat(200));
+    v
+}
+
+#[test]
+fn odd_names_for_folders_links_and_specs_are_refused_or_harmless() {
+    let d = tempfile::tempdir().unwrap();
+    let home = d.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let s = spec(&home, "s.toml", "");
+    // A sweep folder of every name: the plan and the Slurm job script, never a command run.
+    for n in odd_names() {
+        let dir = home.join(&n);
+        for exec in ["local", "slurm"] {
+            let o = run(&[
+                "sweep",
+                "run",
+                s.to_str().unwrap(),
+                "--dir",
+                dir.to_str().unwrap(),
+                "--dry-run",
+                "--executor",
+                exec,
+            ]);
+            let out = text(&o);
+            assert!(matches!(o.status.code(), Some(0) | Some(2)), "{n:?} {exec}: {out}");
+            assert!(!out.contains("panicked") && !out.contains("internal error"), "{n:?} {exec}: {out}");
+        }
+    }
+    // One real sweep, then links to victims of every name, and specs of every name whose runs
+    // would differ from the ones done.
+    let dir = home.join("sw");
+    let o = run(&["sweep", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "--jobs", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::remove_dir_all(dir.join("runs")).unwrap();
+    for n in odd_names() {
+        let victim = home.join(format!("victim {n}").replace('/', "_"));
+        std::fs::write(&victim, "keep").unwrap();
+        let link = dir.join("logs/CartPole__plain__s1.log");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        let o = run(&["sweep", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "--jobs", "1"]);
+        let out = text(&o);
+        assert!(!o.status.success() && out.contains("is a symbolic link"), "{n:?}: {out}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep", "{n:?}");
+        std::fs::remove_file(&link).unwrap();
+    }
+    let o = run(&["sweep", "run", s.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "--jobs", "1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    std::fs::remove_file(dir.join("sweep.toml")).unwrap();
+    for n in odd_names() {
+        let other = std::fs::read_to_string(&s).unwrap().replace(
+            "\"log.eval_every=0\"",
+            &format!("\"log.eval_every=0\", {}", toml::Value::String(format!("env.id={n}"))),
+        );
+        let p = home.join(format!("b {n}.toml").replace('/', "_"));
+        std::fs::write(&p, other).unwrap();
+        let o = run(&["sweep", "run", p.to_str().unwrap(), "--dir", dir.to_str().unwrap()]);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{n:?}: {out}");
+        assert!(!out.contains("panicked") && !out.contains("internal error"), "{n:?}: {out}");
+    }
+    for place in [home.as_path(), d.path(), root().as_path()] {
+        assert!(!place.join("PWNED").exists(), "a name ran a command in {}", place.display());
+    }
+}

@@ -1,6 +1,6 @@
-//! Robustness of the real binary: each test reproduces a failure found by probing (a ROM that
-//! cannot run, zero actors, two writers on one run folder, an edited config on resume, a resume
-//! budget that leaves nothing to learn, a full disk, a double Ctrl-C) and checks the fix.
+//! Robustness of the real binary: a ROM that cannot run, zero actors, two writers on one run
+//! folder, an edited config on resume, a resume budget that leaves nothing to learn, a full disk,
+//! a double Ctrl-C: each is refused or survived with a clear message.
 
 mod common;
 

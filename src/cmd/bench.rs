@@ -371,8 +371,7 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     )?;
     let device = device.resolve()?;
     let variant = b.variant;
-    let threads =
-        if b.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { b.threads };
+    let threads = if b.threads == 0 { crate::config::cores() } else { b.threads };
     tch::set_num_threads(threads as i32);
     tch::manual_seed(0);
     let game = b.game.as_deref().map(|g| game_batch(g, b.network, b.batch, rom_dir)).transpose()?;
@@ -596,7 +595,7 @@ pub fn measure_e2e(
     dev: Device,
     rom_dir: Option<&Path>,
     seconds: f64,
-) -> Result<(crate::train::Summary, crate::train::monitor::Measured)> {
+) -> Result<(crate::run::Summary, crate::run::Measured)> {
     let runs_dir = std::env::temp_dir().join(format!("wndqn-bench-{}", std::process::id()));
     let (id, env) = cfg.env.resolve(rom_dir)?;
     cfg.env = env;

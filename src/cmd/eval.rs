@@ -53,11 +53,11 @@ pub fn run(cmd: EvalCmd, device: crate::device::DeviceArg, rom_dir: Option<&Path
     if device.resolve()?.is_cuda() && device == crate::device::DeviceArg::Cuda {
         say!("note: evaluation plays on the CPU, as the actors do (one observation at a time)");
     }
-    let (ckpt, state) = crate::checkpoint::find(run, cmd.checkpoint, &mut |w| say!("{w}"))?;
+    let (ckpt, state) = crate::run::checkpoint::find(run, cmd.checkpoint, &mut |w| say!("{w}"))?;
     let cfg = crate::config::load(&run.join("config.toml"), &[])?;
     // The network is built from the run's config: one edited since the checkpoint was written
     // (another width, network or game) would not fit its weights, so it is refused as a resume is.
-    crate::train::run_dir::check_keys(run, &ckpt, &cfg)?;
+    crate::run::dir::check_keys(run, &ckpt, &cfg)?;
     let env_cfg = EnvConfig { episodic_life: false, ..cfg.env.clone() };
     let (id, env_cfg) = env_cfg.resolve(rom_dir)?;
     let mut env = make_env(&id, &env_cfg)?;
@@ -81,7 +81,7 @@ pub fn run(cmd: EvalCmd, device: crate::device::DeviceArg, rom_dir: Option<&Path
     }
     crate::threads::limit_current_thread(1);
     let mut policy = Policy::new(&net_config(&cfg, env.obs_kind(), env.num_actions()));
-    crate::checkpoint::utf8_dir(&ckpt, |d| policy.load_file(&d.join("online.safetensors")))
+    crate::run::checkpoint::utf8_dir(&ckpt, |d| policy.load_file(&d.join("online.safetensors")))
         .with_context(|| format!("loading {}", ckpt.display()))?;
     let mut frames: Vec<Vec<u8>> = Vec::new();
     let mut size = (0, 0);

@@ -85,7 +85,7 @@ pub fn run(rom_dir: Option<&Path>, as_json: bool) -> Result<()> {
     let devices = tch::Cuda::device_count();
     let gpus = gpus();
     let threads = tch::get_num_threads();
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let cores = crate::config::cores();
     let roms = roms::rom_dir(rom_dir);
     let games = roms.as_ref().map(|d| roms::available_games(d).len()).unwrap_or(0);
     let linked_cuda = std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.contains("/libtorch_cuda.so"));
@@ -127,12 +127,20 @@ pub fn run(rom_dir: Option<&Path>, as_json: bool) -> Result<()> {
     out!(
         "CUDA graphs {}",
         if wndqn_agents::ext::CUDA_GRAPH_BUILT {
-            "shim built (csrc/cuda_graph.cpp)"
+            "shim built (agents/csrc/cuda_graph.cpp)"
         } else {
             "not built (no CUDA headers at build time)"
         }
     );
-    out!("CPU         {cores} cores; libtorch intra-op threads {threads}");
+    out!(
+        "CPU         {}, {cores} cores; libtorch intra-op threads {threads}; native bf16: {}",
+        crate::util::cpu_model(),
+        if wndqn_agents::ext::precision::cpu_has_native_bf16() {
+            "yes (learner.precision = \"bf16\" runs)"
+        } else {
+            "no (AVX512_BF16 or AMX-BF16 needed; learner.precision = \"bf16\" is refused)"
+        }
+    );
     out!("ALE         {}", ale::version());
     match &roms {
         Ok(d) => out!("ROMs        {} ({games} playable games)", d.display()),

@@ -92,7 +92,7 @@ struct Running {
 fn spawn(f: &Folders, plan: &Plan, r: &RunSpec, p: &Pool, slot: usize, opts: &LocalOptions) -> Result<Child> {
     let exe = std::env::current_exe().context("cannot find the wndqn binary")?;
     let log_path = f.log(&r.name);
-    let log = crate::train::run_dir::open_no_follow(std::fs::OpenOptions::new().create(true).append(true), &log_path)?;
+    let log = crate::run::dir::open_no_follow(std::fs::OpenOptions::new().create(true).append(true), &log_path)?;
     let mut cmd = Command::new(exe);
     cmd.arg("--device").arg(match opts.device {
         DeviceArg::Auto => "auto",
@@ -133,7 +133,7 @@ fn tail(path: &Path, n: usize) -> String {
 /// Record a failed run: its exit status and the tail of its log.
 pub fn record_failure(f: &Folders, name: &str, status: &str) -> Result<()> {
     let text = format!("{status}\n{}\n", tail(&f.log(name), 40));
-    crate::train::run_dir::write_atomic(&f.failed(name), text.as_bytes())
+    crate::run::dir::write_atomic(&f.failed(name), text.as_bytes())
 }
 
 fn exit_status(s: std::process::ExitStatus) -> String {
@@ -155,7 +155,7 @@ struct Counts {
 
 /// Run every run of the plan in `dir` that is not done, `jobs` at a time.
 pub fn run(dir: &Path, plan: &Plan, opts: &LocalOptions) -> Result<()> {
-    let _lock = crate::train::run_dir::lock(dir)?;
+    let _lock = crate::run::dir::lock(dir)?;
     crate::signals::install();
     let f = Folders { dir: dir.to_path_buf() };
     let p = pool(plan, opts)?;
@@ -208,7 +208,7 @@ pub fn run(dir: &Path, plan: &Plan, opts: &LocalOptions) -> Result<()> {
                 Some(status) => {
                     let r = running.swap_remove(i);
                     let run_dir = f.run(&r.run.name);
-                    let complete = crate::train::summary::read(&run_dir).is_ok_and(|s| s.is_complete());
+                    let complete = crate::run::summary::read(&run_dir).is_ok_and(|s| s.is_complete());
                     if status.success() && complete {
                         counts.done += 1;
                         note(&bar, format!("done {}", r.run.name));
@@ -225,7 +225,7 @@ pub fn run(dir: &Path, plan: &Plan, opts: &LocalOptions) -> Result<()> {
         }
         // Runs another process was finishing: back in the queue once their folders are free.
         waited_for.retain(|r| {
-            let busy = crate::train::run_dir::holder(&f.run(&r.name)).is_some();
+            let busy = crate::run::dir::holder(&f.run(&r.name)).is_some();
             if !busy {
                 queue.push_front(r.clone());
             }
@@ -234,7 +234,7 @@ pub fn run(dir: &Path, plan: &Plan, opts: &LocalOptions) -> Result<()> {
         // Launch.
         while !stopping && running.len() < p.jobs {
             let Some(r) = queue.pop_front() else { break };
-            if let Some(pid) = crate::train::run_dir::holder(&f.run(&r.name)) {
+            if let Some(pid) = crate::run::dir::holder(&f.run(&r.name)) {
                 note(&bar, format!("{} is being trained by process {pid}: waiting for it", r.name));
                 waited_for.push(r);
                 continue;
@@ -301,8 +301,8 @@ fn update(bar: &ProgressBar, f: &Folders, plan: &Plan, runs: &[RunSpec], c: &Cou
     for r in runs {
         let total = plan.config(r).map(|c| c.run.total_env_steps).unwrap_or(0);
         let run = f.run(&r.name);
-        let p = crate::train::summary::Progress::read(&run);
-        let done = crate::train::summary::read(&run).is_ok_and(|s| s.is_complete());
+        let p = crate::run::summary::Progress::read(&run);
+        let done = crate::run::summary::read(&run).is_ok_and(|s| s.is_complete());
         if done {
             continue;
         }
@@ -312,7 +312,7 @@ fn update(bar: &ProgressBar, f: &Folders, plan: &Plan, runs: &[RunSpec], c: &Cou
             rate += p.env_steps_per_sec;
         }
     }
-    let eta = if rate > 0.0 { crate::train::monitor::duration(left as f64 / rate) } else { "?".into() };
+    let eta = if rate > 0.0 { crate::util::duration(left as f64 / rate) } else { "?".into() };
     bar.set_message(format!(
         "{running} running, {} failed, {queued} queued  {rate:.0} env steps/s  ETA {eta}",
         c.failed

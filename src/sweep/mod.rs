@@ -228,8 +228,8 @@ pub fn cancel(dir: &Path) -> Result<()> {
         asked += n;
     }
     let f = state::Folders { dir: dir.to_path_buf() };
-    let mut pids: Vec<u32> = crate::train::run_dir::holder(dir).into_iter().collect();
-    pids.extend(plan.runs().iter().filter_map(|r| crate::train::run_dir::holder(&f.run(&r.name))));
+    let mut pids: Vec<u32> = crate::run::dir::holder(dir).into_iter().collect();
+    pids.extend(plan.runs().iter().filter_map(|r| crate::run::dir::holder(&f.run(&r.name))));
     for &pid in &pids {
         // SAFETY: kill(2) with a PID read from a lock this sweep's processes hold.
         unsafe { libc::kill(pid as i32, libc::SIGINT) };

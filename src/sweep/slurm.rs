@@ -235,9 +235,9 @@ pub fn submit(dir: &Path, plan: &Plan, retry_failed: bool, rom_dir: Option<&Path
     let sd = slurm_dir(dir);
     std::fs::create_dir_all(&sd).with_context(|| format!("cannot create {}", sd.display()))?;
     let listing: String = runs.iter().enumerate().map(|(i, r)| format!("{i} {}\n", r.name)).collect();
-    crate::train::run_dir::write_atomic(&sd.join("runs.txt"), listing.as_bytes())?;
+    crate::run::dir::write_atomic(&sd.join("runs.txt"), listing.as_bytes())?;
     let script_path = sd.join("task.sh");
-    crate::train::run_dir::write_atomic(&script_path, text.as_bytes())?;
+    crate::run::dir::write_atomic(&script_path, text.as_bytes())?;
     for r in todo.iter().map(|&i| &runs[i]) {
         let _ = std::fs::remove_file(f.failed(&r.name));
     }
@@ -251,7 +251,7 @@ pub fn submit(dir: &Path, plan: &Plan, retry_failed: bool, rom_dir: Option<&Path
     }
     let mut jobs_txt = std::fs::read_to_string(sd.join("jobs.txt")).unwrap_or_default();
     jobs_txt.push_str(&format!("{job} {}\n", ranges(&todo)));
-    crate::train::run_dir::write_atomic(&sd.join("jobs.txt"), jobs_txt.as_bytes())?;
+    crate::run::dir::write_atomic(&sd.join("jobs.txt"), jobs_txt.as_bytes())?;
     say!(
         "submitted Slurm job {job}: {} task(s){}, script {}",
         todo.len(),

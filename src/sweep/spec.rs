@@ -379,7 +379,7 @@ impl Plan {
     /// keys a resume may change): a folder whose plan file was removed or replaced must not have
     /// runs of another config counted as this plan's.
     fn check_run_configs(&self, dir: &Path) -> Result<()> {
-        use crate::train::run_dir::fixed_keys;
+        use crate::run::dir::fixed_keys;
         for r in self.runs() {
             let path = dir.join("runs").join(&r.name).join("config.toml");
             if !path.exists() {
@@ -428,12 +428,9 @@ impl Plan {
         }
         for r in self.runs() {
             let text = self.config(&r)?.to_toml();
-            crate::train::run_dir::write_atomic(
-                &dir.join("configs").join(format!("{}.toml", r.name)),
-                text.as_bytes(),
-            )?;
+            crate::run::dir::write_atomic(&dir.join("configs").join(format!("{}.toml", r.name)), text.as_bytes())?;
         }
-        crate::train::run_dir::write_atomic(&dir.join(PLAN), self.to_toml()?.as_bytes())
+        crate::run::dir::write_atomic(&dir.join(PLAN), self.to_toml()?.as_bytes())
     }
 }
 

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::spec::{Plan, RunSpec};
-use crate::train::summary::{self, Progress};
+use crate::run::summary::{self, Progress};
 
 /// A run's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, PartialOrd, Ord)]
@@ -110,7 +110,7 @@ pub fn status(f: &Folders, plan: &Plan, r: &RunSpec, slurm: &BTreeMap<String, Sl
     let total = plan.config(r).map(|c| c.run.total_env_steps).unwrap_or(0);
     let summary = summary::read(&run).ok();
     let progress = Progress::read(&run);
-    let pid = crate::train::run_dir::holder(&run);
+    let pid = crate::run::dir::holder(&run);
     let task = slurm.get(&r.name);
     let failure = std::fs::read_to_string(f.failed(&r.name)).ok().map(|t| t.lines().next().unwrap_or("").to_string());
     let state = match (pid, task.map(|t| t.state.as_str()), &summary, &failure) {
@@ -118,10 +118,10 @@ pub fn status(f: &Folders, plan: &Plan, r: &RunSpec, slurm: &BTreeMap<String, Sl
         (_, Some(_), _, _) => State::Queued,
         (_, _, Some(s), _) if s.is_complete() => State::Done,
         (_, _, _, Some(_)) => State::Failed,
-        _ if summary.is_some() || !crate::checkpoint::list(&run).is_empty() => State::Interrupted,
+        _ if summary.is_some() || !crate::run::checkpoint::list(&run).is_empty() => State::Interrupted,
         _ => State::Queued,
     };
-    let checkpoint_steps = || crate::checkpoint::find(&run, None, &mut |_| {}).map(|(_, s)| s.env_steps).ok();
+    let checkpoint_steps = || crate::run::checkpoint::find(&run, None, &mut |_| {}).map(|(_, s)| s.env_steps).ok();
     let env_steps = match state {
         State::Running => progress.as_ref().map(|p| p.env_steps),
         // A queued run may be a requeued one: its folder says how far it got, whatever the queue.

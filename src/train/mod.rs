@@ -13,9 +13,7 @@ pub mod actor;
 pub mod learner;
 pub mod monitor;
 pub mod replay;
-pub mod run_dir;
 pub mod shared;
-pub mod summary;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -33,10 +31,11 @@ use wndqn_agents::replay::AnyMemory;
 use wndqn_envs::{make_env, EnvConfig, EnvId, ObsKind};
 
 use crate::config::Config;
+use crate::run::dir::{self as run_dir, Resume, RunDir};
+use crate::run::summary;
 use crate::seeds::{self, Stream};
 use crate::tensorboard::{Board, HParam};
 use monitor::{Mark, Monitor};
-use run_dir::{Resume, RunDir};
 use shared::{Event, Shared};
 
 /// `wndqn train` flags: the command-line settings of a training run.
@@ -80,7 +79,7 @@ pub struct TrainArgs {
     pub rom_dir: Option<PathBuf>,
 }
 
-pub use summary::Summary;
+pub use crate::run::Summary;
 
 /// How a run behaves.
 #[derive(Debug, Clone, Copy, Default)]
@@ -162,7 +161,7 @@ pub fn train(args: &TrainArgs) -> Result<Summary> {
     crate::memory::check(&cfg, 1)?;
     let target = match (&args.resume, &args.run_dir) {
         (Some(run), _) => Target::Resume(run.clone()),
-        (None, Some(dir)) if !crate::checkpoint::list(dir).is_empty() => Target::Resume(dir.clone()),
+        (None, Some(dir)) if !crate::run::checkpoint::list(dir).is_empty() => Target::Resume(dir.clone()),
         (None, Some(dir)) => Target::At(dir.clone()),
         (None, None) => Target::New(args.runs_dir.clone()),
     };
@@ -305,7 +304,8 @@ fn new_memory(cfg: &Config, kind: ObsKind) -> AnyMemory {
 /// Continue from a checkpoint: networks, optimizer, counters, returns, the replay memory when it
 /// was saved; events logged after the checkpoint are dropped so every curve continues.
 fn restore(p: &mut Parts, run: &RunDir, r: &Resume) -> Result<()> {
-    crate::checkpoint::utf8_dir(&r.ckpt, |d| p.dqn.load(d)).with_context(|| format!("loading {}", r.ckpt.display()))?;
+    crate::run::checkpoint::utf8_dir(&r.ckpt, |d| p.dqn.load(d))
+        .with_context(|| format!("loading {}", r.ckpt.display()))?;
     let st = &r.state;
     let replay_loaded = st.has_replay && {
         let path = r.ckpt.join("replay.bin");
@@ -417,9 +417,9 @@ fn make_state(
     recent: Vec<f64>,
     wall: f64,
     has_replay: bool,
-) -> crate::checkpoint::State {
+) -> crate::run::checkpoint::State {
     let steps = shared.inserted.load(Ordering::Acquire);
-    crate::checkpoint::State {
+    crate::run::checkpoint::State {
         env_steps: steps,
         updates: shared.updates.load(Ordering::Acquire),
         episodes: shared.episodes.load(Ordering::Acquire),
@@ -489,7 +489,7 @@ fn checkpointer(
             let r = recent.lock().map(|r| r.clone()).unwrap_or_default();
             let wall = wall_before + started.elapsed().as_secs_f64();
             let st = make_state(&cfg, &shared, generation, r, wall, false);
-            let path = crate::checkpoint::write(&dir, dqn, &st, &text, None, keep)?;
+            let path = crate::run::checkpoint::write(&dir, dqn, &st, &text, None, keep)?;
             let _ = ev.send(Event::Note(format!("checkpoint {}", path.display())));
         }
         Ok(())
@@ -603,7 +603,7 @@ fn start_threads(
 pub fn learner_threads(cfg: &Config) -> usize {
     match (cfg.learner.threads, cfg.agent.network) {
         (0, wndqn_agents::qnet::Arch::Mlp | wndqn_agents::qnet::Arch::Minatar) => 1,
-        (0, _) => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        (0, _) => crate::config::cores(),
         (t, _) => t,
     }
 }
@@ -711,7 +711,8 @@ pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target,
         let wall = wall_before + started.elapsed().as_secs_f64();
         let st = make_state(&cfg, &shared, generation, mon.recent_returns(), wall, opts.save_replay);
         let replay = opts.save_replay.then_some(memory.as_ref());
-        match crate::checkpoint::write(&run.path, &out.dqn, &st, &cfg.to_toml(), replay, cfg.log.keep_checkpoints) {
+        match crate::run::checkpoint::write(&run.path, &out.dqn, &st, &cfg.to_toml(), replay, cfg.log.keep_checkpoints)
+        {
             Ok(p) if !opts.quiet => say!("checkpoint {}", p.display()),
             Ok(_) => {}
             Err(e) => errors.push(e.context("writing the final checkpoint")),

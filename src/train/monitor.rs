@@ -7,9 +7,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::run::Measured;
+use crate::util::duration;
 use crossbeam::channel::Sender;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
 use super::shared::{next_multiple, Event, Shared};
@@ -25,20 +26,6 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(2);
 const PRESENCE_EVERY: Duration = Duration::from_secs(1);
 /// How often `progress.json` is rewritten.
 const PROGRESS_EVERY: Duration = Duration::from_secs(3);
-
-/// Steady-state rates between two moments of a run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Measured {
-    pub secs: f64,
-    pub env_steps_per_sec: f64,
-    pub updates_per_sec: f64,
-    /// Fraction of the actors' time spent waiting for the learner (replay-ratio throttle).
-    pub actor_wait_frac: f64,
-    /// Fraction of the learner's time spent waiting for data.
-    pub learner_wait_frac: f64,
-    /// Fraction of the learner's time spent in updates.
-    pub learner_busy_frac: f64,
-}
 
 /// The counters of a run at one moment.
 #[derive(Clone, Copy)]
@@ -299,7 +286,7 @@ impl Monitor {
             None => 0.0,
         };
         self.last_progress = Some((now, step));
-        let p = super::summary::Progress {
+        let p = crate::run::summary::Progress {
             env_steps: step,
             total_env_steps: self.cfg.run.total_env_steps,
             updates: self.shared.updates.load(Ordering::Relaxed),
@@ -419,16 +406,6 @@ fn human(n: u64) -> String {
         0..=9_999 => n.to_string(),
         10_000..=999_999 => format!("{:.0}k", n as f64 / 1e3),
         _ => format!("{:.1}M", n as f64 / 1e6),
-    }
-}
-
-/// Seconds as `1h05m`, `12m30s` or `45s`.
-pub fn duration(secs: f64) -> String {
-    let s = secs.max(0.0).round() as u64;
-    match s {
-        0..=59 => format!("{s}s"),
-        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
-        _ => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
     }
 }
 

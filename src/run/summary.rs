@@ -15,8 +15,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{anyhow, Result};
 use serde::{Deserialize, Serialize};
 
-use super::monitor::Measured;
-use crate::checkpoint::State;
+use super::checkpoint::State;
 
 /// File name of the summary in a run folder.
 pub const FILE: &str = "summary.json";
@@ -192,6 +191,20 @@ pub fn read(run: &Path) -> Result<Summary> {
     })?;
     serde_json::from_str(&text)
         .map_err(|e| anyhow!("{}: {e} (an incomplete or damaged summary, e.g. from a full disk)", p.display()))
+}
+
+/// Steady-state rates between two moments of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Measured {
+    pub secs: f64,
+    pub env_steps_per_sec: f64,
+    pub updates_per_sec: f64,
+    /// Fraction of the actors' time spent waiting for the learner (replay-ratio throttle).
+    pub actor_wait_frac: f64,
+    /// Fraction of the learner's time spent waiting for data.
+    pub learner_wait_frac: f64,
+    /// Fraction of the learner's time spent in updates.
+    pub learner_busy_frac: f64,
 }
 
 #[cfg(test)]

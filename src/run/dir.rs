@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::checkpoint::State;
 use crate::config::Config;
+use crate::run::checkpoint::State;
 
 const LOCK: &str = ".lock";
 
@@ -62,7 +62,7 @@ impl RunDir {
     pub fn create_at(path: &Path) -> Result<RunDir> {
         std::fs::create_dir_all(path).with_context(|| format!("cannot create {}", path.display()))?;
         let lock = lock(path)?;
-        if !crate::checkpoint::list(path).is_empty() {
+        if !crate::run::checkpoint::list(path).is_empty() {
             bail!("{} already holds a run with checkpoints: continue it with --resume", path.display());
         }
         for e in std::fs::read_dir(path).with_context(|| format!("cannot read {}", path.display()))?.flatten() {
@@ -80,7 +80,7 @@ impl RunDir {
     pub fn open(path: &Path) -> Result<RunDir> {
         ensure_run_folder(path)?;
         let lock = lock(path)?;
-        crate::checkpoint::remove_temporaries(path);
+        crate::run::checkpoint::remove_temporaries(path);
         Ok(RunDir { path: path.to_path_buf(), _lock: lock })
     }
 
@@ -292,11 +292,11 @@ pub fn check_budget(run: &Path, state: &State, wanted: &Config, trained: &Config
 /// reached its budget but its summary does not say it is done (missing: killed after its last
 /// checkpoint), so only the summary is left to write.
 pub fn resume_point(run: &Path, wanted: &Config) -> Result<(Resume, bool)> {
-    let (ckpt, state) = crate::checkpoint::find(run, None, &mut |w| say!("{w}"))?;
+    let (ckpt, state) = crate::run::checkpoint::find(run, None, &mut |w| say!("{w}"))?;
     let trained = check_keys(run, &ckpt, wanted)?;
     // Finished: the checkpoint is at the budget it was trained for (and at the one asked for).
     let at_budget = state.env_steps >= trained.run.total_env_steps && state.env_steps >= wanted.run.total_env_steps;
-    let finish = at_budget && !super::summary::read(run).is_ok_and(|s| s.is_complete());
+    let finish = at_budget && !crate::run::summary::read(run).is_ok_and(|s| s.is_complete());
     if !finish {
         check_budget(run, &state, wanted, &trained)?;
     }
