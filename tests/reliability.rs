@@ -199,3 +199,29 @@ fn odd_names_for_folders_links_and_specs_are_refused_or_harmless() {
         assert!(!place.join("PWNED").exists(), "a name ran a command in {}", place.display());
     }
 }
+
+#[test]
+fn a_minatar_sweep_continues_over_its_own_resolved_run_configs() {
+    // A run folder keeps its config as training resolved the id (MinAtar sets
+    // env.full_action_space); the sweep run again must take its runs as its own.
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("m.toml");
+    let base = root().join("configs/minatar.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "[sweep]\nbase = {:?}\ngames = [\"MinAtar/Breakout-v0\"]\nvariants = [\"plain\"]\nseeds = 1\nsets = [\"run.total_env_steps=1500\", \"replay.warmup_steps=500\", \"log.eval_every=0\"]\n",
+            base.display().to_string()
+        ),
+    )
+    .unwrap();
+    let dir = d.path().join("sw");
+    let args = ["sweep", "run", p.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "--jobs", "1"];
+    let o = run(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let saved = std::fs::read_to_string(dir.join("runs/MinAtar-Breakout__plain__s1/config.toml")).unwrap();
+    assert!(saved.contains("full_action_space = true"), "{saved}");
+    let o = run(&args);
+    let out = text(&o);
+    assert!(o.status.success() && out.contains("1 done"), "{out}");
+}

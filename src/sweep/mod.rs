@@ -71,7 +71,7 @@ pub fn run(spec: &Path, dir: &Path, mut opts: RunOptions) -> Result<()> {
         slurm::available()?;
         slurm::check_folder(&std::path::absolute(dir).unwrap_or(dir.to_path_buf()))?;
     }
-    plan.install(dir)?;
+    plan.install(dir, roms.as_deref().or(opts.local.rom_dir.as_deref()))?;
     let dir = dir.canonicalize().unwrap_or(dir.to_path_buf());
     match opts.executor {
         Executor::Local => {

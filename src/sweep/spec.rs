@@ -378,7 +378,11 @@ impl Plan {
     /// Every run folder already in `dir` was trained with this plan's config for it (up to the
     /// keys a resume may change): a folder whose plan file was removed or replaced must not have
     /// runs of another config counted as this plan's.
-    fn check_run_configs(&self, dir: &Path) -> Result<()> {
+    /// A run folder holds its config as training resolved it (`env.resolve`: MinAtar's and
+    /// Atari's ids set `env.full_action_space` and other family defaults), so the plan's config
+    /// of the run is resolved the same way before the two are compared; `rom_dir` as for
+    /// training.
+    fn check_run_configs(&self, dir: &Path, rom_dir: Option<&Path>) -> Result<()> {
         use crate::run::dir::fixed_keys;
         for r in self.runs() {
             let path = dir.join("runs").join(&r.name).join("config.toml");
@@ -387,7 +391,9 @@ impl Plan {
             }
             let trained = crate::config::load(&path, &[])
                 .with_context(|| format!("{} holds run {} whose config cannot be read", dir.display(), r.name))?;
-            let fixed = fixed_keys(&trained, &self.config(&r)?)?;
+            let mut want = self.config(&r)?;
+            want.env = want.env.resolve(rom_dir)?.1;
+            let fixed = fixed_keys(&trained, &want)?;
             if !fixed.is_empty() {
                 bail!(
                     "{} holds run {} trained with another config than this sweep's: {} differ ({}). Use another --dir, or run the sweep that made it",
@@ -403,7 +409,7 @@ impl Plan {
 
     /// Write the plan and every run's config into `dir`; refuse a folder holding another plan,
     /// or runs of another config.
-    pub fn install(&self, dir: &Path) -> Result<()> {
+    pub fn install(&self, dir: &Path, rom_dir: Option<&Path>) -> Result<()> {
         match Plan::read(dir) {
             Ok(old) => {
                 let diff = self.differences(&old)?;
@@ -421,7 +427,7 @@ impl Plan {
             }
             Err(_) => {}
         }
-        self.check_run_configs(dir)?;
+        self.check_run_configs(dir, rom_dir)?;
         for sub in ["runs", "configs", "logs", "failed"] {
             std::fs::create_dir_all(dir.join(sub))
                 .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
@@ -527,14 +533,14 @@ mod tests {
         let (d, p) = spec(GOOD);
         let dir = d.path().join("sweep");
         let plan = Plan::from_spec(&p).unwrap();
-        plan.install(&dir).unwrap();
+        plan.install(&dir, None).unwrap();
         assert_eq!(Plan::read(&dir).unwrap(), plan);
-        plan.install(&dir).expect("the same plan again");
+        plan.install(&dir, None).expect("the same plan again");
         let mut slurm = plan.clone();
         slurm.slurm.time = Some("1:00:00".into());
-        slurm.install(&dir).expect("Slurm settings may change");
+        slurm.install(&dir, None).expect("Slurm settings may change");
         let (_d2, p2) = spec(&GOOD.replace("seeds = 3", "seeds = 4").replace("5000", "6000"));
-        let e = format!("{:#}", Plan::from_spec(&p2).unwrap().install(&dir).unwrap_err());
+        let e = format!("{:#}", Plan::from_spec(&p2).unwrap().install(&dir, None).unwrap_err());
         assert!(e.contains("seeds") && e.contains("base.run.total_env_steps") && !e.contains("slurm"), "{e}");
         assert!(dir.join("configs/CartPole__plain__s3.toml").is_file());
     }
