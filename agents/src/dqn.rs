@@ -267,11 +267,9 @@ impl Dqn {
 
     /// A copy of everything an update changes: both networks, the optimizer, the counter.
     pub fn state_copy(&self) -> DqnState {
-        let copy =
-            |vs: &nn::VarStore| tch::no_grad(|| vs.variables().into_iter().map(|(n, t)| (n, t.copy())).collect());
         DqnState {
-            online: copy(&self.online_vs),
-            target: copy(&self.target_vs),
+            online: copy_vars(&self.online_vs),
+            target: copy_vars(&self.target_vs),
             opt: self.opt.state_tensors().into_iter().map(|(n, t)| (n, t.copy())).collect(),
             updates: self.updates,
         }
@@ -307,7 +305,7 @@ impl Dqn {
     ) -> anyhow::Result<Result<f64, String>> {
         let before = self.state_copy();
         let theirs = other(self)?;
-        let after_other = self.state_copy().online;
+        let after_other = copy_vars(&self.online_vs);
         self.restore(&before)?;
         let ours = self.update(b);
         let rel = |a: f64, b: f64| (a - b).abs() / (1.0 + b.abs());
@@ -345,6 +343,11 @@ impl Dqn {
             v
         })
     }
+}
+
+/// Copies of every variable of `vs`, by name.
+fn copy_vars(vs: &nn::VarStore) -> std::collections::HashMap<String, Tensor> {
+    tch::no_grad(|| vs.variables().into_iter().map(|(n, t)| (n, t.copy())).collect())
 }
 
 /// What [`Dqn::state_copy`] keeps.

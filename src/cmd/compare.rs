@@ -231,20 +231,22 @@ fn write_tags(
     let mut csv = String::from("tag,variant,env_step,mean,band_low,band_high\n");
     let mut files = String::from(", tags.csv");
     for tag in tags {
-        let series: Vec<Series> = by_variant
+        let curves: Vec<(&String, Series)> = by_variant
             .iter()
             .enumerate()
-            .filter_map(|(i, (v, rs))| results::tag_curve(v, PALETTE[i % PALETTE.len()], rs, tag, total))
+            .filter_map(|(i, (v, rs))| {
+                results::tag_curve(v, PALETTE[i % PALETTE.len()], rs, tag, total).map(|c| (v, c))
+            })
             .collect();
-        if series.is_empty() {
+        if curves.is_empty() {
             return Err(results::unknown_tag(tag, &runs.iter().collect::<Vec<_>>()));
         }
-        for s in &series {
-            let v = s.label.split(" (").next().unwrap_or(&s.label);
+        for (v, s) in &curves {
             for (((x, m), lo), hi) in s.x.iter().zip(&s.mean).zip(&s.lo).zip(&s.hi) {
                 csv.push_str(&format!("{tag},{v},{x:.0},{m},{lo},{hi}\n"));
             }
         }
+        let series: Vec<Series> = curves.into_iter().map(|(_, s)| s).collect();
         let file = format!("tag_{}.png", results::tag_file(tag));
         let title = format!("{env_name}: {tag} (mean over seeds, 95% band)");
         line_plot(&out.join(&file), &title, "env steps", tag, &series)?;

@@ -384,6 +384,7 @@ impl Plan {
     /// training.
     fn check_run_configs(&self, dir: &Path, rom_dir: Option<&Path>) -> Result<()> {
         use crate::run::dir::fixed_keys;
+        let mut resolved: BTreeMap<String, wndqn_envs::EnvConfig> = BTreeMap::new();
         for r in self.runs() {
             let path = dir.join("runs").join(&r.name).join("config.toml");
             if !path.exists() {
@@ -392,7 +393,10 @@ impl Plan {
             let trained = crate::config::load(&path, &[])
                 .with_context(|| format!("{} holds run {} whose config cannot be read", dir.display(), r.name))?;
             let mut want = self.config(&r)?;
-            want.env = want.env.resolve(rom_dir)?.1;
+            if !resolved.contains_key(&r.game) {
+                resolved.insert(r.game.clone(), want.env.resolve(rom_dir)?.1);
+            }
+            want.env = resolved[&r.game].clone();
             let fixed = fixed_keys(&trained, &want)?;
             if !fixed.is_empty() {
                 bail!(

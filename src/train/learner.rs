@@ -375,31 +375,11 @@ pub fn learner_thread(
 mod tests {
     use super::*;
     use tch::{Kind, Tensor};
-    use wndqn_agents::dqn::{DqnConfig, Loss, TargetUpdate};
-    use wndqn_agents::optim::OptimizerKind;
-    use wndqn_agents::qnet::{Arch, QNetConfig, Variant};
+    use wndqn_agents::qnet::{Arch, Variant};
 
     fn dqn() -> Dqn {
         tch::manual_seed(0);
-        let net = QNetConfig {
-            arch: Arch::Minatar,
-            variant: Variant::WeightNorm,
-            dueling: false,
-            obs_shape: vec![4, 10, 10],
-            num_actions: 6,
-            hidden: 0,
-            norm: Default::default(),
-        };
-        let cfg = DqnConfig {
-            gamma: 0.99,
-            double_dqn: true,
-            loss: Loss::Huber,
-            grad_clip_norm: Some(10.0),
-            target_update: TargetUpdate::Hard(1000),
-            optimizer: OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
-            lr: 1e-3,
-        };
-        Dqn::new(&net, cfg, Device::Cpu)
+        crate::cmd::bench::bench_dqn(Arch::Minatar, Variant::WeightNorm, Device::Cpu, None).unwrap().0
     }
 
     fn batch() -> TensorBatch {
