@@ -28,7 +28,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Train a DQN agent on a TOML config; writes runs/{env}__{variant}__s{seed}__{time}/.
-    Train(crate::train::TrainArgs),
+    Train(cmd::train::TrainArgs),
     /// Greedy evaluation of a run's checkpoint on whole games (mean, median, std, min, max; video).
     Eval(cmd::eval::EvalCmd),
     /// Compare variants over seeds: launch them (--config) or compare finished run folders.
@@ -83,9 +83,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Check(c) => cmd::check::run(c, rom_dir),
         Command::Sweep(s) => cmd::sweep::run(s, cli.device, rom_dir),
         Command::Compare(c) => cmd::compare::run(c, cli.device, rom_dir),
-        Command::Train(mut t) => {
-            (t.device, t.rom_dir) = (cli.device, rom_dir.map(PathBuf::from));
-            cmd::train::run(&t)
-        }
+        Command::Train(t) => cmd::train::run(&t, cli.device, rom_dir),
     }
 }

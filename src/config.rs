@@ -10,7 +10,7 @@ use wndqn_agents::dqn::{DqnConfig, Loss, TargetUpdate};
 use wndqn_agents::layers::LayerNormAxes;
 use wndqn_agents::optim::OptimizerKind;
 use wndqn_agents::qnet::{Arch, SpectralLayers, Variant};
-use wndqn_agents::schedule::LinearSchedule;
+use wndqn_agents::schedule::{Exploration, LinearSchedule};
 use wndqn_envs::EnvConfig;
 
 /// A whole run.
@@ -258,9 +258,17 @@ impl Default for ActorsConfig {
 }
 
 impl ActorsConfig {
-    /// The shared epsilon schedule.
-    pub fn schedule(&self) -> LinearSchedule {
-        LinearSchedule { start: self.epsilon_start, end: self.epsilon_end, decay_steps: self.epsilon_decay_steps }
+    /// How the actors explore: the shared epsilon schedule, or Ape-X's per-actor epsilons.
+    pub fn exploration(&self) -> Exploration {
+        if self.apex {
+            Exploration::ApeX { base: self.apex_base, alpha: self.apex_alpha, actors: self.num_actors }
+        } else {
+            Exploration::Schedule(LinearSchedule {
+                start: self.epsilon_start,
+                end: self.epsilon_end,
+                decay_steps: self.epsilon_decay_steps,
+            })
+        }
     }
 }
 
@@ -434,7 +442,48 @@ pub fn load(path: &Path, sets: &[String]) -> Result<Config> {
     from_table(t, &origin)
 }
 
+/// A run's config: `path`, then the overrides, then the variant and seed on the typed config
+/// (`--variant`, `--seed`); validated.
+pub fn load_run(path: &Path, sets: &[String], variant: Option<Variant>, seed: Option<u64>) -> Result<Config> {
+    let mut cfg = load(path, sets)?;
+    if let Some(v) = variant {
+        cfg.agent.variant = v;
+    }
+    if let Some(s) = seed {
+        cfg.run.seed = s;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
 impl Config {
+    /// The Q-network of this config for an environment's observations and actions.
+    pub fn net_config(&self, kind: wndqn_envs::ObsKind, num_actions: usize) -> wndqn_agents::qnet::QNetConfig {
+        wndqn_agents::qnet::QNetConfig {
+            arch: self.agent.network,
+            variant: self.agent.variant,
+            dueling: self.agent.dueling,
+            obs_shape: kind.shape(),
+            num_actions: num_actions as i64,
+            hidden: self.agent.hidden,
+            norm: wndqn_agents::qnet::NormOptions {
+                layer_norm_axes: self.agent.layer_norm_axes,
+                spectral_layers: self.agent.spectral_norm_layers,
+            },
+        }
+    }
+
+    /// Intra-op CPU threads for the learner: `learner.threads`, or by the work when 0. A small
+    /// MLP (or MinAtar's network) gains nothing from an OpenMP team and a team suffers most from
+    /// shared cores, so they get one thread; the Nature CNN gets one per core.
+    pub fn learner_threads(&self) -> usize {
+        match (self.learner.threads, self.agent.network) {
+            (0, Arch::Mlp | Arch::Minatar) => 1,
+            (0, _) => cores(),
+            (t, _) => t,
+        }
+    }
+
     /// Check every value that cannot work, naming the key.
     pub fn validate(&self) -> Result<()> {
         let mut errs: Vec<String> = Vec::new();

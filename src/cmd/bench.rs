@@ -2,7 +2,7 @@
 //! run these side by side with reference implementations and report ratios.
 
 use crate::util::out;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -597,15 +597,16 @@ pub fn measure_e2e(
     seconds: f64,
 ) -> Result<(crate::run::Summary, crate::run::Measured)> {
     let runs_dir = std::env::temp_dir().join(format!("wndqn-bench-{}", std::process::id()));
-    let (id, env) = cfg.env.resolve(rom_dir)?;
-    cfg.env = env;
     cfg.run.total_env_steps = 1_000_000_000;
     cfg.log.eval_every = 0;
     cfg.log.checkpoint_every = 0;
-    crate::memory::check(&cfg, 1)?;
-    crate::signals::install();
-    let opts = crate::train::RunOptions { quiet: true, measure_secs: Some(seconds), save_replay: false };
-    let run = crate::train::run_training(cfg, &id, dev, crate::train::Target::New(runs_dir.clone()), opts);
+    let run = crate::train::train(crate::train::Request {
+        cfg,
+        target: crate::train::Target::New(runs_dir.clone()),
+        device: dev,
+        rom_dir: rom_dir.map(Path::to_path_buf),
+        opts: crate::train::RunOptions { quiet: true, measure_secs: Some(seconds), save_replay: false },
+    });
     let _ = std::fs::remove_dir_all(&runs_dir);
     let s = run?;
     let m = s.measured.clone().ok_or_else(|| anyhow::anyhow!("the run ended before learning started"))?;
@@ -617,19 +618,9 @@ fn bench_e2e(b: E2eBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<(
     sets.insert(0, format!("env.id=\"{}\"", b.game));
     sets.push("run.total_env_steps=1000000000".into());
     let minatar = matches!(wndqn_envs::ids::classify(&b.game), Ok(wndqn_envs::ids::IdKind::MinAtar));
-    let preset = if minatar { "configs/minatar.toml" } else { "configs/pong.toml" };
-    let args = crate::train::TrainArgs {
-        config: Some(b.config.clone().unwrap_or_else(|| preset.into())),
-        variant: Some(b.variant),
-        sets,
-        runs_dir: std::env::temp_dir().join(format!("wndqn-bench-{}", std::process::id())),
-        quiet: true,
-        device,
-        rom_dir: rom_dir.map(|p| p.to_path_buf()),
-        ..Default::default()
-    };
-    let cfg = crate::train::resolve_config(&args)?;
-    let dev = args.device.resolve()?;
+    let preset = PathBuf::from(if minatar { "configs/minatar.toml" } else { "configs/pong.toml" });
+    let cfg = crate::config::load_run(b.config.as_ref().unwrap_or(&preset), &sets, Some(b.variant), None)?;
+    let dev = device.resolve()?;
     let (s, m) = measure_e2e(cfg, dev, rom_dir, b.seconds)?;
     if b.json {
         out!(

@@ -54,7 +54,7 @@ pub fn check(path: &Path, sets: &[String], rom_dir: Option<&Path>) -> Result<Che
         None => crate::memory::estimate(&cfg),
     };
     let env = make_env(&id, &cfg.env)?;
-    let net = crate::train::net_config(&cfg, env.obs_kind(), env.num_actions());
+    let net = cfg.net_config(env.obs_kind(), env.num_actions());
     // The learner's networks and optimizer, as a run makes them (freed at once).
     drop(Dqn::new(&net, cfg.agent.dqn(), tch::Device::Cpu));
     Ok(Checked { env: id.short_name(), actions: env.num_actions(), memory: est.total(), cfg })

@@ -109,18 +109,14 @@ fn launch(
     for s in 0..cmd.seeds {
         for v in &cmd.variants {
             say!("[{}/{total}] training {}, seed {}", dirs.len() + 1, v.name(), base_seed + s);
-            let args = crate::train::TrainArgs {
-                config: Some(cfg.to_path_buf()),
-                variant: Some(*v),
-                sets: cmd.sets.clone(),
-                seed: Some(base_seed + s),
-                runs_dir: cmd.runs_dir.clone(),
-                quiet: cmd.quiet,
-                device,
+            let req = crate::train::Request {
+                cfg: crate::config::load_run(cfg, &cmd.sets, Some(*v), Some(base_seed + s))?,
+                target: crate::train::Target::New(cmd.runs_dir.clone()),
+                device: device.resolve()?,
                 rom_dir: rom_dir.map(Path::to_path_buf),
-                ..Default::default()
+                opts: crate::train::RunOptions { quiet: cmd.quiet, ..Default::default() },
             };
-            dirs.push(crate::train::train(&args)?.run_dir);
+            dirs.push(crate::train::train(req)?.run_dir);
             if crate::signals::interrupted() {
                 say!("interrupted: comparing the {} finished run(s)", dirs.len());
                 return Ok(dirs);

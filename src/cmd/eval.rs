@@ -13,7 +13,6 @@ use wndqn_agents::policy::Policy;
 use wndqn_envs::{make_env, EnvConfig};
 
 use crate::play::{evaluate, stats};
-use crate::train::net_config;
 
 /// `wndqn eval` flags.
 #[derive(Debug, Args)]
@@ -80,7 +79,7 @@ pub fn run(cmd: EvalCmd, device: crate::device::DeviceArg, rom_dir: Option<&Path
         let _ = std::fs::remove_file(&tmp);
     }
     crate::threads::limit_current_thread(1);
-    let mut policy = Policy::new(&net_config(&cfg, env.obs_kind(), env.num_actions()));
+    let mut policy = Policy::new(&cfg.net_config(env.obs_kind(), env.num_actions()));
     crate::run::checkpoint::utf8_dir(&ckpt, |d| policy.load_file(&d.join("online.safetensors")))
         .with_context(|| format!("loading {}", ckpt.display()))?;
     let mut frames: Vec<Vec<u8>> = Vec::new();

@@ -11,7 +11,9 @@ use rand::SeedableRng;
 use wndqn_agents::policy::Policy;
 use wndqn_agents::qnet::QNetConfig;
 use wndqn_agents::replay::ObsRef;
-use wndqn_agents::schedule::{apex_epsilon, LinearSchedule};
+use wndqn_agents::schedule::Exploration;
+
+use super::pace::Pace;
 use wndqn_envs::{Env, Obs};
 
 use super::shared::{Event, Shared};
@@ -84,14 +86,9 @@ pub struct ActorSpec {
     pub env_seed: u64,
     pub rng_seed: u64,
     pub net: QNetConfig,
-    pub schedule: LinearSchedule,
-    pub apex: Option<(f64, f64)>,
+    pub exploration: Exploration,
     pub total_steps: u64,
-    pub warmup: u64,
-    /// See `LearnerSpec::step_origin`.
-    pub step_origin: u64,
-    pub update_origin: u64,
-    pub replay_ratio: f64,
+    pub pace: Pace,
     pub send_batch: usize,
     /// Run at idle CPU priority (`learner.exclusive_cpu`).
     pub idle_priority: bool,
@@ -119,7 +116,7 @@ pub fn run(mut spec: ActorSpec, shared: Arc<Shared>, tx: Sender<ActorMsg>, event
     pending.push(Item::Start, first);
     stall_if_asked(spec.index);
     // Allowed lead of the actors over the learner, in env steps.
-    let slack = (spec.num_actors * spec.send_batch) as u64 + (1.0 / spec.replay_ratio).ceil() as u64;
+    let slack = (spec.num_actors * spec.send_batch) as u64 + spec.pace.steps_per_update();
     loop {
         if shared.stopping() {
             break;
@@ -131,8 +128,7 @@ pub fn run(mut spec: ActorSpec, shared: Arc<Shared>, tx: Sender<ActorMsg>, event
         }
         // Replay ratio: do not run ahead of the learner.
         loop {
-            let updates = shared.updates.load(Ordering::Acquire).saturating_sub(spec.update_origin) as f64;
-            let allowed = spec.step_origin + spec.warmup + ((updates + 1.0) / spec.replay_ratio) as u64 + slack;
+            let allowed = spec.pace.steps_allowed(shared.updates.load(Ordering::Acquire), slack);
             if claimed < allowed || shared.stopping() {
                 break;
             }
@@ -142,10 +138,7 @@ pub fn run(mut spec: ActorSpec, shared: Arc<Shared>, tx: Sender<ActorMsg>, event
         if shared.weights.version() > version {
             (version, _) = shared.weights.read(|snap| policy.load_snapshot(snap));
         }
-        let eps = match spec.apex {
-            Some((base, alpha)) => apex_epsilon(spec.index, spec.num_actors, base, alpha),
-            None => spec.schedule.value(claimed),
-        };
+        let eps = spec.exploration.epsilon(spec.index, claimed);
         let action = policy.act(observation(spec.env.obs()), eps, &mut rng);
         let step = spec.env.step(action);
         let item = Item::Step {

@@ -134,13 +134,7 @@ impl Staged for GraphedUpdate {
 /// Learner settings.
 pub struct LearnerSpec {
     pub device: Device,
-    pub warmup: u64,
-    /// Env steps and updates at which this segment's replay-ratio accounting starts (0, 0 for a
-    /// fresh run or a resume with the replay memory; the checkpoint's counters otherwise, so
-    /// the emptied memory is refilled with `warmup` steps first).
-    pub step_origin: u64,
-    pub update_origin: u64,
-    pub replay_ratio: f64,
+    pub pace: super::pace::Pace,
     pub publish_every: u64,
     pub threads: usize,
     pub data_init: Option<(usize, f64)>,
@@ -220,7 +214,7 @@ impl Acc {
 
 /// Wait until the warm-up is in the memory; false when the run ends first.
 fn wait_for_warmup(spec: &LearnerSpec, shared: &Shared) -> bool {
-    while shared.inserted.load(Ordering::Acquire) < spec.step_origin + spec.warmup {
+    while shared.inserted.load(Ordering::Acquire) < spec.pace.warm_at() {
         let actors_done = shared.actors_running.load(Ordering::Acquire) == 0
             && shared.inserted.load(Ordering::Acquire) >= shared.env_steps.load(Ordering::Acquire);
         if shared.stopping() || actors_done {
@@ -243,11 +237,8 @@ fn data_init(dqn: &mut Dqn, spec: &LearnerSpec, memory: &AnyMemory, prep: &Batch
 
 /// Whether the replay ratio allows another update; `None` when no more data will come.
 fn update_due(dqn: &Dqn, spec: &LearnerSpec, shared: &Shared) -> Option<bool> {
-    // One update per 1/ratio inserted env steps after the warm-up.
     let inserted = shared.inserted.load(Ordering::Acquire);
-    let due = spec.update_origin
-        + ((inserted.saturating_sub(spec.step_origin + spec.warmup)) as f64 * spec.replay_ratio) as u64;
-    if dqn.updates() < due {
+    if dqn.updates() < spec.pace.updates_due(inserted) {
         return Some(true);
     }
     let actors_done = shared.actors_running.load(Ordering::Acquire) == 0;

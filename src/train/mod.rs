@@ -12,9 +12,11 @@ use crate::util::say;
 pub mod actor;
 pub mod learner;
 pub mod monitor;
+pub mod pace;
 pub mod replay;
 pub mod shared;
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use crossbeam::channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender}
 use tch::Device;
 use wndqn_agents::dqn::Dqn;
 use wndqn_agents::policy::Policy;
-use wndqn_agents::qnet::{QNetConfig, Variant};
+use wndqn_agents::qnet::QNetConfig;
 use wndqn_agents::replay::AnyMemory;
 use wndqn_envs::{make_env, EnvConfig, EnvId, ObsKind};
 
@@ -37,47 +39,6 @@ use crate::seeds::{self, Stream};
 use crate::tensorboard::{Board, HParam};
 use monitor::{Mark, Monitor};
 use shared::{Event, Shared};
-
-/// `wndqn train` flags: the command-line settings of a training run.
-#[derive(Debug, Clone, clap::Args)]
-pub struct TrainArgs {
-    /// The run's config (see configs/). Default: configs/pong.toml, or the run's own with --resume.
-    #[arg(long, short)]
-    pub config: Option<PathBuf>,
-    /// Continue a run folder from its newest complete checkpoint (same folder, same curves).
-    #[arg(long, value_name = "RUN_DIR")]
-    pub resume: Option<PathBuf>,
-    /// Also save the replay memory with the final checkpoint (about 7 KB per stored Atari
-    /// transition), so a resumed run needs no new warm-up.
-    #[arg(long)]
-    pub save_replay: bool,
-    /// Network variant (overrides agent.variant).
-    #[arg(long, value_enum)]
-    pub variant: Option<Variant>,
-    /// Override a config value: `--set agent.lr=3e-4` (repeatable).
-    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
-    pub sets: Vec<String>,
-    /// Master seed (overrides run.seed).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Parent folder of run folders.
-    #[arg(long, default_value = "runs")]
-    pub runs_dir: PathBuf,
-    /// Train into exactly this folder: a new run when it holds no checkpoint, else continue it
-    /// (as --resume does), nothing to do when it is complete. For sweeps, whose runs have fixed
-    /// folders and may be started or resumed by whichever process gets to them.
-    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = ["resume", "runs_dir"])]
-    pub run_dir: Option<PathBuf>,
-    /// No progress bar (for scripts); the summary is still printed.
-    #[arg(long, short)]
-    pub quiet: bool,
-    /// The learner's device (the global `--device`).
-    #[arg(skip = crate::device::DeviceArg::Auto)]
-    pub device: crate::device::DeviceArg,
-    /// The ROM folder (the global `--rom-dir`, or the application's default).
-    #[arg(skip)]
-    pub rom_dir: Option<PathBuf>,
-}
 
 pub use crate::run::Summary;
 
@@ -92,97 +53,52 @@ pub struct RunOptions {
     pub save_replay: bool,
 }
 
-/// Where a run writes.
+/// Where a run writes: the one place a run starts from.
 #[derive(Debug, Clone)]
 pub enum Target {
     /// A new folder under this parent.
     New(PathBuf),
-    /// Exactly this folder, new (made if missing, emptied of a run that never checkpointed).
+    /// Exactly this folder: a new run when it holds no checkpoint (made if missing, emptied of
+    /// a run that never checkpointed), else continued from its newest complete checkpoint, and
+    /// nothing to do when it is complete (sweeps: whichever process gets to a run).
     At(PathBuf),
     /// Continue this run folder from its newest complete checkpoint.
     Resume(PathBuf),
 }
 
-impl Default for TrainArgs {
-    fn default() -> Self {
-        TrainArgs {
-            config: None,
-            resume: None,
-            save_replay: false,
-            variant: None,
-            sets: Vec::new(),
-            seed: None,
-            runs_dir: PathBuf::from("runs"),
-            run_dir: None,
-            quiet: false,
-            device: crate::device::DeviceArg::Auto,
-            rom_dir: None,
-        }
-    }
-}
-
-/// Resolve the config from the file and flags (one validated config before any thread starts):
-/// the file, then `--set` overrides, then `--variant` and `--seed` on the typed config.
-pub fn resolve_config(args: &TrainArgs) -> Result<Config> {
-    // Without --config, a run folder that exists (--resume, or --run-dir on a started run)
-    // continues with its own config.
-    let own = args.resume.as_ref().or(args.run_dir.as_ref()).map(|r| r.join("config.toml")).filter(|p| p.is_file());
-    let path = match (&args.config, own) {
-        (Some(p), _) => p.clone(),
-        (None, Some(own)) => own,
-        (None, None) => PathBuf::from("configs/pong.toml"),
-    };
-    let mut cfg = crate::config::load(&path, &args.sets)?;
-    if let Some(v) = args.variant {
-        cfg.agent.variant = v;
-    }
-    if let Some(s) = args.seed {
-        cfg.run.seed = s;
-    }
-    cfg.validate()?;
-    Ok(cfg)
+/// A training run to do, typed: what `wndqn train`, `compare`, sweeps and benchmarks hand to
+/// [`train`].
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The validated config (its `env` is resolved by `train`).
+    pub cfg: Config,
+    pub target: Target,
+    /// The learner's device.
+    pub device: Device,
+    /// The ROM folder (Atari).
+    pub rom_dir: Option<PathBuf>,
+    pub opts: RunOptions,
 }
 
 /// Train. Returns the run's summary (also on Ctrl-C).
-pub fn train(args: &TrainArgs) -> Result<Summary> {
+pub fn train(req: Request) -> Result<Summary> {
     crate::signals::install();
-    if let Some(run) = &args.resume {
-        run_dir::ensure_run_folder(run)?;
+    let Request { mut cfg, target, device, rom_dir, opts } = req;
+    match &target {
+        Target::Resume(run) => run_dir::ensure_run_folder(run)?,
+        Target::At(dir) => {
+            if let Some(done) = summary::read(dir).ok().filter(Summary::is_complete) {
+                say!("{} is complete ({} env steps): nothing to do", done.run_dir.display(), done.env_steps);
+                return Ok(done);
+            }
+        }
+        Target::New(_) => {}
     }
-    if let Some(done) = args.run_dir.as_deref().and_then(|d| summary::read(d).ok()).filter(Summary::is_complete) {
-        say!("{} is complete ({} env steps): nothing to do", done.run_dir.display(), done.env_steps);
-        return Ok(done);
-    }
-    let mut cfg = resolve_config(args)?;
-    let device = args.device.resolve()?;
     cfg.learner.precision.compute(device)?;
-    let (env_id, env_cfg) = cfg.env.resolve(args.rom_dir.as_deref())?;
+    let (env_id, env_cfg) = cfg.env.resolve(rom_dir.as_deref())?;
     cfg.env = env_cfg;
     crate::memory::check(&cfg, 1)?;
-    let target = match (&args.resume, &args.run_dir) {
-        (Some(run), _) => Target::Resume(run.clone()),
-        (None, Some(dir)) if !crate::run::checkpoint::list(dir).is_empty() => Target::Resume(dir.clone()),
-        (None, Some(dir)) => Target::At(dir.clone()),
-        (None, None) => Target::New(args.runs_dir.clone()),
-    };
-    let opts = RunOptions { quiet: args.quiet, measure_secs: None, save_replay: args.save_replay };
     run_training(cfg, &env_id, device, target, opts)
-}
-
-/// Network settings for an environment.
-pub fn net_config(cfg: &Config, kind: ObsKind, num_actions: usize) -> QNetConfig {
-    QNetConfig {
-        arch: cfg.agent.network,
-        variant: cfg.agent.variant,
-        dueling: cfg.agent.dueling,
-        obs_shape: kind.shape(),
-        num_actions: num_actions as i64,
-        hidden: cfg.agent.hidden,
-        norm: wndqn_agents::qnet::NormOptions {
-            layer_norm_axes: cfg.agent.layer_norm_axes,
-            spectral_layers: cfg.agent.spectral_norm_layers,
-        },
-    }
 }
 
 fn hparams(cfg: &Config) -> Vec<(String, HParam)> {
@@ -253,7 +169,7 @@ struct Parts {
     /// Seed of this segment (a resumed segment draws fresh streams from the same seed).
     gseed: u64,
     generation: u64,
-    /// See `LearnerSpec::step_origin`.
+    /// See [`pace::Pace::step_origin`].
     step_origin: u64,
     update_origin: u64,
     wall_before: f64,
@@ -268,7 +184,7 @@ fn build(cfg: Config, env_id: &EnvId, device: Device, generation: u64) -> Result
     let envs = (0..n).map(|_| make_env(env_id, &cfg.env)).collect::<Result<Vec<_>, _>>()?;
     let eval_env = make_env(env_id, &EnvConfig { episodic_life: false, ..cfg.env.clone() })?;
     let kind = envs[0].obs_kind();
-    let net = net_config(&cfg, kind, envs[0].num_actions());
+    let net = cfg.net_config(kind, envs[0].num_actions());
     tch::manual_seed(seeds::derive(gseed, Stream::NetworkInit) as i64);
     let mut dqn = Dqn::new(&net, cfg.agent.dqn(), device);
     dqn.set_compute(cfg.learner.precision.compute(device)?);
@@ -342,30 +258,31 @@ fn restore(p: &mut Parts, run: &RunDir, r: &Resume) -> Result<()> {
     Ok(())
 }
 
-/// A run about to start: a new folder to create under this parent, or a resumed run folder
-/// (locked) with the checkpoint to continue from (checked against the config).
+/// A run about to start: a new folder to create under this parent or at this path, or a
+/// resumed run folder (locked) with the checkpoint to continue from (checked against the config).
 enum Start {
     New(PathBuf),
     /// Exactly this folder, new.
     At(PathBuf),
     Resume(RunDir, Resume),
-    /// A run that reached its budget but has no summary: only the summary is left to write.
-    Finish(RunDir, Resume),
 }
 
 impl Start {
-    /// Lock and check a resumed run before anything is built (its segment number seeds it).
-    fn of(target: Target, cfg: &Config) -> Result<Start> {
-        Ok(match target {
-            Target::New(runs) => Start::New(runs),
-            Target::At(path) => Start::At(path),
-            Target::Resume(path) => {
-                let run = RunDir::open(&path)?;
-                match run_dir::resume_point(&run.path, cfg)? {
-                    (resume, false) => Start::Resume(run, resume),
-                    (resume, true) => Start::Finish(run, resume),
-                }
+    /// Lock and check a resumed run before anything is built (its segment number seeds it). A
+    /// run that reached its budget but has no summary is done here: only its summary was left
+    /// to write ([`ControlFlow::Break`]).
+    fn of(target: Target, cfg: &Config, env_id: &EnvId) -> Result<ControlFlow<Summary, Start>> {
+        let path = match target {
+            Target::New(runs) => return Ok(ControlFlow::Continue(Start::New(runs))),
+            Target::At(path) if crate::run::checkpoint::list(&path).is_empty() => {
+                return Ok(ControlFlow::Continue(Start::At(path)))
             }
+            Target::At(path) | Target::Resume(path) => path,
+        };
+        let run = RunDir::open(&path)?;
+        Ok(match run_dir::resume_point(&run.path, cfg)? {
+            (resume, false) => ControlFlow::Continue(Start::Resume(run, resume)),
+            (resume, true) => ControlFlow::Break(finish(&run, &resume, cfg, env_id)?),
         })
     }
 
@@ -373,7 +290,7 @@ impl Start {
     fn generation(&self) -> u64 {
         match self {
             Start::New(_) | Start::At(_) => 0,
-            Start::Resume(_, r) | Start::Finish(_, r) => r.state.generation + 1,
+            Start::Resume(_, r) => r.state.generation + 1,
         }
     }
 }
@@ -396,7 +313,6 @@ fn open_run(p: &mut Parts, env_id: &EnvId, start: Start) -> Result<(RunDir, Boar
             restore(p, &run, &resume)?;
             run
         }
-        Start::Finish(..) => unreachable!("a finished run has nothing to open"),
     };
     let mut board = Board::new(&run.path)?;
     if new {
@@ -424,7 +340,7 @@ fn make_state(
         updates: shared.updates.load(Ordering::Acquire),
         episodes: shared.episodes.load(Ordering::Acquire),
         recent_returns: recent,
-        epsilon: cfg.actors.schedule().value(steps),
+        epsilon: cfg.actors.exploration().epsilon(0, steps),
         seed: cfg.run.seed,
         generation,
         wall_secs: wall,
@@ -452,17 +368,24 @@ fn replay_spec(p: &Parts, device: Device) -> replay::ReplaySpec {
     }
 }
 
+/// The replay ratio's accounting of this segment.
+fn pace(p: &Parts) -> pace::Pace {
+    pace::Pace {
+        ratio: p.cfg.learner.replay_ratio,
+        warmup: p.cfg.replay.warmup_steps,
+        step_origin: p.step_origin,
+        update_origin: p.update_origin,
+    }
+}
+
 /// The learner thread's settings.
 fn learner_spec(p: &Parts, device: Device) -> learner::LearnerSpec {
     let cfg = &p.cfg;
     learner::LearnerSpec {
         device,
-        warmup: cfg.replay.warmup_steps,
-        step_origin: p.step_origin,
-        update_origin: p.update_origin,
-        replay_ratio: cfg.learner.replay_ratio,
+        pace: pace(p),
         publish_every: cfg.learner.publish_every,
-        threads: learner_threads(cfg),
+        threads: cfg.learner_threads(),
         data_init: cfg.agent.variant.data_init().then_some((cfg.agent.init_batch, cfg.agent.init_scale)),
         scalars_every: cfg.log.scalars_every,
         histograms_every: cfg.log.histograms_every,
@@ -506,13 +429,9 @@ fn actor_spec(p: &Parts, i: usize, env: Box<dyn wndqn_envs::Env>) -> actor::Acto
         env_seed: seeds::derive(p.gseed, Stream::ActorEnv(i)),
         rng_seed: seeds::derive(p.gseed, Stream::ActorExploration(i)),
         net: p.net.clone(),
-        schedule: cfg.actors.schedule(),
-        apex: cfg.actors.apex.then_some((cfg.actors.apex_base, cfg.actors.apex_alpha)),
+        exploration: cfg.actors.exploration(),
         total_steps: cfg.run.total_env_steps,
-        warmup: cfg.replay.warmup_steps,
-        step_origin: p.step_origin,
-        update_origin: p.update_origin,
-        replay_ratio: cfg.learner.replay_ratio,
+        pace: pace(p),
         send_batch: cfg.actors.send_batch,
         idle_priority: cfg.learner.exclusive_cpu,
     }
@@ -597,17 +516,6 @@ fn start_threads(
     Ok(Threads { replay, learner, actors, evaluator })
 }
 
-/// Intra-op CPU threads for the learner: `learner.threads`, or by the work when 0. A small MLP
-/// (or MinAtar's network) gains nothing from an OpenMP team and a team suffers most from shared
-/// cores, so they get one thread; the Nature CNN gets one per core.
-pub fn learner_threads(cfg: &Config) -> usize {
-    match (cfg.learner.threads, cfg.agent.network) {
-        (0, wndqn_agents::qnet::Arch::Mlp | wndqn_agents::qnet::Arch::Minatar) => 1,
-        (0, _) => crate::config::cores(),
-        (t, _) => t,
-    }
-}
-
 /// Join every thread that has ended, waiting for the others until the stop deadline; a thread
 /// still running then is abandoned (named in `errors`; the process must then end with `_exit`).
 fn join_all(t: Threads, deadline: Option<Instant>, errors: &mut Vec<anyhow::Error>) -> Option<learner::LearnerOutcome> {
@@ -653,12 +561,12 @@ fn join_all(t: Threads, deadline: Option<Instant>, errors: &mut Vec<anyhow::Erro
 }
 
 /// Train on a resolved config.
-pub fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target, opts: RunOptions) -> Result<Summary> {
+fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target, opts: RunOptions) -> Result<Summary> {
     let started = Instant::now();
-    let start = Start::of(target, &cfg)?;
-    if let Start::Finish(run, resume) = start {
-        return finish(&run, &resume, &cfg, env_id);
-    }
+    let start = match Start::of(target, &cfg, env_id)? {
+        ControlFlow::Continue(start) => start,
+        ControlFlow::Break(finished) => return Ok(finished),
+    };
     let mut parts = build(cfg, env_id, device, start.generation())?;
     let (run, board) = open_run(&mut parts, env_id, start)?;
     let (cfg, shared, memory, generation, wall_before) =

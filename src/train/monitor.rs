@@ -308,11 +308,8 @@ impl Monitor {
         let c = &self.cfg;
         let (t, s0) = self.last_log;
         let sps = (step - s0) as f64 / t.elapsed().as_secs_f64().max(1e-9);
-        let eps = if c.actors.apex {
-            wndqn_agents::schedule::apex_epsilon(0, c.actors.num_actors, c.actors.apex_base, c.actors.apex_alpha)
-        } else {
-            c.actors.schedule().value(step)
-        };
+        // Actor 0's: the schedule's value, or Ape-X's largest epsilon.
+        let eps = c.actors.exploration().epsilon(0, step);
         self.board.scalar("charts/sps", sps, step);
         self.board.scalar("charts/epsilon", eps, step);
         self.board.scalar("replay/size", (self.replay_len)() as f64, step);
