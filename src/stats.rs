@@ -38,7 +38,8 @@ fn pooled(s: &Scores) -> Vec<f64> {
     s.iter().flatten().copied().collect()
 }
 
-fn avg(v: &[f64]) -> f64 {
+/// The mean of the values (NaN when there are none).
+pub fn avg(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len() as f64
 }
 
@@ -48,6 +49,12 @@ pub fn trim_mean(v: &[f64], cut: f64) -> f64 {
     s.sort_by(|a, b| a.total_cmp(b));
     let k = (cut * s.len() as f64) as usize;
     avg(&s[k..s.len() - k])
+}
+
+/// 95% percentile-bootstrap interval (10,000 resamples) of the mean of one set of values.
+pub fn mean_interval(v: &[f64], seed: u64) -> (f64, f64) {
+    let i = Bootstrap { reps: 10_000, seed, size: 0.95 }.interval(&vec![v.to_vec()], mean);
+    (i.low, i.high)
 }
 
 fn task_means(s: &Scores) -> Vec<f64> {

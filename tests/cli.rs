@@ -355,8 +355,14 @@ fn compare_two_tiny_cartpole_runs_writes_tables_and_a_png() {
     let dec = png::Decoder::new(std::io::Cursor::new(png));
     let reader = dec.read_info().unwrap();
     assert_eq!((reader.info().width, reader.info().height), (1000, 620));
+    // The runs went through the sweep executor into the comparison's folder; the same command
+    // again finds them done and trains nothing.
+    let folder = runs.path().join("comparisons/cartpole");
+    assert!(folder.join("sweep.toml").is_file());
+    let o = run(&args);
+    assert!(o.status.success() && text(&o).contains("2 done, 0 failed, 0 to run"), "{}", text(&o));
     // The finished runs can be compared again by folder.
-    let dirs: Vec<String> = std::fs::read_dir(runs.path())
+    let dirs: Vec<String> = std::fs::read_dir(folder.join("runs"))
         .unwrap()
         .flatten()
         .map(|e| e.path())

@@ -61,11 +61,8 @@ fn train_eval_video_and_compare_on_a_minatar_game() {
     let o = run(&args);
     assert!(o.status.success(), "{}", text(&o));
     assert!(out.join("table.md").exists() && out.join("curves.png").exists());
-    let dir = std::fs::read_dir(runs.path())
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with("MinAtar-Seaquest__weight_norm"))
-        .expect("a MinAtar-Seaquest weight_norm run folder");
+    let dir = runs.path().join("comparisons/minatar/runs/MinAtar-Seaquest__weight_norm__s1");
+    assert!(dir.join("summary.json").is_file(), "{}", text(&o));
     let gif = runs.path().join("sq.gif");
     let o = run(&["eval", dir.to_str().unwrap(), "--episodes", "2", "--video", gif.to_str().unwrap()]);
     assert!(o.status.success(), "{}", text(&o));

@@ -6,7 +6,8 @@
 //! mean (IQM, Agarwal et al. 2021) of those final games pooled over seeds, the normalized area
 //! under the return curve (mean return over training), env steps to reach a threshold (20-game
 //! mean), updates/s and wall time. Written as Markdown and CSV tables and a PNG of the mean
-//! curves with 95% bands, into `runs/comparisons/{env}__{time}/`.
+//! curves with 95% bands, into `runs/comparisons/{env}__{time}/` (or, when launched, the
+//! comparison's folder's `report/`). Launched runs go through the sweep's local executor.
 
 use crate::util::{out, say};
 use std::collections::BTreeMap;
@@ -36,9 +37,16 @@ pub struct CompareCmd {
     /// Launch: config overrides for every run (repeatable).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub sets: Vec<String>,
-    /// Launch: parent folder of the run folders.
+    /// Launch: parent folder of the comparison folders.
     #[arg(long, default_value = "runs")]
     pub runs_dir: PathBuf,
+    /// Launch: the comparison's folder, a sweep folder (`runs/NAME/` per run): the same command
+    /// continues it after a stop. Default: RUNS_DIR/comparisons/{config stem}.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
+    /// Launch: runs at once (default: from the cores and the memory, as `sweep run`).
+    #[arg(long)]
+    pub jobs: Option<usize>,
     /// Return the 20-game mean must reach for "steps to threshold" (default: 195 on CartPole).
     #[arg(long)]
     pub threshold: Option<f64>,
@@ -49,7 +57,8 @@ pub struct CompareCmd {
     /// refused otherwise (finish them with `wndqn train --resume RUN`).
     #[arg(long)]
     pub allow_unfinished: bool,
-    /// Output folder (default: RUNS_DIR/comparisons/{env}__{time}).
+    /// Output folder (default: the comparison's folder's report/ when launched, else
+    /// comparisons/{env}__{time} beside the first run folder).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Also plot this scalar tag per variant over training, with the return's bands
@@ -62,31 +71,11 @@ pub struct CompareCmd {
     pub quiet: bool,
 }
 
-fn mean(v: &[f64]) -> f64 {
-    if v.is_empty() {
-        f64::NAN
-    } else {
-        v.iter().sum::<f64>() / v.len() as f64
-    }
-}
-
-/// 95% percentile-bootstrap interval of the mean over runs.
-fn bootstrap_ci(v: &[f64], seed: u64) -> (f64, f64) {
-    let b = crate::stats::Bootstrap { reps: 10_000, seed, size: 0.95 };
-    let i = b.interval(&vec![v.to_vec()], crate::stats::mean);
-    (i.low, i.high)
-}
+use crate::results::{binned, mean_curve, BINS};
+use crate::stats::{avg as mean, mean_interval};
 
 fn final_window(r: &RunResult) -> Vec<f64> {
     crate::results::final_window(&r.returns, r.total_steps)
-}
-
-use crate::results::{binned, mean_curve, BINS};
-
-/// The returns of the games ending in each of `BINS` equal step bins over [0, total], carried
-/// forward through empty bins.
-fn binned_games(r: &RunResult, total: u64) -> Vec<Vec<f64>> {
-    binned(&r.returns, total)
 }
 
 fn steps_to(r: &RunResult, t: f64) -> Option<u64> {
@@ -95,35 +84,53 @@ fn steps_to(r: &RunResult, t: f64) -> Option<u64> {
         .map(|i| r.returns[i - 1].0)
 }
 
-/// Train every variant x seed of `--config` (one after the other: each run already uses every
-/// core); returns the finished run folders (fewer after a Ctrl-C).
+/// Train every variant x seed of `--config` as a sweep of one game in `--dir` (the sweep's local
+/// executor: `--jobs` runs at a time, resumable, failures recorded); returns the finished run
+/// folders (fewer after a Ctrl-C) and the comparison's folder.
 fn launch(
     cmd: &CompareCmd,
     cfg: &Path,
     device: crate::device::DeviceArg,
     rom_dir: Option<&Path>,
-) -> Result<Vec<PathBuf>> {
-    let base_seed = crate::config::load(cfg, &cmd.sets)?.run.seed;
-    let total = cmd.variants.len() as u64 * cmd.seeds;
-    let mut dirs = Vec::new();
-    for s in 0..cmd.seeds {
-        for v in &cmd.variants {
-            say!("[{}/{total}] training {}, seed {}", dirs.len() + 1, v.name(), base_seed + s);
-            let req = crate::train::Request {
-                cfg: crate::config::load_run(cfg, &cmd.sets, Some(*v), Some(base_seed + s))?,
-                target: crate::train::Target::New(cmd.runs_dir.clone()),
-                device: device.resolve()?,
-                rom_dir: rom_dir.map(Path::to_path_buf),
-                opts: crate::train::RunOptions { quiet: cmd.quiet, ..Default::default() },
-            };
-            dirs.push(crate::train::train(req)?.run_dir);
-            if crate::signals::interrupted() {
-                say!("interrupted: comparing the {} finished run(s)", dirs.len());
-                return Ok(dirs);
-            }
-        }
+) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
+    use crate::sweep::{local, spec::Plan};
+    let base = crate::config::load(cfg, &cmd.sets)?;
+    let stem = cfg.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+    let plan = Plan {
+        name: format!("compare-{stem}"),
+        games: vec![base.env.id.clone()],
+        variants: cmd.variants.iter().map(|v| v.name().to_string()).collect(),
+        seeds: (base.run.seed..base.run.seed + cmd.seeds).collect(),
+        sets: cmd.sets.clone(),
+        save_replay: false,
+        normalize: Default::default(),
+        slurm: Default::default(),
+        base,
+    };
+    for r in plan.runs() {
+        plan.config(&r).with_context(|| format!("run {}", r.name))?;
     }
-    Ok(dirs)
+    let dir = cmd.dir.clone().unwrap_or_else(|| cmd.runs_dir.join("comparisons").join(&stem));
+    plan.install(&dir, rom_dir)?;
+    let dir = dir.canonicalize().unwrap_or(dir);
+    let opts = local::LocalOptions {
+        jobs: cmd.jobs,
+        retry_failed: false,
+        quiet: cmd.quiet,
+        device,
+        rom_dir: rom_dir.map(Path::to_path_buf),
+    };
+    local::run(&dir, &plan, &opts)?;
+    let done: Vec<PathBuf> = plan
+        .runs()
+        .iter()
+        .map(|r| dir.join("runs").join(&r.name))
+        .filter(|d| crate::run::summary::read(d).is_ok_and(|s| s.is_complete()))
+        .collect();
+    if crate::signals::interrupted() {
+        say!("interrupted: comparing the {} finished run(s)", done.len());
+    }
+    Ok((done, Some(dir)))
 }
 
 /// One variant's numbers over its seeds.
@@ -144,7 +151,7 @@ impl Row {
     fn new(label: &str, color: [u8; 3], rs: &[&RunResult], total: u64, threshold: Option<f64>) -> Row {
         let finals: Vec<f64> = rs.iter().map(|r| mean(&final_window(r))).collect();
         let pooled: Vec<f64> = rs.iter().flat_map(|r| final_window(r)).collect();
-        let games: Vec<Vec<Vec<f64>>> = rs.iter().map(|r| binned_games(r, total)).collect();
+        let games: Vec<Vec<Vec<f64>>> = rs.iter().map(|r| binned(&r.returns, total)).collect();
         // Each run's return curve: the mean return of the games ending in each bin.
         let curves: Vec<Vec<f64>> = games.iter().map(|g| g.iter().map(|b| mean(b)).collect()).collect();
         // One seed has no spread over seeds: its interval and band are then over its games (the
@@ -164,7 +171,7 @@ impl Row {
         Row {
             seeds: rs.len(),
             mean: mean(&finals),
-            ci: bootstrap_ci(ci_of, 7),
+            ci: mean_interval(ci_of, 7),
             iqm: if pooled.is_empty() { f64::NAN } else { crate::stats::trim_mean(&pooled, 0.25) },
             auc: mean(&curves.iter().map(finite_mean).collect::<Vec<_>>()),
             reached,
@@ -267,10 +274,10 @@ fn common_env(runs: &[RunResult], allow_mixed: bool) -> Result<String> {
 
 /// Run `wndqn compare`.
 pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&Path>) -> Result<()> {
-    let dirs = match &cmd.config {
+    let (dirs, launched) = match &cmd.config {
         Some(_) if !cmd.runs.is_empty() => bail!("give either run folders or --config (to launch runs), not both"),
         Some(cfg) => launch(&cmd, cfg, device, rom_dir)?,
-        None => cmd.runs.clone(),
+        None => (cmd.runs.clone(), None),
     };
     if dirs.is_empty() {
         bail!("nothing to compare: give run folders, or --config with --variants and --seeds");
@@ -318,7 +325,7 @@ pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&P
         Some(p) => p.to_path_buf(),
         None => PathBuf::from("runs"),
     };
-    let out = cmd.out.clone().unwrap_or_else(|| {
+    let out = cmd.out.clone().or_else(|| launched.map(|d| d.join("report"))).unwrap_or_else(|| {
         let t = crate::util::unix_now() as u64;
         parent.join("comparisons").join(format!("{env_name}__{t}"))
     });
@@ -414,7 +421,7 @@ mod tests {
     #[test]
     fn bootstrap_interval_brackets_the_mean() {
         let v = [1.0, 2.0, 3.0, 4.0, 10.0];
-        let (lo, hi) = bootstrap_ci(&v, 1);
+        let (lo, hi) = mean_interval(&v, 1);
         assert!(lo < mean(&v) && mean(&v) < hi && lo >= 1.0 && hi <= 10.0, "{lo} {hi}");
     }
 }
