@@ -16,10 +16,10 @@ use wndqn_agents::dqn::{Dqn, DqnConfig, Loss, TargetUpdate};
 use wndqn_agents::optim::OptimizerKind;
 use wndqn_agents::qnet::{Arch, QNetConfig, Variant};
 use wndqn_agents::replay::{BatchPrep, FrameMemory, ObsRef, TensorBatch, Transition};
-use wndqn_envs::{make_env, EnvConfig};
+use wndqn_envs::{make_env, EnvConfig, EnvId};
 
 use crate::device::{name as device_name, DeviceArg};
-use wndqn_agents::ext::graphed::GraphedUpdate;
+use crate::train::learner::{Acc, Updater};
 
 /// The benchmarks.
 #[derive(Debug, Subcommand)]
@@ -169,6 +169,46 @@ fn env_config(game: &str, sets: &[String]) -> Result<EnvConfig> {
     EnvConfig::deserialize(env).map_err(|e| anyhow::anyhow!("--set: {e}"))
 }
 
+/// One benchmark thread: make `n` envs, wait for the start, then play uniformly random actions
+/// round-robin until the deadline; the env steps and the returns of the games that ended.
+fn random_play(
+    id: &EnvId,
+    cfg: &EnvConfig,
+    t: usize,
+    n: usize,
+    start: &std::sync::Barrier,
+    deadline: &std::sync::OnceLock<Instant>,
+) -> Result<(u64, Vec<f64>)> {
+    let made = (0..n)
+        .map(|k| {
+            let mut e = make_env(id, cfg)?;
+            e.reset(Some((t * 1000 + k) as u64))?;
+            Ok(e)
+        })
+        .collect::<Result<Vec<_>>>();
+    start.wait();
+    let mut envs = made?;
+    let mut rng = StdRng::seed_from_u64(t as u64);
+    let end = *deadline.wait();
+    let (mut steps, mut returns) = (0u64, Vec::new());
+    loop {
+        for e in envs.iter_mut() {
+            let a = rng.gen_range(0..e.num_actions());
+            let s = e.step(a);
+            if let Some(ep) = s.episode {
+                returns.push(ep.ret);
+            }
+            if s.terminated || s.truncated {
+                let _ = e.reset(None);
+            }
+            steps += 1;
+        }
+        if steps % 64 < envs.len() as u64 && Instant::now() >= end {
+            return Ok((steps, returns));
+        }
+    }
+}
+
 fn bench_env(b: EnvBench, rom_dir: Option<&Path>) -> Result<()> {
     let cores = crate::config::cores();
     if b.threads == 0 || b.envs_per_thread == 0 {
@@ -191,36 +231,7 @@ fn bench_env(b: EnvBench, rom_dir: Option<&Path>) -> Result<()> {
     for t in 0..b.threads {
         let (id, cfg, start, deadline, n) =
             (id.clone(), cfg.clone(), start.clone(), deadline.clone(), b.envs_per_thread);
-        handles.push(std::thread::spawn(move || -> Result<(u64, Vec<f64>)> {
-            let made = (0..n)
-                .map(|k| {
-                    let mut e = make_env(&id, &cfg)?;
-                    e.reset(Some((t * 1000 + k) as u64))?;
-                    Ok(e)
-                })
-                .collect::<Result<Vec<_>>>();
-            start.wait();
-            let mut envs = made?;
-            let mut rng = StdRng::seed_from_u64(t as u64);
-            let end = *deadline.wait();
-            let (mut steps, mut returns) = (0u64, Vec::new());
-            loop {
-                for e in envs.iter_mut() {
-                    let a = rng.gen_range(0..e.num_actions());
-                    let s = e.step(a);
-                    if let Some(ep) = s.episode {
-                        returns.push(ep.ret);
-                    }
-                    if s.terminated || s.truncated {
-                        let _ = e.reset(None);
-                    }
-                    steps += 1;
-                }
-                if steps % 64 < envs.len() as u64 && Instant::now() >= end {
-                    return Ok((steps, returns));
-                }
-            }
-        }));
+        handles.push(std::thread::spawn(move || random_play(&id, &cfg, t, n, &start, &deadline)));
     }
     start.wait();
     let t0 = Instant::now();
@@ -399,37 +410,7 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     if variant.data_init() {
         dqn.data_init(&batch.obs, 1.0);
     }
-    let mut graphed = if b.cuda_graph && device.is_cuda() { Some(GraphedUpdate::new(&mut dqn, &host)?) } else { None };
-    let mut update = |dqn: &mut Dqn, n: u64| -> Result<()> {
-        match graphed.as_mut() {
-            // A fresh copy of the pinned batch each time, as in training; the statistics read
-            // (a wait for the GPU) as often as the learner publishes weights by default.
-            Some(g) => {
-                g.update(dqn, &host)?;
-                if n.is_multiple_of(50) {
-                    g.take_stats();
-                }
-            }
-            None => {
-                dqn.update(&batch);
-            }
-        }
-        Ok(())
-    };
-    for i in 0..5 {
-        update(&mut dqn, i)?;
-    }
-    let t0 = Instant::now();
-    let mut n = 0u64;
-    while t0.elapsed().as_secs_f64() < b.seconds {
-        n += 1;
-        update(&mut dqn, n)?;
-    }
-    if let Some(g) = graphed.as_mut() {
-        g.take_stats();
-    }
-    let graph_used = graphed.is_some();
-    let secs = t0.elapsed().as_secs_f64();
+    let (n, secs, graph_used) = timed_updates(&mut dqn, &host, &prep, b.cuda_graph, device, b.seconds)?;
     let ups = n as f64 / secs;
     if b.json {
         out!(
@@ -450,6 +431,47 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
         );
     }
     Ok(())
+}
+
+/// Updates on `host` for `seconds` after five untimed ones, with the learner's own updater:
+/// the updates, the seconds, and whether they replayed a CUDA graph.
+fn timed_updates(
+    dqn: &mut Dqn,
+    host: &TensorBatch,
+    prep: &BatchPrep,
+    cuda_graph: bool,
+    device: Device,
+    seconds: f64,
+) -> Result<(u64, f64, bool)> {
+    // The learner's own updater: eager, or a CUDA graph captured (and checked against an eager
+    // update) on the first batch; a fresh copy of the pinned batch each time, as in training,
+    // and the statistics read (a wait for the GPU) as often as the learner publishes weights.
+    let (events, notes) = crossbeam::channel::unbounded();
+    let mut stats = Acc::new(0);
+    let mut updater = Updater::new(cuda_graph, device);
+    let mut update = |dqn: &mut Dqn, n: u64| -> Result<()> {
+        updater.update(dqn, host.shallow_clone(), prep, &mut stats, &events, n)?;
+        if n.is_multiple_of(50) {
+            updater.flush_stats(&mut stats);
+        }
+        Ok(())
+    };
+    for i in 0..5 {
+        update(dqn, i)?;
+    }
+    let t0 = Instant::now();
+    let mut n = 0u64;
+    while t0.elapsed().as_secs_f64() < seconds {
+        n += 1;
+        update(dqn, n)?;
+    }
+    updater.flush_stats(&mut stats);
+    for e in notes.try_iter() {
+        if let crate::train::shared::Event::Warning { text, .. } = e {
+            crate::util::say!("warning: {text}");
+        }
+    }
+    Ok((n, t0.elapsed().as_secs_f64(), updater.graphed()))
 }
 
 /// `bench learner --vs`: the two variants' updates in turn (A B B A ...), each timed; the

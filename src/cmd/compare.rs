@@ -272,6 +272,18 @@ fn common_env(runs: &[RunResult], allow_mixed: bool) -> Result<String> {
     Ok(envs.iter().next().copied().unwrap_or("runs").replace('/', "_"))
 }
 
+/// The table of the rows as Markdown (with what each column means) and as CSV.
+fn tables(env_name: &str, rows: &[(String, Row)], threshold: Option<f64>) -> (String, String) {
+    let mut md = format!("Env: {env_name}; final return = mean of the games ending in the last 10% of env steps; 95% bootstrap CI over seeds (over the final games where a variant has one seed); IQM of those games pooled over seeds; AUC = mean return over training{}\n\n", threshold.map(|t| format!("; threshold = 20-game mean >= {t}")).unwrap_or_default());
+    md.push_str("| variant | seeds | final return | 95% CI | IQM | AUC | steps to threshold | updates/s | wall time |\n|---|---|---|---|---|---|---|---|---|\n");
+    let mut csv = String::from("variant,seeds,final_return_mean,ci95_low,ci95_high,iqm,auc,steps_to_threshold_median,reached,updates_per_sec,wall_secs\n");
+    for (v, row) in rows {
+        md.push_str(&row.markdown(v, threshold));
+        csv.push_str(&row.csv(v));
+    }
+    (md, csv)
+}
+
 /// Run `wndqn compare`.
 pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&Path>) -> Result<()> {
     let (dirs, launched) = match &cmd.config {
@@ -313,13 +325,7 @@ pub fn run(cmd: CompareCmd, device: crate::device::DeviceArg, rom_dir: Option<&P
         .enumerate()
         .map(|(i, (v, rs))| (v.clone(), Row::new(v, PALETTE[i % PALETTE.len()], rs, total, threshold)))
         .collect();
-    let mut md = format!("Env: {env_name}; final return = mean of the games ending in the last 10% of env steps; 95% bootstrap CI over seeds (over the final games where a variant has one seed); IQM of those games pooled over seeds; AUC = mean return over training{}\n\n", threshold.map(|t| format!("; threshold = 20-game mean >= {t}")).unwrap_or_default());
-    md.push_str("| variant | seeds | final return | 95% CI | IQM | AUC | steps to threshold | updates/s | wall time |\n|---|---|---|---|---|---|---|---|---|\n");
-    let mut csv = String::from("variant,seeds,final_return_mean,ci95_low,ci95_high,iqm,auc,steps_to_threshold_median,reached,updates_per_sec,wall_secs\n");
-    for (v, row) in &rows {
-        md.push_str(&row.markdown(v, threshold));
-        csv.push_str(&row.csv(v));
-    }
+    let (md, csv) = tables(&env_name, &rows, threshold);
     let parent = match dirs[0].parent() {
         Some(p) if p.as_os_str().is_empty() => PathBuf::from("."),
         Some(p) => p.to_path_buf(),

@@ -200,29 +200,7 @@ pub fn run(dir: &Path, plan: &Plan, opts: &LocalOptions) -> Result<()> {
                 r.asked_to_stop = true;
             }
         }
-        // Reap.
-        let mut i = 0;
-        while i < running.len() {
-            match running[i].child.try_wait()? {
-                None => i += 1,
-                Some(status) => {
-                    let r = running.swap_remove(i);
-                    let run_dir = f.run(&r.run.name);
-                    let complete = crate::run::summary::read(&run_dir).is_ok_and(|s| s.is_complete());
-                    if status.success() && complete {
-                        counts.done += 1;
-                        note(&bar, format!("done {}", r.run.name));
-                    } else if status.success() || r.asked_to_stop {
-                        counts.interrupted += 1;
-                    } else {
-                        counts.failed += 1;
-                        let why = exit_status(status);
-                        record_failure(&f, &r.run.name, &why)?;
-                        note(&bar, format!("failed {} ({why}): {}", r.run.name, tail(&f.log(&r.run.name), 1)));
-                    }
-                }
-            }
-        }
+        reap(&mut running, &f, &mut counts, &bar)?;
         // Runs another process was finishing: back in the queue once their folders are free.
         waited_for.retain(|r| {
             let busy = crate::run::dir::holder(&f.run(&r.name)).is_some();
@@ -253,6 +231,34 @@ pub fn run(dir: &Path, plan: &Plan, opts: &LocalOptions) -> Result<()> {
     }
     bar.finish_and_clear();
     finish(dir, &counts, runs.len(), stopping)
+}
+
+/// Count the runs that ended: done, stopped before their budget, or failed (recorded in
+/// `failed/`).
+fn reap(running: &mut Vec<Running>, f: &Folders, counts: &mut Counts, bar: &ProgressBar) -> Result<()> {
+    let mut i = 0;
+    while i < running.len() {
+        match running[i].child.try_wait()? {
+            None => i += 1,
+            Some(status) => {
+                let r = running.swap_remove(i);
+                let run_dir = f.run(&r.run.name);
+                let complete = crate::run::summary::read(&run_dir).is_ok_and(|s| s.is_complete());
+                if status.success() && complete {
+                    counts.done += 1;
+                    note(bar, format!("done {}", r.run.name));
+                } else if status.success() || r.asked_to_stop {
+                    counts.interrupted += 1;
+                } else {
+                    counts.failed += 1;
+                    let why = exit_status(status);
+                    record_failure(f, &r.run.name, &why)?;
+                    note(bar, format!("failed {} ({why}): {}", r.run.name, tail(&f.log(&r.run.name), 1)));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn finish(dir: &Path, c: &Counts, total: usize, stopped: bool) -> Result<()> {

@@ -189,23 +189,7 @@ pub fn run(dir: &Path, plan: &Plan, opts: &ReportOptions) -> Result<()> {
     }
     let boot = Bootstrap { reps: opts.reps, seed: opts.seed, size: 0.95 };
     let small = Bootstrap { reps: opts.reps.min(2000), ..boot };
-    let norm_scores: BTreeMap<&String, Scores> =
-        variants.iter().filter_map(|v| by_task(&scored, &games, v, |r| Some(r.norm)).map(|s| (v, s))).collect();
-    let aggregates: Vec<(String, &str, Interval)> = variants
-        .iter()
-        .flat_map(|v| stats::AGGREGATES.iter().map(move |(m, f)| (v, m, f)))
-        .map(|(v, m, f)| (v.clone(), *m, boot.interval(&norm_scores[v], f)))
-        .collect();
-    let mut poi = Vec::new();
-    for (i, x) in variants.iter().enumerate() {
-        for y in &variants[i + 1..] {
-            poi.push((
-                x.clone(),
-                y.clone(),
-                boot.interval_pair(&norm_scores[x], &norm_scores[y], stats::probability_of_improvement),
-            ));
-        }
-    }
+    let (norm_scores, aggregates, poi) = aggregate(&scored, &games, &variants, &boot);
     let out_dir = opts.out.clone().unwrap_or_else(|| dir.join("report"));
     std::fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
     let norm_word = match opts.normalize {
@@ -235,17 +219,91 @@ pub fn run(dir: &Path, plan: &Plan, opts: &ReportOptions) -> Result<()> {
     if out_dir.join("notes.md").is_file() {
         md.push_str("\n## Reading\n\nWhat these figures show, and what they do not: [notes.md](notes.md).\n");
     }
-    if !tag_figures.is_empty() {
-        md.push_str("\n## Diagnostics over training\n\nPer game, each variant's mean over its seeds with a 95% bootstrap band (`tags.csv` holds the points):\n\n");
-        for (tag, files) in &tag_figures {
-            md.push_str(&format!(
-                "- `{tag}`: {}\n",
-                files.iter().map(|f| format!("[{f}]({f})")).collect::<Vec<_>>().join(", ")
+    md.push_str(&tags_section(&tag_figures));
+    std::fs::write(out_dir.join("report.md"), &md)
+        .with_context(|| format!("writing {}/report.md", out_dir.display()))?;
+    print_result(
+        plan,
+        opts,
+        &Printed {
+            scored: &scored,
+            left_out: &left_out,
+            games: &games,
+            norm_word: &norm_word,
+            md: &md,
+            out_dir: &out_dir,
+            tag_figures: &tag_figures,
+        },
+        &aggregates,
+        &poi,
+    );
+    Ok(())
+}
+
+/// The aggregates of the normalized scores per variant and the probability of improvement of
+/// each pair, with their intervals (and the scores they come from).
+#[allow(clippy::type_complexity)]
+fn aggregate<'a>(
+    scored: &[Scored],
+    games: &[String],
+    variants: &'a [String],
+    boot: &Bootstrap,
+) -> (BTreeMap<&'a String, Scores>, Vec<(String, &'static str, Interval)>, Vec<(String, String, Interval)>) {
+    let norm_scores: BTreeMap<&String, Scores> =
+        variants.iter().filter_map(|v| by_task(scored, games, v, |r| Some(r.norm)).map(|s| (v, s))).collect();
+    let aggregates: Vec<(String, &str, Interval)> = variants
+        .iter()
+        .flat_map(|v| stats::AGGREGATES.iter().map(move |(m, f)| (v, m, f)))
+        .map(|(v, m, f)| (v.clone(), *m, boot.interval(&norm_scores[v], f)))
+        .collect();
+    let mut poi = Vec::new();
+    for (i, x) in variants.iter().enumerate() {
+        for y in &variants[i + 1..] {
+            poi.push((
+                x.clone(),
+                y.clone(),
+                boot.interval_pair(&norm_scores[x], &norm_scores[y], stats::probability_of_improvement),
             ));
         }
     }
-    std::fs::write(out_dir.join("report.md"), &md)
-        .with_context(|| format!("writing {}/report.md", out_dir.display()))?;
+    (norm_scores, aggregates, poi)
+}
+
+/// The report's section linking the diagnostics' figures (empty without `--tag`).
+fn tags_section(tag_figures: &[(String, Vec<String>)]) -> String {
+    if tag_figures.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from("\n## Diagnostics over training\n\nPer game, each variant's mean over its seeds with a 95% bootstrap band (`tags.csv` holds the points):\n\n");
+    for (tag, files) in tag_figures {
+        md.push_str(&format!(
+            "- `{tag}`: {}\n",
+            files.iter().map(|f| format!("[{f}]({f})")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    md
+}
+
+/// What a report printed on stdout is made of.
+struct Printed<'a> {
+    scored: &'a [Scored],
+    left_out: &'a [String],
+    games: &'a [String],
+    norm_word: &'a str,
+    md: &'a str,
+    out_dir: &'a Path,
+    tag_figures: &'a [(String, Vec<String>)],
+}
+
+/// The report on stdout: its Markdown and the files written, or one JSON object (`--json`).
+fn print_result(
+    plan: &Plan,
+    opts: &ReportOptions,
+    p: &Printed,
+    aggregates: &[(String, &str, Interval)],
+    poi: &[(String, String, Interval)],
+) {
+    let Printed { scored, left_out, games, norm_word, md, out_dir, tag_figures } = p;
     if opts.json {
         let agg: Vec<_> = aggregates
             .iter()
@@ -265,7 +323,6 @@ pub fn run(dir: &Path, plan: &Plan, opts: &ReportOptions) -> Result<()> {
         let tags = if tags.is_empty() { tags } else { format!(", tags.csv{tags}") };
         out!("written: {}/{{report.md, scores.csv, aggregates.csv, aggregates.png, profiles.png, sample_efficiency.png{tags}}}", out_dir.display());
     }
-    Ok(())
 }
 
 /// For every tag, one figure per game with each variant's curve over its seeds, and the

@@ -17,8 +17,8 @@ use wndqn_agents::replay::{AnyMemory, BatchPrep, TensorBatch};
 use super::shared::{backoff, next_multiple, Event, Shared};
 use wndqn_agents::ext::graphed::GraphedUpdate;
 
-/// How the learner runs its updates.
-enum Updater {
+/// How the learner runs its updates (also `bench learner`'s, so it measures this path).
+pub(crate) enum Updater {
     /// Eager tch ops, statistics read after every update (CPU, or `learner.cuda_graph = false`).
     Eager,
     /// CUDA graph wanted, captured on the first batch.
@@ -28,8 +28,9 @@ enum Updater {
 }
 
 impl Updater {
-    fn new(spec: &LearnerSpec) -> Updater {
-        if spec.cuda_graph && spec.device.is_cuda() {
+    /// Graphed on a CUDA device when `cuda_graph`, else eager.
+    pub(crate) fn new(cuda_graph: bool, device: Device) -> Updater {
+        if cuda_graph && device.is_cuda() {
             Updater::GraphPending
         } else {
             Updater::Eager
@@ -38,7 +39,7 @@ impl Updater {
 
     /// One update on `b` (as the replay thread prepared it); statistics go into `acc` now
     /// (eager) or when [`Updater::flush_stats`] reads them (graphed).
-    fn update(
+    pub(crate) fn update(
         &mut self,
         dqn: &mut Dqn,
         b: TensorBatch,
@@ -81,12 +82,17 @@ impl Updater {
     }
 
     /// Read the graphed updates' statistics into `acc` (waits for the GPU).
-    fn flush_stats(&mut self, acc: &mut Acc) {
+    pub(crate) fn flush_stats(&mut self, acc: &mut Acc) {
         if let Updater::Graphed(g) = self {
             if let Some((n, st)) = g.take_stats() {
                 acc.add(n, &st);
             }
         }
+    }
+
+    /// Whether the updates replay a captured CUDA graph.
+    pub(crate) fn graphed(&self) -> bool {
+        matches!(self, Updater::Graphed(_))
     }
 }
 
@@ -154,7 +160,7 @@ pub struct LearnerOutcome {
 }
 
 /// Learner statistics accumulated between two `Event::Learner` reports.
-struct Acc {
+pub(crate) struct Acc {
     n: u64,
     loss: f64,
     q: f64,
@@ -166,7 +172,7 @@ struct Acc {
 }
 
 impl Acc {
-    fn new(updates: u64) -> Acc {
+    pub(crate) fn new(updates: u64) -> Acc {
         Acc { n: 0, loss: 0.0, q: 0.0, grad: 0.0, since: Instant::now(), updates_at: updates, diverged: None }
     }
 
@@ -307,7 +313,7 @@ pub fn learner_thread(
     data_init(&mut dqn, &spec, &memory, &prep, &events);
     shared.weights.publish(dqn.snapshot());
     let mut acc = Acc::new(dqn.updates());
-    let mut updater = Updater::new(&spec);
+    let mut updater = Updater::new(spec.cuda_graph, spec.device);
     let mut probe = Probe { obs: None, diag: Diagnostics::default() };
     let start = shared.env_steps.load(Ordering::Acquire);
     let (mut next_log, mut next_hist) =
