@@ -291,7 +291,7 @@ pub struct LearnerConfig {
     /// processes on the machine those threads can starve, so it is off by default.
     pub exclusive_cpu: bool,
     /// On a CUDA learner, capture the update once as a CUDA graph and replay it for every update
-    /// (agents/src/ext/graphed.rs); `false` runs the eager update, the reference. No effect on
+    /// (agents/src/graphed.rs); `false` runs the eager update, the reference. No effect on
     /// the CPU.
     pub cuda_graph: bool,
     /// What the learner's forward and backward passes compute in: `fp32`; `bf16` (convolutions

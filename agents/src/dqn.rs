@@ -601,7 +601,7 @@ mod tests {
     /// The capturable update (clip factor and bias corrections on the device, statistics summed
     /// on the device) gives the parameters, target, optimizer state and statistics of the eager
     /// update, for every variant, dueling or not, every optimizer, hard and Polyak targets,
-    /// clipping on and off. A graph replays exactly this launch sequence (`ext::graphed`; the test
+    /// clipping on and off. A graph replays exactly this launch sequence (`graphed`; the test
     /// after this one checks the replays on a GPU).
     #[test]
     fn on_device_updates_equal_eager_updates() {
@@ -692,7 +692,7 @@ mod tests {
         }
     }
 
-    use crate::ext::graphed::{GraphedUpdate, WARM_UP};
+    use crate::graphed::{GraphedUpdate, WARM_UP};
 
     /// The Nature CNN on Atari frames (4 x 84 x 84, 6 actions).
     fn nature(variant: Variant, dueling: bool) -> QNetConfig {

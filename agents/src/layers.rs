@@ -427,7 +427,8 @@ impl Layer {
 
     /// The training-time scale `g / ||v||` with `||v||` held constant for autograd, and that
     /// norm. Backpropagating through it gives the exact `dL/dg` but only the `(g/||v||) dL/dw`
-    /// part of `dL/dv`; [`Layer::complete_v_grad`] adds the rest after the backward pass.
+    /// part of `dL/dv`; the optimizer removes the rest as it steps (`Optimizer::project_rows`,
+    /// with [`Layer::v_grad_dots`]).
     ///
     /// Why: autograd through `||v||` (norm backward, a mask for zero norms, and accumulating two
     /// gradients into `v`) costs several passes over every weight; for the Nature network that
@@ -457,7 +458,9 @@ impl Layer {
         Some(tch::no_grad(|| gg * g.detach()))
     }
 
-    /// Finish `dL/dv` now, in one pass over `v` (see [`Layer::v_grad_dots`]).
+    /// Finish `dL/dv` now, in one pass over `v` (see [`Layer::v_grad_dots`]): the tests' check
+    /// of the optimizer's projection against autograd.
+    #[cfg(test)]
     pub fn complete_v_grad(&self, norm: &Tensor) {
         if let Some(dots) = self.v_grad_dots() {
             tch::no_grad(|| {

@@ -9,12 +9,13 @@
 //! - [`policy`]: a CPU copy of the Q-network acting epsilon-greedily (actors, evaluation).
 //! - [`dqn`]: the DQN update (targets, double DQN, Huber/MSE, gradient clipping, target sync),
 //!   eager and capturable.
+//! - [`graphed`]: the DQN update captured once as a CUDA graph and replayed.
 //! - [`optim`]: Adam, centered RMSProp and Adamax on tch tensors, with saveable state
 //!   (`fused`: their one-pass CPU kernels).
 //! - [`replay`]: replay memory (frames stored once; vector observations) and the batches it
 //!   hands a learner's device.
-//! - [`ext`]: what tch lacks of libtorch, in C++ (`csrc/`): multi-tensor optimizer kernels,
-//!   CUDA graphs and the graphed update.
+//! - [`ext`]: only the FFI: what tch lacks of libtorch, in C++ (`csrc/`): multi-tensor
+//!   optimizer kernels, CUDA graphs and a copy stream, bf16 casts, the intra-op parallel loop.
 //! - [`schedule`]: exploration schedules.
 #![deny(missing_docs)]
 
@@ -22,6 +23,7 @@ pub mod diagnostics;
 pub mod dqn;
 pub mod ext;
 mod fused;
+pub mod graphed;
 pub mod layers;
 pub mod optim;
 pub mod policy;

@@ -252,12 +252,13 @@ pub struct Optimizer {
     /// no value from the host and can be captured in a CUDA graph. `step` stays the host's count.
     step_t: Option<Tensor>,
     /// In the on-device path, use ATen's multi-tensor kernels ([`crate::ext::multi_tensor`]:
-    /// fused Adam, foreach clipping) instead of per-tensor ops. On by default; both paths are
-    /// tested.
-    pub multi_tensor: bool,
+    /// fused Adam, foreach clipping) instead of per-tensor ops. Always on; the tests switch it
+    /// off to hold both paths against each other.
+    pub(crate) multi_tensor: bool,
     /// Use the one-pass CPU kernels of [`crate::fused`] where they apply (CPU, f32/f64,
-    /// contiguous; Adam and Adamax). On by default; off runs the tensor-op path everywhere.
-    pub fused: bool,
+    /// contiguous; Adam and Adamax). Always on; the tests switch it off to hold the kernels
+    /// against the tensor-op path.
+    pub(crate) fused: bool,
     /// Per parameter, a projection of its gradient not yet made ([`Optimizer::project_rows`]).
     /// The fused CPU step makes it as it reads the gradient; every other path makes it first
     /// ([`Optimizer::settle`]).

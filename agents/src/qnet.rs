@@ -281,8 +281,8 @@ impl QNetwork {
     }
 
     /// [`QNetwork::wn_scales`] for a gradient step: the norms are held constant for autograd
-    /// (see [`Layer::wn_scale_const_norm`]); call [`QNetwork::complete_wn_grads`] with the
-    /// returned norms after `backward()`.
+    /// (see [`Layer::wn_scale_const_norm`]); after `backward()`, [`QNetwork::wn_grad_terms`]
+    /// of the returned norms is what the optimizer needs to finish the `v` gradients.
     /// `known_norm(v)` gives `||v||` row by row where the caller knows it (from the last
     /// optimizer step), else None.
     pub fn wn_train_scales(
@@ -315,7 +315,8 @@ impl QNetwork {
     }
 
     /// Add the norm's share of every `v` gradient (paper eq. 3) now, after a backward pass
-    /// through [`QNetwork::wn_train_scales`].
+    /// through [`QNetwork::wn_train_scales`] (the tests' reference for the optimizer's path).
+    #[cfg(test)]
     pub fn complete_wn_grads(&self, norms: &[Option<Tensor>]) {
         for (l, n) in self.layers().zip(norms) {
             if let Some(n) = n {

@@ -15,7 +15,7 @@ use wndqn_agents::dqn::{Dqn, UpdateStats};
 use wndqn_agents::replay::{AnyMemory, BatchPrep, TensorBatch};
 
 use super::shared::{backoff, next_multiple, Event, Shared};
-use wndqn_agents::ext::graphed::GraphedUpdate;
+use wndqn_agents::graphed::GraphedUpdate;
 
 /// How the learner runs its updates (also `bench learner`'s, so it measures this path).
 pub(crate) enum Updater {

@@ -5,14 +5,12 @@
 //! - [`cuda_graph`]: CUDA-graph capture and replay and a copy stream (`CudaGraph`, `Stager`),
 //!   built only with the CUDA wheel's headers (`cfg(wndqn_cuda_graph)`); elsewhere a stub with
 //!   the same API whose constructors are errors;
-//! - [`graphed`]: the learner's DQN update captured once as a CUDA graph and replayed.
 //! - [`precision`]: casts to bf16 and channels-last in one copy, TF32 switches, the CPU's bf16;
 //! - [`parallel`]: libtorch's intra-op parallel loop for Rust work (the fused optimizer).
 //!
 //! Why here: tch binds libtorch's C API, which has neither; PyTorch reaches the same C++.
 
 mod ffi;
-pub mod graphed;
 pub mod multi_tensor;
 pub mod parallel;
 pub mod precision;

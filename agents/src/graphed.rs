@@ -3,7 +3,7 @@
 //! On a GPU the eager update is launch-bound: a few hundred small kernels, each launched from the
 //! CPU, for a batch of 32. [`Dqn::update_on_device`] is the same update with nothing read back
 //! and nothing decided on the host (clip factor, bias corrections and statistics on the device),
-//! so its launch sequence can be recorded once ([`super::cuda_graph`]) and replayed with one call.
+//! so its launch sequence can be recorded once ([`crate::ext::cuda_graph`]) and replayed with one call.
 //! What stays on the host runs between replays: counting, target syncs
 //! ([`Dqn::finish_device_update`]), weight publication, checkpoints, and reading the summed
 //! statistics every `log.scalars_every` env steps ([`GraphedUpdate::take_stats`]).
@@ -15,8 +15,8 @@
 //! the static inputs (device to device, about 2 MB) and replays. Without a copy stream (if one
 //! cannot be made) the copies run on the compute stream, in order.
 
-use super::{CudaGraph, Stager};
 use crate::dqn::{stats_from_sums, Dqn, UpdateStats, STAT_SUMS};
+use crate::ext::{CudaGraph, Stager};
 use crate::replay::TensorBatch;
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
