@@ -610,31 +610,6 @@ fn bench_replay(b: ReplayBench) -> Result<()> {
     Ok(())
 }
 
-/// Train `cfg` in a scratch folder (removed after) until `seconds` have passed after the warm-up,
-/// with no evaluations and no checkpoints: its summary and its steady-state rates.
-pub fn measure_e2e(
-    mut cfg: crate::config::Config,
-    dev: Device,
-    rom_dir: Option<&Path>,
-    seconds: f64,
-) -> Result<(crate::run::Summary, crate::run::Measured)> {
-    let runs_dir = std::env::temp_dir().join(format!("wndqn-bench-{}", std::process::id()));
-    cfg.run.total_env_steps = 1_000_000_000;
-    cfg.log.eval_every = 0;
-    cfg.log.checkpoint_every = 0;
-    let run = crate::train::train(crate::train::Request {
-        cfg,
-        target: crate::train::Target::New(runs_dir.clone()),
-        device: dev,
-        rom_dir: rom_dir.map(Path::to_path_buf),
-        opts: crate::train::RunOptions { quiet: true, measure_secs: Some(seconds), save_replay: false },
-    });
-    let _ = std::fs::remove_dir_all(&runs_dir);
-    let s = run?;
-    let m = s.measured.clone().ok_or_else(|| anyhow::anyhow!("the run ended before learning started"))?;
-    Ok((s, m))
-}
-
 fn bench_e2e(b: E2eBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<()> {
     let mut sets = b.sets.clone();
     sets.insert(0, format!("env.id=\"{}\"", b.game));
@@ -643,7 +618,7 @@ fn bench_e2e(b: E2eBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<(
     let preset = PathBuf::from(if minatar { "configs/minatar.toml" } else { "configs/pong.toml" });
     let cfg = crate::config::load_run(b.config.as_ref().unwrap_or(&preset), &sets, Some(b.variant), None)?;
     let dev = device.resolve()?;
-    let (s, m) = measure_e2e(cfg, dev, rom_dir, b.seconds)?;
+    let (s, m) = crate::train::measure(cfg, dev, rom_dir, b.seconds)?;
     if b.json {
         out!(
             "{}",

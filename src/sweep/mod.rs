@@ -141,7 +141,7 @@ fn estimate(
     for v in &plan.variants {
         let first = runs.iter().find(|r| &r.variant == v).ok_or_else(|| anyhow::anyhow!("no run of {v}"))?;
         let cfg = plan.config(first)?;
-        let (_, m) = crate::cmd::bench::measure_e2e(cfg, device, roms, secs)?;
+        let (_, m) = crate::train::measure(cfg, device, roms, secs)?;
         if crate::signals::interrupted() {
             bail!("interrupted: no estimate");
         }

@@ -560,6 +560,32 @@ fn join_all(t: Threads, deadline: Option<Instant>, errors: &mut Vec<anyhow::Erro
     outcome
 }
 
+/// Train `cfg` in a scratch folder (removed after) until `seconds` have passed after the
+/// warm-up, with no evaluations and no checkpoints: its summary and its steady-state rates
+/// (`bench e2e`, and the cost estimate of `sweep run --dry-run --estimate`).
+pub fn measure(
+    mut cfg: Config,
+    device: Device,
+    rom_dir: Option<&Path>,
+    seconds: f64,
+) -> Result<(Summary, crate::run::Measured)> {
+    let runs_dir = std::env::temp_dir().join(format!("wndqn-bench-{}", std::process::id()));
+    cfg.run.total_env_steps = 1_000_000_000;
+    cfg.log.eval_every = 0;
+    cfg.log.checkpoint_every = 0;
+    let run = train(Request {
+        cfg,
+        target: Target::New(runs_dir.clone()),
+        device,
+        rom_dir: rom_dir.map(Path::to_path_buf),
+        opts: RunOptions { quiet: true, measure_secs: Some(seconds), save_replay: false },
+    });
+    let _ = std::fs::remove_dir_all(&runs_dir);
+    let s = run?;
+    let m = s.measured.clone().ok_or_else(|| anyhow!("the run ended before learning started"))?;
+    Ok((s, m))
+}
+
 /// Train on a resolved config.
 fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target, opts: RunOptions) -> Result<Summary> {
     let started = Instant::now();
