@@ -76,16 +76,12 @@ fn train_eval_video_and_compare_on_a_minatar_game() {
 #[test]
 fn a_minatar_sweep_runs_and_reports() {
     let d = tempfile::tempdir().unwrap();
-    let spec = d.path().join("spec.toml");
-    let base = root().join("configs/minatar.toml");
-    std::fs::write(
-        &spec,
-        format!(
-            "[sweep]\nbase = {:?}\ngames = [\"MinAtar/Breakout-v1\", \"MinAtar/Asterix-v1\", \"MinAtar/Freeway-v1\"]\nvariants = [\"plain\"]\nseeds = 1\nsets = [\"run.total_env_steps=2500\", \"replay.warmup_steps=500\", \"log.eval_every=0\"]\n\n[normalize]\n\"MinAtar/Breakout-v1\" = [0.5, 10.0]\n\"MinAtar/Asterix-v1\" = [-1.0, \"best plain\"]\n\"MinAtar/Freeway-v1\" = [0.1, 30.0]\n",
-            base.display().to_string()
-        ),
-    )
-    .unwrap();
+    let spec = sweep_spec(
+        d.path(),
+        "spec.toml",
+        "minatar.toml",
+        "games = [\"MinAtar/Breakout-v1\", \"MinAtar/Asterix-v1\", \"MinAtar/Freeway-v1\"]\nvariants = [\"plain\"]\nseeds = 1\nsets = [\"run.total_env_steps=2500\", \"replay.warmup_steps=500\", \"log.eval_every=0\"]\n\n[normalize]\n\"MinAtar/Breakout-v1\" = [0.5, 10.0]\n\"MinAtar/Asterix-v1\" = [-1.0, \"best plain\"]\n\"MinAtar/Freeway-v1\" = [0.1, 30.0]\n",
+    );
     let dir = d.path().join("sw");
     let o = run(&["sweep", "run", spec.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "--jobs", "2"]);
     assert!(o.status.success(), "{}", text(&o));

@@ -8,19 +8,12 @@ mod common;
 use common::*;
 use std::path::Path;
 
+/// The grid of one tiny run.
+const ONE_RUN: &str = "variants = [\"plain\"]\nseeds = 1\nsets = [\"run.total_env_steps=1500\", \"replay.warmup_steps=500\", \"log.eval_every=0\"]\n";
+
 /// A CartPole spec of one tiny run, with `extra` appended.
 fn spec(dir: &Path, name: &str, extra: &str) -> std::path::PathBuf {
-    let p = dir.join(name);
-    let base = root().join("configs/cartpole.toml");
-    std::fs::write(
-        &p,
-        format!(
-            "[sweep]\nbase = {:?}\ngames = [\"CartPole-v1\"]\nvariants = [\"plain\"]\nseeds = 1\nsets = [\"run.total_env_steps=1500\", \"replay.warmup_steps=500\", \"log.eval_every=0\"]\n{extra}",
-            base.display().to_string()
-        ),
-    )
-    .unwrap();
-    p
+    sweep_spec(dir, name, "cartpole.toml", &format!("games = [\"CartPole-v1\"]\n{ONE_RUN}{extra}"))
 }
 
 #[test]
@@ -205,16 +198,7 @@ fn a_minatar_sweep_continues_over_its_own_resolved_run_configs() {
     // A run folder keeps its config as training resolved the id (MinAtar sets
     // env.full_action_space); the sweep run again must take its runs as its own.
     let d = tempfile::tempdir().unwrap();
-    let p = d.path().join("m.toml");
-    let base = root().join("configs/minatar.toml");
-    std::fs::write(
-        &p,
-        format!(
-            "[sweep]\nbase = {:?}\ngames = [\"MinAtar/Breakout-v0\"]\nvariants = [\"plain\"]\nseeds = 1\nsets = [\"run.total_env_steps=1500\", \"replay.warmup_steps=500\", \"log.eval_every=0\"]\n",
-            base.display().to_string()
-        ),
-    )
-    .unwrap();
+    let p = sweep_spec(d.path(), "m.toml", "minatar.toml", &format!("games = [\"MinAtar/Breakout-v0\"]\n{ONE_RUN}"));
     let dir = d.path().join("sw");
     let args = ["sweep", "run", p.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "--jobs", "1"];
     let o = run(&args);

@@ -13,17 +13,8 @@ use common::*;
 
 /// A spec of CartPole, plain and weight_norm, 2 seeds, in `dir`.
 fn spec(dir: &Path, extra: &str) -> PathBuf {
-    let p = dir.join("tiny.toml");
-    let base = root().join("configs/cartpole.toml");
-    std::fs::write(
-        &p,
-        format!(
-            "[sweep]\nbase = {:?}\ngames = [\"CartPole-v1\"]\nvariants = [\"plain\", \"weight_norm\"]\nseeds = 2\nsets = [\"run.total_env_steps=9000\", \"learner.replay_ratio=1\", \"log.checkpoint_every=300\", \"log.eval_every=3000\", \"log.eval_episodes=2\"]\n\n[normalize]\n\"CartPole-v1\" = [22.0, 500.0]\n{extra}",
-            base.display().to_string()
-        ),
-    )
-    .unwrap();
-    p
+    let grid = "games = [\"CartPole-v1\"]\nvariants = [\"plain\", \"weight_norm\"]\nseeds = 2\nsets = [\"run.total_env_steps=9000\", \"learner.replay_ratio=1\", \"log.checkpoint_every=300\", \"log.eval_every=3000\", \"log.eval_episodes=2\"]\n\n[normalize]\n\"CartPole-v1\" = [22.0, 500.0]\n";
+    sweep_spec(dir, "tiny.toml", "cartpole.toml", &format!("{grid}{extra}"))
 }
 
 const RUNS: [&str; 4] =

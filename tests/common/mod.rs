@@ -19,6 +19,15 @@ pub fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
     bin().args(args).output().expect("wndqn runs")
 }
 
+/// Write the sweep spec `dir/name` on the preset `configs/{base}`: its `[sweep]` table starts
+/// with that base, `rest` follows (the grid's keys, then any other table).
+pub fn sweep_spec(dir: &Path, name: &str, base: &str, rest: &str) -> PathBuf {
+    let p = dir.join(name);
+    let base = root().join("configs").join(base);
+    std::fs::write(&p, format!("[sweep]\nbase = {:?}\n{rest}", base.display().to_string())).unwrap();
+    p
+}
+
 /// Owned copies of `args`.
 pub fn strs(args: &[&str]) -> Vec<String> {
     args.iter().map(|s| s.to_string()).collect()
