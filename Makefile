@@ -10,7 +10,7 @@ train: setup
 	target/release/wndqn train --config $(CONFIG) $(ARGS)
 
 test: setup lint
-	cargo test --release --workspace
+	cargo test --release --workspace --features wndqn/fault-injection
 
 # Formatting, lints (clippy also holds the code to the minimum Rust version, and functions
 # outside tests to 80 lines: clippy.toml), unused
@@ -18,7 +18,7 @@ test: setup lint
 # `make test`).
 lint: setup
 	cargo fmt --all --check
-	cargo clippy --release --workspace --all-targets --quiet -- -D warnings
+	cargo clippy --release --workspace --all-targets --features wndqn/fault-injection --quiet -- -D warnings
 	cargo clippy --release --workspace --quiet -- -D warnings -D clippy::too_many_lines
 	cargo machete
 	cargo metadata --format-version 1 --locked --filter-platform x86_64-unknown-linux-gnu | python3 scripts/check_msrv.py

@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 use wndqn_agents::dqn::{DqnConfig, Loss, TargetUpdate};
 use wndqn_agents::layers::LayerNormAxes;
-use wndqn_agents::optim::OptimizerKind;
+use wndqn_agents::optim::{Adam, Adamax, OptimizerKind, RmsProp};
 use wndqn_agents::qnet::{Arch, SpectralLayers, Variant};
 use wndqn_agents::schedule::{Exploration, LinearSchedule};
 use wndqn_envs::EnvConfig;
@@ -143,15 +143,12 @@ impl Default for AgentConfig {
 }
 
 impl Precision {
-    /// What the learner computes in on `device`, or why this precision cannot run there.
+    /// What the learner computes in on `device`, or why this precision cannot run there. Changes
+    /// nothing: [`Precision::enable`] switches the matrix units.
     pub fn compute(self, device: tch::Device) -> Result<wndqn_agents::layers::Compute> {
         use wndqn_agents::layers::Compute;
         match (self, device.is_cuda()) {
-            (Precision::Fp32, _) => Ok(Compute::F32),
-            (Precision::Tf32, true) => {
-                wndqn_agents::ext::precision::allow_tf32(true)?;
-                Ok(Compute::F32)
-            }
+            (Precision::Fp32, _) | (Precision::Tf32, true) => Ok(Compute::F32),
             (Precision::Tf32, false) => {
                 bail!("learner.precision = \"tf32\" is a CUDA precision (TF32 matrix units); on the CPU use \"fp32\" or \"bf16\"")
             }
@@ -163,6 +160,16 @@ impl Precision {
                 "learner.precision = \"bf16\" needs a CPU that computes bf16 natively (AVX512_BF16 or AMX-BF16), and this one does not: emulating it would be slower than fp32. Use learner.precision = \"fp32\""
             ),
         }
+    }
+
+    /// [`Precision::compute`], with the process's CUDA matrix units set for it: TF32 on for
+    /// `tf32`, off otherwise (a global libtorch switch; the one place that sets it).
+    pub fn enable(self, device: tch::Device) -> Result<wndqn_agents::layers::Compute> {
+        let compute = self.compute(device)?;
+        if device.is_cuda() {
+            wndqn_agents::ext::precision::allow_tf32(self == Precision::Tf32)?;
+        }
+        Ok(compute)
     }
 
     /// The config name.
@@ -179,14 +186,16 @@ impl AgentConfig {
     /// The update settings for `wndqn_agents::dqn`.
     pub fn dqn(&self) -> DqnConfig {
         let optimizer = match self.optimizer {
-            OptimizerName::Adam => OptimizerKind::Adam { beta1: self.beta1, beta2: self.beta2, eps: self.eps },
-            OptimizerName::Adamax => OptimizerKind::Adamax { beta1: self.beta1, beta2: self.beta2, eps: self.eps },
-            OptimizerName::Rmsprop => OptimizerKind::RmsProp {
+            OptimizerName::Adam => OptimizerKind::Adam(Adam { beta1: self.beta1, beta2: self.beta2, eps: self.eps }),
+            OptimizerName::Adamax => {
+                OptimizerKind::Adamax(Adamax { beta1: self.beta1, beta2: self.beta2, eps: self.eps })
+            }
+            OptimizerName::Rmsprop => OptimizerKind::RmsProp(RmsProp {
                 alpha: self.rms_alpha,
                 eps: self.eps,
                 centered: self.rms_centered,
                 momentum: self.rms_momentum,
-            },
+            }),
         };
         DqnConfig {
             gamma: self.gamma,

@@ -67,7 +67,7 @@ pub fn load(dir: &Path, allow_unfinished: bool) -> Result<RunResult> {
     }
     let cfg = crate::config::load(&dir.join("config.toml"), &[])?;
     let summary = crate::run::summary::read(dir).map_err(|e| anyhow!("{e:#}; {fix}"))?;
-    let complete = summary.is_complete();
+    let complete = summary.complete;
     if !complete {
         let why = if summary.interrupted { "was interrupted" } else { "stopped with an error" };
         if !allow_unfinished {

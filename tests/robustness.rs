@@ -214,6 +214,10 @@ fn a_full_disk_stops_the_run_cleanly_naming_the_file() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs a stuck actor: --features fault-injection, as `make test` builds"
+)]
 fn a_second_ctrl_c_apart_in_time_exits_at_once_and_quietly() {
     let runs = tempfile::tempdir().unwrap();
     let sets = ["replay.warmup_steps=300", "replay.capacity=5000", "learner.exclusive_cpu=false"];
@@ -254,6 +258,10 @@ fn a_second_ctrl_c_apart_in_time_exits_at_once_and_quietly() {
 }
 
 #[test]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs a stuck actor: --features fault-injection, as `make test` builds"
+)]
 fn a_stop_request_ends_the_process_even_when_a_thread_does_not_answer() {
     let runs = tempfile::tempdir().unwrap();
     let args = train_args("configs/cartpole.toml", runs.path(), &["log.eval_every=0"]);

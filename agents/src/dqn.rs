@@ -373,6 +373,7 @@ pub fn load_snapshot(vs: &nn::VarStore, snap: &[(String, Tensor)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::optim::{Adam, Adamax, RmsProp};
     use crate::qnet::{Arch, Variant};
 
     fn setup(double: bool) -> Dqn {
@@ -396,7 +397,7 @@ mod tests {
             loss: Loss::Huber,
             grad_clip_norm: Some(10.0),
             target_update: TargetUpdate::Hard(1000),
-            optimizer: OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+            optimizer: OptimizerKind::Adam(Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 }),
             lr: 1e-3,
         };
         Dqn::new(&net, cfg, Device::Cpu)
@@ -544,7 +545,7 @@ mod tests {
             (Variant::WeightNormMobn, false),
         ] {
             let net = nature(variant, dueling);
-            let adam = OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1.5e-4 };
+            let adam = OptimizerKind::Adam(Adam { beta1: 0.9, beta2: 0.999, eps: 1.5e-4 });
             let cfg = double_huber(adam, lr, 10.0, 4);
             tch::manual_seed(9);
             let mut f32_ = Dqn::new(&net, cfg, Device::Cpu);
@@ -606,9 +607,9 @@ mod tests {
     #[test]
     fn on_device_updates_equal_eager_updates() {
         let optimizers = [
-            OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
-            OptimizerKind::Adamax { beta1: 0.5, beta2: 0.999, eps: 1e-8 },
-            OptimizerKind::RmsProp { alpha: 0.95, eps: 0.01, centered: true, momentum: 0.0 },
+            OptimizerKind::Adam(Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 }),
+            OptimizerKind::Adamax(Adamax { beta1: 0.5, beta2: 0.999, eps: 1e-8 }),
+            OptimizerKind::RmsProp(RmsProp { alpha: 0.95, eps: 0.01, centered: true, momentum: 0.0 }),
         ];
         let mut case = 0;
         for variant in [Variant::Plain, Variant::WeightNorm, Variant::WeightNormNoinit, Variant::WeightNormMobn] {
@@ -743,13 +744,13 @@ mod tests {
         }
         let d = Device::Cuda(0);
         let cases = [
-            (Variant::Plain, false, OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1.5e-4 }),
-            (Variant::WeightNorm, false, OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1.5e-4 }),
-            (Variant::WeightNormNoinit, true, OptimizerKind::Adamax { beta1: 0.5, beta2: 0.999, eps: 1e-8 }),
+            (Variant::Plain, false, OptimizerKind::Adam(Adam { beta1: 0.9, beta2: 0.999, eps: 1.5e-4 })),
+            (Variant::WeightNorm, false, OptimizerKind::Adam(Adam { beta1: 0.9, beta2: 0.999, eps: 1.5e-4 })),
+            (Variant::WeightNormNoinit, true, OptimizerKind::Adamax(Adamax { beta1: 0.5, beta2: 0.999, eps: 1e-8 })),
             (
                 Variant::WeightNormMobn,
                 false,
-                OptimizerKind::RmsProp { alpha: 0.95, eps: 0.01, centered: true, momentum: 0.0 },
+                OptimizerKind::RmsProp(RmsProp { alpha: 0.95, eps: 0.01, centered: true, momentum: 0.0 }),
             ),
         ];
         for (variant, dueling, optimizer) in cases {

@@ -10,8 +10,8 @@
 //! - [`dqn`]: the DQN update (targets, double DQN, Huber/MSE, gradient clipping, target sync),
 //!   eager and capturable.
 //! - [`graphed`]: the DQN update captured once as a CUDA graph and replayed.
-//! - [`optim`]: Adam, centered RMSProp and Adamax on tch tensors, with saveable state
-//!   (`fused`: their one-pass CPU kernels).
+//! - [`optim`]: Adam, Adamax and (centered) RMSProp on tch tensors, one type per rule behind
+//!   one trait, with saveable state and one-pass CPU kernels.
 //! - [`replay`]: replay memory (frames stored once; vector observations) and the batches it
 //!   hands a learner's device.
 //! - [`ext`]: only the FFI: what tch lacks of libtorch, in C++ (`csrc/`): multi-tensor
@@ -22,7 +22,6 @@
 pub mod diagnostics;
 pub mod dqn;
 pub mod ext;
-mod fused;
 pub mod graphed;
 pub mod layers;
 pub mod optim;

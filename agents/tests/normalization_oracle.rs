@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 use wndqn_agents::dqn::{Dqn, DqnConfig, Loss, TargetUpdate};
 use wndqn_agents::layers::LayerNormAxes;
-use wndqn_agents::optim::OptimizerKind;
+use wndqn_agents::optim::{Adam, OptimizerKind};
 use wndqn_agents::qnet::{Arch, NormOptions, QNetConfig, SpectralLayers, Variant};
 use wndqn_agents::replay::TensorBatch;
 
@@ -107,7 +107,7 @@ fn run(case: &Case) {
         loss: Loss::Huber,
         grad_clip_norm: Some(10.0),
         target_update: TargetUpdate::Hard(SYNC),
-        optimizer: OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+        optimizer: OptimizerKind::Adam(Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 }),
         lr: 1e-3,
     };
     let mut dqn = Dqn::new(&net, cfg, Device::Cpu);

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 use wndqn_agents::dqn::{Dqn, DqnConfig, Loss, TargetUpdate};
-use wndqn_agents::optim::OptimizerKind;
+use wndqn_agents::optim::{Adam, OptimizerKind};
 use wndqn_agents::qnet::{Arch, QNetConfig, Variant};
 use wndqn_agents::replay::{BatchPrep, FrameMemory, ObsRef, TensorBatch, Transition};
 use wndqn_envs::{make_env, EnvConfig, EnvId};
@@ -293,7 +293,7 @@ pub fn bench_dqn(arch: Arch, variant: Variant, device: Device, io: Option<(Vec<i
         loss: Loss::Huber,
         grad_clip_norm: Some(10.0),
         target_update: TargetUpdate::Hard(1000),
-        optimizer: OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1.5e-4 },
+        optimizer: OptimizerKind::Adam(Adam { beta1: 0.9, beta2: 0.999, eps: 1.5e-4 }),
         lr: 1e-4,
     };
     Ok((Dqn::new(&net, cfg, device), shape))
@@ -388,7 +388,7 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     let game = b.game.as_deref().map(|g| game_batch(g, b.network, b.batch, rom_dir)).transpose()?;
     let io = game.as_ref().map(|g| g.1.clone());
     let (mut dqn, shape) = bench_dqn(b.network, variant, device, io.clone())?;
-    let compute = match b.precision.compute(device)? {
+    let compute = match b.precision.enable(device)? {
         wndqn_agents::layers::Compute::Bf16 { .. } => {
             wndqn_agents::layers::Compute::Bf16 { channels_last: b.channels_last }
         }

@@ -125,7 +125,7 @@ fn launch(
         .runs()
         .iter()
         .map(|r| dir.join("runs").join(&r.name))
-        .filter(|d| crate::run::summary::read(d).is_ok_and(|s| s.is_complete()))
+        .filter(|d| crate::run::summary::read(d).is_ok_and(|s| s.complete))
         .collect();
     if crate::signals::interrupted() {
         say!("interrupted: comparing the {} finished run(s)", done.len());

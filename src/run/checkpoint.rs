@@ -8,8 +8,7 @@
 //! fsynced. A `kill -9` leaves at worst a temporary folder, never a half-written `ckpt-*`.
 //!
 //! The marker lists every file with its size and CRC-32C (hardware-accelerated, so the
-//! gigabytes of a `replay.bin` are checked too; markers of older checkpoints hold 64-bit FNV-1a
-//! hashes, which are still read). A checkpoint whose networks, optimizer or counters do not
+//! gigabytes of a `replay.bin` are checked too). A checkpoint whose networks, optimizer or counters do not
 //! match their marker (disk corruption, manual edits), or whose marker lacks one of them, is
 //! skipped with a warning in favour of the previous one; a damaged `replay.bin` only costs the
 //! replay memory, which then refills. The last `log.keep_checkpoints` are kept.
@@ -53,27 +52,20 @@ const REQUIRED: [&str; 5] =
 /// Name prefix of a checkpoint being written.
 const TMP_PREFIX: &str = ".tmp-";
 
-/// A file's size and hash as its marker line writes it: `crc32c:` and 8 hex digits, or (older
-/// markers) 16 hex digits of FNV-1a.
-fn digest(path: &Path, legacy_fnv: bool) -> std::io::Result<(u64, String)> {
+/// A file's size and hash as its marker line writes it: `crc32c:` and 8 hex digits.
+fn digest(path: &Path) -> std::io::Result<(u64, String)> {
     let mut f = File::open(path)?;
     let mut buf = vec![0u8; 1 << 20];
-    let (mut crc, mut fnv, mut n) = (0u32, 0xcbf29ce484222325u64, 0u64);
+    let (mut crc, mut n) = (0u32, 0u64);
     loop {
         let k = f.read(&mut buf)?;
         if k == 0 {
             break;
         }
-        if legacy_fnv {
-            for &b in &buf[..k] {
-                fnv = (fnv ^ b as u64).wrapping_mul(0x100000001b3);
-            }
-        } else {
-            crc = crc32c::crc32c_append(crc, &buf[..k]);
-        }
+        crc = crc32c::crc32c_append(crc, &buf[..k]);
         n += k as u64;
     }
-    Ok((n, if legacy_fnv { format!("{fnv:016x}") } else { format!("crc32c:{crc:08x}") }))
+    Ok((n, format!("crc32c:{crc:08x}")))
 }
 
 fn fsync_dir(p: &Path) {
@@ -187,7 +179,7 @@ fn fill(tmp: &Path, dqn: &Dqn, state: &State, config_toml: &str, replay: Option<
     for n in &names {
         let p = tmp.join(n);
         File::open(&p).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", p.display()))?;
-        let (size, hash) = digest(&p, false).with_context(|| format!("reading {}", p.display()))?;
+        let (size, hash) = digest(&p).with_context(|| format!("reading {}", p.display()))?;
         manifest.push_str(&format!("{n} {size} {hash}\n"));
     }
     let marker = tmp.join(MARKER);
@@ -248,7 +240,7 @@ pub fn verify(ckpt: &Path) -> Result<Verified> {
             bail!("malformed marker line `{}`", crate::util::clip(line, 80))
         };
         let p = ckpt.join(n);
-        let why = match digest(&p, !hash.starts_with("crc32c:")) {
+        let why = match digest(&p) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(format!("{n} is missing")),
             Err(e) => Some(format!("{n} cannot be read ({e})")),
             Ok((s, _)) if s.to_string() != size => Some(format!("{n} has {s} bytes, its marker says {size}")),

@@ -296,7 +296,7 @@ pub fn resume_point(run: &Path, wanted: &Config) -> Result<(Resume, bool)> {
     let trained = check_keys(run, &ckpt, wanted)?;
     // Finished: the checkpoint is at the budget it was trained for (and at the one asked for).
     let at_budget = state.env_steps >= trained.run.total_env_steps && state.env_steps >= wanted.run.total_env_steps;
-    let finish = at_budget && !crate::run::summary::read(run).is_ok_and(|s| s.is_complete());
+    let finish = at_budget && !crate::run::summary::read(run).is_ok_and(|s| s.complete);
     if !finish {
         check_budget(run, &state, wanted, &trained)?;
     }

@@ -78,13 +78,11 @@ pub struct Summary {
     /// A stop request (Ctrl-C, SIGTERM, SIGHUP) ended this segment.
     pub interrupted: bool,
     /// The run is done: it reached `run.total_env_steps` (or `run.stop_at_return`) without an
-    /// error. Summaries written before this field existed count as complete when not interrupted.
-    #[serde(default)]
-    pub complete: Option<bool>,
+    /// error.
+    pub complete: bool,
     /// Training time over every segment of the run, seconds.
     pub wall_secs: f64,
     /// Training time of the last segment, seconds.
-    #[serde(default)]
     pub segment_wall_secs: f64,
     pub env_steps_per_sec: f64,
     pub updates_per_sec: f64,
@@ -98,21 +96,12 @@ pub struct Summary {
     pub learner_wait_frac: f64,
     pub learner_busy_frac: f64,
     /// The learner's time on diagnostics, as a share of its time on updates (this segment).
-    #[serde(default)]
     pub diagnostics_share: f64,
     pub final_eval_mean: Option<f64>,
     /// Rates from the first learner update to the end (steady state, warm-up excluded).
     pub measured: Option<Measured>,
     /// The event files of the run and their sizes when this summary was written.
-    #[serde(default)]
     pub events: Vec<EventFileInfo>,
-}
-
-impl Summary {
-    /// Whether the run is done (see [`Summary::complete`]).
-    pub fn is_complete(&self) -> bool {
-        self.complete.unwrap_or(!self.interrupted)
-    }
 }
 
 fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
@@ -165,7 +154,7 @@ pub fn from_checkpoint(run: &Path, state: &State, env: &str, variant: &str, goal
         updates: state.updates,
         episodes: state.episodes,
         interrupted: false,
-        complete: Some(true),
+        complete: true,
         wall_secs: state.wall_secs,
         segment_wall_secs: 0.0,
         env_steps_per_sec: state.env_steps as f64 / wall,
@@ -221,15 +210,5 @@ mod tests {
         assert_eq!(best20(&r[..19], Some(0.0)), (None, None));
         assert_eq!(last20(&[]), None);
         assert_eq!(last20(&[1.0, 3.0]), Some(2.0));
-    }
-
-    #[test]
-    fn old_summaries_read_with_defaults() {
-        let old = r#"{"run_dir":"r","env":"CartPole","variant":"plain","seed":1,"env_steps":5,"updates":1,
-            "episodes":1,"interrupted":true,"wall_secs":1.0,"env_steps_per_sec":5.0,"updates_per_sec":1.0,
-            "last20_mean_return":null,"best20_mean_return":null,"solved_at_step":null,"actor_wait_frac":0.0,
-            "learner_wait_frac":0.0,"learner_busy_frac":0.0,"final_eval_mean":null,"measured":null}"#;
-        let s: Summary = serde_json::from_str(old).unwrap();
-        assert!(!s.is_complete() && s.events.is_empty());
     }
 }

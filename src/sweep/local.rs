@@ -243,7 +243,7 @@ fn reap(running: &mut Vec<Running>, f: &Folders, counts: &mut Counts, bar: &Prog
             Some(status) => {
                 let r = running.swap_remove(i);
                 let run_dir = f.run(&r.run.name);
-                let complete = crate::run::summary::read(&run_dir).is_ok_and(|s| s.is_complete());
+                let complete = crate::run::summary::read(&run_dir).is_ok_and(|s| s.complete);
                 if status.success() && complete {
                     counts.done += 1;
                     note(bar, format!("done {}", r.run.name));
@@ -308,7 +308,7 @@ fn update(bar: &ProgressBar, f: &Folders, plan: &Plan, runs: &[RunSpec], c: &Cou
         let total = plan.config(r).map(|c| c.run.total_env_steps).unwrap_or(0);
         let run = f.run(&r.name);
         let p = crate::run::summary::Progress::read(&run);
-        let done = crate::run::summary::read(&run).is_ok_and(|s| s.is_complete());
+        let done = crate::run::summary::read(&run).is_ok_and(|s| s.complete);
         if done {
             continue;
         }

@@ -116,7 +116,7 @@ pub fn status(f: &Folders, plan: &Plan, r: &RunSpec, slurm: &BTreeMap<String, Sl
     let state = match (pid, task.map(|t| t.state.as_str()), &summary, &failure) {
         (Some(_), _, _, _) | (_, Some("RUNNING" | "COMPLETING"), _, _) => State::Running,
         (_, Some(_), _, _) => State::Queued,
-        (_, _, Some(s), _) if s.is_complete() => State::Done,
+        (_, _, Some(s), _) if s.complete => State::Done,
         (_, _, _, Some(_)) => State::Failed,
         _ if summary.is_some() || !crate::run::checkpoint::list(&run).is_empty() => State::Interrupted,
         _ => State::Queued,

@@ -67,9 +67,11 @@ impl ActorMsg {
     }
 }
 
-/// Fault injection for the robustness tests: with `WNDQN_FAULT=stall-actor<i>` in the
-/// environment, actor `i` stops answering (as a thread stuck in an emulator would), so that a
-/// test can check that a stop request still ends the process within the grace period.
+/// Fault injection for the robustness tests, in a build with the `fault-injection` feature only
+/// (`make test`'s): with `WNDQN_FAULT=stall-actor<i>` in the environment, actor `i` stops
+/// answering (as a thread stuck in an emulator would), so that a test can check that a stop
+/// request still ends the process within the grace period.
+#[cfg(feature = "fault-injection")]
 fn stall_if_asked(index: usize) {
     if std::env::var("WNDQN_FAULT").is_ok_and(|v| v == format!("stall-actor{index}")) {
         loop {
@@ -77,6 +79,9 @@ fn stall_if_asked(index: usize) {
         }
     }
 }
+
+#[cfg(not(feature = "fault-injection"))]
+fn stall_if_asked(_: usize) {}
 
 /// Everything an actor needs.
 pub struct ActorSpec {

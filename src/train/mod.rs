@@ -87,7 +87,7 @@ pub fn train(req: Request) -> Result<Summary> {
     match &target {
         Target::Resume(run) => run_dir::ensure_run_folder(run)?,
         Target::At(dir) => {
-            if let Some(done) = summary::read(dir).ok().filter(Summary::is_complete) {
+            if let Some(done) = summary::read(dir).ok().filter(|s| s.complete) {
                 say!("{} is complete ({} env steps): nothing to do", done.run_dir.display(), done.env_steps);
                 return Ok(done);
             }
@@ -187,7 +187,7 @@ fn build(cfg: Config, env_id: &EnvId, device: Device, generation: u64) -> Result
     let net = cfg.net_config(kind, envs[0].num_actions());
     tch::manual_seed(seeds::derive(gseed, Stream::NetworkInit) as i64);
     let mut dqn = Dqn::new(&net, cfg.agent.dqn(), device);
-    dqn.set_compute(cfg.learner.precision.compute(device)?);
+    dqn.set_compute(cfg.learner.precision.enable(device)?);
     let memory = Arc::new(new_memory(&cfg, kind));
     let shared = Arc::new(Shared::default());
     shared.actors_running.store(n as u64, Ordering::SeqCst);
@@ -722,7 +722,7 @@ fn summarize(
         updates: shared.updates.load(Ordering::Acquire),
         episodes: shared.episodes.load(Ordering::Acquire),
         interrupted: crate::signals::interrupted(),
-        complete: Some(ok && (env_steps >= cfg.run.total_env_steps || mon.solved_at.is_some())),
+        complete: ok && (env_steps >= cfg.run.total_env_steps || mon.solved_at.is_some()),
         wall_secs: times.wall_before + segment,
         segment_wall_secs: segment,
         env_steps_per_sec: whole.env_steps_per_sec,

@@ -41,7 +41,7 @@ extern "C" {
 }
 
 /// `t`'s version counter: every in-place tensor op on `t` or a view of it advances it (writes
-/// through a raw pointer, as [`crate::fused`]'s kernels make, do not). A value computed from
+/// through a raw pointer, as `optim::fused`'s kernels make, do not). A value computed from
 /// `t` stays valid while the counter has not moved.
 pub fn version(t: &Tensor) -> Result<i64> {
     let mut v = 0i64;

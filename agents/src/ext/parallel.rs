@@ -1,5 +1,5 @@
 //! libtorch's intra-op parallel loop for work written in Rust (`csrc/parallel.cpp`): the fused
-//! CPU optimizer kernels ([`crate::fused`]) split over the cores on the OpenMP threads that
+//! CPU optimizer kernels (`optim::fused`) split over the cores on the OpenMP threads that
 //! libtorch's own kernels use. Why not threads of our own: libtorch's threads spin for a while
 //! after each of its kernels, so a thread of ours got its core only after the work was done
 //! (measured: the helper ran 1% of the pieces).

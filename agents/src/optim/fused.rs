@@ -1,4 +1,4 @@
-//! One-pass CPU kernels for the optimizers (Adam, Adamax) and the gradient norm.
+//! One-pass CPU kernels for the optimizer rules (Adam, Adamax, RMSProp) and the gradient norm.
 //!
 //! Why: written with tensor ops, an Adam step over the Nature network's 1.7M weights makes about
 //! ten passes over memory (lerp, square, lerp, sqrt, div, add, mul, addcdiv, and two more for
@@ -79,6 +79,55 @@ pub(crate) struct AdamaxStep {
     pub eps: f64,
 }
 
+/// RMSProp hyper-parameters for one step (`torch.optim.RMSprop`).
+#[derive(Clone, Copy)]
+pub(crate) struct RmsPropStep {
+    pub gscale: f64,
+    pub alpha: f64,
+    pub eps: f64,
+    pub lr: f64,
+    /// Subtract the squared mean gradient (the second state buffer holds the mean).
+    pub centered: bool,
+    /// Momentum (the third state buffer holds it; 0 = none).
+    pub momentum: f64,
+}
+
+/// One step of a rule that has a one-pass kernel: what [`super::Rule::fused`] gives.
+#[derive(Clone, Copy)]
+pub(crate) enum Pass {
+    Adam(AdamStep),
+    Adamax(AdamaxStep),
+    RmsProp(RmsPropStep),
+}
+
+impl Pass {
+    /// The same step with its gradients multiplied by `gscale` as they are read.
+    pub(crate) fn scaled(self, gscale: f64) -> Pass {
+        match self {
+            Pass::Adam(s) => Pass::Adam(AdamStep { gscale, ..s }),
+            Pass::Adamax(s) => Pass::Adamax(AdamaxStep { gscale, ..s }),
+            Pass::RmsProp(s) => Pass::RmsProp(RmsPropStep { gscale, ..s }),
+        }
+    }
+
+    /// Run the step over one span (see [`rows_generic`]) with the rule's state buffers
+    /// (`state[k]` empty where the rule has no buffer `k`).
+    pub(crate) fn run<T: Real>(
+        self,
+        p: &mut [T],
+        g: &[T],
+        state: [&mut [T]; 3],
+        term: Option<&[T]>,
+        row_sq: &mut [f64],
+    ) {
+        match self {
+            Pass::Adam(s) => adam(p, g, state, s, term, row_sq),
+            Pass::Adamax(s) => adamax(p, g, state, s, term, row_sq),
+            Pass::RmsProp(s) => rmsprop(p, g, state, s, term, row_sq),
+        }
+    }
+}
+
 /// Runs `f` compiled for AVX2 where the CPU has it (8 f32 lanes instead of 4).
 macro_rules! dispatch {
     ($name:ident, $generic:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
@@ -117,10 +166,32 @@ fn sum_sq_generic<T: Real>(g: &[T]) -> f64 {
     total
 }
 
-/// One optimizer rule's pass over a span: `p` the weights, `g` the gradient, `a` and `b` its two
-/// state tensors. With `TERM`, the gradient read is `g + c p` (before `p` moves).
+/// One optimizer rule's pass over a span: `p` the weights, `g` the gradient, `s` its state
+/// buffers (up to three; an empty one where the rule has fewer). With `TERM`, the gradient read
+/// is `g + c p` (before `p` moves).
 pub(crate) trait SpanStep: Copy {
-    fn span<T: Real, const TERM: bool>(self, p: &mut [T], g: &[T], a: &mut [T], b: &mut [T], c: T);
+    fn span<T: Real, const TERM: bool>(self, p: &mut [T], g: &[T], s: [&mut [T]; 3], c: T);
+}
+
+/// The gradient as a rule reads it: `(g + c p) * gscale` with `TERM`, `g * gscale` without (a
+/// function, not a closure, so that it inlines into the AVX2 loop).
+#[inline(always)]
+fn read<T: Real, const TERM: bool>(g: T, p: T, c: T, gscale: T) -> T {
+    if TERM {
+        (g + p * c) * gscale
+    } else {
+        g * gscale
+    }
+}
+
+/// Elements `r` of a state buffer, or the empty buffer of a rule without it.
+#[inline(always)]
+fn part<T>(x: &mut [T], r: std::ops::Range<usize>) -> &mut [T] {
+    if x.is_empty() {
+        x
+    } else {
+        &mut x[r]
+    }
 }
 
 /// The optimizers' row driver. `term` is a per-row term of the gradient, `coef[r] * p[r]` for
@@ -134,19 +205,20 @@ pub(crate) trait SpanStep: Copy {
 fn rows_generic<T: Real, S: SpanStep>(
     p: &mut [T],
     g: &[T],
-    a: &mut [T],
-    b: &mut [T],
+    state: [&mut [T]; 3],
     s: S,
     term: Option<&[T]>,
     row_sq: &mut [f64],
 ) {
     let Some(coef) = term else {
-        return s.span::<T, false>(p, g, a, b, T::of(0.0));
+        return s.span::<T, false>(p, g, state, T::of(0.0));
     };
     let row = p.len() / coef.len().max(1);
+    let [a, b, m] = state;
     for (r, &c) in coef.iter().enumerate() {
         let span = r * row..(r + 1) * row;
-        s.span::<T, true>(&mut p[span.clone()], &g[span.clone()], &mut a[span.clone()], &mut b[span.clone()], c);
+        let st = [part(a, span.clone()), part(b, span.clone()), part(m, span.clone())];
+        s.span::<T, true>(&mut p[span.clone()], &g[span.clone()], st, c);
         if let Some(out) = row_sq.get_mut(r) {
             *out = sum_sq_generic(&p[span]);
         }
@@ -156,14 +228,14 @@ fn rows_generic<T: Real, S: SpanStep>(
 impl SpanStep for AdamStep {
     /// `a` is Adam's `exp_avg`, `b` its `exp_avg_sq`.
     #[inline(always)]
-    fn span<T: Real, const TERM: bool>(self, p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], c: T) {
+    fn span<T: Real, const TERM: bool>(self, p: &mut [T], g: &[T], [m, v, _]: [&mut [T]; 3], c: T) {
         let n = p.len();
         let (g, m, v) = (&g[..n], &mut m[..n], &mut v[..n]);
         let s = self;
         let (gs, w1, b2, w2) = (T::of(s.gscale), T::of(1.0 - s.beta1), T::of(s.beta2), T::of(1.0 - s.beta2));
         let (neg_step, bc2, eps) = (T::of(-s.step_size), T::of(s.bc2_sqrt), T::of(s.eps));
         for i in 0..n {
-            let gi = if TERM { (g[i] + p[i] * c) * gs } else { g[i] * gs };
+            let gi = read::<T, TERM>(g[i], p[i], c, gs);
             // exp_avg.lerp_(grad, 1 - beta1)
             let mi = m[i] + w1 * (gi - m[i]);
             // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
@@ -180,14 +252,14 @@ impl SpanStep for AdamStep {
 impl SpanStep for AdamaxStep {
     /// `a` is Adamax's `exp_avg`, `b` its `exp_inf`.
     #[inline(always)]
-    fn span<T: Real, const TERM: bool>(self, p: &mut [T], g: &[T], m: &mut [T], u: &mut [T], c: T) {
+    fn span<T: Real, const TERM: bool>(self, p: &mut [T], g: &[T], [m, u, _]: [&mut [T]; 3], c: T) {
         let n = p.len();
         let (g, m, u) = (&g[..n], &mut m[..n], &mut u[..n]);
         let s = self;
         let (gs, w1, b2) = (T::of(s.gscale), T::of(1.0 - s.beta1), T::of(s.beta2));
         let (neg_clr, eps) = (T::of(-s.clr), T::of(s.eps));
         for i in 0..n {
-            let gi = if TERM { (g[i] + p[i] * c) * gs } else { g[i] * gs };
+            let gi = read::<T, TERM>(g[i], p[i], c, gs);
             let mi = m[i] + w1 * (gi - m[i]);
             // exp_inf = max(beta2 * exp_inf, |grad| + eps)
             let a = gi.abs() + eps;
@@ -200,6 +272,68 @@ impl SpanStep for AdamaxStep {
     }
 }
 
+impl SpanStep for RmsPropStep {
+    /// `s` is RMSProp's `square_avg`, `grad_avg` (read and written when centered) and
+    /// `momentum_buffer` (with momentum).
+    #[inline(always)]
+    fn span<T: Real, const TERM: bool>(self, p: &mut [T], g: &[T], [sq, ga, mb]: [&mut [T]; 3], c: T) {
+        let n = p.len();
+        let (g, sq) = (&g[..n], &mut sq[..n]);
+        let s = self;
+        let (gs, a, w, eps, neg_lr) =
+            (T::of(s.gscale), T::of(s.alpha), T::of(1.0 - s.alpha), T::of(s.eps), T::of(-s.lr));
+        // One loop per case, so that none branches per element.
+        match (s.centered, s.momentum > 0.0) {
+            (true, true) => {
+                let (ga, mb, mom) = (&mut ga[..n], &mut mb[..n], T::of(s.momentum));
+                for i in 0..n {
+                    let gi = read::<T, TERM>(g[i], p[i], c, gs);
+                    // square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)
+                    let si = sq[i] * a + w * gi * gi;
+                    // grad_avg.lerp_(grad, 1 - alpha)
+                    let mi = ga[i] + w * (gi - ga[i]);
+                    // avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_().add_(eps)
+                    let avg = (si - mi * mi).sqrt() + eps;
+                    // buf.mul_(momentum).addcdiv_(grad, avg); param.add_(buf, alpha=-lr)
+                    let bi = mb[i] * mom + gi / avg;
+                    p[i] = p[i] + neg_lr * bi;
+                    (sq[i], ga[i], mb[i]) = (si, mi, bi);
+                }
+            }
+            (true, false) => {
+                let ga = &mut ga[..n];
+                for i in 0..n {
+                    let gi = read::<T, TERM>(g[i], p[i], c, gs);
+                    let si = sq[i] * a + w * gi * gi;
+                    let mi = ga[i] + w * (gi - ga[i]);
+                    // param.addcdiv_(grad, avg, value=-lr)
+                    p[i] = p[i] + neg_lr * (gi / ((si - mi * mi).sqrt() + eps));
+                    (sq[i], ga[i]) = (si, mi);
+                }
+            }
+            (false, true) => {
+                let (mb, mom) = (&mut mb[..n], T::of(s.momentum));
+                for i in 0..n {
+                    let gi = read::<T, TERM>(g[i], p[i], c, gs);
+                    let si = sq[i] * a + w * gi * gi;
+                    let bi = mb[i] * mom + gi / (si.sqrt() + eps);
+                    p[i] = p[i] + neg_lr * bi;
+                    (sq[i], mb[i]) = (si, bi);
+                }
+            }
+            (false, false) => {
+                for i in 0..n {
+                    let gi = read::<T, TERM>(g[i], p[i], c, gs);
+                    let si = sq[i] * a + w * gi * gi;
+                    p[i] = p[i] + neg_lr * (gi / (si.sqrt() + eps));
+                    sq[i] = si;
+                }
+            }
+        }
+    }
+}
+
 dispatch!(sum_sq, sum_sq_generic, (g: &[T]) -> f64);
-dispatch!(adam, rows_generic, (p: &mut [T], g: &[T], m: &mut [T], v: &mut [T], s: AdamStep, term: Option<&[T]>, row_sq: &mut [f64]) -> ());
-dispatch!(adamax, rows_generic, (p: &mut [T], g: &[T], m: &mut [T], u: &mut [T], s: AdamaxStep, term: Option<&[T]>, row_sq: &mut [f64]) -> ());
+dispatch!(adam, rows_generic, (p: &mut [T], g: &[T], state: [&mut [T]; 3], s: AdamStep, term: Option<&[T]>, row_sq: &mut [f64]) -> ());
+dispatch!(adamax, rows_generic, (p: &mut [T], g: &[T], state: [&mut [T]; 3], s: AdamaxStep, term: Option<&[T]>, row_sq: &mut [f64]) -> ());
+dispatch!(rmsprop, rows_generic, (p: &mut [T], g: &[T], state: [&mut [T]; 3], s: RmsPropStep, term: Option<&[T]>, row_sq: &mut [f64]) -> ());

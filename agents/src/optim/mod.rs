@@ -2,157 +2,48 @@
 //!
 //! tch's own optimizers hide their state (no save/load) and have no Adamax (the paper's
 //! optimizer), so these are written here, following PyTorch's update rules to the letter
-//! (`torch.optim.Adam`, `RMSprop(centered=True)`, `Adamax`); `tests` check them against PyTorch
-//! trajectories produced by `tests/oracles/optim_reference.py`.
+//! (`torch.optim.Adam`, `RMSprop`, `Adamax`); `tests` check them against PyTorch trajectories
+//! produced by `tests/oracles/optim_reference.py`.
+//!
+//! One type per rule ([`Adam`], [`Adamax`], [`RmsProp`]) behind `rules::Rule` says what the rule's
+//! state is and how a step changes a parameter; one [`Optimizer`] drives any of them. A step
+//! takes one of three ways, the first that applies:
+//! - the rule's one-pass CPU kernel (`fused`: CPU, f32/f64, contiguous), which also folds in the
+//!   clipping coefficient and weight norm's gradient projection as it reads the gradient;
+//! - on the device, for a CUDA graph ([`Optimizer::step_on_device`]): the rule's multi-tensor
+//!   kernel where it has one, else its tensor ops with the bias corrections computed there;
+//! - the rule's tensor ops (`Rule::update`).
 
 use std::collections::HashMap;
 use std::path::Path;
 
 use tch::{Kind, Tensor};
 
-/// Which optimizer, with its hyper-parameters.
+mod fused;
+mod rules;
+
+pub use rules::{Adam, Adamax, RmsProp};
+use rules::{Count, Factors, Rule};
+
+/// Which optimizer rule, with its hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum OptimizerKind {
-    /// Adam (Kingma & Ba 2015).
-    Adam {
-        /// First-moment decay.
-        beta1: f64,
-        /// Second-moment decay.
-        beta2: f64,
-        /// Denominator epsilon.
-        eps: f64,
-    },
-    /// Adamax (Kingma & Ba 2015, Section 7.1): infinity-norm Adam; the paper's optimizer.
-    Adamax {
-        /// First-moment decay (the paper's DQN used 0.5).
-        beta1: f64,
-        /// Infinity-norm decay.
-        beta2: f64,
-        /// Epsilon.
-        eps: f64,
-    },
-    /// RMSProp as PyTorch writes it; `centered` as in Nature DQN.
-    RmsProp {
-        /// Squared-gradient decay.
-        alpha: f64,
-        /// Epsilon added to the root.
-        eps: f64,
-        /// Subtract the squared mean gradient.
-        centered: bool,
-        /// Momentum (0 = none).
-        momentum: f64,
-    },
+    /// [`Adam`].
+    Adam(Adam),
+    /// [`Adamax`]: the paper's optimizer.
+    Adamax(Adamax),
+    /// [`RmsProp`].
+    RmsProp(RmsProp),
 }
 
-/// One parameter's optimizer state, by name (the names key the saved file, as PyTorch names
-/// them).
-enum ParamState {
-    Adam { exp_avg: Tensor, exp_avg_sq: Tensor },
-    Adamax { exp_avg: Tensor, exp_inf: Tensor },
-    RmsProp { square_avg: Tensor, grad_avg: Tensor, momentum_buffer: Tensor },
-}
-
-impl ParamState {
-    /// Zero state for parameter `p`.
-    fn new(kind: &OptimizerKind, p: &Tensor) -> ParamState {
-        let z = || p.zeros_like().detach();
-        match kind {
-            OptimizerKind::Adam { .. } => ParamState::Adam { exp_avg: z(), exp_avg_sq: z() },
-            OptimizerKind::Adamax { .. } => ParamState::Adamax { exp_avg: z(), exp_inf: z() },
-            OptimizerKind::RmsProp { .. } => {
-                ParamState::RmsProp { square_avg: z(), grad_avg: z(), momentum_buffer: z() }
-            }
-        }
-    }
-
-    /// Every buffer with its name, in a fixed order.
-    fn named(&self) -> Vec<(&'static str, &Tensor)> {
+impl OptimizerKind {
+    /// The rule.
+    fn rule(&self) -> &dyn Rule {
         match self {
-            ParamState::Adam { exp_avg, exp_avg_sq } => vec![("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq)],
-            ParamState::Adamax { exp_avg, exp_inf } => vec![("exp_avg", exp_avg), ("exp_inf", exp_inf)],
-            ParamState::RmsProp { square_avg, grad_avg, momentum_buffer } => {
-                vec![("square_avg", square_avg), ("grad_avg", grad_avg), ("momentum_buffer", momentum_buffer)]
-            }
+            OptimizerKind::Adam(r) => r,
+            OptimizerKind::Adamax(r) => r,
+            OptimizerKind::RmsProp(r) => r,
         }
-    }
-}
-
-/// The step-dependent factors of one update, as host numbers (an eager step) or as scalars
-/// computed on the device from the device step counter (a capturable step): the tensor-op path
-/// ([`update_ops`]) reads both the same way.
-struct Factors {
-    /// `lr / (1 - beta1^t)` (Adam, Adamax; 1 for RMSProp, which has none).
-    step_size: Tensor,
-    /// `sqrt(1 - beta2^t)` (Adam; 1 otherwise).
-    bc2_sqrt: Tensor,
-}
-
-impl Factors {
-    /// The factors of step `t` (counted from 1), from the host's count.
-    fn host(kind: OptimizerKind, lr: f64, t: f64) -> Factors {
-        let (step_size, bc2_sqrt) = match kind {
-            OptimizerKind::Adam { beta1, beta2, .. } => (lr / (1.0 - beta1.powf(t)), (1.0 - beta2.powf(t)).sqrt()),
-            OptimizerKind::Adamax { beta1, .. } => (lr / (1.0 - beta1.powf(t)), 1.0),
-            OptimizerKind::RmsProp { .. } => (1.0, 1.0),
-        };
-        Factors { step_size: Tensor::from(step_size), bc2_sqrt: Tensor::from(bc2_sqrt) }
-    }
-
-    /// The factors of the step the device counter `t` holds, computed on its device (in f64, as
-    /// the host computes them).
-    fn device(kind: OptimizerKind, lr: f64, t: &Tensor) -> Factors {
-        let t = t.to_kind(Kind::Double);
-        let one_minus_pow = |beta: f64| Tensor::pow_scalar(beta, &t).neg() + 1.0;
-        let one = || t.ones_like();
-        match kind {
-            OptimizerKind::Adam { beta1, beta2, .. } => {
-                Factors { step_size: one_minus_pow(beta1).reciprocal() * lr, bc2_sqrt: one_minus_pow(beta2).sqrt() }
-            }
-            OptimizerKind::Adamax { beta1, .. } => {
-                Factors { step_size: one_minus_pow(beta1).reciprocal() * lr, bc2_sqrt: one() }
-            }
-            OptimizerKind::RmsProp { .. } => Factors { step_size: one(), bc2_sqrt: one() },
-        }
-    }
-}
-
-/// One update of parameter `p` with gradient `g` in tensor ops: the rules of `torch.optim`, once
-/// for every device and for the eager and the capturable step alike.
-fn update_ops(kind: OptimizerKind, lr: f64, p: &mut Tensor, g: &Tensor, st: &mut ParamState, f: &Factors) {
-    match (kind, st) {
-        (OptimizerKind::Adam { beta1, beta2, eps }, ParamState::Adam { exp_avg, exp_avg_sq }) => {
-            let _ = exp_avg.lerp_(g, 1.0 - beta1);
-            let _ = exp_avg_sq.lerp_(&g.square(), 1.0 - beta2);
-            let denom = exp_avg_sq.sqrt() / &f.bc2_sqrt + eps;
-            let _ = p.g_sub_(&(&*exp_avg / denom * &f.step_size));
-        }
-        (OptimizerKind::Adamax { beta1, beta2, eps }, ParamState::Adamax { exp_avg, exp_inf }) => {
-            let _ = exp_avg.lerp_(g, 1.0 - beta1);
-            let _ = exp_inf.g_mul_scalar_(beta2);
-            let _ = exp_inf.maximum_out(&*exp_inf, &(g.abs() + eps));
-            let _ = p.g_sub_(&(&*exp_avg / &*exp_inf * &f.step_size));
-        }
-        (
-            OptimizerKind::RmsProp { alpha, eps, centered, momentum },
-            ParamState::RmsProp { square_avg, grad_avg, momentum_buffer },
-        ) => {
-            let _ = square_avg.lerp_(&g.square(), 1.0 - alpha);
-            let mut avg = if centered {
-                let _ = grad_avg.lerp_(g, 1.0 - alpha);
-                (&*square_avg - grad_avg.square()).sqrt()
-            } else {
-                square_avg.sqrt()
-            };
-            let _ = avg.g_add_scalar_(eps);
-            if momentum > 0.0 {
-                let _ = momentum_buffer.g_mul_scalar_(momentum);
-                let _ = momentum_buffer.addcdiv_(g, &avg);
-                let _ = p.g_add_(&(&*momentum_buffer * -lr));
-            } else {
-                let _ = p.g_sub_(&(g / avg * lr));
-            }
-        }
-        _ => unreachable!("a parameter's state is of its optimizer's kind"),
     }
 }
 
@@ -170,7 +61,7 @@ impl RowProjection {
     ///
     /// # Safety
     /// `T` must be the element type of both (contiguous CPU) tensors.
-    unsafe fn coefs<T: crate::fused::Real>(&self) -> (Vec<f64>, f64) {
+    unsafe fn coefs<T: fused::Real>(&self) -> (Vec<f64>, f64) {
         // SAFETY: the caller's contract.
         let (d, n) = unsafe { (data::<T>(&self.dots), data::<T>(&self.norms)) };
         let coef = d.iter().zip(n).map(|(&d, &n)| -(d.to_f64() / (n.to_f64() * n.to_f64()))).collect();
@@ -184,8 +75,8 @@ impl RowProjection {
 struct Buffers {
     p: usize,
     g: usize,
-    s1: usize,
-    s2: usize,
+    /// The rule's state buffers (up to three; None where it has fewer).
+    state: [Option<usize>; 3],
     len: usize,
     double: bool,
     coef: Option<Vec<f64>>,
@@ -244,7 +135,8 @@ pub struct Optimizer {
     pub lr: f64,
     names: Vec<String>,
     params: Vec<Tensor>,
-    state: Vec<ParamState>,
+    /// Per parameter, its rule's state buffers ([`Rule::state_names`]).
+    state: Vec<Vec<Tensor>>,
     step: i64,
     /// The step counter on the parameters' device (f32, as PyTorch keeps it; exact to 2^24
     /// steps, and the bias corrections are 1 long before), once [`Optimizer::make_capturable`]
@@ -255,8 +147,8 @@ pub struct Optimizer {
     /// fused Adam, foreach clipping) instead of per-tensor ops. Always on; the tests switch it
     /// off to hold both paths against each other.
     pub(crate) multi_tensor: bool,
-    /// Use the one-pass CPU kernels of [`crate::fused`] where they apply (CPU, f32/f64,
-    /// contiguous; Adam and Adamax). Always on; the tests switch it off to hold the kernels
+    /// Use the rule's one-pass CPU kernel (`fused`) where it applies (CPU, f32/f64,
+    /// contiguous). Always on; the tests switch it off to hold the kernels
     /// against the tensor-op path.
     pub(crate) fused: bool,
     /// Per parameter, a projection of its gradient not yet made ([`Optimizer::project_rows`]).
@@ -273,7 +165,8 @@ impl Optimizer {
     /// An optimizer for `params` (name, tensor). Names key the saved state.
     pub fn new(kind: OptimizerKind, lr: f64, mut params: Vec<(String, Tensor)>) -> Self {
         params.sort_by(|a, b| a.0.cmp(&b.0));
-        let state = params.iter().map(|(_, p)| ParamState::new(&kind, p)).collect();
+        let buffers = kind.rule().state_names().len();
+        let state = params.iter().map(|(_, p)| (0..buffers).map(|_| p.zeros_like().detach()).collect()).collect();
         let (names, params): (Vec<String>, Vec<Tensor>) = params.into_iter().unzip();
         let pending = params.iter().map(|_| None).collect();
         let row_norms = params.iter().map(|_| None).collect();
@@ -437,35 +330,29 @@ impl Optimizer {
         self.row_norms.iter_mut().for_each(|n| *n = None);
         let t = self.step_t.as_ref().ok_or_else(|| anyhow::anyhow!("make_capturable() before step_on_device()"))?;
         self.advance_device_step();
-        let lr = self.lr;
-        if let (OptimizerKind::Adam { beta1, beta2, eps }, true) = (self.kind, self.multi_tensor) {
-            let mut lists: [Vec<Tensor>; 5] = Default::default();
-            for (p, st) in self.params.iter().zip(&self.state) {
-                if let (ParamState::Adam { exp_avg, exp_avg_sq }, true) = (st, p.grad().defined()) {
-                    for (list, t) in lists.iter_mut().zip([p, &p.grad(), exp_avg, exp_avg_sq, t]) {
-                        list.push(t.shallow_clone());
-                    }
-                }
+        let (rule, lr) = (self.kind.rule(), self.lr);
+        if self.multi_tensor {
+            let with_grad: Vec<usize> = (0..self.params.len()).filter(|&i| self.params[i].grad().defined()).collect();
+            let params: Vec<Tensor> = with_grad.iter().map(|&i| self.params[i].shallow_clone()).collect();
+            let grads: Vec<Tensor> = params.iter().map(Tensor::grad).collect();
+            let state: Vec<&[Tensor]> = with_grad.iter().map(|&i| self.state[i].as_slice()).collect();
+            if let Some(done) = tch::no_grad(|| rule.multi_tensor(lr, &params, &grads, &state, t)) {
+                return done;
             }
-            let [params, grads, exp_avg, exp_avg_sq, steps] = &lists;
-            let hyper = crate::ext::multi_tensor::AdamHyper { lr, beta1, beta2, eps };
-            return tch::no_grad(|| {
-                crate::ext::multi_tensor::fused_adam(params, grads, exp_avg, exp_avg_sq, steps, hyper)
-            });
         }
-        let f = Factors::device(self.kind, lr, t);
+        let f = rule.factors(lr, Count::Device(t));
         self.step_ops(&f);
         Ok(())
     }
 
     /// The tensor-op update of every parameter with a gradient.
     fn step_ops(&mut self, f: &Factors) {
-        let (kind, lr) = (self.kind, self.lr);
+        let (rule, lr) = (self.kind.rule(), self.lr);
         tch::no_grad(|| {
             for (p, st) in self.params.iter_mut().zip(self.state.iter_mut()) {
                 let g = p.grad();
                 if g.defined() {
-                    update_ops(kind, lr, p, &g, st, f);
+                    rule.update(lr, p, &g, st, f);
                 }
             }
         });
@@ -491,9 +378,9 @@ impl Optimizer {
             // f64 (`b.double` says which); nothing writes them while their squares are summed.
             let sq = unsafe {
                 if b.double {
-                    crate::fused::sum_sq(span::<f64>(b.g, pc.start..pc.end))
+                    fused::sum_sq(span::<f64>(b.g, pc.start..pc.end))
                 } else {
-                    crate::fused::sum_sq(span::<f32>(b.g, pc.start..pc.end))
+                    fused::sum_sq(span::<f32>(b.g, pc.start..pc.end))
                 }
             };
             sums[i].store(sq.to_bits(), std::sync::atomic::Ordering::Relaxed);
@@ -520,10 +407,10 @@ impl Optimizer {
         norm
     }
 
-    /// Whether [`crate::fused`] can run this step: every parameter, gradient and state tensor
+    /// Whether the rule's one-pass kernel (`fused`) can run this step: every parameter, gradient and state tensor
     /// on the CPU, contiguous, one float kind.
     fn fusable(&self) -> bool {
-        if !self.fused || matches!(self.kind, OptimizerKind::RmsProp { .. }) {
+        if !self.fused || self.kind.rule().fused(self.lr, 1.0).is_none() {
             return false;
         }
         let ok = |t: &Tensor, kind: Kind| {
@@ -534,7 +421,7 @@ impl Optimizer {
             matches!(kind, Kind::Float | Kind::Double)
                 && ok(p, kind)
                 && ok(&p.grad(), kind)
-                && st.named().iter().all(|(_, t)| ok(t, kind))
+                && st.iter().all(|t| ok(t, kind))
                 && c.as_ref().is_none_or(|r| ok(&r.dots, kind) && ok(&r.norms, kind))
         })
     }
@@ -551,7 +438,6 @@ impl Optimizer {
             .zip(&self.state)
             .zip(&self.pending)
             .map(|(((p, g), st), c)| {
-                let named = st.named();
                 let double = p.kind() == Kind::Double;
                 // SAFETY: `fusable` checked the projection's tensors are of the parameter's kind.
                 let coef = c.as_ref().map(|r| unsafe {
@@ -564,7 +450,8 @@ impl Optimizer {
                 let len = p.numel();
                 let row = coef.as_ref().map_or(1, |c| len / c.len().max(1));
                 let addr = |t: &Tensor| t.data_ptr() as usize;
-                Buffers { p: addr(p), g: addr(g), s1: addr(named[0].1), s2: addr(named[1].1), len, double, coef, row }
+                let state = [0, 1, 2].map(|k| st.get(k).map(addr));
+                Buffers { p: addr(p), g: addr(g), state, len, double, coef, row }
             })
             .collect();
         let total: usize = bufs.iter().map(|b| b.len).sum();
@@ -586,55 +473,33 @@ impl Optimizer {
     /// The one-pass CPU update of every parameter, its gradients scaled by `gscale` as read,
     /// its pieces spread over the intra-op threads.
     fn step_fused(&mut self, bufs: &[Buffers], pieces: &[Piece], gscale: f64) {
-        use crate::fused::{adam, adamax, AdamStep, AdamaxStep, Real};
+        use fused::{Pass, Real};
         self.step += 1;
         self.advance_device_step();
-        let (t, lr) = (self.step as f64, self.lr);
-        #[derive(Clone, Copy)]
-        enum Rule {
-            Adam(AdamStep),
-            Adamax(AdamaxStep),
-        }
-        let rule = match self.kind {
-            OptimizerKind::Adam { beta1, beta2, eps } => Rule::Adam(AdamStep {
-                gscale,
-                beta1,
-                beta2,
-                step_size: lr / (1.0 - beta1.powf(t)),
-                bc2_sqrt: (1.0 - beta2.powf(t)).sqrt(),
-                eps,
-            }),
-            OptimizerKind::Adamax { beta1, beta2, eps } => {
-                Rule::Adamax(AdamaxStep { gscale, beta1, beta2, clr: lr / (1.0 - beta1.powf(t)), eps })
-            }
-            OptimizerKind::RmsProp { .. } => unreachable!("fusable: Adam or Adamax"),
-        };
-        fn piece<T: Real>(b: &Buffers, pc: &Piece, rule: Rule) -> Vec<f64> {
+        let pass =
+            self.kind.rule().fused(self.lr, self.step as f64).expect("fusable: the rule has a kernel").scaled(gscale);
+        fn piece<T: Real>(b: &Buffers, pc: &Piece, pass: Pass) -> Vec<f64> {
             let r = pc.start..pc.end;
             // SAFETY: `fusable` checked that every buffer is a contiguous CPU tensor of `T`; a
-            // parameter, its gradient and its two state buffers are distinct storages; pieces
-            // do not overlap, and nothing else touches the buffers during the step.
-            let (p, g, m, v) = unsafe {
+            // parameter, its gradient and its state buffers are distinct storages; pieces do not
+            // overlap, and nothing else touches the buffers during the step.
+            let (p, g, state) = unsafe {
                 (
                     span_mut::<T>(b.p, r.clone()),
                     span::<T>(b.g, r.clone()),
-                    span_mut::<T>(b.s1, r.clone()),
-                    span_mut::<T>(b.s2, r),
+                    b.state.map(|s| s.map_or(&mut [][..], |s| span_mut::<T>(s, r.clone()))),
                 )
             };
             let coef: Option<Vec<T>> =
                 b.coef.as_ref().map(|c| c[pc.start / b.row..pc.end / b.row].iter().map(|&x| T::of(x)).collect());
             let mut row_sq = vec![0f64; coef.as_ref().map_or(0, Vec::len)];
-            match rule {
-                Rule::Adam(s) => adam::<T>(p, g, m, v, s, coef.as_deref(), &mut row_sq),
-                Rule::Adamax(s) => adamax::<T>(p, g, m, v, s, coef.as_deref(), &mut row_sq),
-            }
+            pass.run::<T>(p, g, state, coef.as_deref(), &mut row_sq);
             row_sq
         }
         let row_sq: Vec<std::sync::Mutex<Vec<f64>>> = pieces.iter().map(|_| Default::default()).collect();
         for_pieces(pieces.len(), &|i| {
             let (pc, b) = (&pieces[i], &bufs[pieces[i].param]);
-            let sums = if b.double { piece::<f64>(b, pc, rule) } else { piece::<f32>(b, pc, rule) };
+            let sums = if b.double { piece::<f64>(b, pc, pass) } else { piece::<f32>(b, pc, pass) };
             *row_sq[i].lock().unwrap_or_else(|e| e.into_inner()) = sums;
         });
         // The projected parameters' row norms, from their pieces in order.
@@ -667,15 +532,16 @@ impl Optimizer {
         self.row_norms.iter_mut().for_each(|n| *n = None);
         self.step += 1;
         self.advance_device_step();
-        let f = Factors::host(self.kind, self.lr, self.step as f64);
+        let f = self.kind.rule().factors(self.lr, Count::Host(self.step as f64));
         self.step_ops(&f);
     }
 
     /// Every state tensor by `param/state` name, plus the step counter as `__step`.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = vec![("__step".to_string(), Tensor::from_slice(&[self.step]))];
+        let names = self.kind.rule().state_names();
         for (name, st) in self.names.iter().zip(&self.state) {
-            for (sn, t) in st.named() {
+            for (sn, t) in names.iter().zip(st) {
                 out.push((format!("{name}/{sn}"), t.shallow_clone()));
             }
         }
@@ -706,8 +572,9 @@ impl Optimizer {
         }
         self.row_norms.iter_mut().for_each(|n| *n = None);
         tch::no_grad(|| -> anyhow::Result<()> {
+            let names = self.kind.rule().state_names();
             for (name, st) in self.names.iter().zip(&self.state) {
-                for (sn, t) in st.named() {
+                for (sn, t) in names.iter().zip(st) {
                     let key = format!("{name}/{sn}");
                     let src = state.get(&key).ok_or_else(|| anyhow::anyhow!("it lacks {key}"))?;
                     t.shallow_clone().copy_(src);
@@ -779,16 +646,16 @@ mod tests {
 
     fn kinds() -> Vec<(&'static str, OptimizerKind, f64)> {
         vec![
-            ("adam", OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 }, 0.01),
-            ("adamax", OptimizerKind::Adamax { beta1: 0.5, beta2: 0.999, eps: 1e-8 }, 0.01),
+            ("adam", OptimizerKind::Adam(Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 }), 0.01),
+            ("adamax", OptimizerKind::Adamax(Adamax { beta1: 0.5, beta2: 0.999, eps: 1e-8 }), 0.01),
             (
                 "rmsprop_centered",
-                OptimizerKind::RmsProp { alpha: 0.95, eps: 0.01, centered: true, momentum: 0.0 },
+                OptimizerKind::RmsProp(RmsProp { alpha: 0.95, eps: 0.01, centered: true, momentum: 0.0 }),
                 0.01,
             ),
             (
                 "rmsprop_momentum",
-                OptimizerKind::RmsProp { alpha: 0.99, eps: 1e-8, centered: false, momentum: 0.9 },
+                OptimizerKind::RmsProp(RmsProp { alpha: 0.99, eps: 1e-8, centered: false, momentum: 0.9 }),
                 0.001,
             ),
         ]
@@ -866,7 +733,7 @@ mod tests {
         }
         // The rows' norms after a fused step that projected the gradient are the parameter's,
         // until something else writes it; none without a projection or after an unfused step.
-        for (name, kind, lr) in kinds().into_iter().take(2) {
+        for (name, kind, lr) in kinds() {
             let p = Tensor::randn([4, 9], (Kind::Float, Device::Cpu)).set_requires_grad(true);
             let mut opt = Optimizer::new(kind, lr, vec![("p".into(), p.shallow_clone())]);
             let rows = || Tensor::from_slice(&[0.1f32, 0.2, 0.3, 0.4]);
@@ -909,7 +776,7 @@ mod tests {
             .expect("the project venv (make setup) provides torch for the reference script");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let reference: HashMap<String, Vec<f64>> = serde_json::from_slice(&out.stdout).unwrap();
-        // Every path: the one-pass kernels (Adam, Adamax), the tensor ops (everything), and the
+        // Every path: the one-pass kernels, the tensor ops, and the
         // capturable ops with bias corrections computed on the device (everything).
         for path in [Path3::Fused, Path3::Ops, Path3::OnDevice, Path3::OnDeviceMultiTensor] {
             for (name, kind, lr) in kinds() {
