@@ -2,7 +2,8 @@
 
 Nature CNN (4x84x84 u8 input / 255, 6 actions), or with `--network minatar` MinAtar's network
 (conv 16 3x3 -> dense 128 on 4x10x10 inputs, Breakout's channels, 6 actions), batch 32, double DQN, Huber loss, global
-gradient-norm clipping at 10, Adam(lr=1e-4, eps=1.5e-4), synthetic batch, `--threads` intra-op
+gradient-norm clipping at 10, Adam(lr=1e-4, eps=1.5e-4) or (`--optimizer rmsprop`) configs/minatar.toml's
+centered RMSprop with momentum, synthetic batch, `--threads` intra-op
 threads. `--variant weight_norm` wraps every layer in torch's weight_norm parametrization.
 `--cuda-graph` (CUDA only) captures the whole update once (forwards, loss, backward, clipping,
 a capturable Adam step) as a CUDA graph and replays it, copying a fresh pinned-host batch into the
@@ -30,6 +31,7 @@ p.add_argument("--device", default="cpu")
 p.add_argument("--cuda-graph", action="store_true")
 p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
 p.add_argument("--channels-last", action="store_true")
+p.add_argument("--optimizer", default="adam", choices=["adam", "rmsprop"])
 args = p.parse_args()
 if args.cuda_graph and not args.device.startswith("cuda"):
     p.error("--cuda-graph needs --device cuda")
@@ -64,7 +66,12 @@ fmt = torch.channels_last if args.channels_last else torch.contiguous_format
 if args.channels_last:
     online, target = online.to(memory_format=fmt), target.to(memory_format=fmt)
 autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.precision == "bf16")
-opt = torch.optim.Adam(online.parameters(), lr=1e-4, eps=1.5e-4, capturable=args.cuda_graph)
+if args.optimizer == "rmsprop":
+    # configs/minatar.toml's (MinAtar's examples/dqn.py).
+    opt = torch.optim.RMSprop(online.parameters(), lr=2.5e-4, alpha=0.95, eps=0.01, momentum=0.95, centered=True,
+                              capturable=args.cuda_graph)
+else:
+    opt = torch.optim.Adam(online.parameters(), lr=1e-4, eps=1.5e-4, capturable=args.cuda_graph)
 B = args.batch
 side = 10 if args.network == "minatar" else 84
 obs = torch.randint(0, 256, (B, 4, side, side), dtype=torch.uint8, device=dev)

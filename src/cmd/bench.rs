@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 use wndqn_agents::dqn::{Dqn, DqnConfig, Loss, TargetUpdate};
-use wndqn_agents::optim::{Adam, OptimizerKind};
+use wndqn_agents::optim::{Adam, OptimizerKind, RmsProp};
 use wndqn_agents::qnet::{Arch, QNetConfig, Variant};
 use wndqn_agents::replay::{BatchPrep, FrameMemory, ObsRef, TensorBatch, Transition};
 use wndqn_envs::{make_env, EnvConfig, EnvId};
@@ -96,6 +96,9 @@ pub struct LearnerBench {
     /// costs over the other, with the machine's drift cancelled out.
     #[arg(long, value_enum)]
     pub vs: Option<Variant>,
+    /// The update's optimizer (the reference script takes the same `--optimizer`).
+    #[arg(long, value_enum, default_value = "adam")]
+    pub optimizer: BenchOptimizer,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -271,7 +274,13 @@ fn bench_env(b: EnvBench, rom_dir: Option<&Path>) -> Result<()> {
 
 /// The update the learner benchmark measures (and the PyTorch reference reproduces), for
 /// observations of `io`'s shape and its number of actions (a game's), or the network's usual ones.
-pub fn bench_dqn(arch: Arch, variant: Variant, device: Device, io: Option<(Vec<i64>, i64)>) -> Result<(Dqn, Vec<i64>)> {
+pub fn bench_dqn(
+    arch: Arch,
+    variant: Variant,
+    optimizer: BenchOptimizer,
+    device: Device,
+    io: Option<(Vec<i64>, i64)>,
+) -> Result<(Dqn, Vec<i64>)> {
     let (shape, actions) = io.unwrap_or_else(|| match arch {
         Arch::Nature => (vec![4i64, 84, 84], 6),
         Arch::Mlp => (vec![4i64], 2),
@@ -287,16 +296,40 @@ pub fn bench_dqn(arch: Arch, variant: Variant, device: Device, io: Option<(Vec<i
         hidden: 128,
         norm: Default::default(),
     };
+    let (optimizer, lr) = optimizer.kind();
     let cfg = DqnConfig {
         gamma: 0.99,
         double_dqn: true,
         loss: Loss::Huber,
         grad_clip_norm: Some(10.0),
         target_update: TargetUpdate::Hard(1000),
-        optimizer: OptimizerKind::Adam(Adam { beta1: 0.9, beta2: 0.999, eps: 1.5e-4 }),
-        lr: 1e-4,
+        optimizer,
+        lr,
     };
     Ok((Dqn::new(&net, cfg, device), shape))
+}
+
+/// The optimizers `bench learner` times.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum BenchOptimizer {
+    /// Adam, lr 1e-4, eps 1.5e-4 (the Atari presets').
+    #[default]
+    Adam,
+    /// Centered RMSProp with momentum 0.95, lr 2.5e-4, alpha 0.95, eps 0.01 (configs/minatar.toml's,
+    /// from MinAtar's examples/dqn.py).
+    Rmsprop,
+}
+
+impl BenchOptimizer {
+    /// The rule and the learning rate.
+    fn kind(self) -> (OptimizerKind, f64) {
+        match self {
+            BenchOptimizer::Adam => (OptimizerKind::Adam(Adam { beta1: 0.9, beta2: 0.999, eps: 1.5e-4 }), 1e-4),
+            BenchOptimizer::Rmsprop => {
+                (OptimizerKind::RmsProp(RmsProp { alpha: 0.95, eps: 0.01, centered: true, momentum: 0.95 }), 2.5e-4)
+            }
+        }
+    }
 }
 
 /// A batch of noise as host tensors (`u8` frames or `f32` vectors).
@@ -387,7 +420,7 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     tch::manual_seed(0);
     let game = b.game.as_deref().map(|g| game_batch(g, b.network, b.batch, rom_dir)).transpose()?;
     let io = game.as_ref().map(|g| g.1.clone());
-    let (mut dqn, shape) = bench_dqn(b.network, variant, device, io.clone())?;
+    let (mut dqn, shape) = bench_dqn(b.network, variant, b.optimizer, device, io.clone())?;
     let compute = match b.precision.enable(device)? {
         wndqn_agents::layers::Compute::Bf16 { .. } => {
             wndqn_agents::layers::Compute::Bf16 { channels_last: b.channels_last }
@@ -415,7 +448,7 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     if b.json {
         out!(
             "{}",
-            json!({"updates_per_sec": ups, "variant": variant.name(), "network": b.network, "cuda_graph": graph_used, "obs": b.game.as_deref().unwrap_or("noise"), "device": device_name(device), "threads": threads, "batch": b.batch, "updates": n, "seconds": secs, "precision": b.precision.name(), "channels_last": b.channels_last})
+            json!({"updates_per_sec": ups, "variant": variant.name(), "network": b.network, "cuda_graph": graph_used, "obs": b.game.as_deref().unwrap_or("noise"), "device": device_name(device), "threads": threads, "batch": b.batch, "updates": n, "seconds": secs, "precision": b.precision.name(), "channels_last": b.channels_last, "optimizer": format!("{:?}", b.optimizer).to_lowercase()})
         );
     } else {
         out!(
@@ -489,7 +522,7 @@ fn bench_learner_pair(
 ) -> Result<()> {
     let build = |v: Variant| -> Result<Dqn> {
         tch::manual_seed(0);
-        let (mut dqn, _) = bench_dqn(b.network, v, device, io.clone())?;
+        let (mut dqn, _) = bench_dqn(b.network, v, b.optimizer, device, io.clone())?;
         dqn.set_compute(compute);
         if v.data_init() {
             dqn.data_init(&batch.obs, 1.0);
@@ -534,7 +567,7 @@ fn bench_learner_pair(
     if b.json {
         out!(
             "{}",
-            json!({"variant": va, "vs": vo, "median_ms": a * 1e3, "vs_median_ms": o * 1e3, "ratio": ratio, "updates_each": count, "network": b.network, "device": device_name(device), "threads": threads, "batch": b.batch, "precision": b.precision.name(), "channels_last": b.channels_last})
+            json!({"variant": va, "vs": vo, "median_ms": a * 1e3, "vs_median_ms": o * 1e3, "ratio": ratio, "updates_each": count, "network": b.network, "device": device_name(device), "threads": threads, "batch": b.batch, "precision": b.precision.name(), "channels_last": b.channels_last, "optimizer": format!("{:?}", b.optimizer).to_lowercase()})
         );
     } else {
         out!(
