@@ -376,7 +376,9 @@ mod tests {
 
     fn dqn() -> Dqn {
         tch::manual_seed(0);
-        crate::cmd::bench::bench_dqn(Arch::Minatar, Variant::WeightNorm, Default::default(), Device::Cpu, None).unwrap().0
+        crate::cmd::bench::bench_dqn(Arch::Minatar, Variant::WeightNorm, Default::default(), Device::Cpu, None)
+            .unwrap()
+            .0
     }
 
     fn batch() -> TensorBatch {
