@@ -26,7 +26,7 @@ use crate::train::learner::{Acc, Updater};
 pub enum BenchCmd {
     /// Preprocessed env steps per second (random actions), one env per thread.
     Env(EnvBench),
-    /// Full DQN updates per second (batch 32, double DQN, Adam) on synthetic batches.
+    /// Full DQN updates per second (batch 32, double DQN, Adam or RMSProp) on synthetic batches.
     Learner(LearnerBench),
     /// Replay sampling rate and resident memory per stored transition.
     Replay(ReplayBench),
@@ -445,14 +445,15 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     }
     let (n, secs, graph_used) = timed_updates(&mut dqn, &host, &prep, b.cuda_graph, device, b.seconds)?;
     let ups = n as f64 / secs;
+    let optimizer = format!("{:?}", b.optimizer).to_lowercase();
     if b.json {
         out!(
             "{}",
-            json!({"updates_per_sec": ups, "variant": variant.name(), "network": b.network, "cuda_graph": graph_used, "obs": b.game.as_deref().unwrap_or("noise"), "device": device_name(device), "threads": threads, "batch": b.batch, "updates": n, "seconds": secs, "precision": b.precision.name(), "channels_last": b.channels_last, "optimizer": format!("{:?}", b.optimizer).to_lowercase()})
+            json!({"updates_per_sec": ups, "variant": variant.name(), "network": b.network, "cuda_graph": graph_used, "obs": b.game.as_deref().unwrap_or("noise"), "device": device_name(device), "threads": threads, "batch": b.batch, "updates": n, "seconds": secs, "precision": b.precision.name(), "channels_last": b.channels_last, "optimizer": optimizer})
         );
     } else {
         out!(
-            "{} {} {} on {}{} ({} threads): {:.1} updates/s (batch {}, double DQN, Adam)",
+            "{} {} {} on {}{} ({} threads): {:.1} updates/s (batch {}, double DQN, {optimizer})",
             b.network.name(),
             variant.name(),
             b.precision.name(),
