@@ -321,6 +321,11 @@ pub enum BenchOptimizer {
 }
 
 impl BenchOptimizer {
+    /// The name `--optimizer` takes, from clap's own list.
+    fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self).map(|v| v.get_name().to_owned()).unwrap_or_default()
+    }
+
     /// The rule and the learning rate.
     fn kind(self) -> (OptimizerKind, f64) {
         match self {
@@ -445,7 +450,7 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     }
     let (n, secs, graph_used) = timed_updates(&mut dqn, &host, &prep, b.cuda_graph, device, b.seconds)?;
     let ups = n as f64 / secs;
-    let optimizer = format!("{:?}", b.optimizer).to_lowercase();
+    let optimizer = b.optimizer.name();
     if b.json {
         out!(
             "{}",
@@ -568,7 +573,7 @@ fn bench_learner_pair(
     if b.json {
         out!(
             "{}",
-            json!({"variant": va, "vs": vo, "median_ms": a * 1e3, "vs_median_ms": o * 1e3, "ratio": ratio, "updates_each": count, "network": b.network, "device": device_name(device), "threads": threads, "batch": b.batch, "precision": b.precision.name(), "channels_last": b.channels_last, "optimizer": format!("{:?}", b.optimizer).to_lowercase()})
+            json!({"variant": va, "vs": vo, "median_ms": a * 1e3, "vs_median_ms": o * 1e3, "ratio": ratio, "updates_each": count, "network": b.network, "device": device_name(device), "threads": threads, "batch": b.batch, "precision": b.precision.name(), "channels_last": b.channels_last, "optimizer": b.optimizer.name()})
         );
     } else {
         out!(
