@@ -104,7 +104,7 @@ pub fn load(dir: &Path, allow_unfinished: bool) -> Result<RunResult> {
 
 /// The events of a run, from event files that are whole: every record's CRCs match, no file
 /// ends in a torn record, and each file the summary lists has the size it had then.
-fn checked_events(dir: &Path, summary: &crate::run::Summary) -> Result<Vec<tensorboard_proto::event::Event>> {
+pub fn checked_events(dir: &Path, summary: &crate::run::Summary) -> Result<Vec<tensorboard_proto::event::Event>> {
     let files: Vec<PathBuf> = if summary.events.is_empty() {
         crate::tensorboard::reader::files(dir)
     } else {

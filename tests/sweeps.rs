@@ -106,6 +106,55 @@ fn a_local_sweep_killed_mid_way_finishes_every_run_once() {
     for f in ["report.md", "scores.csv", "aggregates.csv", "aggregates.png", "profiles.png", "sample_efficiency.png"] {
         assert!(dir.join("report").join(f).is_file(), "{f}");
     }
+    archive_reads_as_the_sweep(d.path(), &spec, &dir, &r);
+}
+
+/// The archive of a finished sweep: every run done there, no checkpoints, the returns and the
+/// tag asked for only (TensorBoard's reader, against the sweep's own files), the same report,
+/// nothing to do for `sweep run` on it; archiving again adds nothing; a folder holding
+/// something else is refused.
+fn archive_reads_as_the_sweep(d: &Path, spec: &Path, dir: &Path, report: &serde_json::Value) {
+    let arch = d.join("archive");
+    let archive = |to: &Path| {
+        run(&["sweep", "archive", dir.to_str().unwrap(), "--out", to.to_str().unwrap(), "--tag", "losses/td_loss"])
+    };
+    let o = archive(&arch);
+    assert!(o.status.success() && text(&o).contains("4 added now"), "{}", text(&o));
+    assert_eq!(states(&status(&arch)), vec!["done"; 4]);
+    for name in RUNS {
+        let (run_dir, a) = (dir.join("runs").join(name), arch.join("runs").join(name));
+        assert_eq!((checkpoints(&a), event_files(&a)), (0, 1), "{name}");
+        let (full, slim) = (read_events(&run_dir), read_events(&a));
+        let tags: Vec<&String> = slim["scalars"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            tags,
+            ["charts/episodic_return", "eval/episodic_return", "eval/episodic_return_std", "losses/td_loss"],
+            "{name}"
+        );
+        for t in tags {
+            assert_eq!(slim["scalars"][t], full["scalars"][t], "{name} {t}");
+        }
+        assert_eq!(slim["hparams"], full["hparams"], "{name}");
+        assert!(slim["histograms"].as_object().unwrap().is_empty() && slim["text"].as_object().unwrap().is_empty());
+    }
+    let o = run(&["sweep", "report", arch.to_str().unwrap(), "--reps", "500", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["aggregates"], report["aggregates"], "the archive's report is the sweep's");
+    let o = run(&["sweep", "run", spec.to_str().unwrap(), "--dir", arch.to_str().unwrap(), "--quiet"]);
+    assert!(o.status.success() && text(&o).contains("4 done"), "{}", text(&o));
+    let o = archive(&arch);
+    assert!(
+        o.status.success() && text(&o).contains("0 added now") && text(&o).contains("4 there already"),
+        "{}",
+        text(&o)
+    );
+    let odir = d.join("elsewhere");
+    std::fs::create_dir_all(&odir).unwrap();
+    std::fs::write(odir.join("notes.txt"), "not a sweep").unwrap();
+    let o = archive(&odir);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("is not a sweep folder"), "{}", text(&o));
 }
 
 /// The one-node cluster of scripts/slurm_local.sh, or why it cannot be had here.

@@ -1,4 +1,4 @@
-//! `wndqn sweep run|status|cancel|report`: many runs (games x variants x seeds), on this machine
+//! `wndqn sweep run|status|cancel|report|archive`: many runs (games x variants x seeds), on this machine
 //! or a Slurm cluster, and the report across them. The runtime is in `src/sweep/`.
 
 use std::path::{Path, PathBuf};
@@ -31,6 +31,20 @@ pub enum SweepCmd {
     /// Scores, aggregates with 95% stratified bootstrap intervals (IQM, median, mean,
     /// optimality gap), probability of improvement, performance profiles, sample efficiency.
     Report(ReportArgs),
+    /// The finished runs as a small sweep folder of their own (plan, configs, summaries, one
+    /// event file each with the returns and the tags asked for; no checkpoints): status, report,
+    /// TensorBoard and `sweep run --dir` read it. Again: adds the runs finished since.
+    Archive {
+        /// The sweep folder.
+        dir: PathBuf,
+        /// The archive folder (new, empty, or an archive of the same sweep).
+        #[arg(long)]
+        out: PathBuf,
+        /// Also keep this scalar tag, or every tag under a prefix ending in `/` (`diag/`);
+        /// repeatable. The returns and hyper-parameters are always kept.
+        #[arg(long = "tag", value_name = "TAG")]
+        tags: Vec<String>,
+    },
 }
 
 /// `wndqn sweep run` flags.
@@ -113,6 +127,10 @@ pub fn run(cmd: SweepCmd, device: DeviceArg, rom_dir: Option<&Path>) -> Result<(
         }
         SweepCmd::Status { dir, json } => sweep::status(&dir, json),
         SweepCmd::Cancel { dir } => sweep::cancel(&dir),
+        SweepCmd::Archive { dir, out, tags } => {
+            let plan = sweep::spec::Plan::read(&dir)?;
+            sweep::archive::run(&dir, &plan, &sweep::archive::ArchiveOptions { out, tags })
+        }
         SweepCmd::Report(a) => {
             let plan = sweep::spec::Plan::read(&a.dir)?;
             let opts = report::ReportOptions {

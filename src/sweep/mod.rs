@@ -4,12 +4,14 @@
 //! - [`spec`]: the spec file and the plan it expands to (`DIR/sweep.toml`, `DIR/configs/`);
 //! - [`state`]: where each run stands, from its folder (and Slurm's queue);
 //! - [`local`], [`slurm`]: the executors;
-//! - [`report`]: scores, normalization, aggregates with intervals, profiles, curves, files.
+//! - [`report`]: scores, normalization, aggregates with intervals, profiles, curves, files;
+//! - [`archive`]: the finished runs, without checkpoints and with the tags asked for only.
 //!
 //! A sweep folder: `sweep.toml` (the plan), `configs/NAME.toml`, `runs/NAME/` (ordinary run
 //! folders), `logs/NAME.log` (each run's output), `failed/NAME` (exit status and log tail of a
 //! failed run), `slurm/` (the task script, its index and job ids), `report/`.
 
+pub mod archive;
 pub mod atari_scores;
 pub mod local;
 pub mod report;

@@ -148,6 +148,11 @@ impl Board {
         self.write_event(e);
     }
 
+    /// An event as it was read from another event file (archiving copies records unchanged).
+    pub fn event(&mut self, e: Event) {
+        self.write_event(e);
+    }
+
     /// A scalar at `step`.
     pub fn scalar(&mut self, tag: &str, value: f64, step: u64) {
         debug_assert!(is_documented(tag), "undocumented TensorBoard tag {tag}");
