@@ -11,6 +11,13 @@
 //! The arithmetic follows `torch.optim` element by element (f32 and f64); the optimizer tests
 //! check the trajectories against PyTorch. Rust never contracts `a * b + c` into an FMA on its
 //! own, so the AVX2 build of a loop rounds exactly like the baseline one.
+//!
+//! Except below `f32::MIN_POSITIVE`: the kernels run with denormals flushed to zero (MXCSR's FTZ
+//! and DAZ, what `torch.set_flush_denormal(True)` sets). The state of a weight whose gradient
+//! stays zero (a dead unit's) decays geometrically through the denormal range, and each
+//! denormal operand costs the CPU a microcode assist: measured on the MinAtar network with the
+//! preset's RMSProp (AMD EPYC, AVX-512, one thread), the RMSProp pass took 22% of an update with
+//! them and 4% without, 411 against 590 updates/s in all.
 
 use std::ops::{Add, Div, Mul, Sub};
 
@@ -128,10 +135,49 @@ impl Pass {
     }
 }
 
-/// Runs `f` compiled for AVX2 where the CPU has it (8 f32 lanes instead of 4).
+/// Denormal operands and results flushed to zero on this thread while it lives (MXCSR's DAZ
+/// and FTZ bits); the thread's earlier mode is restored when it is dropped.
+struct FlushDenormals {
+    #[cfg(target_arch = "x86_64")]
+    saved: u32,
+}
+
+impl FlushDenormals {
+    fn on() -> FlushDenormals {
+        #[cfg(target_arch = "x86_64")]
+        {
+            const FTZ_DAZ: u32 = 0x8040;
+            let mut saved = 0u32;
+            // SAFETY: stmxcsr/ldmxcsr read and write this thread's SSE control register through a
+            // valid 4-byte location; only the two flush bits change.
+            unsafe {
+                std::arch::asm!("stmxcsr [{}]", in(reg) &mut saved, options(nostack, preserves_flags));
+                let set = saved | FTZ_DAZ;
+                std::arch::asm!("ldmxcsr [{}]", in(reg) &set, options(nostack, preserves_flags, readonly));
+            }
+            FlushDenormals { saved }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        FlushDenormals {}
+    }
+}
+
+impl Drop for FlushDenormals {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `on`: the mode this thread had before.
+        unsafe {
+            std::arch::asm!("ldmxcsr [{}]", in(reg) &self.saved, options(nostack, preserves_flags, readonly));
+        }
+    }
+}
+
+/// Runs `f` compiled for AVX2 where the CPU has it (8 f32 lanes instead of 4), with denormals
+/// flushed to zero (see the module doc).
 macro_rules! dispatch {
     ($name:ident, $generic:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
         pub(crate) fn $name<T: Real>($($arg: $ty),*) -> $ret {
+            let _flush = FlushDenormals::on();
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2")]
