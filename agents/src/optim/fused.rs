@@ -212,6 +212,23 @@ fn sum_sq_generic<T: Real>(g: &[T]) -> f64 {
     total
 }
 
+/// Centered RMSProp's variance `E[g^2] - E[g]^2`, clamped at 0. Exactly it is never negative,
+/// but rounded it can be (two nearly equal averages), and with denormals flushed it can be
+/// below 0 by a normal number: a dead unit's `E[g^2]` is flushed to 0 while its `E[g]`, near the
+/// square root of it, is not, and a gradient of 1e-19 then gives `0 - 1.2e-38` (the test below),
+/// whose square root is a NaN. A weight-norm MinAtar training run, the flush on and the clamp
+/// not yet there, ended in a NaN loss. torch.optim takes the square root unclamped; the two
+/// agree wherever it is finite.
+#[inline(always)]
+fn variance<T: Real>(sq: T, mean: T) -> T {
+    let d = sq - mean * mean;
+    if d > T::of(0.0) {
+        d
+    } else {
+        T::of(0.0)
+    }
+}
+
 /// One optimizer rule's pass over a span: `p` the weights, `g` the gradient, `s` its state
 /// buffers (up to three; an empty one where the rule has fewer). With `TERM`, the gradient read
 /// is `g + c p` (before `p` moves).
@@ -338,8 +355,9 @@ impl SpanStep for RmsPropStep {
                     let si = sq[i] * a + w * gi * gi;
                     // grad_avg.lerp_(grad, 1 - alpha)
                     let mi = ga[i] + w * (gi - ga[i]);
-                    // avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_().add_(eps)
-                    let avg = (si - mi * mi).sqrt() + eps;
+                    // avg = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_().add_(eps),
+                    // the variance clamped at 0 (see `variance`)
+                    let avg = variance(si, mi).sqrt() + eps;
                     // buf.mul_(momentum).addcdiv_(grad, avg); param.add_(buf, alpha=-lr)
                     let bi = mb[i] * mom + gi / avg;
                     p[i] = p[i] + neg_lr * bi;
@@ -353,7 +371,7 @@ impl SpanStep for RmsPropStep {
                     let si = sq[i] * a + w * gi * gi;
                     let mi = ga[i] + w * (gi - ga[i]);
                     // param.addcdiv_(grad, avg, value=-lr)
-                    p[i] = p[i] + neg_lr * (gi / ((si - mi * mi).sqrt() + eps));
+                    p[i] = p[i] + neg_lr * (gi / (variance(si, mi).sqrt() + eps));
                     (sq[i], ga[i]) = (si, mi);
                 }
             }
@@ -383,3 +401,22 @@ dispatch!(sum_sq, sum_sq_generic, (g: &[T]) -> f64);
 dispatch!(adam, rows_generic, (p: &mut [T], g: &[T], state: [&mut [T]; 3], s: AdamStep, term: Option<&[T]>, row_sq: &mut [f64]) -> ());
 dispatch!(adamax, rows_generic, (p: &mut [T], g: &[T], state: [&mut [T]; 3], s: AdamaxStep, term: Option<&[T]>, row_sq: &mut [f64]) -> ());
 dispatch!(rmsprop, rows_generic, (p: &mut [T], g: &[T], state: [&mut [T]; 3], s: RmsPropStep, term: Option<&[T]>, row_sq: &mut [f64]) -> ());
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn centered_rmsprop_stays_finite_when_the_squared_average_was_flushed() {
+        // A dead unit's state after its squared average decayed below f32's normal range (and
+        // was flushed) while its mean gradient did not; then a tiny gradient: unclamped, the
+        // variance is 0 - 1.21e-38 (the new squared average, 4.5e-39, is flushed too).
+        let step = RmsPropStep { gscale: 1.0, alpha: 0.95, eps: 0.01, lr: 2.5e-4, centered: true, momentum: 0.95 };
+        for momentum in [0.95, 0.0] {
+            let (mut p, g) = (vec![0.5f32; 8], vec![3e-19f32; 8]);
+            let (mut sq, mut ga, mut mb) = (vec![0.0f32; 8], vec![1e-19f32; 8], vec![0.0f32; 8]);
+            rmsprop(&mut p, &g, [&mut sq, &mut ga, &mut mb], RmsPropStep { momentum, ..step }, None, &mut []);
+            assert!(p.iter().all(|x| x.is_finite() && (x - 0.5).abs() < 1e-6), "momentum {momentum}: {p:?}");
+        }
+    }
+}

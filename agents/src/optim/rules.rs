@@ -193,7 +193,8 @@ impl Rule for RmsProp {
         let _ = square_avg.lerp_(&g.square(), 1.0 - self.alpha);
         let mut avg = if self.centered {
             let _ = grad_avg.lerp_(g, 1.0 - self.alpha);
-            (&*square_avg - grad_avg.square()).sqrt()
+            // Clamped at 0 as the CPU kernel does (`fused::variance`: rounding, flushed denormals).
+            (&*square_avg - grad_avg.square()).clamp_min(0.0).sqrt()
         } else {
             square_avg.sqrt()
         };
