@@ -516,8 +516,14 @@ fn markdown(
         c.boot.seed,
         c.boot.reps.min(2000),
     ));
-    if !c.left_out.is_empty() {
-        md.push_str(&format!("- Left out: {}.\n", c.left_out.join(", ")));
+    // Runs not started yet are counted; the others left out are named, each with why.
+    let (queued, named): (Vec<&String>, Vec<&String>) =
+        c.left_out.iter().partition(|r| r.ends_with(&format!(" ({})", State::Queued.name())));
+    if !named.is_empty() {
+        md.push_str(&format!("- Left out: {}.\n", named.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")));
+    }
+    if !queued.is_empty() {
+        md.push_str(&format!("- Not started yet: {} of the plan's runs.\n", queued.len()));
     }
     if !c.partial.is_empty() {
         md.push_str(&format!(
