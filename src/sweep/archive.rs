@@ -57,25 +57,9 @@ fn prepare(dir: &Path, plan: &Plan, out: &Path) -> Result<()> {
     if out.canonicalize().ok().is_some_and(|o| dir.canonicalize().ok().as_ref() == Some(&o)) {
         bail!("--out {} is the sweep folder itself: archive into another folder", out.display());
     }
-    match Plan::read(out) {
-        Ok(old) => {
-            let diff = plan.differences(&old)?;
-            if !diff.is_empty() {
-                bail!(
-                    "{} holds the archive of another sweep ({}): its plan differs in {}. Use another --out",
-                    out.display(),
-                    old.name,
-                    diff.join(", ")
-                );
-            }
-        }
-        Err(_) if out.join(PLAN).exists() => {
-            bail!("{}/{PLAN} cannot be read; it is not a plan of this wndqn", out.display())
-        }
-        Err(_) if std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) => {
-            bail!("{} exists and is not a sweep folder: choose a new or empty --out", out.display())
-        }
-        Err(_) => {}
+    let holds_plan = plan.check_same(out, "Use another --out")?.is_some();
+    if !holds_plan && std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
+        bail!("{} exists and is not a sweep folder: choose a new or empty --out", out.display())
     }
     for sub in ["runs", "configs"] {
         std::fs::create_dir_all(out.join(sub)).with_context(|| format!("cannot create {}", out.join(sub).display()))?;

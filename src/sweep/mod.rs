@@ -96,13 +96,7 @@ fn dry_run(plan: &Plan, dir: &Path, opts: &RunOptions, roms: Option<&Path>) -> R
         plan.base.run.total_env_steps,
         dir.display()
     );
-    let existing = Plan::read(dir).ok();
-    if let Some(old) = &existing {
-        let diff = plan.differences(old)?;
-        if !diff.is_empty() {
-            bail!("{} holds another sweep ({}): its plan differs in {}", dir.display(), old.name, diff.join(", "));
-        }
-    }
+    let existing = plan.check_same(dir, "")?;
     let none = Default::default();
     for r in &runs {
         let st =

@@ -411,26 +411,34 @@ impl Plan {
         Ok(())
     }
 
-    /// Write the plan and every run's config into `dir`; refuse a folder holding another plan,
-    /// or runs of another config.
-    pub fn install(&self, dir: &Path, rom_dir: Option<&Path>) -> Result<()> {
+    /// The plan `dir` holds when it is this one (none when `dir` holds no plan); an error naming
+    /// the keys that differ (then `hint`) when it holds another sweep's, or one that cannot be read.
+    pub fn check_same(&self, dir: &Path, hint: &str) -> Result<Option<Plan>> {
         match Plan::read(dir) {
             Ok(old) => {
                 let diff = self.differences(&old)?;
                 if !diff.is_empty() {
+                    let hint = if hint.is_empty() { String::new() } else { format!(". {hint}") };
                     bail!(
-                        "{} holds another sweep ({}): its plan differs in {}. Use another --dir, or run that sweep's own spec",
+                        "{} holds another sweep ({}): its plan differs in {}{hint}",
                         dir.display(),
                         old.name,
                         diff.join(", ")
                     );
                 }
+                Ok(Some(old))
             }
             Err(_) if dir.join(PLAN).exists() => {
                 bail!("{}/{PLAN} cannot be read; it is not a plan of this wndqn", dir.display())
             }
-            Err(_) => {}
+            Err(_) => Ok(None),
         }
+    }
+
+    /// Write the plan and every run's config into `dir`; refuse a folder holding another plan,
+    /// or runs of another config.
+    pub fn install(&self, dir: &Path, rom_dir: Option<&Path>) -> Result<()> {
+        self.check_same(dir, "Use another --dir, or run that sweep's own spec")?;
         self.check_run_configs(dir, rom_dir)?;
         for sub in ["runs", "configs", "logs", "failed"] {
             std::fs::create_dir_all(dir.join(sub))
