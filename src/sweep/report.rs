@@ -480,6 +480,27 @@ struct Page<'a> {
     boot: &'a Bootstrap,
 }
 
+/// The report's lines on the runs left out: those not started yet counted, the others named,
+/// each with why; the games left out of the aggregates.
+fn left_out_lines(c: &Page) -> String {
+    let mut md = String::new();
+    let (queued, named): (Vec<&String>, Vec<&String>) =
+        c.left_out.iter().partition(|r| r.ends_with(&format!(" ({})", State::Queued.name())));
+    if !named.is_empty() {
+        md.push_str(&format!("- Left out: {}.\n", named.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")));
+    }
+    if !queued.is_empty() {
+        md.push_str(&format!("- Not started yet: {} of the plan's runs.\n", queued.len()));
+    }
+    if !c.partial.is_empty() {
+        md.push_str(&format!(
+            "- Left out of the aggregates (not every variant has a finished run): {}.\n",
+            c.partial.join(", ")
+        ));
+    }
+    md
+}
+
 fn markdown(
     c: &Page,
     scored: &[Scored],
@@ -516,21 +537,7 @@ fn markdown(
         c.boot.seed,
         c.boot.reps.min(2000),
     ));
-    // Runs not started yet are counted; the others left out are named, each with why.
-    let (queued, named): (Vec<&String>, Vec<&String>) =
-        c.left_out.iter().partition(|r| r.ends_with(&format!(" ({})", State::Queued.name())));
-    if !named.is_empty() {
-        md.push_str(&format!("- Left out: {}.\n", named.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ")));
-    }
-    if !queued.is_empty() {
-        md.push_str(&format!("- Not started yet: {} of the plan's runs.\n", queued.len()));
-    }
-    if !c.partial.is_empty() {
-        md.push_str(&format!(
-            "- Left out of the aggregates (not every variant has a finished run): {}.\n",
-            c.partial.join(", ")
-        ));
-    }
+    md.push_str(&left_out_lines(c));
     md.push_str(&format!("\n## Aggregates ({} score, all runs of all games)\n\n| variant | runs | IQM | median | mean | optimality gap |\n|---|---|---|---|---|---|\n", c.norm_word));
     for v in variants {
         let n = scored.iter().filter(|s| &s.variant == v && c.games.contains(&s.game)).count();
