@@ -51,14 +51,17 @@ fn slim(mut e: Event, tags: &[String]) -> Option<Event> {
     (!values.is_empty()).then_some(e)
 }
 
-/// The archive's plan: the sweep's own, written if the folder is new; refused if the folder
-/// holds another sweep or anything else.
+/// The archive's plan and run configs: the sweep's own, written if the folder is new (nothing
+/// to write when it holds this plan already); refused if it holds another sweep or anything else.
 fn prepare(dir: &Path, plan: &Plan, out: &Path) -> Result<()> {
     if out.canonicalize().ok().is_some_and(|o| dir.canonicalize().ok().as_ref() == Some(&o)) {
         bail!("--out {} is the sweep folder itself: archive into another folder", out.display());
     }
-    let holds_plan = plan.check_same(out, "Use another --out")?.is_some();
-    if !holds_plan && std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
+    if plan.check_same(out, "Use another --out")?.is_some() {
+        // The plan is written last: where it is, the configs are too.
+        return Ok(());
+    }
+    if std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
         bail!("{} exists and is not a sweep folder: choose a new or empty --out", out.display())
     }
     for sub in ["runs", "configs"] {
