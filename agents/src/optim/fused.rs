@@ -16,8 +16,8 @@
 //! and DAZ, what `torch.set_flush_denormal(True)` sets). The state of a weight whose gradient
 //! stays zero (a dead unit's) decays geometrically through the denormal range, and each
 //! denormal operand costs the CPU a microcode assist: measured on the MinAtar network with the
-//! preset's RMSProp (AMD EPYC, AVX-512, one thread), the RMSProp pass took 22% of an update with
-//! them and 4% without, 411 against 590 updates/s in all.
+//! preset's RMSProp (2-core Intel Xeon, AVX-512, one thread), the RMSProp pass took 22% of an
+//! update with them and 4% without, 411 against 590 updates/s in all.
 
 use std::ops::{Add, Div, Mul, Sub};
 
@@ -216,9 +216,9 @@ fn sum_sq_generic<T: Real>(g: &[T]) -> f64 {
 /// but rounded it can be (two nearly equal averages), and with denormals flushed it can be
 /// below 0 by a normal number: a dead unit's `E[g^2]` is flushed to 0 while its `E[g]`, near the
 /// square root of it, is not, and a gradient of 1e-19 then gives `0 - 1.2e-38` (the test below),
-/// whose square root is a NaN. A weight-norm MinAtar training run, the flush on and the clamp
-/// not yet there, ended in a NaN loss. torch.optim takes the square root unclamped; the two
-/// agree wherever it is finite.
+/// whose square root is a NaN: without the clamp, a weight-norm MinAtar training run with the
+/// flush ended in a NaN loss. torch.optim takes the square root unclamped; the two agree
+/// wherever it is finite.
 #[inline(always)]
 fn variance<T: Real>(sq: T, mean: T) -> T {
     let d = sq - mean * mean;
