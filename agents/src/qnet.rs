@@ -199,7 +199,11 @@ impl QNetwork {
                 for (i, &(ci, co, k, s)) in specs.iter().enumerate() {
                     let name = format!("conv{i}");
                     (oh, ow, ch) = ((oh - k) / s + 1, (ow - k) / s + 1, co);
-                    convs.push(hidden(Layer::conv2d(&p.sub(name.as_str()), ci, co, k, s, lc), &name, &[co, oh, ow]));
+                    let mut l = Layer::conv2d(&p.sub(name.as_str()), ci, co, k, s, lc);
+                    if i == 0 && cfg.arch == Arch::Minatar && p.device() == tch::Device::Cpu {
+                        l.use_patch_product([c, h, w]);
+                    }
+                    convs.push(hidden(l, &name, &[co, oh, ow]));
                 }
                 ch * oh * ow
             }
