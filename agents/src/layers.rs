@@ -777,7 +777,7 @@ mod tests {
                     (&y * t).sum(Kind::Float).backward();
                     let grads = (l.weight.grad().copy(), l.bias.grad().copy());
                     for p in [&l.weight, &l.bias] {
-                        p.grad().zero_();
+                        let _ = p.grad().zero_();
                     }
                     (y.detach(), grads)
                 };
