@@ -14,7 +14,8 @@ a published result would use:
 
 then runs wndqn's update with them: Q(s, a) in training mode (spectral norm's one iteration of
 the update), the target network and double DQN's argmax in eval mode, Huber loss, global
-gradient clipping, `torch.optim.Adam`, a hard target copy every `sync_every` updates (buffers
+gradient clipping, `torch.optim.Adam` (or `torch.optim.RMSprop` when the problem's `optimizer`
+says so), a hard target copy every `sync_every` updates (buffers
 included). Prints JSON: each update's loss, the first update's gradients, the spectral vectors
 and the projected norms after every update, and every variable after the last one.
 """
@@ -144,7 +145,13 @@ def main():
     # The projected variant's targets: every row's ||v|| as initialized.
     norm0 = {l.name: torch.tensor(prob["online"][l.name + ".v_norm0"]) for l in online.layers() if l.project}
     params = [p for p in online.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=prob["lr"], betas=(0.9, 0.999), eps=1e-8)
+    o = prob.get("optimizer", {"name": "adam"})
+    if o["name"] == "rmsprop":
+        opt = torch.optim.RMSprop(
+            params, lr=prob["lr"], alpha=o["alpha"], eps=o["eps"], centered=o["centered"], momentum=o["momentum"]
+        )
+    else:
+        opt = torch.optim.Adam(params, lr=prob["lr"], betas=(0.9, 0.999), eps=1e-8)
     out = {"losses": [], "sn": [], "v_norms": []}
     for k, b in enumerate(prob["batches"]):
         dt = torch.uint8 if prob["u8"] else torch.float32
