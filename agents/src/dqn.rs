@@ -180,6 +180,7 @@ impl Dqn {
         };
         self.opt.zero_grad();
         loss.backward();
+        self.online.complete_spectral_grads(&scales);
         for (v, dots, norm) in self.online.wn_grad_terms(&norms) {
             self.opt.project_rows(&v, &dots, &norm).expect("the optimizer holds every online parameter once");
         }

@@ -318,6 +318,16 @@ impl QNetwork {
             .collect()
     }
 
+    /// After a backward pass through [`QNetwork::wn_train_scales`]'s `scales`: spectral norm's
+    /// share of each spectrally normalized weight's gradient ([`Layer::complete_spectral_grad`]).
+    pub fn complete_spectral_grads(&self, scales: &[Option<Tensor>]) {
+        for (l, s) in self.layers().zip(scales) {
+            if let (true, Some(s)) = (l.is_spectral(), s) {
+                l.complete_spectral_grad(s);
+            }
+        }
+    }
+
     /// Add the norm's share of every `v` gradient (paper eq. 3) now, after a backward pass
     /// through [`QNetwork::wn_train_scales`] (the tests' reference for the optimizer's path).
     #[cfg(test)]
@@ -493,13 +503,17 @@ mod tests {
         assert!(f64::try_from((std - 1.0).abs().max()).unwrap() < 1e-3);
     }
 
-    /// The training path (norms held constant, then the paper's eq. 3 added by hand) gives the
-    /// gradients autograd gives through the norm, for every parameter of every variant.
+    /// The training path (norms and sigma held constant, then the paper's eq. 3 and sigma's
+    /// share added by hand) gives the gradients autograd gives through the norm and through
+    /// sigma, for every parameter of every variant.
     #[test]
     fn train_scales_give_autograd_gradients() {
-        for (variant, dueling) in
-            [(Variant::WeightNorm, false), (Variant::WeightNormMobn, true), (Variant::Plain, false)]
-        {
+        for (variant, dueling) in [
+            (Variant::WeightNorm, false),
+            (Variant::WeightNormMobn, true),
+            (Variant::Plain, false),
+            (Variant::SpectralNorm, false),
+        ] {
             tch::manual_seed(3);
             let (vs, net) = nature(variant, dueling);
             let obs = Tensor::randint(256, [8, 4, 84, 84], (Kind::Uint8, Device::Cpu));
@@ -513,6 +527,7 @@ mod tests {
                     let (scales, norms) = net.wn_train_scales(&|_| None);
                     (net.forward_scaled(&obs, true, &scales) - &target).square().mean(Kind::Float).backward();
                     net.complete_wn_grads(&norms);
+                    net.complete_spectral_grads(&scales);
                 } else {
                     (net.forward_t(&obs, true) - &target).square().mean(Kind::Float).backward();
                 }
@@ -525,7 +540,10 @@ mod tests {
                 g.sort_by(|a, b| a.0.cmp(&b.0));
                 g
             };
-            let (exact, fast) = (grads(false), grads(true));
+            // The training path first: spectral norm's power iteration moves `u` and `v`, and
+            // autograd's pass then uses the same ones.
+            let fast = grads(true);
+            let exact = grads(false);
             for ((name, a), (_, b)) in exact.iter().zip(&fast) {
                 let scale = f64::try_from(a.abs().max()).unwrap().max(1e-12);
                 let err = f64::try_from((a - b).abs().max()).unwrap() / scale;
