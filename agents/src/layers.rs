@@ -331,7 +331,7 @@ impl Layer {
             patches: None,
         };
         for _ in 0..SPECTRAL_INIT_ITERS {
-            layer.power_iteration();
+            let _ = layer.power_iteration();
         }
         layer
     }
@@ -364,15 +364,19 @@ impl Layer {
         self.spectral.is_some()
     }
 
-    /// One power iteration on `W` (spectral norm only), in place on `u` and `v`.
-    fn power_iteration(&self) {
-        if let Some((u, v)) = &self.spectral {
-            tch::no_grad(|| {
-                let w = self.weight.detach().flatten(1, -1);
-                u.shallow_clone().copy_(&normalize(&w.mv(v)));
-                v.shallow_clone().copy_(&normalize(&w.tr().mv(u)));
-            });
-        }
+    /// One power iteration on `W` (spectral norm only), in place on `u` and `v`
+    /// (`u <- W v / ||W v||`, `v <- W^T u / ||W^T u||`); returns the new `sigma = u . W v`,
+    /// which is `||W^T u||`, outside autograd. None for other layers.
+    fn power_iteration(&self) -> Option<Tensor> {
+        let (u, v) = self.spectral.as_ref()?;
+        Some(tch::no_grad(|| {
+            let w = self.weight.detach().flatten(1, -1);
+            u.shallow_clone().copy_(&normalize(&w.mv(v)));
+            let wtu = w.tr().mv(u);
+            let sigma = wtu.norm();
+            v.shallow_clone().copy_(&(&wtu / sigma.clamp_min(SPECTRAL_EPS)));
+            sigma
+        }))
     }
 
     /// Spectral norm's `sigma = u . W v` (differentiable in `W`), None for other layers.
@@ -399,26 +403,17 @@ impl Layer {
         self.wn_scale_const_norm(known).map_or((None, None), |(s, n)| (Some(s), Some(n)))
     }
 
-    /// Spectral norm's training scale: one power iteration (`u <- W v / ||W v||`,
-    /// `v <- W^T u / ||W^T u||`), then `1 / sigma` for every unit as a leaf of autograd, with
-    /// `sigma = u . W v = ||W^T u||` known from the iteration. Backpropagating through it gives
+    /// Spectral norm's training scale: one power iteration ([`Layer::power_iteration`]), then
+    /// `1 / sigma` for every unit as a leaf of autograd, with `sigma` known from the iteration. Backpropagating through it gives
     /// `dL/dW` without sigma's share, which [`Layer::complete_spectral_grad`] adds as one
     /// rank-one update. Why: autograd through `u . W v` passes over `W` three more times (its
     /// product, the outer product of its backward and the sum into `W`'s gradient); on the
     /// Nature network's fc1 (1.6M weights) that was a tenth of the update. None for other
     /// layers.
     fn spectral_train_scale(&self) -> Option<Tensor> {
-        let (u, v) = self.spectral.as_ref()?;
+        let sigma = self.power_iteration()?;
         let out = self.weight.size()[0];
-        let scale = tch::no_grad(|| {
-            let w = self.weight.detach().flatten(1, -1);
-            u.shallow_clone().copy_(&normalize(&w.mv(v)));
-            let wtu = w.tr().mv(u);
-            let sigma = wtu.norm();
-            v.shallow_clone().copy_(&(&wtu / sigma.clamp_min(SPECTRAL_EPS)));
-            sigma.reciprocal().repeat([out])
-        });
-        Some(scale.set_requires_grad(true))
+        Some(tch::no_grad(|| sigma.reciprocal().repeat([out])).set_requires_grad(true))
     }
 
     /// After a backward pass through [`Layer::spectral_train_scale`]'s `scale`: add sigma's

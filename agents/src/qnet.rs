@@ -322,7 +322,7 @@ impl QNetwork {
     /// share of each spectrally normalized weight's gradient ([`Layer::complete_spectral_grad`]).
     pub fn complete_spectral_grads(&self, scales: &[Option<Tensor>]) {
         for (l, s) in self.layers().zip(scales) {
-            if let (true, Some(s)) = (l.is_spectral(), s) {
+            if let Some(s) = s {
                 l.complete_spectral_grad(s);
             }
         }
