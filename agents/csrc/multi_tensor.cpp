@@ -61,4 +61,16 @@ int wmt_version(at::Tensor* t, int64_t* out, char* err, size_t cap) {
   return wndqn_guarded(err, cap, [&] { *out = static_cast<int64_t>(t->_version()); });
 }
 
+// t's gradient becomes `grad` (no copy), or undefined when `grad` is null: for a gradient that
+// is computed outside autograd and written into a buffer of its own.
+int wmt_set_grad(at::Tensor* t, at::Tensor* grad, char* err, size_t cap) {
+  return wndqn_guarded(err, cap, [&] {
+    if (grad == nullptr) {
+      t->mutable_grad().reset();
+    } else {
+      t->mutable_grad() = *grad;
+    }
+  });
+}
+
 }  // extern "C"

@@ -85,8 +85,8 @@ pub struct Dqn {
     pub opt: Optimizer,
     cfg: DqnConfig,
     updates: u64,
-    /// The target network's operands (weight-norm scales, bf16 weights), remade when the
-    /// target changes.
+    /// The target network's operands (every normalization folded into its weight, bf16
+    /// weights), remade when the target changes.
     target_ops: Vec<Operands>,
 }
 
@@ -94,7 +94,10 @@ impl Dqn {
     /// Fresh networks on `device` (the target starts as a copy of the online network).
     pub fn new(net: &QNetConfig, cfg: DqnConfig, device: Device) -> Dqn {
         let online_vs = nn::VarStore::new(device);
-        let online = QNetwork::new(&online_vs.root(), net);
+        let mut online = QNetwork::new(&online_vs.root(), net);
+        if device == Device::Cpu {
+            online.materialize_small_layers();
+        }
         let mut target_vs = nn::VarStore::new(device);
         let target = QNetwork::new(&target_vs.root(), net);
         target_vs.copy(&online_vs).expect("same architecture");
@@ -102,7 +105,7 @@ impl Dqn {
         let params: Vec<(String, Tensor)> =
             online_vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).collect();
         let opt = Optimizer::new(cfg.optimizer, cfg.lr, params);
-        let target_ops = tch::no_grad(|| target.operands(&target.wn_scales()));
+        let target_ops = target.folded_operands();
         Dqn { online_vs, online, target_vs, target, opt, cfg, updates: 0, target_ops }
     }
 
@@ -111,7 +114,7 @@ impl Dqn {
     pub fn set_compute(&mut self, compute: crate::layers::Compute) {
         self.online.set_compute(compute);
         self.target.set_compute(compute);
-        self.target_ops = tch::no_grad(|| self.target.operands(&self.target.wn_scales()));
+        self.target_ops = self.target.folded_operands();
     }
 
     /// Learner updates done.
@@ -135,7 +138,7 @@ impl Dqn {
     /// addresses.
     fn refresh_target_ops(&mut self) {
         tch::no_grad(|| {
-            let new = self.target.operands(&self.target.wn_scales());
+            let new = self.target.folded_operands();
             for (old, new) in self.target_ops.iter_mut().zip(&new) {
                 old.refresh(new);
             }
@@ -168,11 +171,10 @@ impl Dqn {
     /// Returns the loss and `Q(s, a)`.
     fn loss_and_grads(&mut self, b: &TensorBatch) -> (Tensor, Tensor) {
         let opt = &self.opt;
-        let (scales, norms) = self.online.wn_train_scales(&|v| opt.row_norms(v));
-        let ops = self.online.operands(&scales);
-        let detached: Vec<Operands> = ops.iter().map(Operands::detach).collect();
+        let pass = self.online.train_pass(&|v| opt.row_norms(v));
+        let detached: Vec<Operands> = pass.ops.iter().map(Operands::detach).collect();
         let target = self.td_target_with(b, &detached);
-        let q = self.online.forward_with(&b.obs, true, &ops);
+        let q = self.online.forward_with(&b.obs, true, &pass.ops);
         let q_sa = q.gather(1, &b.actions.unsqueeze(1), false).squeeze_dim(1);
         let loss = match self.cfg.loss {
             Loss::Huber => q_sa.huber_loss(&target, Reduction::Mean, 1.0),
@@ -180,8 +182,7 @@ impl Dqn {
         };
         self.opt.zero_grad();
         loss.backward();
-        self.online.complete_spectral_grads(&scales);
-        for (v, dots, norm) in self.online.wn_grad_terms(&norms) {
+        for (v, dots, norm) in self.online.finish_grads(&pass) {
             self.opt.project_rows(&v, &dots, &norm).expect("the optimizer holds every online parameter once");
         }
         (loss, q_sa)

@@ -12,7 +12,7 @@
 //!   kept as non-trainable variables (checkpointed, copied with the target network). As PyTorch's
 //!   `parametrizations.spectral_norm`: `u`, `v` start normalized from `N(0, 1)` and 15 iterations
 //!   on the initial `W`; one iteration `u <- W v / ||W v||`, `v <- W^T u / ||W^T u||` (eps 1e-12)
-//!   per training pass ([`Layer::train_scale`]), none in other passes; `sigma = u . W v`, with
+//!   per training pass ([`Layer::train_operands`]), none in other passes; `sigma = u . W v`, with
 //!   the gradient through `W` and `u`, `v` held constant.
 //!
 //! Weight norm may keep `||v||` fixed ([`LayerConfig::project`]): the initial norms are kept as
@@ -23,6 +23,8 @@
 //! Every layer also supports the data-dependent initialization of Section 3 ([`Layer::data_init`]).
 
 use tch::{nn, Kind, Tensor};
+
+use crate::reparam::{Materialized, Weights};
 
 /// How a layer's weight is parameterized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,8 +81,13 @@ struct LayerNorm {
 }
 
 impl LayerNorm {
+    /// Layer-normalize `x` (a pre-activation no one else holds: a pass outside autograd may
+    /// normalize it in place).
     fn apply(&self, x: &Tensor) -> Tensor {
         let x = if x.kind() == Kind::Float { x.shallow_clone() } else { x.to_kind(Kind::Float) };
+        if self.in_place(&x) {
+            return x;
+        }
         if self.channels && x.dim() == 4 {
             let c = self.weight.size()[0];
             x.permute([0, 2, 3, 1])
@@ -91,6 +98,109 @@ impl LayerNorm {
         }
     }
 }
+
+impl LayerNorm {
+    /// Outside autograd on the CPU, normalize `x` in place by one loop ([`layer_norm_rows`])
+    /// instead of ATen's layer norm; false (nothing done) where that does not apply.
+    ///
+    /// Why: a pass that needs no gradient (the target network's, double DQN's online pass on
+    /// the next observations) costs a plain layer its matrix product and its nonlinearity;
+    /// ATen's layer norm adds an op of a few microseconds per layer and pass (more on a
+    /// channel axis, which it needs permuted), where the loop over a batch of pre-activations
+    /// (32 x 128 on the MLP) takes about a microsecond.
+    fn in_place(&self, x: &Tensor) -> bool {
+        let ok = |t: &Tensor| t.device() == tch::Device::Cpu && t.kind() == Kind::Float && t.is_contiguous();
+        if x.requires_grad() || !ok(x) || !ok(&self.weight) || !ok(&self.bias) || x.dim() < 2 {
+            return false;
+        }
+        let size = x.size();
+        // Rows of `n` elements `stride` apart: a unit's, a map's (`chw`), or a position's
+        // channels in an NCHW map (`channels`).
+        let (n, stride) = if self.channels && x.dim() == 4 {
+            (size[1] as usize, (size[2] * size[3]) as usize)
+        } else {
+            ((x.numel() / size[0] as usize), 1)
+        };
+        if self.weight.numel() != n {
+            return false;
+        }
+        // SAFETY: contiguous CPU f32 tensors (checked); `x` is a fresh pre-activation outside
+        // autograd that only this call reads and writes, the affine parameters are not written
+        // during a forward pass.
+        unsafe {
+            let data = std::slice::from_raw_parts_mut(x.data_ptr() as *mut f32, x.numel());
+            let w = std::slice::from_raw_parts(self.weight.data_ptr() as *const f32, n);
+            let b = std::slice::from_raw_parts(self.bias.data_ptr() as *const f32, n);
+            layer_norm_rows::<f32>(data, w, b, n, stride, LAYER_NORM_EPS);
+        }
+        true
+    }
+}
+
+/// Layer norm in place over rows of `n` elements `stride` apart (blocks of `n * stride`
+/// elements hold `stride` interleaved rows): `(x - mean) / sqrt(var + eps) * w + b`, with the
+/// biased variance, as `torch.nn.functional.layer_norm`. Interleaved rows are walked side by
+/// side (the loops vectorize across them), a contiguous row in eight partial sums.
+#[inline(always)]
+fn layer_norm_rows_generic<T: crate::optim::fused::Real>(
+    x: &mut [T],
+    w: &[T],
+    b: &[T],
+    n: usize,
+    stride: usize,
+    eps: f64,
+) {
+    let zero = T::of(0.0);
+    let inv_n = T::of(1.0 / n as f64);
+    let (mut mean, mut rstd) = (vec![zero; stride], vec![zero; stride]);
+    for block in x.chunks_exact_mut(n * stride) {
+        if stride == 1 {
+            let m = T::of(lane_sum(block, |e| e) / n as f64);
+            let r = T::of(1.0 / (lane_sum(block, |e| (e - m) * (e - m)) / n as f64 + eps).sqrt());
+            for ((e, &wi), &bi) in block.iter_mut().zip(w).zip(b) {
+                *e = (*e - m) * r * wi + bi;
+            }
+            continue;
+        } else {
+            mean.fill(zero);
+            rstd.fill(zero);
+            for row in block.chunks_exact(stride) {
+                for (m, &e) in mean.iter_mut().zip(row) {
+                    *m = *m + e;
+                }
+            }
+            mean.iter_mut().for_each(|m| *m = *m * inv_n);
+            for row in block.chunks_exact(stride) {
+                for ((v, &m), &e) in rstd.iter_mut().zip(&mean).zip(row) {
+                    *v = *v + (e - m) * (e - m);
+                }
+            }
+            rstd.iter_mut().for_each(|v| *v = T::of(1.0 / ((*v * inv_n).to_f64() + eps).sqrt()));
+        }
+        for (i, row) in block.chunks_exact_mut(stride).enumerate() {
+            let (wi, bi) = (w[i], b[i]);
+            for ((e, &m), &r) in row.iter_mut().zip(&mean).zip(&rstd) {
+                *e = (*e - m) * r * wi + bi;
+            }
+        }
+    }
+}
+
+/// `sum f(x)` in eight partial sums (so that the loop vectorizes), added in f64.
+#[inline(always)]
+fn lane_sum<T: crate::optim::fused::Real>(x: &[T], f: impl Fn(T) -> T) -> f64 {
+    let mut acc = [T::of(0.0); 8];
+    let chunks = x.chunks_exact(8);
+    let rest: f64 = chunks.remainder().iter().map(|&e| f(e).to_f64()).sum();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] = acc[k] + f(c[k]);
+        }
+    }
+    acc.iter().map(|a| a.to_f64()).sum::<f64>() + rest
+}
+
+crate::optim::fused::dispatch!(layer_norm_rows, layer_norm_rows_generic, (x: &mut [T], w: &[T], b: &[T], n: usize, stride: usize, eps: f64) -> ());
 
 /// What a layer computes its convolution or matrix product in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -214,6 +324,9 @@ pub struct Layer {
     /// A convolution on an input that needs no gradient (the observation) as one matrix
     /// product over its patches ([`Layer::use_patch_product`]).
     patches: Option<Patches>,
+    /// Weight or spectral norm computed by loops around a plain training pass
+    /// ([`Layer::materialize`]).
+    materialized: Option<Materialized>,
 }
 
 /// A convolution computed as `patches(x) W^T + b`: one `index_select` gathers every output
@@ -329,6 +442,7 @@ impl Layer {
             norm0,
             layer_norm: None,
             patches: None,
+            materialized: None,
         };
         for _ in 0..SPECTRAL_INIT_ITERS {
             let _ = layer.power_iteration();
@@ -391,16 +505,81 @@ impl Layer {
         self.sigma().map(|s| s.reciprocal().repeat([out]))
     }
 
-    /// The output scale of a training pass, and weight norm's `||v||` it used (see
-    /// [`Layer::wn_scale_const_norm`]): spectral norm takes its one power iteration of the
-    /// update ([`Layer::spectral_train_scale`]); projected weight norm knows its norms; others
-    /// as [`Layer::wn_scale_const_norm`] with `known`.
-    pub fn train_scale(&self, known: Option<Tensor>) -> (Option<Tensor>, Option<Tensor>) {
-        if let Some(s) = self.spectral_train_scale() {
-            return (Some(s), None);
+    /// Compute this layer's weight or spectral norm around its training passes as a plain
+    /// layer's, by loops ([`crate::reparam`]): where the weight is small, on the CPU. Returns
+    /// whether it does.
+    pub fn materialize(&mut self) -> bool {
+        if self.materialized.is_none() {
+            self.materialized = self.reparam_weights().and_then(|p| Materialized::new(&p));
         }
-        let known = self.norm0.as_ref().map(Tensor::shallow_clone).or(known);
-        self.wn_scale_const_norm(known).map_or((None, None), |(s, n)| (Some(s), Some(n)))
+        self.materialized.is_some()
+    }
+
+    /// Whether [`Layer::materialize`] took effect.
+    pub fn is_materialized(&self) -> bool {
+        self.materialized.is_some()
+    }
+
+    fn reparam_weights(&self) -> Option<Weights<'_>> {
+        match (&self.g, &self.spectral) {
+            (Some(g), _) => Some(Weights::WeightNorm { v: &self.weight, g }),
+            (None, Some((u, v))) => Some(Weights::Spectral { w: &self.weight, u, v, eps: SPECTRAL_EPS }),
+            (None, None) => None,
+        }
+    }
+
+    /// This layer's operands for a training pass, the output scale they use and weight norm's
+    /// `||v||` (see [`Layer::wn_scale_const_norm`]): a materialized layer's effective weight
+    /// (no scale); spectral norm's scale after its one power iteration of the update
+    /// ([`Layer::spectral_train_scale`]); projected weight norm's known norms; others as
+    /// [`Layer::wn_scale_const_norm`] with `known`. After the backward pass,
+    /// [`Layer::finish_grad`] with the scale.
+    pub fn train_operands(
+        &self,
+        known: Option<Tensor>,
+        compute: Compute,
+    ) -> (Operands, Option<Tensor>, Option<Tensor>) {
+        if let (Some(m), Some(p)) = (&self.materialized, self.reparam_weights()) {
+            m.forward(&p);
+            return (self.weight_operands(&m.w, compute), None, None);
+        }
+        let (scale, norm) = match self.spectral_train_scale() {
+            Some(s) => (Some(s), None),
+            None => {
+                let known = self.norm0.as_ref().map(Tensor::shallow_clone).or(known);
+                self.wn_scale_const_norm(known).map_or((None, None), |(s, n)| (Some(s), Some(n)))
+            }
+        };
+        (self.operands(scale.as_ref(), compute), scale, norm)
+    }
+
+    /// After the backward pass of [`Layer::train_operands`]: a materialized layer's parameter
+    /// gradients from its effective weight's; spectral norm's share of `dL/dW`
+    /// ([`Layer::complete_spectral_grad`]) for the scale it used. Weight norm's tensor-op
+    /// path finishes in the optimizer ([`Layer::v_grad_dots`]).
+    pub fn finish_grad(&self, scale: Option<&Tensor>) {
+        if let (Some(m), Some(p)) = (&self.materialized, self.reparam_weights()) {
+            m.backward(&p);
+        } else if let Some(s) = scale {
+            self.complete_spectral_grad(s);
+        }
+    }
+
+    /// The operands of a network that only runs forward passes between weight changes (a
+    /// target network): every normalization folded into the weight, so that each pass costs
+    /// a plain layer's.
+    pub fn folded_operands(&self, compute: Compute) -> Operands {
+        self.weight_operands(&tch::no_grad(|| self.effective_weight()), compute)
+    }
+
+    /// Operands for an effective weight `w` (every normalization in it), as
+    /// [`Layer::operands`] makes them without a scale.
+    fn weight_operands(&self, w: &Tensor, compute: Compute) -> Operands {
+        let w = compute.operand(w, matches!(self.op, Op::Conv2d { .. }));
+        // As in `operands`: the bias meets the activation in its dtype, f32 after mean-only BN.
+        let kind = if self.running_mean.is_some() { Kind::Float } else { w.kind() };
+        let bias = if self.bias.kind() == kind { self.bias.shallow_clone() } else { self.bias.to_kind(kind) };
+        Operands { w, bias, out_scale: None }
     }
 
     /// Spectral norm's training scale: one power iteration ([`Layer::power_iteration`]), then
@@ -420,7 +599,7 @@ impl Layer {
     /// share of `dL/dW`, `(dL/dsigma) u v^T` with `dL/dsigma = -sum(dL/dscale) / sigma^2`, in
     /// place and without a host read (a captured update runs it too). No-op for other layers or
     /// before a backward pass.
-    pub fn complete_spectral_grad(&self, scale: &Tensor) {
+    fn complete_spectral_grad(&self, scale: &Tensor) {
         let Some((u, v)) = &self.spectral else { return };
         let (sg, wg) = (scale.grad(), self.weight.grad());
         if !sg.defined() || !wg.defined() {
@@ -437,6 +616,10 @@ impl Layer {
     /// optimizer step; `now` is `||v||` row by row where the caller knows it. No-op elsewhere.
     pub fn project(&self, now: Option<Tensor>) {
         if let Some(n0) = &self.norm0 {
+            if let Some(m) = &self.materialized {
+                m.project(&self.weight, n0);
+                return;
+            }
             tch::no_grad(|| {
                 let now = now.unwrap_or_else(|| self.v_norm());
                 let _ = self.weight.shallow_clone().g_mul_(&self.unit_view(&(n0 / now)));
@@ -806,7 +989,10 @@ mod tests {
                 let mut l = Layer::conv2d(&vs.root().sub(format!("c{i}s{stride}")), 3, 7, 3, stride, cfg);
                 let run = |l: &Layer| {
                     let y = l.forward_t(&x, true);
-                    let t = y.detach().randn_like();
+                    // Fixed cotangents, not from the global generator (tests running beside
+                    // this one draw from it too).
+                    let t =
+                        Tensor::arange(y.numel() as i64, (Kind::Float, Device::Cpu)).sin().view(y.size().as_slice());
                     (&y * t).sum(Kind::Float).backward();
                     let grads = (l.weight.grad().copy(), l.bias.grad().copy());
                     for p in [&l.weight, &l.bias] {
@@ -814,11 +1000,9 @@ mod tests {
                     }
                     (y.detach(), grads)
                 };
-                tch::manual_seed(6);
                 let (y_conv, (gw_conv, gb_conv)) = run(&l);
                 l.use_patch_product([3, 10, 9]);
                 assert!(l.patches.is_some());
-                tch::manual_seed(6);
                 let (y_patch, (gw_patch, gb_patch)) = run(&l);
                 assert_eq!(y_conv.size(), y_patch.size());
                 for (what, a, b) in [("output", y_conv, y_patch), ("dW", gw_conv, gw_patch), ("db", gb_conv, gb_patch)]
@@ -853,6 +1037,43 @@ mod tests {
             check_init(&c, &x, 0.5, &[0, 2, 3]);
             let d = Layer::linear(&vs.root().sub(format!("d{i}")), 4 * 144, 16, cfg);
             check_init(&d, &x.flatten(1, -1), 1.0, &[0]);
+        }
+    }
+
+    /// Layer norm outside autograd (the loop, in place) equals ATen's layer norm, for a dense
+    /// layer's units and a convolution's channels or whole map, with a trained-looking affine.
+    #[test]
+    fn layer_norm_in_place_equals_atens() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let plain = LayerConfig { param: Param::Plain, ..Default::default() };
+        let cases = [
+            (Layer::linear(&vs.root().sub("d"), 6, 37, plain), vec![9i64, 6], vec![37i64], LayerNormAxes::Channels),
+            (
+                Layer::conv2d(&vs.root().sub("c"), 3, 5, 3, 1, plain),
+                vec![4, 3, 10, 9],
+                vec![5, 8, 7],
+                LayerNormAxes::Channels,
+            ),
+            (
+                Layer::conv2d(&vs.root().sub("m"), 3, 5, 3, 1, plain),
+                vec![4, 3, 10, 9],
+                vec![5, 8, 7],
+                LayerNormAxes::Chw,
+            ),
+        ];
+        for (i, (mut l, in_shape, out_shape, axes)) in cases.into_iter().enumerate() {
+            l.add_layer_norm(&vs.root().sub(format!("ln{i}")), &out_shape, axes);
+            let ln = l.layer_norm.as_ref().unwrap();
+            tch::no_grad(|| {
+                let _ = ln.weight.shallow_clone().uniform_(0.5, 1.5);
+                let _ = ln.bias.shallow_clone().uniform_(-0.5, 0.5);
+            });
+            let x = Tensor::randn(in_shape.as_slice(), (Kind::Float, Device::Cpu)) * 3.0 + 1.0;
+            let pre = tch::no_grad(|| l.pre_activation(&x, false, &l.operands(None, Compute::F32), Compute::F32));
+            let reference = ln.apply(&pre.set_requires_grad(true)).detach();
+            let fast = tch::no_grad(|| l.forward_t(&x, false));
+            let err = f64::try_from((&reference - &fast).abs().max()).unwrap();
+            assert!(err < 1e-5, "case {i} ({axes:?}): differs by {err}");
         }
     }
 

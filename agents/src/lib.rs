@@ -5,6 +5,8 @@
 //!   data-dependent initialization.
 //! - [`qnet`]: the Nature CNN, MinAtar's network and an MLP in the named variants (`plain`,
 //!   `weight_norm`, `layer_norm`, `spectral_norm`, ...).
+//! - [`reparam`]: weight and spectral norm of small layers as loops around a plain training
+//!   pass (CPU).
 //! - [`diagnostics`]: weight norms, effective step sizes, dormant units and feature rank.
 //! - [`policy`]: a CPU copy of the Q-network acting epsilon-greedily (actors, evaluation).
 //! - [`dqn`]: the DQN update (targets, double DQN, Huber/MSE, gradient clipping, target sync),
@@ -27,5 +29,6 @@ pub mod layers;
 pub mod optim;
 pub mod policy;
 pub mod qnet;
+pub mod reparam;
 pub mod replay;
 pub mod schedule;

@@ -163,6 +163,19 @@ pub struct QNetConfig {
     pub norm: NormOptions,
 }
 
+/// What the forward passes of a gradient step use, made once per step
+/// ([`QNetwork::train_pass`]).
+#[derive(Debug)]
+pub struct TrainPass {
+    /// Every layer's operands.
+    pub ops: Vec<Operands>,
+    /// Every layer's output scale (weight norm's `g / ||v||`, spectral norm's `1 / sigma`) on
+    /// the tensor-op path.
+    scales: Vec<Option<Tensor>>,
+    /// Weight norm's `||v||` held constant on the tensor-op path.
+    norms: Vec<Option<Tensor>>,
+}
+
 /// A Q-network: observations in, one Q-value per action out.
 #[derive(Debug)]
 pub struct QNetwork {
@@ -284,55 +297,70 @@ impl QNetwork {
         self.layers().map(|_| None).collect()
     }
 
-    /// [`QNetwork::wn_scales`] for a gradient step: the norms are held constant for autograd
-    /// (see [`Layer::wn_scale_const_norm`]); after `backward()`, [`QNetwork::wn_grad_terms`]
-    /// of the returned norms is what the optimizer needs to finish the `v` gradients.
-    /// `known_norm(v)` gives `||v||` row by row where the caller knows it (from the last
-    /// optimizer step), else None.
-    pub fn wn_train_scales(
-        &self,
-        known_norm: &dyn Fn(&Tensor) -> Option<Tensor>,
-    ) -> (Vec<Option<Tensor>>, Vec<Option<Tensor>>) {
-        self.layers().map(|l| l.train_scale(l.g.as_ref().and_then(|_| known_norm(&l.weight)))).unzip()
+    /// Compute the weight and spectral norms of the small layers around each training pass
+    /// by loops on the CPU ([`Layer::materialize`], [`crate::reparam`]): for a learner's
+    /// online network. Returns the names of the layers that do.
+    pub fn materialize_small_layers(&mut self) -> Vec<String> {
+        let names = self.layer_names();
+        let layers = self.convs.iter_mut().chain(&mut self.dense).chain(&mut self.heads);
+        layers.zip(names).filter_map(|(l, n)| l.materialize().then_some(n)).collect()
+    }
+
+    /// Everything a gradient step's forward passes need ([`Layer::train_operands`], layer by
+    /// layer): weight norm's norms held constant for autograd (see
+    /// [`Layer::wn_scale_const_norm`]), spectral norm's power iteration made, materialized
+    /// layers' effective weights written. `known_norm(v)` gives `||v||` row by row where the
+    /// caller knows it (from the last optimizer step), else None. After `backward()`,
+    /// [`QNetwork::finish_grads`].
+    pub fn train_pass(&self, known_norm: &dyn Fn(&Tensor) -> Option<Tensor>) -> TrainPass {
+        let mut pass = TrainPass { ops: Vec::new(), scales: Vec::new(), norms: Vec::new() };
+        for l in self.layers() {
+            let (ops, scale, norm) = l.train_operands(l.g.as_ref().and_then(|_| known_norm(&l.weight)), self.compute);
+            pass.ops.push(ops);
+            pass.scales.push(scale);
+            pass.norms.push(norm);
+        }
+        pass
+    }
+
+    /// After the backward pass of [`QNetwork::train_pass`]: every layer's gradients finished
+    /// ([`Layer::finish_grad`]) except weight norm's share of the tensor-op path's `v`
+    /// gradients (paper eq. 3), returned as `(v, v.grad . v, ||v||)` row by row for the
+    /// optimizer to remove (`Optimizer::project_rows`): `dL/dv` is `v.grad` without its
+    /// component along each row of `v` ([`Layer::v_grad_dots`]).
+    pub fn finish_grads(&self, pass: &TrainPass) -> Vec<(Tensor, Tensor, Tensor)> {
+        let mut terms = Vec::new();
+        for ((l, s), n) in self.layers().zip(&pass.scales).zip(&pass.norms) {
+            l.finish_grad(s.as_ref());
+            if let Some(n) = n {
+                if let Some(d) = l.v_grad_dots() {
+                    terms.push((l.weight.shallow_clone(), d, n.shallow_clone()));
+                }
+            }
+        }
+        terms
     }
 
     /// After an optimizer step: projected weight norm scales every `v` back to its initial
-    /// norms (`known_norm` as for [`QNetwork::wn_train_scales`]); nothing for other variants.
+    /// norms (`known_norm` as for [`QNetwork::train_pass`]); nothing for other variants.
     pub fn project(&self, known_norm: &dyn Fn(&Tensor) -> Option<Tensor>) {
         for l in self.layers().filter(|l| l.initial_norms().is_some()) {
             l.project(known_norm(&l.weight));
         }
     }
 
-    /// The norm's share of every `v` gradient (paper eq. 3) after a backward pass through
-    /// [`QNetwork::wn_train_scales`], as `(v, v.grad . v, ||v||)` row by row: `dL/dv` is
-    /// `v.grad` without its component along each row of `v` ([`Layer::v_grad_dots`]), for the
-    /// optimizer to remove (`Optimizer::project_rows`).
-    pub fn wn_grad_terms(&self, norms: &[Option<Tensor>]) -> Vec<(Tensor, Tensor, Tensor)> {
-        self.layers()
-            .zip(norms)
-            .filter_map(|(l, n)| {
-                let n = n.as_ref()?;
-                l.v_grad_dots().map(|d| (l.weight.shallow_clone(), d, n.shallow_clone()))
-            })
-            .collect()
+    /// Every layer's [`Layer::folded_operands`]: for a network that runs forward passes only
+    /// between weight changes (a target network).
+    pub fn folded_operands(&self) -> Vec<Operands> {
+        self.layers().map(|l| l.folded_operands(self.compute)).collect()
     }
 
-    /// After a backward pass through [`QNetwork::wn_train_scales`]'s `scales`: spectral norm's
-    /// share of each spectrally normalized weight's gradient ([`Layer::complete_spectral_grad`]).
-    pub fn complete_spectral_grads(&self, scales: &[Option<Tensor>]) {
-        for (l, s) in self.layers().zip(scales) {
-            if let Some(s) = s {
-                l.complete_spectral_grad(s);
-            }
-        }
-    }
-
-    /// Add the norm's share of every `v` gradient (paper eq. 3) now, after a backward pass
-    /// through [`QNetwork::wn_train_scales`] (the tests' reference for the optimizer's path).
+    /// [`QNetwork::finish_grads`], with weight norm's share of the tensor-op path's `v`
+    /// gradients added now (the tests' reference for the optimizer's path).
     #[cfg(test)]
-    pub fn complete_wn_grads(&self, norms: &[Option<Tensor>]) {
-        for (l, n) in self.layers().zip(norms) {
+    pub fn finish_grads_now(&self, pass: &TrainPass) {
+        let _ = self.finish_grads(pass);
+        for (l, n) in self.layers().zip(&pass.norms) {
             if let Some(n) = n {
                 l.complete_v_grad(n);
             }
@@ -504,18 +532,34 @@ mod tests {
     }
 
     /// The training path (norms and sigma held constant, then the paper's eq. 3 and sigma's
-    /// share added by hand) gives the gradients autograd gives through the norm and through
-    /// sigma, for every parameter of every variant.
+    /// share added by hand; or the materialized layers' loops) gives the gradients autograd
+    /// gives through the norm and through sigma, for every parameter of every variant.
     #[test]
     fn train_scales_give_autograd_gradients() {
-        for (variant, dueling) in [
-            (Variant::WeightNorm, false),
-            (Variant::WeightNormMobn, true),
-            (Variant::Plain, false),
-            (Variant::SpectralNorm, false),
+        for (variant, dueling, materialize) in [
+            (Variant::WeightNorm, false, false),
+            (Variant::WeightNormMobn, true, false),
+            (Variant::Plain, false, false),
+            (Variant::SpectralNorm, false, false),
+            (Variant::WeightNorm, false, true),
+            (Variant::WeightNormMobn, true, true),
+            (Variant::SpectralNorm, false, true),
+            (Variant::WeightNormProjected, false, true),
         ] {
             tch::manual_seed(3);
-            let (vs, net) = nature(variant, dueling);
+            let (vs, mut net) = nature(variant, dueling);
+            if materialize {
+                // Every layer but the 1.6M-weight dense ones (fc1, or value_fc and adv_fc);
+                // none with spectral norm, which is only on fc1 by default.
+                let expect = if variant == Variant::SpectralNorm {
+                    0
+                } else if dueling {
+                    5
+                } else {
+                    4
+                };
+                assert_eq!(net.materialize_small_layers().len(), expect, "{variant:?}");
+            }
             let obs = Tensor::randint(256, [8, 4, 84, 84], (Kind::Uint8, Device::Cpu));
             net.data_init(&obs, 1.0);
             let target = Tensor::randn([8, 6], (Kind::Float, Device::Cpu));
@@ -524,10 +568,9 @@ mod tests {
                     t.zero_grad();
                 }
                 if fast {
-                    let (scales, norms) = net.wn_train_scales(&|_| None);
-                    (net.forward_scaled(&obs, true, &scales) - &target).square().mean(Kind::Float).backward();
-                    net.complete_wn_grads(&norms);
-                    net.complete_spectral_grads(&scales);
+                    let pass = net.train_pass(&|_| None);
+                    (net.forward_with(&obs, true, &pass.ops) - &target).square().mean(Kind::Float).backward();
+                    net.finish_grads_now(&pass);
                 } else {
                     (net.forward_t(&obs, true) - &target).square().mean(Kind::Float).backward();
                 }
@@ -547,7 +590,7 @@ mod tests {
             for ((name, a), (_, b)) in exact.iter().zip(&fast) {
                 let scale = f64::try_from(a.abs().max()).unwrap().max(1e-12);
                 let err = f64::try_from((a - b).abs().max()).unwrap() / scale;
-                assert!(err < 1e-4, "{variant:?} {name}: relative error {err}");
+                assert!(err < 1e-4, "{variant:?} (materialized: {materialize}) {name}: relative error {err}");
             }
         }
     }

@@ -1,4 +1,5 @@
-//! ATen's multi-tensor optimizer kernels, which tch does not expose: a safe wrapper over
+//! ATen's multi-tensor optimizer kernels, and the tensor internals (version counter, setting a
+//! gradient), which tch does not expose: a safe wrapper over
 //! `csrc/multi_tensor.cpp` (compiled by agents/build.rs against libtorch's headers).
 //!
 //! Why: the on-device update ([`crate::optim::Optimizer::step_on_device`]) is replayed as a CUDA
@@ -38,6 +39,21 @@ extern "C" {
         cap: usize,
     ) -> c_int;
     fn wmt_version(t: *mut C_tensor, out: *mut i64, err: *mut c_char, cap: usize) -> c_int;
+    fn wmt_set_grad(t: *mut C_tensor, grad: *mut C_tensor, err: *mut c_char, cap: usize) -> c_int;
+}
+
+/// Make `grad` (same shape and kind, no copy) `t`'s gradient, or leave `t` without one (None):
+/// for gradients computed outside autograd into buffers of their own (`crate::reparam`). tch
+/// can read a gradient but not set one.
+pub fn set_grad(t: &Tensor, grad: Option<&Tensor>) -> Result<()> {
+    if let Some(g) = grad {
+        if g.size() != t.size() || g.kind() != t.kind() || g.device() != t.device() {
+            return Err(anyhow!("set_grad: the gradient must have the tensor's shape, kind and device"));
+        }
+    }
+    let g = grad.map_or(std::ptr::null_mut(), |g| g.as_ptr() as *mut C_tensor);
+    // SAFETY: live tensor handles (or null) for the call; the shim copies the handle's tensor.
+    call("set gradient", |e, n| unsafe { wmt_set_grad(t.as_ptr() as *mut C_tensor, g, e, n) })
 }
 
 /// `t`'s version counter: every in-place tensor op on `t` or a view of it advances it (writes

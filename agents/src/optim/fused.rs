@@ -137,13 +137,13 @@ impl Pass {
 
 /// Denormal operands and results flushed to zero on this thread while it lives (MXCSR's DAZ
 /// and FTZ bits); the thread's earlier mode is restored when it is dropped.
-struct FlushDenormals {
+pub(crate) struct FlushDenormals {
     #[cfg(target_arch = "x86_64")]
     saved: u32,
 }
 
 impl FlushDenormals {
-    fn on() -> FlushDenormals {
+    pub(crate) fn on() -> FlushDenormals {
         #[cfg(target_arch = "x86_64")]
         {
             const FTZ_DAZ: u32 = 0x8040;
@@ -176,12 +176,12 @@ impl Drop for FlushDenormals {
 /// flushed to zero (see the module doc).
 macro_rules! dispatch {
     ($name:ident, $generic:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
-        pub(crate) fn $name<T: Real>($($arg: $ty),*) -> $ret {
-            let _flush = FlushDenormals::on();
+        pub(crate) fn $name<T: $crate::optim::fused::Real>($($arg: $ty),*) -> $ret {
+            let _flush = $crate::optim::fused::FlushDenormals::on();
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2")]
-                unsafe fn wide<T: Real>($($arg: $ty),*) -> $ret {
+                unsafe fn wide<T: $crate::optim::fused::Real>($($arg: $ty),*) -> $ret {
                     $generic($($arg),*)
                 }
                 if std::is_x86_feature_detected!("avx2") {
@@ -193,6 +193,8 @@ macro_rules! dispatch {
         }
     };
 }
+
+pub(crate) use dispatch;
 
 #[inline(always)]
 fn sum_sq_generic<T: Real>(g: &[T]) -> f64 {

@@ -19,7 +19,7 @@ use std::path::Path;
 
 use tch::{Kind, Tensor};
 
-mod fused;
+pub(crate) mod fused;
 mod rules;
 
 pub use rules::{Adam, Adamax, RmsProp};

@@ -1,0 +1,344 @@
+//! Weight norm and spectral norm as a plain weight for a training pass on the CPU: the effective
+//! weight is written by one loop before the pass (`w = g v / ||v||`, or `W / sigma` after the
+//! power iteration), the pass runs as a plain layer's with that weight as a leaf of autograd,
+//! and one loop after the backward pass turns its gradient into the parameters' (`dL/dg`,
+//! `dL/dv` by the paper's eq. 3; `dL/dW` with sigma's share).
+//!
+//! Why: on a small layer the cost of the normalization is the number of libtorch ops it adds,
+//! not arithmetic. Computed with tensor ops, weight norm adds about fifteen per layer and
+//! update (the scale, its product with the output, their backward nodes, the gradient
+//! completion) and spectral norm about thirty-five (the power iteration's mat-vecs and
+//! normalizations, the scale, the rank-one completion), a few microseconds each: on the
+//! CartPole MLP (batch 32, one thread) that was 45% (weight norm) and 38% (spectral norm, one
+//! layer) over plain's 290 us. A loop over a 128 x 128 weight takes a few microseconds.
+//! On a large weight the loops' passes over memory cost more than the ops they save (the
+//! tensor-op path there folds the scale into the output and the `dL/dv` completion into the
+//! optimizer's pass), so a layer is made plain this way only up to [`MAX_WEIGHTS`] weights
+//! ([`crate::layers::Layer::materialize`]); CUDA always takes the tensor-op path, which a CUDA
+//! graph can capture.
+//!
+//! The arithmetic is the tensor-op path's (reductions in f64); `QNetwork`'s test
+//! `train_scales_give_autograd_gradients` checks both paths against autograd through the
+//! norms, and the PyTorch oracles check whole updates.
+
+use std::cell::RefCell;
+use tch::{Kind, Tensor};
+
+use crate::optim::fused::{dispatch, Real};
+
+/// The largest weight (elements) made plain per training pass. Measured on the MinAtar
+/// network's fc1 (1,600 x 128 = 205k weights, one thread, AMD EPYC): its loops cost more
+/// than the tensor-op path's ops; on its conv (576 weights) and output (768) and on the MLP's
+/// layers (up to 16k) they cost a few microseconds against about 45 us of ops.
+pub const MAX_WEIGHTS: usize = 1 << 16;
+
+/// What the loop before the pass saved for the loop after it.
+#[derive(Debug, Default)]
+struct Saved {
+    /// Weight norm: `||v||` per row; spectral norm: `[sigma]`.
+    norm: Vec<f64>,
+}
+
+/// A layer's weight made plain for the training passes of one update.
+#[derive(Debug)]
+pub struct Materialized {
+    /// The effective weight (the parameter's shape), a leaf of autograd.
+    pub w: Tensor,
+    /// Gradient buffers given to the parameters (`v` or `W`, and `g`), written by
+    /// [`Materialized::backward`].
+    grads: Vec<Tensor>,
+    saved: RefCell<Saved>,
+}
+
+/// The parameters of a normalized weight, as [`Materialized`] reads them.
+pub enum Weights<'a> {
+    /// `w = g v / ||v||` row by row.
+    WeightNorm {
+        /// `v`, `[out, ...]`.
+        v: &'a Tensor,
+        /// `g`, `[out]`.
+        g: &'a Tensor,
+    },
+    /// `w = W / sigma`, one power iteration on `(u, v)` per training pass.
+    Spectral {
+        /// `W`, `[out, ...]`.
+        w: &'a Tensor,
+        /// Left singular vector estimate, `[out]`.
+        u: &'a Tensor,
+        /// Right singular vector estimate, `[fan_in]`.
+        v: &'a Tensor,
+        /// The power iteration's epsilon.
+        eps: f64,
+    },
+}
+
+impl Weights<'_> {
+    fn params(&self) -> Vec<&Tensor> {
+        match self {
+            Weights::WeightNorm { v, g } => vec![v, g],
+            Weights::Spectral { w, .. } => vec![w],
+        }
+    }
+
+    fn weight(&self) -> &Tensor {
+        match self {
+            Weights::WeightNorm { v, .. } => v,
+            Weights::Spectral { w, .. } => w,
+        }
+    }
+}
+
+/// Contiguous CPU f32 or f64, the kernels' element types.
+fn fits(t: &Tensor) -> bool {
+    t.device() == tch::Device::Cpu && t.is_contiguous() && matches!(t.kind(), Kind::Float | Kind::Double)
+}
+
+/// `t`'s elements.
+///
+/// # Safety
+/// `t` is a contiguous CPU tensor of `T` that nothing writes while the slice lives.
+unsafe fn data<'a, T>(t: &Tensor) -> &'a [T] {
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel()) }
+}
+
+/// `t`'s elements, writable.
+///
+/// # Safety
+/// As for [`data`], and nothing else reads or writes them while the slice lives.
+#[allow(clippy::mut_from_ref)]
+unsafe fn data_mut<'a, T>(t: &Tensor) -> &'a mut [T] {
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut T, t.numel()) }
+}
+
+impl Materialized {
+    /// Set up for `p`, or None where the loops do not apply (not a contiguous CPU weight of
+    /// f32 or f64, or more than [`MAX_WEIGHTS`]). Gives the parameters gradient buffers of
+    /// their own (autograd no longer reaches them).
+    pub fn new(p: &Weights) -> Option<Materialized> {
+        let params = p.params();
+        let kind = p.weight().kind();
+        if p.weight().numel() > MAX_WEIGHTS || !params.iter().all(|t| fits(t) && t.kind() == kind) {
+            return None;
+        }
+        if let Weights::Spectral { u, v, .. } = p {
+            if !fits(u) || !fits(v) || u.kind() != kind || v.kind() != kind {
+                return None;
+            }
+        }
+        let w = tch::no_grad(|| p.weight().zeros_like()).set_requires_grad(true);
+        let grads: Vec<Tensor> = params.iter().map(|t| t.zeros_like()).collect();
+        for (t, g) in params.iter().zip(&grads) {
+            crate::ext::multi_tensor::set_grad(t, Some(g)).ok()?;
+        }
+        Some(Materialized { w, grads, saved: RefCell::default() })
+    }
+
+    /// Before a training pass: write the effective weight into [`Materialized::w`] (spectral
+    /// norm: after one power iteration, which moves `u` and `v`), and leave it without a
+    /// gradient.
+    pub fn forward(&self, p: &Weights) {
+        if self.w.kind() == Kind::Double {
+            self.forward_as::<f64>(p);
+        } else {
+            self.forward_as::<f32>(p);
+        }
+        let _ = crate::ext::multi_tensor::set_grad(&self.w, None);
+    }
+
+    fn forward_as<T: Real>(&self, p: &Weights) {
+        let mut saved = self.saved.borrow_mut();
+        // Every block below: `new` checked every tensor is contiguous CPU `T`;
+        // `self.w` is ours and in no autograd graph between updates; the parameters are not
+        // written during the loop, spectral norm's `u` and `v` only by it (they are in no
+        // graph); the slices are distinct tensors.
+        match p {
+            Weights::WeightNorm { v, g } => {
+                saved.norm.resize(g.numel(), 0.0);
+                // SAFETY: as above.
+                let (v, g, out) = unsafe { (data::<T>(v), data::<T>(g), data_mut::<T>(&self.w)) };
+                wn_forward(v, g, out, &mut saved.norm);
+            }
+            Weights::Spectral { w, u, v, eps } => {
+                // SAFETY: as above.
+                let (w, u, v, out) =
+                    unsafe { (data::<T>(w), data_mut::<T>(u), data_mut::<T>(v), data_mut::<T>(&self.w)) };
+                saved.norm = vec![sn_forward(w, u, v, out, *eps)];
+            }
+        }
+    }
+
+    /// After the backward pass: the parameters' gradients from the effective weight's `G`.
+    /// Weight norm (eq. 3): `dL/dg = G . v / ||v||`, `dL/dv = s G - (s dL/dg / ||v||) v` with
+    /// `s = g / ||v||`. Spectral norm: `dL/dW = (G - (G . W/sigma) u v^T) / sigma`. Nothing
+    /// when the pass left no gradient (the parameters' gradients are then zero).
+    pub fn backward(&self, p: &Weights) {
+        let grad = self.w.grad();
+        if !grad.defined() {
+            for g in &self.grads {
+                let _ = g.shallow_clone().zero_();
+            }
+            return;
+        }
+        let grad = grad.contiguous();
+        if self.w.kind() == Kind::Double {
+            self.backward_as::<f64>(p, &grad);
+        } else {
+            self.backward_as::<f32>(p, &grad);
+        }
+    }
+
+    fn backward_as<T: Real>(&self, p: &Weights, grad: &Tensor) {
+        let saved = self.saved.borrow();
+        // Both blocks: contiguous CPU `T` (checked in `new`, `grad` made contiguous);
+        // the gradient buffers are ours and distinct from the rest; nothing else runs during
+        // the loop.
+        match p {
+            Weights::WeightNorm { v, g } => {
+                // SAFETY: as above.
+                let (v, g, gw, dv, dg) = unsafe {
+                    (
+                        data::<T>(v),
+                        data::<T>(g),
+                        data::<T>(grad),
+                        data_mut::<T>(&self.grads[0]),
+                        data_mut::<T>(&self.grads[1]),
+                    )
+                };
+                wn_backward(v, g, gw, dv, dg, &saved.norm);
+            }
+            Weights::Spectral { w, u, v, .. } => {
+                // SAFETY: as above.
+                let (w, u, v, gw, dw) = unsafe {
+                    (data::<T>(w), data::<T>(u), data::<T>(v), data::<T>(grad), data_mut::<T>(&self.grads[0]))
+                };
+                sn_backward(w, u, v, gw, dw, saved.norm[0]);
+            }
+        }
+    }
+}
+
+impl Materialized {
+    /// Projected weight norm's step after the optimizer's, in one loop: every row of `v`
+    /// scaled back to its norm `n0` (`v[r] *= n0[r] / ||v[r]||`). Only for a materialized
+    /// layer: the loop writes `v` without advancing its version counter, and the optimizer
+    /// trusts that counter only for the norms of the tensor-op path's projections.
+    pub fn project(&self, v: &Tensor, n0: &Tensor) {
+        fn rows<T: Real>(v: &Tensor, n0: &Tensor) {
+            // SAFETY: `Materialized::new` checked `v` (contiguous CPU `T`); `n0` is a vector of
+            // `v`'s kind made with it; `v` is a parameter between updates, in no autograd graph.
+            project(unsafe { data_mut::<T>(v) }, unsafe { data::<T>(n0) });
+        }
+        if self.w.kind() == Kind::Double {
+            rows::<f64>(v, n0);
+        } else {
+            rows::<f32>(v, n0);
+        }
+    }
+}
+
+/// `a . b`, in eight partial sums of `T` (so that the loop vectorizes), added in f64.
+#[inline(always)]
+fn dot<T: Real>(a: &[T], b: &[T]) -> f64 {
+    let mut acc = [T::of(0.0); 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] = acc[k] + x[k] * y[k];
+        }
+    }
+    acc.iter().map(|x| x.to_f64()).sum::<f64>() + ra.iter().zip(rb).map(|(x, y)| (*x * *y).to_f64()).sum::<f64>()
+}
+
+/// Weight norm: `out[r] = v[r] * (g[r] / ||v[r]||)`, the norms into `norms`.
+#[inline(always)]
+fn wn_forward_generic<T: Real>(v: &[T], g: &[T], out: &mut [T], norms: &mut [f64]) {
+    let k = v.len() / g.len();
+    for (((vr, wr), &gi), n) in v.chunks_exact(k).zip(out.chunks_exact_mut(k)).zip(g).zip(norms) {
+        *n = dot(vr, vr).sqrt();
+        let s = T::of(gi.to_f64() / *n);
+        for (w, &x) in wr.iter_mut().zip(vr) {
+            *w = x * s;
+        }
+    }
+}
+
+/// Weight norm's gradients from the effective weight's `gw` (eq. 3), row by row:
+/// `dg = gw . v / n`, `dv = s gw - (s dg / n) v` with `s = g / n`.
+#[inline(always)]
+fn wn_backward_generic<T: Real>(v: &[T], g: &[T], gw: &[T], dv: &mut [T], dg: &mut [T], norms: &[f64]) {
+    let k = v.len() / g.len();
+    let rows = v.chunks_exact(k).zip(gw.chunks_exact(k)).zip(dv.chunks_exact_mut(k));
+    for ((((vr, gr), dvr), (&gi, dgi)), &n) in rows.zip(g.iter().zip(dg.iter_mut())).zip(norms) {
+        let d = dot(gr, vr) / n;
+        let s = gi.to_f64() / n;
+        let (s_t, c_t) = (T::of(s), T::of(s * d / n));
+        for ((o, &gx), &vx) in dvr.iter_mut().zip(gr).zip(vr) {
+            *o = s_t * gx - c_t * vx;
+        }
+        *dgi = T::of(d);
+    }
+}
+
+/// Spectral norm: one power iteration on `w` (`[u.len(), v.len()]`), `u <- W v / ||W v||`,
+/// `v <- W^T u / ||W^T u||` (norms clamped at `eps`), then `out = W / sigma` with
+/// `sigma = ||W^T u||`, returned.
+#[inline(always)]
+fn sn_forward_generic<T: Real>(w: &[T], u: &mut [T], v: &mut [T], out: &mut [T], eps: f64) -> f64 {
+    let k = v.len();
+    let mut t: Vec<f64> = w.chunks_exact(k).map(|r| dot(r, v)).collect();
+    let n = t.iter().map(|x| x * x).sum::<f64>().sqrt().max(eps);
+    for (ui, x) in u.iter_mut().zip(&mut t) {
+        *ui = T::of(*x / n);
+    }
+    let mut wtu = vec![T::of(0.0); k];
+    for (r, &ui) in w.chunks_exact(k).zip(u.iter()) {
+        for (acc, &x) in wtu.iter_mut().zip(r) {
+            *acc = *acc + x * ui;
+        }
+    }
+    let sigma = dot(&wtu, &wtu).sqrt();
+    let inv_v = T::of(1.0 / sigma.max(eps));
+    for (vi, &x) in v.iter_mut().zip(&wtu) {
+        *vi = x * inv_v;
+    }
+    let inv = T::of(1.0 / sigma);
+    for (o, &x) in out.iter_mut().zip(w) {
+        *o = x * inv;
+    }
+    sigma
+}
+
+/// Spectral norm's `dL/dW = (gw - (gw . W / sigma) u v^T) / sigma`.
+#[inline(always)]
+fn sn_backward_generic<T: Real>(w: &[T], u: &[T], v: &[T], gw: &[T], dw: &mut [T], sigma: f64) {
+    let c = dot(gw, w) / (sigma * sigma);
+    let inv = T::of(1.0 / sigma);
+    let k = v.len();
+    for ((gr, dr), &ui) in gw.chunks_exact(k).zip(dw.chunks_exact_mut(k)).zip(u) {
+        let cu = T::of(c * ui.to_f64());
+        for ((d, &gx), &vx) in dr.iter_mut().zip(gr).zip(v) {
+            *d = inv * gx - cu * vx;
+        }
+    }
+}
+
+/// Every row of `v` scaled to its norm in `n0`.
+#[inline(always)]
+fn project_generic<T: Real>(v: &mut [T], n0: &[T]) {
+    let k = v.len() / n0.len();
+    for (r, &t) in v.chunks_exact_mut(k).zip(n0) {
+        let s = T::of(t.to_f64() / dot(r, r).sqrt());
+        for x in r {
+            *x = *x * s;
+        }
+    }
+}
+
+dispatch!(wn_forward, wn_forward_generic, (v: &[T], g: &[T], out: &mut [T], norms: &mut [f64]) -> ());
+dispatch!(wn_backward, wn_backward_generic, (v: &[T], g: &[T], gw: &[T], dv: &mut [T], dg: &mut [T], norms: &[f64]) -> ());
+dispatch!(sn_forward, sn_forward_generic, (w: &[T], u: &mut [T], v: &mut [T], out: &mut [T], eps: f64) -> f64);
+dispatch!(sn_backward, sn_backward_generic, (w: &[T], u: &[T], v: &[T], gw: &[T], dw: &mut [T], sigma: f64) -> ());
+dispatch!(project, project_generic, (v: &mut [T], n0: &[T]) -> ());
