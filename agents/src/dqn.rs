@@ -6,9 +6,10 @@
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
+use crate::explicit::f32s;
 use crate::layers::Operands;
 use crate::optim::{Optimizer, OptimizerKind};
-use crate::qnet::{QNetConfig, QNetwork};
+use crate::qnet::{QNetConfig, QNetwork, TrainPass};
 use crate::replay::TensorBatch;
 
 /// TD loss.
@@ -97,6 +98,7 @@ impl Dqn {
         let mut online = QNetwork::new(&online_vs.root(), net);
         if device == Device::Cpu {
             online.materialize_small_layers();
+            online.prepare_explicit();
         }
         let mut target_vs = nn::VarStore::new(device);
         let target = QNetwork::new(&target_vs.root(), net);
@@ -174,6 +176,9 @@ impl Dqn {
         let pass = self.online.train_pass(&|v| opt.row_norms(v));
         let detached: Vec<Operands> = pass.ops.iter().map(Operands::detach).collect();
         let target = self.td_target_with(b, &detached);
+        if self.online.explicit_ready() {
+            return self.explicit_loss_and_grads(b, &pass, &target);
+        }
         let q = self.online.forward_with(&b.obs, true, &pass.ops);
         let q_sa = q.gather(1, &b.actions.unsqueeze(1), false).squeeze_dim(1);
         let loss = match self.cfg.loss {
@@ -186,6 +191,24 @@ impl Dqn {
             self.opt.project_rows(&v, &dots, &norm).expect("the optimizer holds every online parameter once");
         }
         (loss, q_sa)
+    }
+
+    /// [`Dqn::loss_and_grads`] by the explicit training pass ([`crate::explicit`]): the loss
+    /// and its gradient by one loop over the batch, every gradient written (not accumulated),
+    /// so none is zeroed first.
+    fn explicit_loss_and_grads(&mut self, b: &TensorBatch, pass: &TrainPass, target: &Tensor) -> (Tensor, Tensor) {
+        let (q, tape) = self.online.explicit_forward(&b.obs, &pass.ops);
+        let (actions, target) = (b.actions.to_kind(Kind::Int64).contiguous(), target.contiguous());
+        // SAFETY: `q` and `target` are contiguous CPU f32 tensors of this update, `actions` a
+        // contiguous i64 one; none is written while they are read.
+        let (loss, q_sa, dq) = unsafe {
+            let acts = std::slice::from_raw_parts(actions.data_ptr() as *const i64, actions.numel());
+            crate::explicit::td_loss(f32s(&q), acts, f32s(&target), self.cfg.loss == Loss::Huber)
+        };
+        self.online.explicit_backward(tape, Tensor::from_slice(&dq).view(q.size().as_slice()), &pass.ops);
+        let terms = self.online.finish_grads(pass);
+        debug_assert!(terms.is_empty(), "the explicit pass has no tensor-op weight norm");
+        (Tensor::from(loss as f32), Tensor::from_slice(&q_sa))
     }
 
     /// One gradient step on a batch, its statistics read back.

@@ -24,6 +24,7 @@
 
 use tch::{nn, Kind, Tensor};
 
+use crate::explicit::{f32s, f32s_mut, plain_f32, LayerTape};
 use crate::reparam::{Materialized, Weights};
 
 /// How a layer's weight is parameterized.
@@ -155,8 +156,9 @@ fn layer_norm_rows_generic<T: crate::optim::fused::Real>(
     let (mut mean, mut rstd) = (vec![zero; stride], vec![zero; stride]);
     for block in x.chunks_exact_mut(n * stride) {
         if stride == 1 {
-            let m = T::of(lane_sum(block, |e| e) / n as f64);
-            let r = T::of(1.0 / (lane_sum(block, |e| (e - m) * (e - m)) / n as f64 + eps).sqrt());
+            use crate::explicit::sum8;
+            let m = T::of(sum8(block, block, block, |x, _, _| x) / n as f64);
+            let r = T::of(1.0 / (sum8(block, block, block, |x, _, _| (x - m) * (x - m)) / n as f64 + eps).sqrt());
             for ((e, &wi), &bi) in block.iter_mut().zip(w).zip(b) {
                 *e = (*e - m) * r * wi + bi;
             }
@@ -184,20 +186,6 @@ fn layer_norm_rows_generic<T: crate::optim::fused::Real>(
             }
         }
     }
-}
-
-/// `sum f(x)` in eight partial sums (so that the loop vectorizes), added in f64.
-#[inline(always)]
-fn lane_sum<T: crate::optim::fused::Real>(x: &[T], f: impl Fn(T) -> T) -> f64 {
-    let mut acc = [T::of(0.0); 8];
-    let chunks = x.chunks_exact(8);
-    let rest: f64 = chunks.remainder().iter().map(|&e| f(e).to_f64()).sum();
-    for c in chunks {
-        for k in 0..8 {
-            acc[k] = acc[k] + f(c[k]);
-        }
-    }
-    acc.iter().map(|a| a.to_f64()).sum::<f64>() + rest
 }
 
 crate::optim::fused::dispatch!(layer_norm_rows, layer_norm_rows_generic, (x: &mut [T], w: &[T], b: &[T], n: usize, stride: usize, eps: f64) -> ());
@@ -327,6 +315,19 @@ pub struct Layer {
     /// Weight or spectral norm computed by loops around a plain training pass
     /// ([`Layer::materialize`]).
     materialized: Option<Materialized>,
+    /// Gradient buffers of the explicit training pass ([`Layer::prepare_explicit`]).
+    explicit: Option<ExplicitGrads>,
+}
+
+/// The gradient buffers that the explicit training pass writes ([`crate::explicit`]).
+#[derive(Debug)]
+struct ExplicitGrads {
+    /// The weight's (or its materialized effective weight's): a tensor of its own, not a view
+    /// (an optimizer's `zero_grad` detaches gradients in place, which a view refuses).
+    weight: Tensor,
+    bias: Tensor,
+    /// Layer norm's scale and shift.
+    ln: Option<(Tensor, Tensor)>,
 }
 
 /// A convolution computed as `patches(x) W^T + b`: one `index_select` gathers every output
@@ -443,6 +444,7 @@ impl Layer {
             layer_norm: None,
             patches: None,
             materialized: None,
+            explicit: None,
         };
         for _ in 0..SPECTRAL_INIT_ITERS {
             let _ = layer.power_iteration();
@@ -513,6 +515,146 @@ impl Layer {
             self.materialized = self.reparam_weights().and_then(|p| Materialized::new(&p));
         }
         self.materialized.is_some()
+    }
+
+    /// Prepare this layer for the explicit training pass ([`crate::explicit`]): gradient
+    /// buffers for its bias and layer norm. False where it cannot take that pass: a weight
+    /// normalized by tensor ops (not [`Layer::materialize`]d), a convolution not computed over
+    /// patches, or not f32 on the CPU.
+    pub fn prepare_explicit(&mut self) -> bool {
+        let ready = plain_f32(&self.weight)
+            && plain_f32(&self.bias)
+            && (self.reparam_weights().is_none() || self.materialized.is_some())
+            && (matches!(self.op, Op::Linear) || self.patches.is_some())
+            && self.layer_norm.as_ref().is_none_or(|l| plain_f32(&l.weight) && plain_f32(&l.bias));
+        if ready && self.explicit.is_none() {
+            let buf = |t: &Tensor| {
+                let g = t.zeros_like();
+                crate::ext::multi_tensor::set_grad(t, Some(&g)).ok().map(|_| g)
+            };
+            let ln = match &self.layer_norm {
+                Some(l) => match (buf(&l.weight), buf(&l.bias)) {
+                    (Some(w), Some(b)) => Some((w, b)),
+                    _ => return false,
+                },
+                None => None,
+            };
+            let Some(bias) = buf(&self.bias) else { return false };
+            let weight = self.weight.zeros_like();
+            self.explicit = Some(ExplicitGrads { weight, bias, ln });
+        }
+        ready
+    }
+
+    /// The explicit training pass's forward step ([`crate::explicit`]): the pre-activation
+    /// for input `x` with `ops` from [`Layer::train_operands`] (a plain weight), mean-only
+    /// BN's batch mean (and its running mean updated) and layer norm, as
+    /// [`Layer::forward_with`] in training; and what the backward step needs.
+    pub fn explicit_forward(&self, x: &Tensor, ops: &Operands) -> (Tensor, LayerTape) {
+        let out = self.weight.size()[0];
+        let mobn = self.running_mean.is_some();
+        let product = |input: &Tensor, wt: &Tensor| if mobn { input.mm(wt) } else { ops.bias.addmm(input, wt) };
+        let (input, pre) = match (&self.op, &self.patches) {
+            (Op::Conv2d { .. }, Some(p)) => {
+                let b = x.size()[0];
+                let cols = x.reshape([b, -1]).index_select(1, &p.index).view([b * p.out_hw.0 * p.out_hw.1, -1]);
+                let pre = product(&cols, &ops.w.reshape([out, -1]).tr());
+                (cols, pre)
+            }
+            _ => (x.shallow_clone(), product(x, &ops.w.tr())),
+        };
+        if let Some(rm) = &self.running_mean {
+            // SAFETY: `pre` is a fresh contiguous f32 product no one else holds; the bias and
+            // running mean are contiguous CPU f32 (`prepare_explicit`) and written by no one
+            // else during the pass.
+            let (pre_s, bias, rm) = unsafe { (f32s_mut(&pre), f32s(&ops.bias), f32s_mut(rm)) };
+            let mean = crate::explicit::mean_only_bn(pre_s, bias);
+            let m = self.bn_momentum as f32;
+            for (r, x) in rm.iter_mut().zip(mean) {
+                *r = *r * m + x * (1.0 - m);
+            }
+        }
+        let channels_first = self.layer_norm.as_ref().is_some_and(|l| l.channels);
+        let mut ln = if channels_first { self.layer_norm_explicit(&pre) } else { None };
+        let y = match &self.patches {
+            Some(p) if matches!(self.op, Op::Conv2d { .. }) => {
+                let b = x.size()[0];
+                pre.view([b, p.out_hw.0, p.out_hw.1, out]).permute([0, 3, 1, 2]).contiguous()
+            }
+            _ => pre,
+        };
+        if !channels_first {
+            ln = self.layer_norm_explicit(&y);
+        }
+        (y, LayerTape { input, ln })
+    }
+
+    /// Layer norm in place on `x` (contiguous rows of the normalized axes), keeping `xhat`
+    /// and `rstd`; None without a layer norm.
+    fn layer_norm_explicit(&self, x: &Tensor) -> Option<(Tensor, Vec<f32>)> {
+        let l = self.layer_norm.as_ref()?;
+        let xhat = x.empty_like();
+        let mut rstd = vec![0f32; x.numel() / l.weight.numel()];
+        // SAFETY: `x` is a fresh contiguous f32 activation only this pass holds, `xhat` a new
+        // buffer; the affine parameters are contiguous CPU f32 (`prepare_explicit`).
+        unsafe {
+            crate::explicit::layer_norm(
+                f32s_mut(x),
+                f32s(&l.weight),
+                f32s(&l.bias),
+                LAYER_NORM_EPS,
+                f32s_mut(&xhat),
+                &mut rstd,
+            );
+        }
+        Some((xhat, rstd))
+    }
+
+    /// The explicit training pass's backward step: `d` is `dL/d(output)` of
+    /// [`Layer::explicit_forward`] (contiguous f32, overwritten); the parameters' gradients
+    /// are set (the weight's, or its materialized effective weight's, for
+    /// [`Layer::finish_grad`]), and `dL/d(input)` is returned when `need_dx`.
+    pub fn explicit_backward(&self, tape: LayerTape, d: Tensor, ops: &Operands, need_dx: bool) -> Option<Tensor> {
+        let grads = self.explicit.as_ref().expect("explicit_backward after prepare_explicit");
+        let out = self.weight.size()[0];
+        let channels_first = self.layer_norm.as_ref().is_some_and(|l| l.channels);
+        let ln_back = |d: &Tensor, tape_ln: &Option<(Tensor, Vec<f32>)>| {
+            if let (Some(l), Some((xhat, rstd)), Some((dw, db))) = (&self.layer_norm, tape_ln, &grads.ln) {
+                // SAFETY: `d` and `xhat` are contiguous f32 activations of this pass, the
+                // parameters and their gradient buffers contiguous CPU f32, all distinct.
+                unsafe {
+                    crate::explicit::layer_norm_backward(
+                        f32s_mut(d),
+                        f32s(xhat),
+                        rstd,
+                        f32s(&l.weight),
+                        f32s_mut(dw),
+                        f32s_mut(db),
+                    );
+                }
+            }
+        };
+        if !channels_first {
+            ln_back(&d, &tape.ln);
+        }
+        let d = match self.op {
+            Op::Conv2d { .. } => d.permute([0, 2, 3, 1]).contiguous().view([-1, out]),
+            Op::Linear => d,
+        };
+        if channels_first {
+            ln_back(&d, &tape.ln);
+        }
+        // SAFETY: `d` is a contiguous f32 gradient of this pass; the bias buffer is ours.
+        unsafe {
+            crate::explicit::col_sums(f32s(&d), f32s_mut(&grads.bias));
+            if self.running_mean.is_some() {
+                crate::explicit::sub_col_means(f32s_mut(&d), out as usize);
+            }
+        }
+        let _ = d.tr().mm_out(&grads.weight.view([out, -1]), &tape.input);
+        let w = self.materialized.as_ref().map_or(&self.weight, |m| &m.w);
+        crate::ext::multi_tensor::set_grad(w, Some(&grads.weight)).expect("the gradient has the weight's shape");
+        need_dx.then(|| d.mm(&ops.w.view([out, -1])))
     }
 
     /// Whether [`Layer::materialize`] took effect.

@@ -7,6 +7,8 @@
 //!   `weight_norm`, `layer_norm`, `spectral_norm`, ...).
 //! - [`reparam`]: weight and spectral norm of small layers as loops around a plain training
 //!   pass (CPU).
+//! - [`explicit`]: the training pass of a small network with its backward pass written out
+//!   (CPU).
 //! - [`diagnostics`]: weight norms, effective step sizes, dormant units and feature rank.
 //! - [`policy`]: a CPU copy of the Q-network acting epsilon-greedily (actors, evaluation).
 //! - [`dqn`]: the DQN update (targets, double DQN, Huber/MSE, gradient clipping, target sync),
@@ -23,6 +25,7 @@
 
 pub mod diagnostics;
 pub mod dqn;
+pub mod explicit;
 pub mod ext;
 pub mod graphed;
 pub mod layers;

@@ -5,6 +5,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
+use crate::explicit::{f32s, f32s_mut, LayerTape};
 use crate::layers::{Compute, Layer, LayerConfig, LayerNormAxes, Operands, Param};
 
 /// Network parameterization and initialization, by name.
@@ -176,6 +177,15 @@ pub struct TrainPass {
     norms: Vec<Option<Tensor>>,
 }
 
+/// What the explicit training pass's forward passes keep for its backward pass
+/// ([`QNetwork::explicit_forward`]).
+#[derive(Debug)]
+pub struct NetTape {
+    layers: Vec<LayerTape>,
+    /// Every hidden layer's output after its ReLU (None for the output layers).
+    acts: Vec<Option<Tensor>>,
+}
+
 /// A Q-network: observations in, one Q-value per action out.
 #[derive(Debug)]
 pub struct QNetwork {
@@ -184,6 +194,8 @@ pub struct QNetwork {
     dense: Vec<Layer>,
     heads: Vec<Layer>,
     compute: Compute,
+    /// Gradient steps take the explicit training pass ([`QNetwork::prepare_explicit`]).
+    explicit: bool,
 }
 
 impl QNetwork {
@@ -243,7 +255,7 @@ impl QNetwork {
             heads.push(penultimate("fc1"));
             heads.push(Layer::linear(&p.sub("q"), width, cfg.num_actions, lc));
         }
-        QNetwork { cfg: cfg.clone(), convs, dense, heads, compute: Compute::F32 }
+        QNetwork { cfg: cfg.clone(), convs, dense, heads, compute: Compute::F32, explicit: false }
     }
 
     /// Compute the forward (and so the backward) passes as `compute` says (f32 by default).
@@ -304,6 +316,126 @@ impl QNetwork {
         let names = self.layer_names();
         let layers = self.convs.iter_mut().chain(&mut self.dense).chain(&mut self.heads);
         layers.zip(names).filter_map(|(l, n)| l.materialize().then_some(n)).collect()
+    }
+
+    /// Prepare for the explicit training pass ([`crate::explicit`]): every layer a dense one
+    /// or a first convolution over patches, every weight plain or materialized, f32 on the CPU.
+    /// Returns whether the network takes it ([`QNetwork::explicit_ready`]). Call after
+    /// [`QNetwork::materialize_small_layers`].
+    pub fn prepare_explicit(&mut self) -> bool {
+        let fits = self.compute == Compute::F32 && self.convs.len() <= 1;
+        let layers = self.convs.iter_mut().chain(&mut self.dense).chain(&mut self.heads);
+        self.explicit = fits && layers.into_iter().all(Layer::prepare_explicit);
+        self.explicit
+    }
+
+    /// Whether gradient steps take the explicit training pass ([`QNetwork::prepare_explicit`],
+    /// and still f32).
+    pub fn explicit_ready(&self) -> bool {
+        self.explicit && self.compute == Compute::F32
+    }
+
+    /// The explicit training pass's forward passes ([`crate::explicit`]): Q-values `[B, A]` on
+    /// `obs` with the operands of [`QNetwork::train_pass`], and what the backward pass needs.
+    pub fn explicit_forward(&self, obs: &Tensor, ops: &[Operands]) -> (Tensor, NetTape) {
+        tch::no_grad(|| self.explicit_forward_(obs, ops))
+    }
+
+    fn explicit_forward_(&self, obs: &Tensor, ops: &[Operands]) -> (Tensor, NetTape) {
+        let mut tape = NetTape { layers: Vec::new(), acts: Vec::new() };
+        let mut step = |l: &Layer, x: &Tensor, relu: bool| {
+            let (y, t) = l.explicit_forward(x, &ops[tape.layers.len()]);
+            tape.layers.push(t);
+            if relu {
+                // SAFETY: a fresh contiguous f32 activation of this pass.
+                crate::explicit::relu(unsafe { f32s_mut(&y) });
+            }
+            tape.acts.push(relu.then(|| y.shallow_clone()));
+            y
+        };
+        let mut x = Self::prep(obs, Compute::F32);
+        for l in &self.convs {
+            x = step(l, &x, true);
+        }
+        x = x.flatten(1, -1);
+        for l in &self.dense {
+            x = step(l, &x, true);
+        }
+        let h = &self.heads;
+        let q = if self.cfg.dueling {
+            let v = step(&h[0], &x, true);
+            let v = step(&h[1], &v, false);
+            let a = step(&h[2], &x, true);
+            let adv = step(&h[3], &a, false);
+            let q = adv.empty_like();
+            // SAFETY: contiguous f32 outputs of this pass and a new buffer.
+            let (v, adv_s, qs) = unsafe { (f32s(&v), f32s(&adv), f32s_mut(&q)) };
+            let n = adv.size()[1] as usize;
+            for ((qr, ar), &vb) in qs.chunks_exact_mut(n).zip(adv_s.chunks_exact(n)).zip(v) {
+                let mean = ar.iter().sum::<f32>() / n as f32;
+                for (o, &e) in qr.iter_mut().zip(ar) {
+                    *o = vb + e - mean;
+                }
+            }
+            q
+        } else {
+            let x = step(&h[0], &x, true);
+            step(&h[1], &x, false)
+        };
+        (q, tape)
+    }
+
+    /// The explicit training pass's backward pass for `dq = dL/dq` (`[B, A]`): every
+    /// parameter's gradient set (materialized weights' through [`QNetwork::finish_grads`]).
+    pub fn explicit_backward(&self, tape: NetTape, dq: Tensor, ops: &[Operands]) {
+        tch::no_grad(|| self.explicit_backward_(tape, dq, ops))
+    }
+
+    fn explicit_backward_(&self, tape: NetTape, dq: Tensor, ops: &[Operands]) {
+        let NetTape { layers, acts } = tape;
+        let mut tapes: Vec<Option<LayerTape>> = layers.into_iter().map(Some).collect();
+        let all: Vec<&Layer> = self.layers().collect();
+        let back = |tapes: &mut Vec<Option<LayerTape>>, i: usize, d: Tensor| -> Option<Tensor> {
+            let t = tapes[i].take().expect("one backward step per layer");
+            all[i].explicit_backward(t, d, &ops[i], i > 0)
+        };
+        // `d` through the ReLU after layer `i` (in place), then through layer `i`.
+        let through = |tapes: &mut Vec<Option<LayerTape>>, i: usize, d: Tensor| -> Option<Tensor> {
+            let y = acts[i].as_ref().expect("a hidden layer's output");
+            let d = d.view(y.size().as_slice());
+            // SAFETY: `d` is a contiguous f32 gradient of this pass, `y` the layer's output.
+            crate::explicit::relu_backward(unsafe { f32s_mut(&d) }, unsafe { f32s(y) });
+            back(tapes, i, d)
+        };
+        let first_head = self.convs.len() + self.dense.len();
+        let mut dx = if self.cfg.dueling {
+            let n = dq.size()[1] as usize;
+            let dv = Tensor::zeros([dq.size()[0], 1], (tch::Kind::Float, tch::Device::Cpu));
+            let da = dq.empty_like();
+            // SAFETY: contiguous f32 tensors of this pass, distinct.
+            let (dqs, dvs, das) = unsafe { (f32s(&dq), f32s_mut(&dv), f32s_mut(&da)) };
+            for ((qr, ar), v) in dqs.chunks_exact(n).zip(das.chunks_exact_mut(n)).zip(dvs.iter_mut()) {
+                *v = qr.iter().sum();
+                let mean = *v / n as f32;
+                for (a, &g) in ar.iter_mut().zip(qr) {
+                    *a = g - mean;
+                }
+            }
+            let dh_v = back(&mut tapes, first_head + 1, dv);
+            let dx_v = dh_v.and_then(|d| through(&mut tapes, first_head, d));
+            let dh_a = back(&mut tapes, first_head + 3, da);
+            let dx_a = dh_a.and_then(|d| through(&mut tapes, first_head + 2, d));
+            match (dx_v, dx_a) {
+                (Some(a), Some(b)) => Some(a + b),
+                _ => None,
+            }
+        } else {
+            let dh = back(&mut tapes, first_head + 1, dq);
+            dh.and_then(|d| through(&mut tapes, first_head, d))
+        };
+        for i in (0..first_head).rev() {
+            dx = dx.and_then(|d| through(&mut tapes, i, d));
+        }
     }
 
     /// Everything a gradient step's forward passes need ([`Layer::train_operands`], layer by
@@ -591,6 +723,89 @@ mod tests {
                 let scale = f64::try_from(a.abs().max()).unwrap().max(1e-12);
                 let err = f64::try_from((a - b).abs().max()).unwrap() / scale;
                 assert!(err < 1e-4, "{variant:?} (materialized: {materialize}) {name}: relative error {err}");
+            }
+        }
+    }
+
+    /// The explicit training pass (no autograd: `crate::explicit`) gives every parameter the
+    /// gradient autograd gives through `forward_t`, for every variant of the MLP and MinAtar's
+    /// network, with and without a dueling head, both layer-norm axes and both spectral-norm
+    /// placements.
+    #[test]
+    fn explicit_pass_gives_autograd_gradients() {
+        let mut cases = Vec::new();
+        for arch in [Arch::Mlp, Arch::Minatar] {
+            for variant in Variant::ALL {
+                for dueling in [false, true] {
+                    cases.push((arch, variant, dueling, NormOptions::default()));
+                }
+            }
+            let chw = NormOptions { layer_norm_axes: LayerNormAxes::Chw, ..Default::default() };
+            cases.push((arch, Variant::LayerNorm, false, chw));
+            let all = NormOptions { spectral_layers: SpectralLayers::All, ..Default::default() };
+            cases.push((arch, Variant::SpectralNorm, true, all));
+        }
+        for (arch, variant, dueling, norm) in cases {
+            tch::manual_seed(4);
+            let (obs_shape, actions) = if arch == Arch::Mlp { (vec![4i64], 3) } else { (vec![4i64, 10, 10], 5) };
+            let cfg = QNetConfig {
+                arch,
+                variant,
+                dueling,
+                obs_shape: obs_shape.clone(),
+                num_actions: actions,
+                hidden: 24,
+                norm,
+            };
+            let vs = nn::VarStore::new(Device::Cpu);
+            let mut net = QNetwork::new(&vs.root(), &cfg);
+            net.materialize_small_layers();
+            let what = format!("{arch:?} {variant:?} dueling={dueling} {norm:?}");
+            assert!(net.prepare_explicit(), "{what}: not ready");
+            let shape: Vec<i64> = std::iter::once(16).chain(obs_shape).collect();
+            let obs = Tensor::rand(shape.as_slice(), (Kind::Float, Device::Cpu));
+            if variant.data_init() {
+                net.data_init(&obs, 1.0);
+            }
+            // Nonzero layer-norm affine parameters and biases, as after training.
+            tch::no_grad(|| {
+                for (name, mut t) in vs.variables() {
+                    if name.contains("ln") || name.ends_with("bias") {
+                        let _ = t.g_add_(&(t.rand_like() - 0.5));
+                    }
+                }
+            });
+            let dq = Tensor::randn([16, actions], (Kind::Float, Device::Cpu));
+            let grads = || {
+                let mut g: Vec<(String, Tensor)> = vs
+                    .variables()
+                    .into_iter()
+                    .filter(|(_, t)| t.requires_grad())
+                    .map(|(n, t)| (n, t.grad().copy()))
+                    .collect();
+                g.sort_by(|a, b| a.0.cmp(&b.0));
+                g
+            };
+            // The explicit pass first: spectral norm's power iteration moves `u` and `v`, and
+            // autograd's pass then uses the same ones.
+            let pass = net.train_pass(&|_| None);
+            let (q, tape) = net.explicit_forward(&obs, &pass.ops);
+            net.explicit_backward(tape, dq.copy(), &pass.ops);
+            net.finish_grads_now(&pass);
+            let explicit = grads();
+            for mut t in vs.trainable_variables() {
+                t.zero_grad();
+            }
+            let q_ref = net.forward_t(&obs, true);
+            (&q_ref * &dq).sum(Kind::Float).backward();
+            let exact = grads();
+            let err = f64::try_from((&q - &q_ref).abs().max()).unwrap() / f64::try_from(q_ref.abs().max()).unwrap();
+            assert!(err < 1e-5, "{what}: Q-values differ by {err} (relative)");
+            assert_eq!(exact.len(), explicit.len());
+            for ((name, a), (_, b)) in exact.iter().zip(&explicit) {
+                let scale = f64::try_from(a.abs().max()).unwrap().max(1e-12);
+                let err = f64::try_from((a - b).abs().max()).unwrap() / scale;
+                assert!(err < 1e-4, "{what} {name}: relative error {err}");
             }
         }
     }
