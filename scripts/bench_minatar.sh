@@ -8,24 +8,25 @@
 #      weight_norm;
 #   3. end to end on Breakout, configs/minatar.toml (one update per frame): `wndqn bench e2e`
 #      against a DQN loop of CleanRL's design on the package (bench_minatar_reference.py e2e).
-#   usage: scripts/bench_minatar.sh [REPEATS=3] [SECONDS=8]
+#   usage: scripts/bench_minatar.sh [REPEATS=3] [SECONDS=8] [PARTS="env learner e2e"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-R=${1:-3}; S=${2:-8}
+R=${1:-3}; S=${2:-8}; P=" ${3:-env learner e2e} "
 W=target/release/wndqn
 PY=.venv/bin/python
 out=$(mktemp)
 grep -m1 'model name' /proc/cpuinfo | sed 's/.*: /cpu: /' >&2
 for i in $(seq "$R"); do
-    for g in Asterix:asterix Breakout:breakout Freeway:freeway Seaquest:seaquest SpaceInvaders:space_invaders; do
+    [[ $P == *" env "* ]] && for g in Asterix:asterix Breakout:breakout Freeway:freeway Seaquest:seaquest SpaceInvaders:space_invaders; do
         id=${g%%:*}; name=${g##*:}
         echo "ours env $name $($W bench env --game "MinAtar/$id-v0" --threads 1 --seconds "$S" --json)" >> "$out"
         echo "ref env $name $($PY scripts/bench_minatar_reference.py env --game "$name" --seconds "$S")" >> "$out"
     done
-    for v in plain weight_norm; do
+    [[ $P == *" learner "* ]] && for v in plain weight_norm; do
         echo "ours learner $v $($W bench learner --device cpu --network minatar --optimizer rmsprop --variant "$v" --threads 1 --seconds "$S" --json)" >> "$out"
         echo "ref learner $v $($PY scripts/bench_learner_reference.py --network minatar --optimizer rmsprop --variant "$v" --threads 1 --seconds "$S")" >> "$out"
     done
+    [[ $P != *" e2e "* ]] && continue
     echo "ours e2e breakout $($W --device cpu bench e2e --game MinAtar/Breakout-v0 --variant plain --seconds $((2 * S)) --json 2>/dev/null | tail -n1)" >> "$out"
     echo "ref e2e breakout $($PY scripts/bench_minatar_reference.py e2e --game breakout --seconds $((2 * S)))" >> "$out"
 done

@@ -155,10 +155,16 @@ impl Dqn {
     }
 
     fn td_target_with(&self, b: &TensorBatch, online_ops: &[Operands]) -> Tensor {
+        let online_next = self.cfg.double_dqn.then(|| self.online.forward_with(&b.next_obs, false, online_ops));
+        self.td_target_from(b, online_next.as_ref())
+    }
+
+    /// TD targets with double DQN's online Q-values on the next observations given.
+    fn td_target_from(&self, b: &TensorBatch, online_next: Option<&Tensor>) -> Tensor {
         tch::no_grad(|| {
             let next_t = self.target.forward_with(&b.next_obs, false, &self.target_ops);
-            let next_v = if self.cfg.double_dqn {
-                let a = self.online.forward_with(&b.next_obs, false, online_ops).argmax(1, true);
+            let next_v = if let Some(q) = online_next.filter(|_| self.cfg.double_dqn) {
+                let a = q.argmax(1, true);
                 next_t.gather(1, &a, false).squeeze_dim(1)
             } else {
                 next_t.max_dim(1, false).0
@@ -175,10 +181,10 @@ impl Dqn {
         let opt = &self.opt;
         let pass = self.online.train_pass(&|v| opt.row_norms(v));
         let detached: Vec<Operands> = pass.ops.iter().map(Operands::detach).collect();
-        let target = self.td_target_with(b, &detached);
         if self.online.explicit_ready() {
-            return self.explicit_loss_and_grads(b, &pass, &target);
+            return self.explicit_loss_and_grads(b, &pass, &detached);
         }
+        let target = self.td_target_with(b, &detached);
         let q = self.online.forward_with(&b.obs, true, &pass.ops);
         let q_sa = q.gather(1, &b.actions.unsqueeze(1), false).squeeze_dim(1);
         let loss = match self.cfg.loss {
@@ -195,9 +201,26 @@ impl Dqn {
 
     /// [`Dqn::loss_and_grads`] by the explicit training pass ([`crate::explicit`]): the loss
     /// and its gradient by one loop over the batch, every gradient written (not accumulated),
-    /// so none is zeroed first.
-    fn explicit_loss_and_grads(&mut self, b: &TensorBatch, pass: &TrainPass, target: &Tensor) -> (Tensor, Tensor) {
-        let (q, tape) = self.online.explicit_forward(&b.obs, &pass.ops);
+    /// so none is zeroed first. Double DQN's online pass on the next observations is the
+    /// training pass's own, on both halves of one batch (one product per layer instead of two),
+    /// except with mean-only BN, whose training pass takes the batch's statistics.
+    fn explicit_loss_and_grads(
+        &mut self,
+        b: &TensorBatch,
+        pass: &TrainPass,
+        detached: &[Operands],
+    ) -> (Tensor, Tensor) {
+        let n = b.obs.size()[0];
+        let (q, tape, target) = if self.cfg.double_dqn && !self.online.uses_batch_statistics() {
+            let both = Tensor::cat(&[&b.obs, &b.next_obs], 0);
+            let (q_all, tape) = self.online.explicit_forward(&both, &pass.ops, n);
+            let target = self.td_target_from(b, Some(&q_all.narrow(0, n, n)));
+            (q_all.narrow(0, 0, n), tape, target)
+        } else {
+            let target = self.td_target_with(b, detached);
+            let (q, tape) = self.online.explicit_forward(&b.obs, &pass.ops, n);
+            (q, tape, target)
+        };
         let (actions, target) = (b.actions.to_kind(Kind::Int64).contiguous(), target.contiguous());
         // SAFETY: `q` and `target` are contiguous CPU f32 tensors of this update, `actions` a
         // contiguous i64 one; none is written while they are read.

@@ -29,6 +29,24 @@ pub struct LayerTape {
     pub ln: Option<(Tensor, Vec<f32>)>,
 }
 
+impl LayerTape {
+    /// The tape of the first `keep` of the pass's `batch` samples (a pass over more samples
+    /// than the loss uses: [`crate::qnet::QNetwork::explicit_forward`]).
+    pub fn first(self, keep: i64, batch: i64) -> LayerTape {
+        if keep == batch {
+            return self;
+        }
+        let rows = |t: &Tensor| t.narrow(0, 0, t.size()[0] / batch * keep);
+        LayerTape {
+            input: rows(&self.input),
+            ln: self.ln.map(|(xhat, mut rstd)| {
+                rstd.truncate(rstd.len() / batch as usize * keep as usize);
+                (rows(&xhat), rstd)
+            }),
+        }
+    }
+}
+
 /// `t`'s elements.
 ///
 /// # Safety

@@ -345,6 +345,10 @@ struct ExplicitGrads {
 struct Patches {
     /// Flat input offsets (`c * H * W + y * W + x`), output position-major then `c, ky, kx`.
     index: Tensor,
+    /// Where each row of a kernel's window starts (`kernel` contiguous input elements), in
+    /// the order of `index`: the CPU's gather copies whole rows.
+    runs: Vec<usize>,
+    kernel: usize,
     /// Output rows and columns.
     out_hw: (i64, i64),
 }
@@ -365,13 +369,50 @@ impl Patches {
                 }
             }
         }
-        Patches { index: Tensor::from_slice(&index).to_device(device), out_hw: (oh, ow) }
+        let runs = index.iter().step_by(kernel as usize).map(|&i| i as usize).collect();
+        let index = Tensor::from_slice(&index).to_device(device);
+        Patches { index, runs, kernel: kernel as usize, out_hw: (oh, ow) }
+    }
+
+    /// Every output position's receptive field, `[B * OH * OW, C * k * k]`. On the CPU (f32,
+    /// contiguous) by one loop: ATen's `index_select` took 6% of a MinAtar update (three
+    /// gathers per update, about 3.6 ns an element).
+    fn gather(&self, x: &Tensor) -> Tensor {
+        let b = x.size()[0];
+        let rows = b * self.out_hw.0 * self.out_hw.1;
+        if !plain_f32(x) {
+            return x.reshape([b, -1]).index_select(1, &self.index).view([rows, -1]);
+        }
+        let n = self.runs.len() * self.kernel;
+        let cols = Tensor::empty([b, n as i64], (Kind::Float, tch::Device::Cpu));
+        // SAFETY: `x` is contiguous CPU f32 (checked) and only read; `cols` is a new buffer.
+        let (src, dst) = unsafe { (f32s(x), f32s_mut(&cols)) };
+        let per = src.len() / b as usize;
+        /// Window rows of `K` elements (a constant, so that each copy is a few moves).
+        fn copy_rows<const K: usize>(src: &[f32], dst: &mut [f32], runs: &[usize], per: usize) {
+            for (xs, out) in src.chunks_exact(per).zip(dst.chunks_exact_mut(runs.len() * K)) {
+                for (o, &r) in out.chunks_exact_mut(K).zip(runs) {
+                    o.copy_from_slice(&xs[r..r + K]);
+                }
+            }
+        }
+        match self.kernel {
+            3 => copy_rows::<3>(src, dst, &self.runs, per),
+            k => {
+                for (xs, out) in src.chunks_exact(per).zip(dst.chunks_exact_mut(n)) {
+                    for (o, &r) in out.chunks_exact_mut(k).zip(&self.runs) {
+                        o.copy_from_slice(&xs[r..r + k]);
+                    }
+                }
+            }
+        }
+        cols.view([rows, -1])
     }
 
     fn conv(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Tensor {
         let (b, out) = (x.size()[0], w.size()[0]);
         let (oh, ow) = self.out_hw;
-        let cols = x.reshape([b, -1]).index_select(1, &self.index).view([b * oh * ow, -1]);
+        let cols = self.gather(x);
         let wt = w.reshape([out, -1]).tr();
         let y = match bias {
             Some(bias) => bias.addmm(&cols, &wt),
@@ -556,8 +597,7 @@ impl Layer {
         let product = |input: &Tensor, wt: &Tensor| if mobn { input.mm(wt) } else { ops.bias.addmm(input, wt) };
         let (input, pre) = match (&self.op, &self.patches) {
             (Op::Conv2d { .. }, Some(p)) => {
-                let b = x.size()[0];
-                let cols = x.reshape([b, -1]).index_select(1, &p.index).view([b * p.out_hw.0 * p.out_hw.1, -1]);
+                let cols = p.gather(x);
                 let pre = product(&cols, &ops.w.reshape([out, -1]).tr());
                 (cols, pre)
             }

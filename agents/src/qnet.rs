@@ -336,21 +336,31 @@ impl QNetwork {
     }
 
     /// The explicit training pass's forward passes ([`crate::explicit`]): Q-values `[B, A]` on
-    /// `obs` with the operands of [`QNetwork::train_pass`], and what the backward pass needs.
-    pub fn explicit_forward(&self, obs: &Tensor, ops: &[Operands]) -> (Tensor, NetTape) {
-        tch::no_grad(|| self.explicit_forward_(obs, ops))
+    /// `obs` with the operands of [`QNetwork::train_pass`], and what the backward pass needs
+    /// for the first `keep` samples (a gradient step's batch, with more samples after it that
+    /// only need their Q-values: double DQN's next observations). Not for mean-only BN
+    /// ([`QNetwork::uses_batch_statistics`]) with `keep` short of the batch: its batch mean
+    /// would take in the other samples.
+    pub fn explicit_forward(&self, obs: &Tensor, ops: &[Operands], keep: i64) -> (Tensor, NetTape) {
+        tch::no_grad(|| self.explicit_forward_(obs, ops, keep))
     }
 
-    fn explicit_forward_(&self, obs: &Tensor, ops: &[Operands]) -> (Tensor, NetTape) {
+    /// Whether training passes normalize with statistics of the batch (mean-only BN).
+    pub fn uses_batch_statistics(&self) -> bool {
+        self.cfg.variant == Variant::WeightNormMobn
+    }
+
+    fn explicit_forward_(&self, obs: &Tensor, ops: &[Operands], keep: i64) -> (Tensor, NetTape) {
+        let batch = obs.size()[0];
         let mut tape = NetTape { layers: Vec::new(), acts: Vec::new() };
         let mut step = |l: &Layer, x: &Tensor, relu: bool| {
             let (y, t) = l.explicit_forward(x, &ops[tape.layers.len()]);
-            tape.layers.push(t);
+            tape.layers.push(t.first(keep, batch));
             if relu {
                 // SAFETY: a fresh contiguous f32 activation of this pass.
                 crate::explicit::relu(unsafe { f32s_mut(&y) });
             }
-            tape.acts.push(relu.then(|| y.shallow_clone()));
+            tape.acts.push(relu.then(|| y.narrow(0, 0, keep)));
             y
         };
         let mut x = Self::prep(obs, Compute::F32);
@@ -789,7 +799,15 @@ mod tests {
             // The explicit pass first: spectral norm's power iteration moves `u` and `v`, and
             // autograd's pass then uses the same ones.
             let pass = net.train_pass(&|_| None);
-            let (q, tape) = net.explicit_forward(&obs, &pass.ops);
+            // With more samples than the loss uses (double DQN's next observations ride along),
+            // but for mean-only BN, whose batch mean must be the loss's batch's.
+            let input = if net.uses_batch_statistics() {
+                obs.shallow_clone()
+            } else {
+                Tensor::cat(&[&obs, &obs.rand_like()], 0)
+            };
+            let (q_all, tape) = net.explicit_forward(&input, &pass.ops, 16);
+            let q = q_all.narrow(0, 0, 16);
             net.explicit_backward(tape, dq.copy(), &pass.ops);
             net.finish_grads_now(&pass);
             let explicit = grads();
