@@ -4,10 +4,11 @@
 //! those) is a loop over the activations here, and no autograd graph is built.
 //!
 //! Why: a MinAtar or CartPole update is mostly libtorch's cost per op, not arithmetic. Through
-//! autograd the MinAtar update ran about 80 ops and their backward nodes (1.24 ms a update on
-//! one core, 0.55 ms of it in MKL's products); written out it runs about 20. And a
-//! normalization's cost becomes that of its loops: layer norm through autograd added ATen's
-//! layer norm and its backward, and two more parameters for autograd, per layer.
+//! autograd `perf` put about 45% of a MinAtar update in MKL's products and most of the rest in
+//! per-op dispatch, autograd and allocation; written out, the products are about 57% and the
+//! update is 1.3x faster (the MLP's 1.8x; AMD EPYC, one thread, docs/BENCHMARKS.md). And a
+//! normalization costs what its loops cost: through autograd layer norm added ATen's layer
+//! norm, its backward and two more parameters for autograd per layer.
 //!
 //! Which networks ([`crate::qnet::QNetwork::explicit_ready`]): dense layers, and a first
 //! convolution computed as a product over patches (MinAtar's), every weight plain or made plain
