@@ -673,6 +673,14 @@ mod tests {
         assert!(f64::try_from((std - 1.0).abs().max()).unwrap() < 1e-3);
     }
 
+    /// Every trainable variable's gradient (a copy), by name.
+    fn trainable_grads(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+        let mut g: Vec<(String, Tensor)> =
+            vs.variables().into_iter().filter(|(_, t)| t.requires_grad()).map(|(n, t)| (n, t.grad().copy())).collect();
+        g.sort_by(|a, b| a.0.cmp(&b.0));
+        g
+    }
+
     /// The training path (norms and sigma held constant, then the paper's eq. 3 and sigma's
     /// share added by hand; or the materialized layers' loops) gives the gradients autograd
     /// gives through the norm and through sigma, for every parameter of every variant.
@@ -716,14 +724,7 @@ mod tests {
                 } else {
                     (net.forward_t(&obs, true) - &target).square().mean(Kind::Float).backward();
                 }
-                let mut g: Vec<(String, Tensor)> = vs
-                    .variables()
-                    .into_iter()
-                    .filter(|(_, t)| t.requires_grad())
-                    .map(|(n, t)| (n, t.grad().copy()))
-                    .collect();
-                g.sort_by(|a, b| a.0.cmp(&b.0));
-                g
+                trainable_grads(&vs)
             };
             // The training path first: spectral norm's power iteration moves `u` and `v`, and
             // autograd's pass then uses the same ones.
@@ -786,16 +787,7 @@ mod tests {
                 }
             });
             let dq = Tensor::randn([16, actions], (Kind::Float, Device::Cpu));
-            let grads = || {
-                let mut g: Vec<(String, Tensor)> = vs
-                    .variables()
-                    .into_iter()
-                    .filter(|(_, t)| t.requires_grad())
-                    .map(|(n, t)| (n, t.grad().copy()))
-                    .collect();
-                g.sort_by(|a, b| a.0.cmp(&b.0));
-                g
-            };
+            let grads = || trainable_grads(&vs);
             // The explicit pass first: spectral norm's power iteration moves `u` and `v`, and
             // autograd's pass then uses the same ones.
             let pass = net.train_pass(&|_| None);
