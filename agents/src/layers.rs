@@ -704,7 +704,7 @@ impl Layer {
 
     fn reparam_weights(&self) -> Option<Weights<'_>> {
         match (&self.g, &self.spectral) {
-            (Some(g), _) => Some(Weights::WeightNorm { v: &self.weight, g }),
+            (Some(g), _) => Some(Weights::WeightNorm { v: &self.weight, g, norms: self.norm0.as_ref() }),
             (None, Some((u, v))) => Some(Weights::Spectral { w: &self.weight, u, v, eps: SPECTRAL_EPS }),
             (None, None) => None,
         }

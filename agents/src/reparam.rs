@@ -59,6 +59,9 @@ pub enum Weights<'a> {
         v: &'a Tensor,
         /// `g`, `[out]`.
         g: &'a Tensor,
+        /// `||v||` per row where it is known without a pass over `v` (projected weight norm
+        /// keeps it at its initial value, as the tensor-op path takes it too).
+        norms: Option<&'a Tensor>,
     },
     /// `w = W / sigma`, one power iteration on `(u, v)` per training pass.
     Spectral {
@@ -76,7 +79,7 @@ pub enum Weights<'a> {
 impl Weights<'_> {
     fn params(&self) -> Vec<&Tensor> {
         match self {
-            Weights::WeightNorm { v, g } => vec![v, g],
+            Weights::WeightNorm { v, g, .. } => vec![v, g],
             Weights::Spectral { w, .. } => vec![w],
         }
     }
@@ -155,11 +158,17 @@ impl Materialized {
         // written during the loop, spectral norm's `u` and `v` only by it (they are in no
         // graph); the slices are distinct tensors.
         match p {
-            Weights::WeightNorm { v, g } => {
+            Weights::WeightNorm { v, g, norms } => {
                 saved.norm.resize(g.numel(), 0.0);
+                let known = norms.filter(|n| fits(n) && n.kind() == self.w.kind() && n.numel() == g.numel());
+                if let Some(n) = known {
+                    // SAFETY: as above (checked here: a contiguous CPU vector of `T`, one per row).
+                    let n = unsafe { data::<T>(n) };
+                    saved.norm.iter_mut().zip(n).for_each(|(s, k)| *s = k.to_f64());
+                }
                 // SAFETY: as above.
                 let (v, g, out) = unsafe { (data::<T>(v), data::<T>(g), data_mut::<T>(&self.w)) };
-                wn_forward(v, g, out, &mut saved.norm);
+                wn_forward(v, g, out, &mut saved.norm, known.is_some());
             }
             Weights::Spectral { w, u, v, eps } => {
                 // SAFETY: as above.
@@ -196,7 +205,7 @@ impl Materialized {
         // the gradient buffers are ours and distinct from the rest; nothing else runs during
         // the loop.
         match p {
-            Weights::WeightNorm { v, g } => {
+            Weights::WeightNorm { v, g, .. } => {
                 // SAFETY: as above.
                 let (v, g, gw, dv, dg) = unsafe {
                     (
@@ -253,12 +262,15 @@ fn dot<T: Real>(a: &[T], b: &[T]) -> f64 {
     acc.iter().map(|x| x.to_f64()).sum::<f64>() + ra.iter().zip(rb).map(|(x, y)| (*x * *y).to_f64()).sum::<f64>()
 }
 
-/// Weight norm: `out[r] = v[r] * (g[r] / ||v[r]||)`, the norms into `norms`.
+/// Weight norm: `out[r] = v[r] * (g[r] / ||v[r]||)`, the norms into `norms` (or taken from
+/// it, when `known`).
 #[inline(always)]
-fn wn_forward_generic<T: Real>(v: &[T], g: &[T], out: &mut [T], norms: &mut [f64]) {
+fn wn_forward_generic<T: Real>(v: &[T], g: &[T], out: &mut [T], norms: &mut [f64], known: bool) {
     let k = v.len() / g.len();
     for (((vr, wr), &gi), n) in v.chunks_exact(k).zip(out.chunks_exact_mut(k)).zip(g).zip(norms) {
-        *n = dot(vr, vr).sqrt();
+        if !known {
+            *n = dot(vr, vr).sqrt();
+        }
         let s = T::of(gi.to_f64() / *n);
         for (w, &x) in wr.iter_mut().zip(vr) {
             *w = x * s;
@@ -338,7 +350,7 @@ fn project_generic<T: Real>(v: &mut [T], n0: &[T]) {
     }
 }
 
-dispatch!(wn_forward, wn_forward_generic, (v: &[T], g: &[T], out: &mut [T], norms: &mut [f64]) -> ());
+dispatch!(wn_forward, wn_forward_generic, (v: &[T], g: &[T], out: &mut [T], norms: &mut [f64], known: bool) -> ());
 dispatch!(wn_backward, wn_backward_generic, (v: &[T], g: &[T], gw: &[T], dv: &mut [T], dg: &mut [T], norms: &[f64]) -> ());
 dispatch!(sn_forward, sn_forward_generic, (w: &[T], u: &mut [T], v: &mut [T], out: &mut [T], eps: f64) -> f64);
 dispatch!(sn_backward, sn_backward_generic, (w: &[T], u: &[T], v: &[T], gw: &[T], dw: &mut [T], sigma: f64) -> ());
