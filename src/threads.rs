@@ -31,8 +31,33 @@ pub fn limit_current_thread(n: usize) {
 /// Not the default: under `SCHED_IDLE` a thread gets (almost) nothing while any other thread
 /// of normal priority wants the core. Two CartPole runs side by side (a tiny learner whose
 /// OpenMP threads spin between updates) took minutes instead of 39 s.
+///
+/// A stop must not wait for idle CPU, though: under other load (a build, another run at normal
+/// priority) a `SCHED_IDLE` thread got no CPU for tens of seconds, and the run abandoned its
+/// actors, replay thread and evaluator at the stop deadline (reproduced with three busy
+/// processes beside an Atari run on 2 cores: 37 s from SIGINT to exit, threads abandoned). So the
+/// thread is recorded, and [`restore_background`] gives every recorded thread its normal
+/// priority back when the run stops.
 pub fn background() {
     let p = libc::sched_param { sched_priority: 0 };
     // SAFETY: changes only the calling thread's policy; failure (a sandbox) leaves it as it was.
-    unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &p) };
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &p) } == 0 {
+        // SAFETY: gettid(2) has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        BACKGROUND.lock().unwrap_or_else(|e| e.into_inner()).push(tid);
+    }
+}
+
+/// Threads that [`background`] put under `SCHED_IDLE`, by thread id.
+static BACKGROUND: std::sync::Mutex<Vec<libc::pid_t>> = std::sync::Mutex::new(Vec::new());
+
+/// Give every thread [`background`] recorded its normal scheduling back (`SCHED_OTHER`), so
+/// that it can wind down at a stop whatever else the machine runs; forgets them.
+pub fn restore_background() {
+    let p = libc::sched_param { sched_priority: 0 };
+    for tid in BACKGROUND.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        // SAFETY: sched_setscheduler(2) on a thread id of this process; a thread that has
+        // ended makes it fail with ESRCH, which changes nothing.
+        unsafe { libc::sched_setscheduler(tid, libc::SCHED_OTHER, &p) };
+    }
 }

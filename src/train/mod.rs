@@ -611,9 +611,15 @@ fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target, opt
         Box::new(move || m2.len()),
     );
     let threads = start_threads(parts, &run.path, mon.recent.clone(), started, ev_tx, eval_rx)?;
+    let mut restored = false;
     loop {
         if crate::signals::interrupted() && !shared.stopping() {
             shared.request_stop();
+        }
+        if shared.stopping() && !restored {
+            // Idle-priority threads must get the CPU to wind down (`threads::background`).
+            crate::threads::restore_background();
+            restored = true;
         }
         match ev_rx.recv_timeout(Duration::from_millis(100)) {
             Ok(e) => mon.handle(e),
@@ -631,6 +637,7 @@ fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target, opt
     }
     let mut errors = Vec::new();
     let deadline = shared.stopping().then(|| Instant::now() + Duration::from_secs(1));
+    crate::threads::restore_background();
     let outcome = join_all(threads, deadline, &mut errors);
     mon.finish_bar();
     if let Some(lost) = mon.lost.take() {
