@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
-use crate::explicit::f32s;
+use crate::explicit::{data, f32s};
 use crate::layers::Operands;
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::qnet::{QNetConfig, QNetwork, TrainPass};
@@ -163,7 +163,7 @@ impl Dqn {
     fn td_target_from(&self, b: &TensorBatch, online_next: Option<&Tensor>) -> Tensor {
         tch::no_grad(|| {
             let next_t = self.target.forward_with(&b.next_obs, false, &self.target_ops);
-            let next_v = if let Some(q) = online_next.filter(|_| self.cfg.double_dqn) {
+            let next_v = if let Some(q) = online_next {
                 let a = q.argmax(1, true);
                 next_t.gather(1, &a, false).squeeze_dim(1)
             } else {
@@ -225,8 +225,7 @@ impl Dqn {
         // SAFETY: `q` and `target` are contiguous CPU f32 tensors of this update, `actions` a
         // contiguous i64 one; none is written while they are read.
         let (loss, q_sa, dq) = unsafe {
-            let acts = std::slice::from_raw_parts(actions.data_ptr() as *const i64, actions.numel());
-            crate::explicit::td_loss(f32s(&q), acts, f32s(&target), self.cfg.loss == Loss::Huber)
+            crate::explicit::td_loss(f32s(&q), data::<i64>(&actions), f32s(&target), self.cfg.loss == Loss::Huber)
         };
         self.online.explicit_backward(tape, Tensor::from_slice(&dq).view(q.size().as_slice()), &pass.ops);
         let terms = self.online.finish_grads(pass);

@@ -48,23 +48,41 @@ impl LayerTape {
     }
 }
 
-/// `t`'s elements.
+/// `t`'s elements as a slice of `T` (what every CPU loop of this crate reads tensors by).
 ///
 /// # Safety
-/// `t` is a contiguous CPU f32 tensor that nothing writes while the slice lives.
-pub(crate) unsafe fn f32s<'a>(t: &Tensor) -> &'a [f32] {
+/// `t` is a contiguous CPU tensor of `T` that nothing writes while the slice lives.
+pub(crate) unsafe fn data<'a, T>(t: &Tensor) -> &'a [T] {
     // SAFETY: the caller's contract.
-    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const f32, t.numel()) }
+    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel()) }
 }
 
-/// `t`'s elements, writable.
+/// [`data`], writable.
 ///
 /// # Safety
-/// As for [`f32s`], and nothing else reads or writes them while the slice lives.
+/// As for [`data`], and nothing else reads or writes them while the slice lives.
 #[allow(clippy::mut_from_ref)]
+pub(crate) unsafe fn data_mut<'a, T>(t: &Tensor) -> &'a mut [T] {
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut T, t.numel()) }
+}
+
+/// [`data`] of an f32 tensor.
+///
+/// # Safety
+/// As for [`data`].
+pub(crate) unsafe fn f32s<'a>(t: &Tensor) -> &'a [f32] {
+    // SAFETY: the caller's contract.
+    unsafe { data::<f32>(t) }
+}
+
+/// [`data_mut`] of an f32 tensor.
+///
+/// # Safety
+/// As for [`data_mut`].
 pub(crate) unsafe fn f32s_mut<'a>(t: &Tensor) -> &'a mut [f32] {
     // SAFETY: the caller's contract.
-    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut f32, t.numel()) }
+    unsafe { data_mut::<f32>(t) }
 }
 
 /// Whether `t` is a contiguous CPU f32 tensor (what the loops read).
@@ -140,7 +158,8 @@ pub(crate) fn sub_col_means(d: &mut [f32], cols: usize) {
 
 /// Layer norm's forward in place over contiguous rows of `gamma.len()` elements, as
 /// `torch.nn.functional.layer_norm` (biased variance): `x` becomes `xhat * gamma + beta` with
-/// `xhat = (x - mean) * rstd`, which goes to `xhat`, and `rstd` per row to `rstd`.
+/// `xhat = (x - mean) * rstd`, which goes to `xhat` (unless it is empty: a pass that needs no
+/// backward), and `rstd` per row to `rstd`.
 #[inline(always)]
 fn layer_norm_generic<T: crate::optim::fused::Real>(
     x: &mut [T],
@@ -151,13 +170,19 @@ fn layer_norm_generic<T: crate::optim::fused::Real>(
     rstd: &mut [T],
 ) {
     let n = gamma.len();
-    for ((xr, hr), r) in x.chunks_exact_mut(n).zip(xhat.chunks_exact_mut(n)).zip(rstd.iter_mut()) {
+    for (i, (xr, r)) in x.chunks_exact_mut(n).zip(rstd.iter_mut()).enumerate() {
         let m = T::of(sum8(xr, xr, xr, |x, _, _| x) / n as f64);
         let v = sum8(xr, xr, xr, |x, _, _| (x - m) * (x - m)) / n as f64;
         *r = T::of(1.0 / (v + eps).sqrt());
-        for ((e, h), (&g, &b)) in xr.iter_mut().zip(hr.iter_mut()).zip(gamma.iter().zip(beta)) {
-            *h = (*e - m) * *r;
-            *e = *h * g + b;
+        if xhat.is_empty() {
+            for ((e, &g), &b) in xr.iter_mut().zip(gamma).zip(beta) {
+                *e = (*e - m) * *r * g + b;
+            }
+        } else {
+            for ((e, h), (&g, &b)) in xr.iter_mut().zip(&mut xhat[i * n..(i + 1) * n]).zip(gamma.iter().zip(beta)) {
+                *h = (*e - m) * *r;
+                *e = *h * g + b;
+            }
         }
     }
 }

@@ -24,6 +24,7 @@
 use std::cell::RefCell;
 use tch::{Kind, Tensor};
 
+use crate::explicit::{data, data_mut, sum8};
 use crate::optim::fused::{dispatch, Real};
 
 /// The largest weight (elements) made plain per training pass. Measured, one layer at a time
@@ -95,25 +96,6 @@ impl Weights<'_> {
 /// Contiguous CPU f32 or f64, the kernels' element types.
 fn fits(t: &Tensor) -> bool {
     t.device() == tch::Device::Cpu && t.is_contiguous() && matches!(t.kind(), Kind::Float | Kind::Double)
-}
-
-/// `t`'s elements.
-///
-/// # Safety
-/// `t` is a contiguous CPU tensor of `T` that nothing writes while the slice lives.
-unsafe fn data<'a, T>(t: &Tensor) -> &'a [T] {
-    // SAFETY: the caller's contract.
-    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel()) }
-}
-
-/// `t`'s elements, writable.
-///
-/// # Safety
-/// As for [`data`], and nothing else reads or writes them while the slice lives.
-#[allow(clippy::mut_from_ref)]
-unsafe fn data_mut<'a, T>(t: &Tensor) -> &'a mut [T] {
-    // SAFETY: the caller's contract.
-    unsafe { std::slice::from_raw_parts_mut(t.data_ptr() as *mut T, t.numel()) }
 }
 
 impl Materialized {
@@ -227,9 +209,7 @@ impl Materialized {
             }
         }
     }
-}
 
-impl Materialized {
     /// Projected weight norm's step after the optimizer's, in one loop: every row of `v`
     /// scaled back to its norm `n0` (`v[r] *= n0[r] / ||v[r]||`). Only for a materialized
     /// layer: the loop writes `v` without advancing its version counter, and the optimizer
@@ -248,18 +228,10 @@ impl Materialized {
     }
 }
 
-/// `a . b`, in eight partial sums of `T` (so that the loop vectorizes), added in f64.
+/// `a . b` (in eight partial sums, [`sum8`]).
 #[inline(always)]
 fn dot<T: Real>(a: &[T], b: &[T]) -> f64 {
-    let mut acc = [T::of(0.0); 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for k in 0..8 {
-            acc[k] = acc[k] + x[k] * y[k];
-        }
-    }
-    acc.iter().map(|x| x.to_f64()).sum::<f64>() + ra.iter().zip(rb).map(|(x, y)| (*x * *y).to_f64()).sum::<f64>()
+    sum8(a, b, b, |x, y, _| x * y)
 }
 
 /// Weight norm: `out[r] = v[r] * (g[r] / ||v[r]||)`, the norms into `norms` (or taken from

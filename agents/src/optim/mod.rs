@@ -19,6 +19,8 @@ use std::path::Path;
 
 use tch::{Kind, Tensor};
 
+use crate::explicit::data;
+
 pub(crate) mod fused;
 mod rules;
 
@@ -583,16 +585,6 @@ impl Optimizer {
             Ok(())
         })
     }
-}
-
-/// A contiguous CPU tensor's elements.
-///
-/// # Safety
-/// `t` must be a contiguous CPU tensor whose elements are `T`, and no one may write its storage
-/// while the slice lives.
-unsafe fn data<T>(t: &Tensor) -> &[T] {
-    // SAFETY: the caller's contract: `numel` elements of `T` at `data_ptr`, not written meanwhile.
-    unsafe { std::slice::from_raw_parts(t.data_ptr() as *const T, t.numel()) }
 }
 
 #[cfg(test)]
