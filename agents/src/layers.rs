@@ -131,7 +131,7 @@ impl LayerNorm {
         let (data, w, b) = unsafe { (f32s_mut(x), f32s(&self.weight), f32s(&self.bias)) };
         if stride == 1 {
             let mut rstd = vec![0f32; data.len() / n];
-            crate::explicit::layer_norm(data, w, b, LAYER_NORM_EPS, &mut [], &mut rstd);
+            crate::explicit::layer_norm(data, w, b, LAYER_NORM_EPS, false, &mut [], &mut rstd);
         } else {
             layer_norm_rows::<f32>(data, w, b, n, stride, LAYER_NORM_EPS);
         }
@@ -581,12 +581,15 @@ impl Layer {
         ready
     }
 
-    /// The explicit training pass's forward step ([`crate::explicit`]): the pre-activation
-    /// for input `x` with `ops` from [`Layer::train_operands`] (a plain weight), mean-only
-    /// BN's batch mean (and its running mean updated) and layer norm, as
-    /// [`Layer::forward_with`] in training; and what the backward step needs.
-    pub fn explicit_forward(&self, x: &Tensor, ops: &Operands) -> (Tensor, LayerTape) {
+    /// The explicit training pass's forward step ([`crate::explicit`]): the output for input
+    /// `x` with `ops` from [`Layer::train_operands`] (a plain weight), mean-only BN's batch mean
+    /// (and its running mean updated) and layer norm, as [`Layer::forward_with`] in training,
+    /// then a ReLU with `relu` (in layer norm's loop where there is one); and what the backward
+    /// step needs for the first `keep` samples of the batch (the others only need their output:
+    /// [`crate::qnet::QNetwork::explicit_forward`]).
+    pub fn explicit_forward(&self, x: &Tensor, ops: &Operands, keep: i64, relu: bool) -> (Tensor, LayerTape) {
         let out = self.weight.size()[0];
+        let batch = x.size()[0];
         let mobn = self.running_mean.is_some();
         let product = |input: &Tensor, wt: &Tensor| if mobn { input.mm(wt) } else { ops.bias.addmm(input, wt) };
         let (input, pre) = match (&self.op, &self.patches) {
@@ -609,26 +612,33 @@ impl Layer {
             }
         }
         let channels_first = self.layer_norm.as_ref().is_some_and(|l| l.channels);
-        let mut ln = if channels_first { self.layer_norm_explicit(&pre) } else { None };
+        let mut ln = if channels_first { self.layer_norm_explicit(&pre, keep, batch, relu) } else { None };
         let y = match &self.patches {
             Some(p) if matches!(self.op, Op::Conv2d { .. }) => {
-                let b = x.size()[0];
-                pre.view([b, p.out_hw.0, p.out_hw.1, out]).permute([0, 3, 1, 2]).contiguous()
+                pre.view([batch, p.out_hw.0, p.out_hw.1, out]).permute([0, 3, 1, 2]).contiguous()
             }
             _ => pre,
         };
         if !channels_first {
-            ln = self.layer_norm_explicit(&y);
+            ln = self.layer_norm_explicit(&y, keep, batch, relu);
         }
+        if relu && ln.is_none() {
+            // SAFETY: a fresh contiguous f32 activation of this pass.
+            crate::explicit::relu(unsafe { f32s_mut(&y) });
+        }
+        let input = if keep == batch { input } else { input.narrow(0, 0, input.size()[0] / batch * keep) };
         (y, LayerTape { input, ln })
     }
 
-    /// Layer norm in place on `x` (contiguous rows of the normalized axes), keeping `xhat`
-    /// and `rstd`; None without a layer norm.
-    fn layer_norm_explicit(&self, x: &Tensor) -> Option<(Tensor, Vec<f32>)> {
+    /// Layer norm (then a ReLU with `relu`) in place on `x`, contiguous rows of the normalized
+    /// axes, `batch` samples' worth; keeping `xhat` and `rstd` of the first `keep` samples'
+    /// rows. None without a layer norm.
+    fn layer_norm_explicit(&self, x: &Tensor, keep: i64, batch: i64, relu: bool) -> Option<(Tensor, Vec<f32>)> {
         let l = self.layer_norm.as_ref()?;
-        let xhat = x.empty_like();
-        let mut rstd = vec![0f32; x.numel() / l.weight.numel()];
+        let rows = x.numel() / l.weight.numel();
+        let kept = rows / batch as usize * keep as usize;
+        let xhat = Tensor::empty([kept as i64, l.weight.numel() as i64], (Kind::Float, tch::Device::Cpu));
+        let mut rstd = vec![0f32; rows];
         // SAFETY: `x` is a fresh contiguous f32 activation only this pass holds, `xhat` a new
         // buffer; the affine parameters are contiguous CPU f32 (`prepare_explicit`).
         unsafe {
@@ -637,18 +647,28 @@ impl Layer {
                 f32s(&l.weight),
                 f32s(&l.bias),
                 LAYER_NORM_EPS,
+                relu,
                 f32s_mut(&xhat),
                 &mut rstd,
             );
         }
+        rstd.truncate(kept);
         Some((xhat, rstd))
     }
 
     /// The explicit training pass's backward step: `d` is `dL/d(output)` of
-    /// [`Layer::explicit_forward`] (contiguous f32, overwritten); the parameters' gradients
-    /// are set (the weight's, or its materialized effective weight's, for
-    /// [`Layer::finish_grad`]), and `dL/d(input)` is returned when `need_dx`.
-    pub fn explicit_backward(&self, tape: LayerTape, d: Tensor, ops: &Operands, need_dx: bool) -> Option<Tensor> {
+    /// [`Layer::explicit_forward`] (contiguous f32, overwritten), `act` that output where it
+    /// went through a ReLU; the parameters' gradients are set (the weight's, or its
+    /// materialized effective weight's, for [`Layer::finish_grad`]), and `dL/d(input)` is
+    /// returned when `need_dx`.
+    pub fn explicit_backward(
+        &self,
+        tape: LayerTape,
+        d: Tensor,
+        ops: &Operands,
+        need_dx: bool,
+        act: Option<&Tensor>,
+    ) -> Option<Tensor> {
         let grads = self.explicit.as_ref().expect("explicit_backward after prepare_explicit");
         let out = self.weight.size()[0];
         let channels_first = self.layer_norm.as_ref().is_some_and(|l| l.channels);
@@ -661,13 +681,17 @@ impl Layer {
                         f32s_mut(d),
                         f32s(xhat),
                         rstd,
-                        f32s(&l.weight),
-                        f32s_mut(dw),
-                        f32s_mut(db),
+                        (f32s(&l.weight), f32s(&l.bias)),
+                        act.is_some(),
+                        (f32s_mut(dw), f32s_mut(db)),
                     );
                 }
             }
         };
+        if let (Some(y), None) = (act, &tape.ln) {
+            // SAFETY: `d` is a contiguous f32 gradient of this pass, `y` the layer's output.
+            crate::explicit::relu_backward(unsafe { f32s_mut(&d) }, unsafe { f32s(y) });
+        }
         if !channels_first {
             ln_back(&d, &tape.ln);
         }

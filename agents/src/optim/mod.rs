@@ -515,8 +515,9 @@ impl Optimizer {
             .zip(&self.pending)
             .zip(norms)
             .map(|((p, c), n)| {
+                c.as_ref()?;
                 let version = crate::ext::multi_tensor::version(p).ok()?;
-                c.as_ref().map(|_| (Tensor::from_slice(&n).to_kind(p.kind()), version))
+                Some((Tensor::from_slice(&n).to_kind(p.kind()), version))
             })
             .collect();
         self.pending.iter_mut().for_each(|t| *t = None);
