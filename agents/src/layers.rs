@@ -83,19 +83,24 @@ struct LayerNorm {
 
 impl LayerNorm {
     /// Layer-normalize `x` (a pre-activation no one else holds: a pass outside autograd may
-    /// normalize it in place).
-    fn apply(&self, x: &Tensor) -> Tensor {
+    /// normalize it in place), then a ReLU with `relu`.
+    fn apply(&self, x: &Tensor, relu: bool) -> Tensor {
         let x = if x.kind() == Kind::Float { x.shallow_clone() } else { x.to_kind(Kind::Float) };
-        if self.in_place(&x) {
+        if self.in_place(&x, relu) {
             return x;
         }
-        if self.channels && x.dim() == 4 {
+        let y = if self.channels && x.dim() == 4 {
             let c = self.weight.size()[0];
             x.permute([0, 2, 3, 1])
                 .layer_norm([c], Some(&self.weight), Some(&self.bias), LAYER_NORM_EPS, false)
                 .permute([0, 3, 1, 2])
         } else {
             x.layer_norm(self.weight.size(), Some(&self.weight), Some(&self.bias), LAYER_NORM_EPS, false)
+        };
+        if relu {
+            y.relu()
+        } else {
+            y
         }
     }
 }
@@ -103,14 +108,15 @@ impl LayerNorm {
 impl LayerNorm {
     /// Outside autograd on the CPU, normalize `x` in place by one loop (the explicit pass's
     /// [`crate::explicit::layer_norm`] over contiguous rows, [`layer_norm_rows`] over a map's
-    /// channels) instead of ATen's layer norm; false (nothing done) where that does not apply.
+    /// channels), the ReLU with `relu` in the same loop, instead of ATen's layer norm and
+    /// ReLU; false (nothing done) where that does not apply.
     ///
-    /// Why: a pass that needs no gradient (the target network's, double DQN's online pass on
-    /// the next observations) costs a plain layer its matrix product and its nonlinearity;
-    /// ATen's layer norm adds an op of a few microseconds per layer and pass (more on a
-    /// channel axis, which it needs permuted), where the loop over a batch of pre-activations
-    /// (32 x 128 on the MLP) takes about a microsecond.
-    fn in_place(&self, x: &Tensor) -> bool {
+    /// Why: a pass that needs no gradient (the target network's, an actor's) costs a plain
+    /// layer its matrix product and its nonlinearity; ATen's layer norm adds an op of a few
+    /// microseconds per layer and pass (more on a channel axis, which it needs permuted), where
+    /// the loop over a batch of pre-activations (32 x 128 on the MLP) takes about a
+    /// microsecond, and its ReLU costs no op of its own.
+    fn in_place(&self, x: &Tensor, relu: bool) -> bool {
         if x.requires_grad() || !plain_f32(x) || !plain_f32(&self.weight) || !plain_f32(&self.bias) || x.dim() < 2 {
             return false;
         }
@@ -131,9 +137,9 @@ impl LayerNorm {
         let (data, w, b) = unsafe { (f32s_mut(x), f32s(&self.weight), f32s(&self.bias)) };
         if stride == 1 {
             let mut rstd = vec![0f32; data.len() / n];
-            crate::explicit::layer_norm(data, w, b, LAYER_NORM_EPS, false, &mut [], &mut rstd);
+            crate::explicit::layer_norm(data, w, b, LAYER_NORM_EPS, relu, &mut [], &mut rstd);
         } else {
-            layer_norm_rows::<f32>(data, w, b, n, stride, LAYER_NORM_EPS);
+            layer_norm_rows::<f32>(data, w, b, n, stride, LAYER_NORM_EPS, relu);
         }
         true
     }
@@ -142,8 +148,8 @@ impl LayerNorm {
 /// Layer norm in place over rows of `n` elements `stride` apart (blocks of `n * stride`
 /// elements hold `stride` interleaved rows, as a position's channels in an NCHW map):
 /// `(x - mean) / sqrt(var + eps) * w + b`, with the biased variance, as
-/// `torch.nn.functional.layer_norm`. The interleaved rows are walked side by side (the loops
-/// vectorize across them).
+/// `torch.nn.functional.layer_norm`, then `max(., 0)` with `relu`. The interleaved rows are
+/// walked side by side (the loops vectorize across them).
 #[inline(always)]
 fn layer_norm_rows_generic<T: crate::optim::fused::Real>(
     x: &mut [T],
@@ -152,6 +158,7 @@ fn layer_norm_rows_generic<T: crate::optim::fused::Real>(
     n: usize,
     stride: usize,
     eps: f64,
+    relu: bool,
 ) {
     let zero = T::of(0.0);
     let inv_n = T::of(1.0 / n as f64);
@@ -174,13 +181,14 @@ fn layer_norm_rows_generic<T: crate::optim::fused::Real>(
         for (i, row) in block.chunks_exact_mut(stride).enumerate() {
             let (wi, bi) = (w[i], b[i]);
             for ((e, &m), &r) in row.iter_mut().zip(&mean).zip(&rstd) {
-                *e = (*e - m) * r * wi + bi;
+                let y = (*e - m) * r * wi + bi;
+                *e = if !relu || y > zero { y } else { zero };
             }
         }
     }
 }
 
-crate::optim::fused::dispatch!(layer_norm_rows, layer_norm_rows_generic, (x: &mut [T], w: &[T], b: &[T], n: usize, stride: usize, eps: f64) -> ());
+crate::optim::fused::dispatch!(layer_norm_rows, layer_norm_rows_generic, (x: &mut [T], w: &[T], b: &[T], n: usize, stride: usize, eps: f64, relu: bool) -> ());
 
 /// What a layer computes its convolution or matrix product in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -992,9 +1000,16 @@ impl Layer {
 
     /// The pre-activation for input `x` with operands from [`Layer::operands`].
     pub fn forward_with(&self, x: &Tensor, train: bool, ops: &Operands, compute: Compute) -> Tensor {
+        self.forward_act(x, train, ops, compute, false)
+    }
+
+    /// [`Layer::forward_with`], then a ReLU with `relu` (in layer norm's loop where that runs:
+    /// [`LayerNorm::in_place`]).
+    pub fn forward_act(&self, x: &Tensor, train: bool, ops: &Operands, compute: Compute, relu: bool) -> Tensor {
         let pre = self.pre_activation(x, train, ops, compute);
         match &self.layer_norm {
-            Some(ln) => ln.apply(&pre),
+            Some(ln) => ln.apply(&pre, relu),
+            None if relu => pre.relu(),
             None => pre,
         }
     }
@@ -1264,11 +1279,16 @@ mod tests {
                 let _ = ln.bias.shallow_clone().uniform_(-0.5, 0.5);
             });
             let x = Tensor::randn(in_shape.as_slice(), (Kind::Float, Device::Cpu)) * 3.0 + 1.0;
-            let pre = tch::no_grad(|| l.pre_activation(&x, false, &l.operands(None, Compute::F32), Compute::F32));
-            let reference = ln.apply(&pre.set_requires_grad(true)).detach();
-            let fast = tch::no_grad(|| l.forward_t(&x, false));
-            let err = f64::try_from((&reference - &fast).abs().max()).unwrap();
-            assert!(err < 1e-5, "case {i} ({axes:?}): differs by {err}");
+            let ops = l.operands(None, Compute::F32);
+            let pre = tch::no_grad(|| l.pre_activation(&x, false, &ops, Compute::F32));
+            // ATen's (in autograd), and the loop's with and without the ReLU in it.
+            let reference = ln.apply(&pre.set_requires_grad(true), false).detach();
+            for relu in [false, true] {
+                let fast = tch::no_grad(|| l.forward_act(&x, false, &ops, Compute::F32, relu));
+                let want = if relu { reference.relu() } else { reference.shallow_clone() };
+                let err = f64::try_from((&want - &fast).abs().max()).unwrap();
+                assert!(err < 1e-5, "case {i} ({axes:?}, relu {relu}): differs by {err}");
+            }
         }
     }
 

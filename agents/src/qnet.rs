@@ -502,39 +502,42 @@ impl QNetwork {
         }
     }
 
-    /// Run the network on input `x` (from [`QNetwork::prep`]). `how` picks, per layer index,
-    /// plain forward, forward with given operands, or data-dependent init.
-    fn run(&self, x: Tensor, how: &dyn Fn(usize, &Layer, &Tensor) -> Tensor) -> Tensor {
+    /// Run the network on input `x` (from [`QNetwork::prep`]), a layer at a time by
+    /// `how(index, layer, input, relu)`: plain forward, forward with given operands, or
+    /// data-dependent init, rectified with `relu` (a hidden layer's).
+    fn run(&self, x: Tensor, how: &dyn Fn(usize, &Layer, &Tensor, bool) -> Tensor) -> Tensor {
         let mut idx = 0;
-        let mut step = |l: &Layer, x: &Tensor| {
-            let y = how(idx, l, x);
+        let mut step = |l: &Layer, x: &Tensor, relu: bool| {
+            let y = how(idx, l, x, relu);
             idx += 1;
             y
         };
         let mut x = x;
         for l in &self.convs {
-            x = step(l, &x).relu();
+            x = step(l, &x, true);
         }
         x = x.flatten(1, -1);
         for l in &self.dense {
-            x = step(l, &x).relu();
+            x = step(l, &x, true);
         }
         if self.cfg.dueling {
             let h = &self.heads;
-            let v = step(&h[0], &x).relu();
-            let v = step(&h[1], &v);
-            let a = step(&h[2], &x).relu();
-            let adv = step(&h[3], &a);
+            let v = step(&h[0], &x, true);
+            let v = step(&h[1], &v, false);
+            let a = step(&h[2], &x, true);
+            let adv = step(&h[3], &a, false);
             &v + &adv - adv.mean_dim([1i64].as_slice(), true, Kind::Float)
         } else {
-            let h = step(&self.heads[0], &x).relu();
-            step(&self.heads[1], &h)
+            let h = step(&self.heads[0], &x, true);
+            step(&self.heads[1], &h, false)
         }
     }
 
     /// Q-values `[B, A]`. `train` matters only for mean-only BN layers.
     pub fn forward_t(&self, obs: &Tensor, train: bool) -> Tensor {
-        self.run(Self::prep(obs, Compute::F32), &|_, l, x| l.forward_t(x, train))
+        self.run(Self::prep(obs, Compute::F32), &|_, l, x, relu| {
+            l.forward_act(x, train, &l.operands(l.wn_scale().as_ref(), Compute::F32), Compute::F32, relu)
+        })
     }
 
     /// Q-values (f32) with precomputed [`QNetwork::wn_scales`], computed as
@@ -551,7 +554,8 @@ impl QNetwork {
 
     /// Q-values (f32) with operands from [`QNetwork::operands`].
     pub fn forward_with(&self, obs: &Tensor, train: bool, ops: &[Operands]) -> Tensor {
-        let q = self.run(Self::prep(obs, self.compute), &|i, l, x| l.forward_with(x, train, &ops[i], self.compute));
+        let q = self
+            .run(Self::prep(obs, self.compute), &|i, l, x, relu| l.forward_act(x, train, &ops[i], self.compute, relu));
         if q.kind() == Kind::Float {
             q
         } else {
@@ -563,7 +567,14 @@ impl QNetwork {
     /// order, gets pre-activations of mean 0 and std `init_scale` on this batch.
     pub fn data_init(&self, obs: &Tensor, init_scale: f64) {
         tch::no_grad(|| {
-            let _ = self.run(Self::prep(obs, Compute::F32), &|_, l, x| l.data_init(x, init_scale));
+            let _ = self.run(Self::prep(obs, Compute::F32), &|_, l, x, relu| {
+                let y = l.data_init(x, init_scale);
+                if relu {
+                    y.relu()
+                } else {
+                    y
+                }
+            });
         });
     }
 
