@@ -94,9 +94,15 @@ pub struct Dqn {
 impl Dqn {
     /// Fresh networks on `device` (the target starts as a copy of the online network).
     pub fn new(net: &QNetConfig, cfg: DqnConfig, device: Device) -> Dqn {
+        Dqn::with_cpu_loops(net, cfg, device, device == Device::Cpu)
+    }
+
+    /// [`Dqn::new`], the CPU's loops ([`crate::reparam`], [`crate::explicit`]) on or off: off,
+    /// a CPU learner takes the tensor-op path that CUDA takes (for tests of that path here).
+    fn with_cpu_loops(net: &QNetConfig, cfg: DqnConfig, device: Device, loops: bool) -> Dqn {
         let online_vs = nn::VarStore::new(device);
         let mut online = QNetwork::new(&online_vs.root(), net);
-        if device == Device::Cpu {
+        if loops {
             online.materialize_small_layers();
             online.prepare_explicit();
         }
@@ -649,8 +655,9 @@ mod tests {
     /// The capturable update (clip factor and bias corrections on the device, statistics summed
     /// on the device) gives the parameters, target, optimizer state and statistics of the eager
     /// update, for every variant, dueling or not, every optimizer, hard and Polyak targets,
-    /// clipping on and off. A graph replays exactly this launch sequence (`graphed`; the test
-    /// after this one checks the replays on a GPU).
+    /// clipping on and off, on the CPU's loops and on the tensor-op path that CUDA takes. A
+    /// graph replays exactly this launch sequence (`graphed`; the test after this one checks
+    /// the replays on a GPU).
     #[test]
     fn on_device_updates_equal_eager_updates() {
         let optimizers = [
@@ -659,10 +666,12 @@ mod tests {
             OptimizerKind::RmsProp(RmsProp { alpha: 0.95, eps: 0.01, centered: true, momentum: 0.0 }),
         ];
         let mut case = 0;
-        for variant in [Variant::Plain, Variant::WeightNorm, Variant::WeightNormNoinit, Variant::WeightNormMobn] {
+        for variant in Variant::ALL {
             for dueling in [false, true] {
                 for (optimizer, multi_tensor) in optimizers.into_iter().flat_map(|o| [(o, true), (o, false)]) {
                     case += 1;
+                    // The two paths over the cases, out of step with the other settings' cycles.
+                    let loops = case % 5 < 3;
                     let net = QNetConfig {
                         arch: Arch::Mlp,
                         variant,
@@ -681,10 +690,12 @@ mod tests {
                         optimizer,
                         lr: 1e-2,
                     };
-                    let what = format!("{variant:?} dueling={dueling} multi_tensor={multi_tensor} {cfg:?}");
+                    let what =
+                        format!("{variant:?} dueling={dueling} multi_tensor={multi_tensor} loops={loops} {cfg:?}");
                     tch::manual_seed(case);
-                    let mut eager = Dqn::new(&net, cfg, Device::Cpu);
-                    let mut dev = Dqn::new(&net, cfg, Device::Cpu);
+                    let mut eager = Dqn::with_cpu_loops(&net, cfg, Device::Cpu, loops);
+                    let mut dev = Dqn::with_cpu_loops(&net, cfg, Device::Cpu, loops);
+                    assert_eq!(eager.online.explicit_ready(), loops, "{what}: the path");
                     dev.online_vs.copy(&eager.online_vs).unwrap();
                     dev.sync_target();
                     let init = random_batch(16).obs;
@@ -799,6 +810,13 @@ mod tests {
                 false,
                 OptimizerKind::RmsProp(RmsProp { alpha: 0.95, eps: 0.01, centered: true, momentum: 0.0 }),
             ),
+            (Variant::LayerNorm, true, OptimizerKind::Adam(Adam { beta1: 0.9, beta2: 0.999, eps: 1.5e-4 })),
+            (
+                Variant::SpectralNorm,
+                false,
+                OptimizerKind::RmsProp(RmsProp { alpha: 0.95, eps: 0.01, centered: false, momentum: 0.0 }),
+            ),
+            (Variant::WeightNormProjected, false, OptimizerKind::Adam(Adam { beta1: 0.9, beta2: 0.999, eps: 1.5e-4 })),
         ];
         for (variant, dueling, optimizer) in cases {
             let what = format!("{variant:?} dueling={dueling} {optimizer:?}");
