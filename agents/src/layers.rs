@@ -97,11 +97,16 @@ impl LayerNorm {
         } else {
             x.layer_norm(self.weight.size(), Some(&self.weight), Some(&self.bias), LAYER_NORM_EPS, false)
         };
-        if relu {
-            y.relu()
-        } else {
-            y
-        }
+        rectified(y, relu)
+    }
+}
+
+/// `y`, through a ReLU (a tensor op) with `relu`.
+pub(crate) fn rectified(y: Tensor, relu: bool) -> Tensor {
+    if relu {
+        y.relu()
+    } else {
+        y
     }
 }
 
@@ -1009,8 +1014,7 @@ impl Layer {
         let pre = self.pre_activation(x, train, ops, compute);
         match &self.layer_norm {
             Some(ln) => ln.apply(&pre, relu),
-            None if relu => pre.relu(),
-            None => pre,
+            None => rectified(pre, relu),
         }
     }
 

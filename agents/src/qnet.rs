@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
 use crate::explicit::{f32s, f32s_mut, LayerTape};
-use crate::layers::{Compute, Layer, LayerConfig, LayerNormAxes, Operands, Param};
+use crate::layers::{rectified, Compute, Layer, LayerConfig, LayerNormAxes, Operands, Param};
 
 /// Network parameterization and initialization, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
@@ -535,9 +535,7 @@ impl QNetwork {
 
     /// Q-values `[B, A]`. `train` matters only for mean-only BN layers.
     pub fn forward_t(&self, obs: &Tensor, train: bool) -> Tensor {
-        self.run(Self::prep(obs, Compute::F32), &|_, l, x, relu| {
-            l.forward_act(x, train, &l.operands(l.wn_scale().as_ref(), Compute::F32), Compute::F32, relu)
-        })
+        self.run(Self::prep(obs, Compute::F32), &|_, l, x, relu| rectified(l.forward_t(x, train), relu))
     }
 
     /// Q-values (f32) with precomputed [`QNetwork::wn_scales`], computed as
@@ -567,14 +565,8 @@ impl QNetwork {
     /// order, gets pre-activations of mean 0 and std `init_scale` on this batch.
     pub fn data_init(&self, obs: &Tensor, init_scale: f64) {
         tch::no_grad(|| {
-            let _ = self.run(Self::prep(obs, Compute::F32), &|_, l, x, relu| {
-                let y = l.data_init(x, init_scale);
-                if relu {
-                    y.relu()
-                } else {
-                    y
-                }
-            });
+            let _ =
+                self.run(Self::prep(obs, Compute::F32), &|_, l, x, relu| rectified(l.data_init(x, init_scale), relu));
         });
     }
 

@@ -611,15 +611,14 @@ fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target, opt
         Box::new(move || m2.len()),
     );
     let threads = start_threads(parts, &run.path, mon.recent.clone(), started, ev_tx, eval_rx)?;
-    let mut restored = false;
     loop {
         if crate::signals::interrupted() && !shared.stopping() {
             shared.request_stop();
         }
-        if shared.stopping() && !restored {
-            // Idle-priority threads must get the CPU to wind down (`threads::background`).
+        if shared.stopping() {
+            // Idle-priority threads must get the CPU to wind down (`threads::background`; after
+            // the first call there are none left to restore).
             crate::threads::restore_background();
-            restored = true;
         }
         match ev_rx.recv_timeout(Duration::from_millis(100)) {
             Ok(e) => mon.handle(e),
