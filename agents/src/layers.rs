@@ -1254,6 +1254,52 @@ mod tests {
         }
     }
 
+    /// The explicit pass's layer norm and the ReLU in its loops give autograd's output and
+    /// gradients on sizes that are no multiples of the loops' 8 lanes (13 units) or 4 rows (7
+    /// kept samples of 10): every value is fixed (no global generator, which tests running
+    /// beside this one draw from too).
+    #[test]
+    fn explicit_layer_norm_tails_give_autograd_gradients() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let plain = LayerConfig { param: Param::Plain, ..Default::default() };
+        let mut l = Layer::linear(&vs.root().sub("d"), 6, 13, plain);
+        l.add_layer_norm(&vs.root().sub("ln"), &[13], LayerNormAxes::Channels);
+        let fixed = |n: i64, f: f64| Tensor::arange(n, (Kind::Float, Device::Cpu)).g_mul_scalar(f).sin();
+        tch::no_grad(|| {
+            let ln = l.layer_norm.as_ref().unwrap();
+            for (t, f, shift) in
+                [(&l.weight, 0.7, 0.0), (&l.bias, 1.3, 0.0), (&ln.weight, 0.9, 1.0), (&ln.bias, 2.1, 0.0)]
+            {
+                t.shallow_clone().copy_(&(fixed(t.numel() as i64, f).view(t.size().as_slice()) * 0.5 + shift));
+            }
+        });
+        assert!(l.prepare_explicit());
+        let (batch, keep) = (10, 7);
+        let x = fixed(batch * 6, 0.37).view([batch, 6]) * 2.0;
+        let cot = fixed(keep * 13, 0.53).view([keep, 13]);
+        let (ops, _, _) = l.train_operands(None, Compute::F32);
+        let (y, tape) = tch::no_grad(|| l.explicit_forward(&x, &ops, keep, true));
+        let act = y.narrow(0, 0, keep);
+        let dx = tch::no_grad(|| l.explicit_backward(tape, cot.copy(), &ops, true, Some(&act))).unwrap();
+        let params = [&l.weight, &l.bias, &l.layer_norm.as_ref().unwrap().weight, &l.layer_norm.as_ref().unwrap().bias];
+        let explicit: Vec<Tensor> = params.iter().map(|p| p.grad().copy()).collect();
+        for p in params {
+            crate::ext::multi_tensor::set_grad(p, None).unwrap();
+        }
+        let xr = x.narrow(0, 0, keep).copy().set_requires_grad(true);
+        let yr = l.forward_act(&xr, true, &l.operands(None, Compute::F32), Compute::F32, true);
+        (&yr * &cot).sum(Kind::Float).backward();
+        let close = |a: &Tensor, b: &Tensor, what: &str| {
+            let err = f64::try_from((a - b).abs().max()).unwrap() / f64::try_from(a.abs().max()).unwrap().max(1e-12);
+            assert!(err < 1e-5, "{what}: relative error {err}");
+        };
+        close(&yr.detach(), &act, "output");
+        close(&xr.grad(), &dx, "input gradient");
+        for (p, e) in params.iter().zip(&explicit) {
+            close(&p.grad(), e, "a parameter's gradient");
+        }
+    }
+
     /// Layer norm outside autograd (the loop, in place) equals ATen's layer norm, for a dense
     /// layer's units and a convolution's channels or whole map, with a trained-looking affine.
     #[test]

