@@ -70,6 +70,41 @@ fn tick(v: f64) -> String {
 
 /// Draw `series` into a 1000x620 PNG at `path`.
 pub fn line_plot(path: &Path, title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Result<()> {
+    draw_lines(path, title, xlabel, ylabel, series, &|v| tick(v), false)
+}
+
+/// As [`line_plot`], on a logarithmic x-axis (every x positive), each point marked: a curve over
+/// a few settings of a hyper-parameter spaced by factors.
+pub fn line_plot_log_x(path: &Path, title: &str, xlabel: &str, ylabel: &str, series: &[Series]) -> Result<()> {
+    let logged: Vec<Series> = series
+        .iter()
+        .map(|s| Series {
+            label: s.label.clone(),
+            color: s.color,
+            x: s.x.iter().map(|x| x.log10()).collect(),
+            mean: s.mean.clone(),
+            lo: s.lo.clone(),
+            hi: s.hi.clone(),
+        })
+        .collect();
+    let fmt = |v: f64| {
+        let x = 10f64.powf(v);
+        let s = format!("{:.2e}", x);
+        let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
+        format!("{}e{e}", m.trim_end_matches('0').trim_end_matches('.'))
+    };
+    draw_lines(path, title, xlabel, ylabel, &logged, &fmt, true)
+}
+
+fn draw_lines(
+    path: &Path,
+    title: &str,
+    xlabel: &str,
+    ylabel: &str,
+    series: &[Series],
+    xfmt: &dyn Fn(f64) -> String,
+    marks: bool,
+) -> Result<()> {
     let err = |e: &dyn std::fmt::Display| anyhow!("drawing {}: {e}", path.display());
     let text = font_ready();
     let root = BitMapBackend::new(path, (1000, 620)).into_drawing_area();
@@ -82,11 +117,12 @@ pub fn line_plot(path: &Path, title: &str, xlabel: &str, ylabel: &str, series: &
         builder.caption(title, ("sans-serif", 22));
     }
     let mut chart = builder.build_cartesian_2d(x0..x1, y0..y1).map_err(|e| err(&e))?;
+    let xf = |v: &f64| xfmt(*v);
     let mut mesh = chart.configure_mesh();
     mesh.light_line_style(WHITE).bold_line_style(RGBColor(225, 225, 225));
     if text {
         mesh.x_desc(xlabel).y_desc(ylabel).label_style(("sans-serif", 14));
-        mesh.x_label_formatter(&|v| tick(*v)).y_label_formatter(&|v| tick(*v));
+        mesh.x_label_formatter(&xf).y_label_formatter(&|v| tick(*v));
     } else {
         mesh.x_labels(0).y_labels(0);
     }
@@ -106,6 +142,10 @@ pub fn line_plot(path: &Path, title: &str, xlabel: &str, ylabel: &str, series: &
         let line = chart.draw_series(LineSeries::new(points, color.stroke_width(2))).map_err(|e| err(&e))?;
         line.label(s.label.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3)));
+        if marks {
+            let points = s.x.iter().zip(&s.mean).filter(|(x, y)| x.is_finite() && y.is_finite());
+            chart.draw_series(points.map(|(&x, &y)| Circle::new((x, y), 4, color.filled()))).map_err(|e| err(&e))?;
+        }
     }
     if text {
         chart

@@ -5,8 +5,7 @@
 //!
 //! The **final score** of a run is the mean return of the training games that ended in the last
 //! 10% of its env steps (the last 20 games when fewer than 5 ended there); its **eval score** is
-//! its last periodic greedy evaluation. [`score_at`] is the final score of the run cut at a step,
-//! for sample-efficiency curves.
+//! its last periodic greedy evaluation.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -167,12 +166,12 @@ fn avg(v: &[f64]) -> Option<f64> {
 
 /// The final score of a run (see the module doc); none without a finished game.
 pub fn final_score(r: &RunResult) -> Option<f64> {
-    avg(&final_window(&r.returns, r.total_steps))
+    final_score_of(&r.returns, r.total_steps)
 }
 
-/// The final score of the run cut at env step `step`; none without a game before it.
-pub fn score_at(r: &RunResult, step: u64) -> Option<f64> {
-    avg(&final_window(&r.returns, step))
+/// The final score of the training returns `(env step, return)` of a run of `total` env steps.
+pub fn final_score_of(returns: &[(u64, f64)], total: u64) -> Option<f64> {
+    avg(&final_window(returns, total))
 }
 
 /// The run's last greedy evaluation; none without one.

@@ -109,10 +109,10 @@ fn a_local_sweep_killed_mid_way_finishes_every_run_once() {
     archive_reads_as_the_sweep(d.path(), &spec, &dir, &r);
 }
 
-/// The archive of a finished sweep: every run done there, no checkpoints, the returns and the
-/// tag asked for only (TensorBoard's reader, against the sweep's own files), the same report,
-/// nothing to do for `sweep run` on it; archiving again adds nothing; a folder holding
-/// something else is refused.
+/// The archive of a finished sweep: the plan and one record a run (`runs.jsonl`), every run
+/// done there, the tag asked for only, the same report (scores and aggregates to the bit),
+/// nothing to do for `sweep run` on it; archiving again adds nothing; a folder holding something
+/// else is refused.
 fn archive_reads_as_the_sweep(d: &Path, spec: &Path, dir: &Path, report: &serde_json::Value) {
     let arch = d.join("archive");
     let archive = |to: &Path| {
@@ -121,26 +121,31 @@ fn archive_reads_as_the_sweep(d: &Path, spec: &Path, dir: &Path, report: &serde_
     let o = archive(&arch);
     assert!(o.status.success() && text(&o).contains("4 added now"), "{}", text(&o));
     assert_eq!(states(&status(&arch)), vec!["done"; 4]);
-    for name in RUNS {
-        let (run_dir, a) = (dir.join("runs").join(name), arch.join("runs").join(name));
-        assert_eq!((checkpoints(&a), event_files(&a)), (0, 1), "{name}");
-        let (full, slim) = (read_events(&run_dir), read_events(&a));
-        let tags: Vec<&String> = slim["scalars"].as_object().unwrap().keys().collect();
-        assert_eq!(
-            tags,
-            ["charts/episodic_return", "eval/episodic_return", "eval/episodic_return_std", "losses/td_loss"],
-            "{name}"
-        );
-        for t in tags {
-            assert_eq!(slim["scalars"][t], full["scalars"][t], "{name} {t}");
-        }
-        assert_eq!(slim["hparams"], full["hparams"], "{name}");
-        assert!(slim["histograms"].as_object().unwrap().is_empty() && slim["text"].as_object().unwrap().is_empty());
+    let mut names: Vec<String> =
+        std::fs::read_dir(&arch).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["runs.jsonl", "sweep.toml"], "an archive is its plan and its records");
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(arch.join("runs.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 4);
+    for r in &records {
+        let tags: Vec<&String> = r["tags"].as_object().unwrap().keys().collect();
+        assert_eq!(tags, ["losses/td_loss"], "{r}");
+        let name = r["name"].as_str().unwrap();
+        let full = read_events(&dir.join("runs").join(name));
+        let returns = full["scalars"]["charts/episodic_return"].as_array().unwrap().len() as u64;
+        let games: u64 = r["games"].as_array().unwrap().iter().map(|g| g.as_u64().unwrap()).sum();
+        assert_eq!(games, returns, "{name}: every training game is in a bin");
     }
     let o = run(&["sweep", "report", arch.to_str().unwrap(), "--reps", "500", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(r["aggregates"], report["aggregates"], "the archive's report is the sweep's");
+    let (a, b) = (dir.join("report/scores.csv"), arch.join("report/scores.csv"));
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "scores.csv from the archive");
     let o = run(&["sweep", "run", spec.to_str().unwrap(), "--dir", arch.to_str().unwrap(), "--quiet"]);
     assert!(o.status.success() && text(&o).contains("4 done"), "{}", text(&o));
     let o = archive(&arch);
@@ -155,6 +160,55 @@ fn archive_reads_as_the_sweep(d: &Path, spec: &Path, dir: &Path, report: &serde_
     let o = archive(&odir);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("is not a sweep folder"), "{}", text(&o));
+}
+
+/// A grid with a tuning and a test stage, end to end: the tuning runs, the choice recorded in
+/// the plan, the test runs at the chosen points; each run's HPARAMS session with its grid value
+/// and `score/final` (TensorBoard's reader), the sweep folder's experiment naming the axis; a
+/// report comparing the test stage only, with the sensitivity files.
+#[test]
+fn a_grid_sweep_tunes_then_tests_at_the_chosen_points() {
+    let d = tempfile::tempdir().unwrap();
+    let grid = "games = [\"CartPole-v1\"]\nvariants = [\"plain\", \"layer_norm\"]\ntune_seeds = [1]\ntest_seeds = [2]\nsets = [\"run.total_env_steps=3000\", \"learner.replay_ratio=0.25\", \"log.eval_every=3000\", \"log.eval_episodes=1\"]\n\n[grid]\n\"agent.lr\" = [1e-4, 1e-3]\n\n[normalize]\n\"CartPole-v1\" = [22.0, 500.0]\n";
+    let spec = sweep_spec(d.path(), "lr.toml", "cartpole.toml", grid);
+    let dir = d.path().join("sweep");
+    let o = run(&["sweep", "run", spec.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "--jobs", "2", "--quiet"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("chosen for plain: agent.lr="), "{}", text(&o));
+    let s = status(&dir);
+    assert_eq!(states(&s), vec!["done"; 6], "4 tuning runs and 2 test runs: {s}");
+    let plan: toml::Table = toml::from_str(&std::fs::read_to_string(dir.join("sweep.toml")).unwrap()).unwrap();
+    let chosen = plan["chosen"].as_array().unwrap();
+    assert_eq!(chosen.len(), 2);
+    let names: Vec<&str> = s["runs"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    for c in chosen {
+        let v = c["variant"].as_str().unwrap();
+        let lr = c["point"][0].as_float().unwrap();
+        let name = format!("CartPole__{v}__lr{}__s2", if lr == 1e-3 { "1e-3" } else { "1e-4" });
+        assert!(names.contains(&name.as_str()), "{name} in {names:?}");
+        let ev = read_events(&dir.join("runs").join(&name));
+        assert_eq!(ev["hparams"]["hparams"]["agent.lr"].as_f64(), Some(lr), "{name}: {}", ev["hparams"]);
+        assert_eq!(ev["hparams"]["hparams"]["agent.variant"].as_str(), Some(v));
+        assert_eq!(ev["scalars"]["score/final"].as_array().map(|a| a.len()), Some(1), "{name}");
+    }
+    let o = std::process::Command::new(root().join(".venv/bin/python"))
+        .args(["-c", "import sys\nfrom tensorboard.backend.event_processing.event_accumulator import EventAccumulator\nfrom tensorboard.plugins.hparams import plugin_data_pb2\nea = EventAccumulator(sys.argv[1]); ea.Reload()\nd = plugin_data_pb2.HParamsPluginData.FromString(ea.PluginTagToContent('hparams')['_hparams_/experiment'])\nprint(' '.join(h.name for h in d.experiment.hparam_infos), ' '.join(m.name.tag for m in d.experiment.metric_infos))"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "env.id agent.variant run.seed agent.lr score/final",
+        "{}",
+        text(&o)
+    );
+    let o = run(&["sweep", "report", dir.to_str().unwrap(), "--reps", "300", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((r["judged"].as_str(), r["runs"].as_u64()), (Some("test stage"), Some(2)), "{r}");
+    for f in ["sensitivity.png", "sensitivity__CartPole.png", "sensitivity.csv", "tuning.csv"] {
+        assert!(dir.join("report").join(f).is_file(), "{f}");
+    }
 }
 
 /// The one-node cluster of scripts/slurm_local.sh, or why it cannot be had here.
@@ -272,8 +326,10 @@ fn bad_sweeps_are_refused_before_anything_starts() {
     let d = tempfile::tempdir().unwrap();
     let good = spec(d.path(), "");
     let text_of = |p: &Path| std::fs::read_to_string(p).unwrap();
+    let count = std::cell::Cell::new(0);
     let variant = |from: &str, to: &str| {
-        let p = d.path().join(format!("bad-{}.toml", to.len()));
+        count.set(count.get() + 1);
+        let p = d.path().join(format!("bad-{}.toml", count.get()));
         std::fs::write(&p, text_of(&good).replacen(from, to, 1)).unwrap();
         p
     };
@@ -287,6 +343,11 @@ fn bad_sweeps_are_refused_before_anything_starts() {
             "lists `plain` twice",
         ),
         (variant("learner.replay_ratio=1", "learner.replay_rate=1"), "unknown field `replay_rate`"),
+        (variant("[normalize]", "[grid]\n\"agent.lr\" = []\n[normalize]"), "grid.\"agent.lr\" lists no value"),
+        (variant("[normalize]", "[grid]\n\"agent.lrate\" = [1e-4]\n[normalize]"), "unknown field `lrate`"),
+        (variant("[normalize]", "[grid]\n\"agent.lr\" = [1e-4, 1e-4]\n[normalize]\n"), "lists 0.0001 twice"),
+        (variant("[normalize]", "[grid]\n\"agent.lr\" = [\"fast\"]\n[normalize]\n\n"), "invalid type: string \"fast\""),
+        (variant("[normalize]", "[grid]\n\"run.seed\" = [1, 2]\n[normalize]\n\n\n"), "list its values in sweep.seeds"),
     ];
     for (spec, want) in cases {
         let o = run(&["sweep", "run", spec.to_str().unwrap(), "--dir", dir.to_str().unwrap(), "--quiet"]);
@@ -340,7 +401,7 @@ fn bad_sweeps_are_refused_before_anything_starts() {
     wait_until(Duration::from_secs(60), "runs stopped", || states(&status(&dir)).iter().all(|s| s != "running"));
     let o = run(&["sweep", "report", dir.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    assert!(text(&o).contains("no finished run"), "{}", text(&o));
+    assert!(text(&o).contains("no run with a score to report on") && text(&o).contains("queued"), "{}", text(&o));
     let plan_before = std::fs::read_to_string(dir.join("sweep.toml")).unwrap();
     let other = variant("run.total_env_steps=9000", "run.total_env_steps=9500");
     let (code, t) = plan_of(&other);

@@ -99,8 +99,12 @@ fn launch(
     let plan = Plan {
         name: format!("compare-{stem}"),
         games: vec![base.env.id.clone()],
-        variants: cmd.variants.iter().map(|v| v.name().to_string()).collect(),
+        variants: cmd.variants.clone(),
         seeds: (base.run.seed..base.run.seed + cmd.seeds).collect(),
+        test_seeds: Vec::new(),
+        grid: Vec::new(),
+        select: Default::default(),
+        chosen: Vec::new(),
         sets: cmd.sets.clone(),
         save_replay: false,
         normalize: Default::default(),
@@ -111,7 +115,7 @@ fn launch(
         plan.config(&r).with_context(|| format!("run {}", r.name))?;
     }
     let dir = cmd.dir.clone().unwrap_or_else(|| cmd.runs_dir.join("comparisons").join(&stem));
-    plan.install(&dir, rom_dir)?;
+    let plan = plan.install(&dir, rom_dir)?;
     let dir = dir.canonicalize().unwrap_or(dir);
     let opts = local::LocalOptions {
         jobs: cmd.jobs,

@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use crate::device::DeviceArg;
-use crate::sweep::{self, report, Executor};
+use crate::sweep::{self, report, scoring, Executor};
 
 /// The sweep subcommands.
 #[derive(Debug, Subcommand)]
@@ -31,9 +31,10 @@ pub enum SweepCmd {
     /// Scores, aggregates with 95% stratified bootstrap intervals (IQM, median, mean,
     /// optimality gap), probability of improvement, performance profiles, sample efficiency.
     Report(ReportArgs),
-    /// The finished runs as a small sweep folder of their own (plan, configs, summaries, one
-    /// event file each with the returns and the tags asked for; no checkpoints): status, report,
-    /// TensorBoard and `sweep run --dir` read it. Again: adds the runs finished since.
+    /// The finished runs as a small sweep folder of their own (the plan and `runs.jsonl`: one
+    /// line a run with its scores, its returns and the tags asked for binned along training; no
+    /// checkpoints or event files): status, report and `sweep run --dir` read it. Again: adds
+    /// the runs finished since.
     Archive {
         /// The sweep folder.
         dir: PathBuf,
@@ -41,7 +42,7 @@ pub enum SweepCmd {
         #[arg(long)]
         out: PathBuf,
         /// Also keep this scalar tag, or every tag under a prefix ending in `/` (`diag/`);
-        /// repeatable. The returns and hyper-parameters are always kept.
+        /// repeatable. The returns and scores are always kept.
         #[arg(long = "tag", value_name = "TAG")]
         tags: Vec<String>,
     },
@@ -90,12 +91,12 @@ pub struct ReportArgs {
     pub json: bool,
     /// The score of a run: `final` (mean return of the games in the last 10% of its env steps)
     /// or `eval` (its last greedy evaluation).
-    #[arg(long, value_enum, default_value_t = report::ScoreKind::Final)]
-    pub score: report::ScoreKind,
+    #[arg(long, value_enum, default_value_t = scoring::ScoreKind::Final)]
+    pub score: scoring::ScoreKind,
     /// `auto`: human-normalized Atari-57 scores, the spec's `[normalize]` range for other games;
     /// `none`: raw returns.
-    #[arg(long, value_enum, default_value_t = report::Normalize::Auto)]
-    pub normalize: report::Normalize,
+    #[arg(long, value_enum, default_value_t = scoring::Normalize::Auto)]
+    pub normalize: scoring::Normalize,
     /// Bootstrap resamples of the aggregates (rliable's default).
     #[arg(long, default_value_t = 50_000, value_parser = clap::value_parser!(u64).range(100..=1_000_000))]
     pub reps: u64,

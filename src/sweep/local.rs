@@ -153,11 +153,29 @@ struct Counts {
     interrupted: usize,
 }
 
-/// Run every run of the plan in `dir` that is not done, `jobs` at a time.
+/// Run every run of the plan in `dir` that is not done, `jobs` at a time; with a test stage,
+/// once every tuning run is done, choose and run the test stage too.
 pub fn run(dir: &Path, plan: &Plan, opts: &LocalOptions) -> Result<()> {
     let _lock = crate::run::dir::lock(dir)?;
     crate::signals::install();
-    let f = Folders { dir: dir.to_path_buf() };
+    let mut plan = plan.clone();
+    loop {
+        let stopped = run_stage(dir, &plan, opts)?;
+        if stopped || !plan.needs_choice() {
+            return Ok(());
+        }
+        plan = super::choose_if_ready(dir, plan, opts.rom_dir.as_deref())?;
+        if plan.needs_choice() {
+            // Not every tuning run is done (none failed, or `finish` said so): nothing to choose.
+            return Ok(());
+        }
+        say!("the tuning stage is done: the test stage runs each variant at its chosen point");
+    }
+}
+
+/// Run every run of the plan that is not done; returns whether a stop was asked for.
+fn run_stage(dir: &Path, plan: &Plan, opts: &LocalOptions) -> Result<bool> {
+    let f = Folders::new(dir);
     let p = pool(plan, opts)?;
     let none = BTreeMap::new();
     let runs = plan.runs();
@@ -230,7 +248,8 @@ pub fn run(dir: &Path, plan: &Plan, opts: &LocalOptions) -> Result<()> {
         std::thread::sleep(Duration::from_millis(250));
     }
     bar.finish_and_clear();
-    finish(dir, &counts, runs.len(), stopping)
+    finish(dir, &counts, runs.len(), stopping)?;
+    Ok(stopping)
 }
 
 /// Count the runs that ended: done, stopped before their budget, or failed (recorded in

@@ -2,22 +2,31 @@
 //! a Slurm cluster (one job array), resumable, and reported with the statistics the field trusts.
 //!
 //! - [`spec`]: the spec file and the plan it expands to (`DIR/sweep.toml`, `DIR/configs/`);
+//! - [`grid`]: grid axes (any config key with a list of values) and run names;
 //! - [`state`]: where each run stands, from its folder (and Slurm's queue);
 //! - [`local`], [`slurm`]: the executors;
-//! - [`report`]: scores, normalization, aggregates with intervals, profiles, curves, files;
-//! - [`archive`]: the finished runs, without checkpoints and with the tags asked for only.
+//! - [`record`]: a finished run reduced to what judging it needs (a line of an archive);
+//! - [`scoring`]: the runs' scores, normalized per game;
+//! - [`tuning`]: the tuning stage's choice and the sensitivity statistics;
+//! - [`report`]: aggregates with intervals, profiles, curves, sensitivity, files;
+//! - [`archive`]: the finished runs as records, one line each.
 //!
 //! A sweep folder: `sweep.toml` (the plan), `configs/NAME.toml`, `runs/NAME/` (ordinary run
 //! folders), `logs/NAME.log` (each run's output), `failed/NAME` (exit status and log tail of a
-//! failed run), `slurm/` (the task script, its index and job ids), `report/`.
+//! failed run), `slurm/` (the task script, its index and job ids), `report/`; an archive also
+//! `runs.jsonl`.
 
 pub mod archive;
 pub mod atari_scores;
+pub mod grid;
 pub mod local;
+pub mod record;
 pub mod report;
+pub mod scoring;
 pub mod slurm;
 pub mod spec;
 pub mod state;
+pub mod tuning;
 
 use std::path::{Path, PathBuf};
 
@@ -73,35 +82,117 @@ pub fn run(spec: &Path, dir: &Path, mut opts: RunOptions) -> Result<()> {
         slurm::available()?;
         slurm::check_folder(&std::path::absolute(dir).unwrap_or(dir.to_path_buf()))?;
     }
-    plan.install(dir, roms.as_deref().or(opts.local.rom_dir.as_deref()))?;
+    let rom_dir = roms.clone().or(opts.local.rom_dir.clone());
+    let plan = plan.install(dir, rom_dir.as_deref())?;
     let dir = dir.canonicalize().unwrap_or(dir.to_path_buf());
+    write_experiment(&dir, &plan)?;
+    let plan = choose_if_ready(&dir, plan, rom_dir.as_deref())?;
     match opts.executor {
         Executor::Local => {
-            opts.local.rom_dir = roms.or(opts.local.rom_dir);
+            opts.local.rom_dir = rom_dir;
             local::run(&dir, &plan, &opts.local)
         }
-        Executor::Slurm => slurm::submit(&dir, &plan, opts.local.retry_failed, roms.as_deref(), false),
+        Executor::Slurm => {
+            slurm::submit(&dir, &plan, opts.local.retry_failed, roms.as_deref(), false)?;
+            if plan.needs_choice() {
+                say!(
+                    "the test stage starts once the tuning runs are done: run the same `sweep run` command again then"
+                );
+            }
+            Ok(())
+        }
     }
+}
+
+/// The sweep folder's TensorBoard HPARAMS experiment: its table and parallel-coordinates views
+/// show the games, variants, seeds and every grid axis of the runs, against their final score
+/// (each run writes its hyper-parameters and `score/final`). Written once, in the folder's own
+/// event file; the plan cannot change under it (another plan is refused).
+fn write_experiment(dir: &Path, plan: &Plan) -> Result<()> {
+    use crate::tensorboard::HParam;
+    if !crate::tensorboard::reader::files(dir).is_empty() {
+        return Ok(());
+    }
+    let seeds = plan.seeds.iter().chain(&plan.test_seeds).map(|&s| HParam::Num(s as f64)).collect();
+    let mut params: Vec<(String, Vec<HParam>)> = vec![
+        ("env.id".into(), plan.games.iter().map(|g| HParam::Str(g.clone())).collect()),
+        ("agent.variant".into(), plan.variants.iter().map(|v| HParam::Str(v.name().into())).collect()),
+        ("run.seed".into(), seeds),
+    ];
+    for a in &plan.grid {
+        params.push((a.key.clone(), a.values.iter().map(HParam::from_toml).collect()));
+    }
+    let mut board = crate::tensorboard::Board::new(dir)?;
+    board.experiment(&params, &["score/final"]);
+    board.flush();
+    board.check()
+}
+
+/// The plan with the tuning stage's choices made and recorded (`sweep.toml`, the test runs'
+/// configs) when it has a test stage still to choose for and every tuning run is done; as it
+/// is otherwise.
+pub fn choose_if_ready(dir: &Path, plan: Plan, rom_dir: Option<&Path>) -> Result<Plan> {
+    if !plan.needs_choice() {
+        return Ok(plan);
+    }
+    let f = state::Folders::new(dir);
+    let none = Default::default();
+    if plan.runs().iter().any(|r| state::status(&f, &plan, r, &none).state != State::Done) {
+        return Ok(plan);
+    }
+    let (found, _) = scoring::records(dir, &plan, &|_| false)?;
+    let sr = scoring::score(&plan, found, scoring::ScoreKind::Final, scoring::Normalize::Auto)?;
+    let mut plan = plan;
+    plan.chosen = tuning::choose(&plan, &sr.scored)?;
+    for c in &plan.chosen {
+        say!(
+            "chosen for {}{}: {} (IQM of the normalized score on the tuning seeds {:.3})",
+            c.variant.name(),
+            c.game.as_deref().map(|g| format!(" on {g}")).unwrap_or_default(),
+            grid::sets(&plan.grid, &c.point).join(", "),
+            c.score
+        );
+    }
+    plan.write(dir, rom_dir)?;
+    Ok(plan)
 }
 
 fn dry_run(plan: &Plan, dir: &Path, opts: &RunOptions, roms: Option<&Path>) -> Result<()> {
     let runs = plan.runs();
+    let points = grid::points(&plan.grid).len();
+    let tests = plan.games.len() * plan.variants.len() * plan.test_seeds.len();
     out!(
-        "sweep {}: {} games x {} variants x {} seeds = {} runs of {} env steps, into {}/runs/",
+        "sweep {}: {} games x {} variants x {}{} seeds = {} runs{} of {} env steps, into {}/runs/",
         plan.name,
         plan.games.len(),
         plan.variants.len(),
+        if plan.grid.is_empty() { String::new() } else { format!("{points} grid points x ") },
         plan.seeds.len(),
-        runs.len(),
+        plan.games.len() * plan.variants.len() * points * plan.seeds.len(),
+        if tests > 0 {
+            format!(
+                ", then {tests} test runs ({} held-out seeds at each variant's chosen point)",
+                plan.test_seeds.len()
+            )
+        } else {
+            String::new()
+        },
         plan.base.run.total_env_steps,
         dir.display()
     );
-    let existing = plan.check_same(dir, "")?;
+    for a in &plan.grid {
+        out!("  axis {}: {}", a.key, a.values.iter().map(grid::show).collect::<Vec<_>>().join(", "));
+    }
+    let existing = plan.check_same(dir, "")?.map(|old| Plan { chosen: old.chosen.clone(), ..plan.clone() });
     let none = Default::default();
+    let folders = state::Folders::new(dir);
+    let runs = existing.as_ref().map(|p| p.runs()).unwrap_or(runs);
     for r in &runs {
-        let st =
-            existing.as_ref().map(|p| state::status(&state::Folders { dir: dir.to_path_buf() }, p, r, &none).state);
+        let st = existing.as_ref().map(|p| state::status(&folders, p, r, &none).state);
         out!("  {}{}", r.name, st.map(|s| format!("  ({})", s.name())).unwrap_or_default());
+    }
+    if tests > 0 && existing.as_ref().is_none_or(|p| p.needs_choice()) {
+        out!("  (then the test stage: {tests} runs, named once the tuning stage has chosen)");
     }
     if opts.executor == Executor::Slurm {
         let abs = std::path::absolute(dir).unwrap_or(dir.to_path_buf());
@@ -130,30 +221,37 @@ fn estimate(
     let device = opts.local.device.resolve()?;
     let cpu = crate::util::cpu_model();
     out!("cost, measured on {cpu} ({} cores), {secs:.0} s after the warm-up per variant:", crate::config::cores());
-    let f = state::Folders { dir: dir.to_path_buf() };
+    let f = state::Folders::new(dir);
     let existing = Plan::read(&f.dir).ok();
     let none = Default::default();
     let mut total_secs = 0.0;
-    for v in &plan.variants {
-        let first = runs.iter().find(|r| &r.variant == v).ok_or_else(|| anyhow::anyhow!("no run of {v}"))?;
+    let unnamed_tests = if existing.as_ref().is_none_or(|p| p.needs_choice()) {
+        (plan.games.len() * plan.test_seeds.len()) as u64 * plan.base.run.total_env_steps
+    } else {
+        0
+    };
+    for &v in &plan.variants {
+        let first = runs.iter().find(|r| r.variant == v).ok_or_else(|| anyhow::anyhow!("no run of {}", v.name()))?;
         let cfg = plan.config(first)?;
         let (_, m) = crate::train::measure(cfg, device, roms, secs)?;
         if crate::signals::interrupted() {
             bail!("interrupted: no estimate");
         }
-        let todo: u64 = runs
-            .iter()
-            .filter(|r| &r.variant == v)
-            .filter(|r| {
-                let done = existing.as_ref().map(|p| state::status(&f, p, r, &none).state);
-                !matches!(done, Some(State::Done))
-            })
-            .map(|r| plan.config(r).map(|c| c.run.total_env_steps).unwrap_or(0))
-            .sum();
+        let todo: u64 = unnamed_tests
+            + runs
+                .iter()
+                .filter(|r| r.variant == v)
+                .filter(|r| {
+                    let done = existing.as_ref().map(|p| state::status(&f, p, r, &none).state);
+                    !matches!(done, Some(State::Done))
+                })
+                .map(|r| plan.config(r).map(|c| c.run.total_env_steps).unwrap_or(0))
+                .sum::<u64>();
         let run_secs = plan.base.run.total_env_steps as f64 / m.env_steps_per_sec;
         total_secs += todo as f64 / m.env_steps_per_sec;
         out!(
-            "  {v}: {:.0} env steps/s ({}, {:.0} updates/s) -> {:.0} min a run alone",
+            "  {}: {:.0} env steps/s ({}, {:.0} updates/s) -> {:.0} min a run alone",
+            v.name(),
             m.env_steps_per_sec,
             first.game,
             m.updates_per_sec,
@@ -163,7 +261,7 @@ fn estimate(
     let jobs = opts.local.jobs.unwrap_or(1).max(1) as f64;
     let wall = total_secs / (jobs * if jobs > 1.0 { SIDE_BY_SIDE } else { 1.0 });
     out!(
-        "  runs to do: {:.1} hours of one run at a time; with --jobs {jobs:.0} about {:.1} hours here",
+        "  runs to do (test stage included): {:.1} hours of one run at a time; with --jobs {jobs:.0} about {:.1} hours here",
         total_secs / 3600.0,
         wall / 3600.0
     );
@@ -223,7 +321,7 @@ pub fn cancel(dir: &Path) -> Result<()> {
         say!("Slurm: pending tasks cancelled, {n} running task(s) asked to stop (each writes a checkpoint)");
         asked += n;
     }
-    let f = state::Folders { dir: dir.to_path_buf() };
+    let f = state::Folders::new(dir);
     let mut pids: Vec<u32> = crate::run::dir::holder(dir).into_iter().collect();
     pids.extend(plan.runs().iter().filter_map(|r| crate::run::dir::holder(&f.run(&r.name))));
     for &pid in &pids {

@@ -198,7 +198,7 @@ pub fn submit(dir: &Path, plan: &Plan, retry_failed: bool, rom_dir: Option<&Path
     let exe = std::env::current_exe().context("cannot find the wndqn binary")?;
     let exe = exe.canonicalize().unwrap_or(exe);
     let runs = plan.runs();
-    let f = Folders { dir: dir.to_path_buf() };
+    let f = Folders::new(dir);
     let queued = if dry_run { BTreeMap::new() } else { queue(dir)? };
     let mut todo = Vec::new();
     for (i, r) in runs.iter().enumerate() {

@@ -2,7 +2,8 @@
 //! sweep): one definition for `sweep status`, for what `sweep run` starts, and for what
 //! `sweep report` leaves out.
 //!
-//! In order: a run whose folder lock is held is **running** (local); one that Slurm lists as
+//! In order: a run the folder's archive (`runs.jsonl`, [`super::record`]) holds is **done**; a
+//! run whose folder lock is held is **running** (local); one that Slurm lists as
 //! running or pending is **running** / **queued**; one whose summary says complete is **done**;
 //! one with a failure record (`DIR/failed/NAME`: exit status and the tail of its log) is
 //! **failed**; one with a checkpoint or a summary is **interrupted** (it is resumed); anything
@@ -79,13 +80,25 @@ pub struct RunStatus {
     pub failure: Option<String>,
 }
 
-/// The folders of a sweep.
+/// The folders of a sweep, and the runs its archive holds (`runs.jsonl`: name, env steps, mean
+/// of the last 20 games).
 pub struct Folders {
     /// The sweep folder.
     pub dir: PathBuf,
+    archived: BTreeMap<String, (u64, Option<f64>)>,
 }
 
 impl Folders {
+    /// The folders of the sweep in `dir` (an archive's records that cannot be read count as
+    /// none here; the report names the damage).
+    pub fn new(dir: &Path) -> Folders {
+        let archived = super::record::read_all(dir)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, r)| (k, (r.env_steps, r.last20)))
+            .collect();
+        Folders { dir: dir.to_path_buf(), archived }
+    }
     /// A run's folder.
     pub fn run(&self, name: &str) -> PathBuf {
         self.dir.join("runs").join(name)
@@ -108,6 +121,19 @@ impl Folders {
 pub fn status(f: &Folders, plan: &Plan, r: &RunSpec, slurm: &BTreeMap<String, SlurmTask>) -> RunStatus {
     let run = f.run(&r.name);
     let total = plan.config(r).map(|c| c.run.total_env_steps).unwrap_or(0);
+    if let Some(&(env_steps, last_return)) = f.archived.get(&r.name) {
+        return RunStatus {
+            name: r.name.clone(),
+            state: State::Done,
+            env_steps,
+            total_env_steps: total,
+            last_return,
+            env_steps_per_sec: None,
+            pid: None,
+            slurm: None,
+            failure: None,
+        };
+    }
     let summary = summary::read(&run).ok();
     let progress = Progress::read(&run);
     let pid = crate::run::dir::holder(&run);
@@ -155,6 +181,6 @@ pub fn status(f: &Folders, plan: &Plan, r: &RunSpec, slurm: &BTreeMap<String, Sl
 
 /// The status of every run of the plan in `dir`.
 pub fn all(dir: &Path, plan: &Plan, slurm: &BTreeMap<String, SlurmTask>) -> Vec<RunStatus> {
-    let f = Folders { dir: dir.to_path_buf() };
+    let f = Folders::new(dir);
     plan.runs().iter().map(|r| status(&f, plan, r, slurm)).collect()
 }

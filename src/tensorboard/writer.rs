@@ -20,6 +20,7 @@ use anyhow::{anyhow, Context, Result};
 
 use protobuf::well_known_types::Value;
 use protobuf::{Message, RepeatedField};
+use tensorboard_proto::api::{Experiment, HParamInfo, MetricInfo, MetricName};
 use tensorboard_proto::event::Event;
 use tensorboard_proto::plugin_hparams::{HParamsPluginData, SessionEndInfo, SessionStartInfo};
 use tensorboard_proto::summary::{Summary, SummaryMetadata, SummaryMetadata_PluginData, Summary_Value};
@@ -51,7 +52,9 @@ pub const TAGS: &[(&str, &str)] = &[
     ("eval/episodic_return_std", "standard deviation of those returns"),
     ("config", "text: the resolved config.toml of the run"),
     ("learner/warnings", "text: what the learner warned about (a CUDA-graph update that did not match the eager one, a failed capture)"),
-    ("_hparams_/session_start_info", "HPARAMS tab: the run's hyper-parameters (variant, env, seed, lr, ...)"),
+    ("score/final", "the run's final score (mean return of the training games in the last 10% of its env steps), once, when it reaches its budget: the HPARAMS tab's metric"),
+    ("_hparams_/session_start_info", "HPARAMS tab: the run's hyper-parameters, every config key (`agent.lr`, `agent.variant`, ...)"),
+    ("_hparams_/experiment", "HPARAMS tab of a sweep folder: which keys and metric its table shows (the sweep's games, variants, seeds and grid axes; `score/final`)"),
 ];
 
 /// Whether `tag` is one of [`TAGS`] (`<layer>` stands for any layer name).
@@ -148,11 +151,6 @@ impl Board {
         self.write_event(e);
     }
 
-    /// An event as it was read from another event file (archiving copies records unchanged).
-    pub fn event(&mut self, e: Event) {
-        self.write_event(e);
-    }
-
     /// A scalar at `step`.
     pub fn scalar(&mut self, tag: &str, value: f64, step: u64) {
         debug_assert!(is_documented(tag), "undocumented TensorBoard tag {tag}");
@@ -215,13 +213,7 @@ impl Board {
         let mut info = SessionStartInfo::new();
         let mut map = HashMap::new();
         for (k, p) in params {
-            let mut v = Value::new();
-            match p {
-                HParam::Num(x) => v.set_number_value(*x),
-                HParam::Str(s) => v.set_string_value(s.clone()),
-                HParam::Bool(b) => v.set_bool_value(*b),
-            }
-            map.insert(k.clone(), v);
+            map.insert(k.clone(), p.value());
         }
         info.set_hparams(map);
         info.set_group_name(group.to_string());
@@ -231,6 +223,42 @@ impl Board {
         data.set_session_start_info(info);
         let bytes = data.write_to_bytes().expect("hparams proto serializes");
         let v = Self::plugin_value("_hparams_/session_start_info", "hparams", bytes);
+        self.write_values(vec![v], 0);
+    }
+
+    /// The HPARAMS experiment of a folder of runs: the hyper-parameters its table shows, each
+    /// with the values it takes, and the scalar tags shown as metrics.
+    pub fn experiment(&mut self, params: &[(String, Vec<HParam>)], metrics: &[&str]) {
+        let mut e = Experiment::new();
+        for (name, values) in params {
+            let mut info = HParamInfo::new();
+            info.set_name(name.clone());
+            let kind = match values.first() {
+                Some(HParam::Num(_)) => tensorboard_proto::api::DataType::DATA_TYPE_FLOAT64,
+                Some(HParam::Bool(_)) => tensorboard_proto::api::DataType::DATA_TYPE_BOOL,
+                _ => tensorboard_proto::api::DataType::DATA_TYPE_STRING,
+            };
+            info.set_field_type(kind);
+            let mut list = protobuf::well_known_types::ListValue::new();
+            list.set_values(RepeatedField::from(values.iter().map(HParam::value).collect::<Vec<_>>()));
+            info.set_domain_discrete(list);
+            e.mut_hparam_infos().push(info);
+        }
+        for m in metrics {
+            debug_assert!(is_documented(m), "undocumented TensorBoard tag {m}");
+            let mut name = MetricName::new();
+            name.set_tag(m.to_string());
+            let mut info = MetricInfo::new();
+            info.set_name(name);
+            info.set_display_name(m.to_string());
+            e.mut_metric_infos().push(info);
+        }
+        e.set_time_created_secs(unix_secs());
+        let mut data = HParamsPluginData::new();
+        data.set_version(0);
+        data.set_experiment(e);
+        let bytes = data.write_to_bytes().expect("hparams proto serializes");
+        let v = Self::plugin_value("_hparams_/experiment", "hparams", bytes);
         self.write_values(vec![v], 0);
     }
 
@@ -266,6 +294,29 @@ pub enum HParam {
     Str(String),
     /// A flag.
     Bool(bool),
+}
+
+impl HParam {
+    /// A TOML value as a hyper-parameter (an array as its text).
+    pub fn from_toml(v: &toml::Value) -> HParam {
+        match v {
+            toml::Value::Float(x) => HParam::Num(*x),
+            toml::Value::Integer(i) => HParam::Num(*i as f64),
+            toml::Value::Boolean(b) => HParam::Bool(*b),
+            toml::Value::String(s) => HParam::Str(s.clone()),
+            other => HParam::Str(other.to_string()),
+        }
+    }
+
+    fn value(&self) -> Value {
+        let mut v = Value::new();
+        match self {
+            HParam::Num(x) => v.set_number_value(*x),
+            HParam::Str(s) => v.set_string_value(s.clone()),
+            HParam::Bool(b) => v.set_bool_value(*b),
+        }
+        v
+    }
 }
 
 #[cfg(test)]

@@ -101,24 +101,15 @@ pub fn train(req: Request) -> Result<Summary> {
     run_training(cfg, &env_id, device, target, opts)
 }
 
+/// The run's hyper-parameters for TensorBoard's HPARAMS tab: every config key, as `config.toml`
+/// holds it (`agent.lr`, `agent.variant`, `env.id`, ...), so that any key a sweep's grid varies
+/// is there.
 fn hparams(cfg: &Config) -> Vec<(String, HParam)> {
-    let a = &cfg.agent;
-    vec![
-        ("variant".into(), HParam::Str(a.variant.name().into())),
-        ("env".into(), HParam::Str(cfg.env.id.clone())),
-        ("seed".into(), HParam::Num(cfg.run.seed as f64)),
-        ("optimizer".into(), HParam::Str(format!("{:?}", a.optimizer).to_lowercase())),
-        ("lr".into(), HParam::Num(a.lr)),
-        ("gamma".into(), HParam::Num(a.gamma)),
-        ("double_dqn".into(), HParam::Bool(a.double_dqn)),
-        ("dueling".into(), HParam::Bool(a.dueling)),
-        ("init_scale".into(), HParam::Num(a.init_scale)),
-        ("batch_size".into(), HParam::Num(cfg.replay.batch_size as f64)),
-        ("replay_ratio".into(), HParam::Num(cfg.learner.replay_ratio)),
-        ("num_actors".into(), HParam::Num(cfg.actors.num_actors as f64)),
-        ("total_env_steps".into(), HParam::Num(cfg.run.total_env_steps as f64)),
-        ("precision".into(), HParam::Str(cfg.learner.precision.name().into())),
-    ]
+    let mut flat = Vec::new();
+    if let Ok(v) = toml::Value::try_from(cfg) {
+        crate::config::flatten("", &v, &mut flat);
+    }
+    flat.iter().map(|(k, v)| (k.clone(), HParam::from_toml(v))).collect()
 }
 
 fn spawn<T: Send + 'static>(
@@ -658,9 +649,9 @@ fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target, opt
             Err(e) => errors.push(e.context("writing the final checkpoint")),
         }
     }
-    mon.board.hparams_end(crate::util::unix_now(), shared.env_steps.load(Ordering::Acquire));
-    mon.board.flush();
-    if let Err(e) = mon.board.check() {
+    let env_steps = shared.env_steps.load(Ordering::Acquire);
+    let reached = errors.is_empty() && env_steps >= cfg.run.total_env_steps;
+    if let Err(e) = end_board(&mut mon.board, &run.path, env_steps, reached) {
         errors.insert(0, e);
     }
     let times = Times { started, wall_before };
@@ -672,6 +663,23 @@ fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target, opt
         return Err(e.context(format!("run {} stopped", run.path.display())));
     }
     Ok(summary)
+}
+
+/// The segment's last events: where the run `reached` its budget, its final score for the
+/// HPARAMS tab (`score/final`, from every segment's training returns, as a report scores the
+/// run); the HPARAMS session's end; all flushed.
+fn end_board(board: &mut Board, run: &Path, env_steps: u64, reached: bool) -> Result<()> {
+    if reached {
+        board.flush();
+        if let Ok(returns) = crate::tensorboard::reader::scalars(run, "charts/episodic_return") {
+            if let Some(score) = crate::results::final_score_of(&returns, env_steps) {
+                board.scalar("score/final", score, env_steps);
+            }
+        }
+    }
+    board.hparams_end(crate::util::unix_now(), env_steps);
+    board.flush();
+    board.check()
 }
 
 /// Write the summary of a run that reached its budget before its process could (see
