@@ -1,8 +1,8 @@
 """PyTorch reference for `wndqn bench learner`: the same DQN update in a plain PyTorch loop.
 
 Nature CNN (4x84x84 u8 input / 255, 6 actions), or with `--network minatar` MinAtar's network
-(conv 16 3x3 -> dense 128 on 4x10x10 inputs, Breakout's channels, 6 actions), batch 32, double DQN, Huber loss, global
-gradient-norm clipping at 10, Adam(lr=1e-4, eps=1.5e-4) or (`--optimizer rmsprop`) configs/minatar.toml's
+(conv 16 3x3 -> dense 128 on 4x10x10 inputs, Breakout's channels, 6 actions), batch 32, double DQN (`--double 0`: max targets), Huber loss, global
+gradient-norm clipping at 10 (`--clip`; 0 = off), Adam(lr=1e-4, eps=1.5e-4) or (`--optimizer rmsprop`) configs/minatar.toml's
 centered RMSprop with momentum, synthetic batch, `--threads` intra-op
 threads. `--variant weight_norm` wraps every layer in torch's weight_norm parametrization.
 `--cuda-graph` (CUDA only) captures the whole update once (forwards, loss, backward, clipping,
@@ -32,6 +32,8 @@ p.add_argument("--cuda-graph", action="store_true")
 p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
 p.add_argument("--channels-last", action="store_true")
 p.add_argument("--optimizer", default="adam", choices=["adam", "rmsprop"])
+p.add_argument("--double", type=int, default=1, help="double-DQN targets (configs/minatar.toml: 0)")
+p.add_argument("--clip", type=float, default=10.0, help="gradient-norm clip, 0 = off (configs/minatar.toml: 0)")
 args = p.parse_args()
 if args.cuda_graph and not args.device.startswith("cuda"):
     p.error("--cuda-graph needs --device cuda")
@@ -85,12 +87,16 @@ def loss_and_step():
     with autocast:
         with torch.no_grad():
             x = (nxt.float() / 255.0).contiguous(memory_format=fmt)
-            a = online(x).argmax(1, keepdim=True)
-            y = rew + 0.99 * (1 - term) * target(x).float().gather(1, a).squeeze(1)
+            if args.double:
+                a = online(x).argmax(1, keepdim=True)
+                y = rew + 0.99 * (1 - term) * target(x).float().gather(1, a).squeeze(1)
+            else:
+                y = rew + 0.99 * (1 - term) * target(x).float().max(1).values
         q = online((obs.float() / 255.0).contiguous(memory_format=fmt)).float().gather(1, act.unsqueeze(1)).squeeze(1)
         loss = F.smooth_l1_loss(q, y)
     loss.backward()
-    nn.utils.clip_grad_norm_(online.parameters(), 10.0)
+    if args.clip > 0:
+        nn.utils.clip_grad_norm_(online.parameters(), args.clip)
     opt.step()
     return loss
 

@@ -2,10 +2,10 @@
 # MinAtar throughput, side by side, runs interleaved REPEATS times, medians and ratios:
 #   1. env steps/s per core, each game: `wndqn bench env --threads 1` against the minatar
 #      package (scripts/bench_minatar_reference.py env), random actions, observation every step;
-#   2. learner updates/s on one thread: `wndqn bench learner --network minatar --optimizer rmsprop`
-#      (configs/minatar.toml's centered RMSProp with momentum) against the same update in PyTorch
-#      eager (scripts/bench_learner_reference.py --network minatar --optimizer rmsprop), plain and
-#      weight_norm;
+#   2. learner updates/s on one thread: `wndqn bench learner --network minatar` (configs/minatar.toml's
+#      update: centered RMSProp with momentum, no double DQN, no clipping) against the same update
+#      in PyTorch eager (scripts/bench_learner_reference.py --network minatar --optimizer rmsprop
+#      --double 0 --clip 0), plain and weight_norm;
 #   3. end to end on Breakout, configs/minatar.toml (one update per frame): `wndqn bench e2e`
 #      against a DQN loop of CleanRL's design on the package (bench_minatar_reference.py e2e).
 #   usage: scripts/bench_minatar.sh [REPEATS=3] [SECONDS=8] [PARTS="env learner e2e"]
@@ -23,8 +23,8 @@ for i in $(seq "$R"); do
         echo "ref env $name $($PY scripts/bench_minatar_reference.py env --game "$name" --seconds "$S")" >> "$out"
     done
     [[ $P == *" learner "* ]] && for v in plain weight_norm; do
-        echo "ours learner $v $($W bench learner --device cpu --network minatar --optimizer rmsprop --variant "$v" --threads 1 --seconds "$S" --json)" >> "$out"
-        echo "ref learner $v $($PY scripts/bench_learner_reference.py --network minatar --optimizer rmsprop --variant "$v" --threads 1 --seconds "$S")" >> "$out"
+        echo "ours learner $v $($W bench learner --device cpu --network minatar --variant "$v" --threads 1 --seconds "$S" --json)" >> "$out"
+        echo "ref learner $v $($PY scripts/bench_learner_reference.py --network minatar --optimizer rmsprop --double 0 --clip 0 --variant "$v" --threads 1 --seconds "$S")" >> "$out"
     done
     [[ $P != *" e2e "* ]] && continue
     echo "ours e2e breakout $($W --device cpu bench e2e --game MinAtar/Breakout-v0 --variant plain --seconds $((2 * S)) --json 2>/dev/null | tail -n1)" >> "$out"

@@ -51,18 +51,6 @@ impl Default for RunConfig {
     }
 }
 
-/// Optimizer names in the config.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum OptimizerName {
-    /// Adam.
-    Adam,
-    /// Adamax (the paper's DQN optimizer).
-    Adamax,
-    /// RMSProp (centered with `rms_centered = true`, as in Nature DQN).
-    Rmsprop,
-}
-
 /// `[agent]`
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -96,22 +84,13 @@ pub struct AgentConfig {
     pub target_update_every: u64,
     /// Polyak factor per update when `target_update_every = 0`.
     pub target_tau: f64,
-    /// `adam`, `adamax` or `rmsprop`.
-    pub optimizer: OptimizerName,
-    /// Learning rate.
+    /// Learning rate (every rule's step size).
     pub lr: f64,
-    /// Adam/Adamax first-moment decay (Adamax in the paper: 0.5).
-    pub beta1: f64,
-    /// Adam second-moment / Adamax infinity-norm decay.
-    pub beta2: f64,
-    /// Optimizer epsilon.
-    pub eps: f64,
-    /// RMSProp squared-gradient decay.
-    pub rms_alpha: f64,
-    /// RMSProp centered (Nature DQN).
-    pub rms_centered: bool,
-    /// RMSProp momentum.
-    pub rms_momentum: f64,
+    /// `[agent.optimizer]`: `rule = "adam"` (`beta1`, `beta2`, `eps`), `"adamax"` (the same) or
+    /// `"rmsprop"` (`alpha`, `eps`, `centered`, `momentum`), each setting with its default; or
+    /// `optimizer = "adam"` for a rule with every default ([`migrate`] reads the flat keys of
+    /// older configs).
+    pub optimizer: OptimizerKind,
 }
 impl Default for AgentConfig {
     fn default() -> Self {
@@ -130,14 +109,8 @@ impl Default for AgentConfig {
             grad_clip_norm: 10.0,
             target_update_every: 1000,
             target_tau: 0.005,
-            optimizer: OptimizerName::Adam,
             lr: 1e-4,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1.5e-4,
-            rms_alpha: 0.95,
-            rms_centered: true,
-            rms_momentum: 0.0,
+            optimizer: OptimizerKind::default(),
         }
     }
 }
@@ -185,18 +158,6 @@ impl Precision {
 impl AgentConfig {
     /// The update settings for `wndqn_agents::dqn`.
     pub fn dqn(&self) -> DqnConfig {
-        let optimizer = match self.optimizer {
-            OptimizerName::Adam => OptimizerKind::Adam(Adam { beta1: self.beta1, beta2: self.beta2, eps: self.eps }),
-            OptimizerName::Adamax => {
-                OptimizerKind::Adamax(Adamax { beta1: self.beta1, beta2: self.beta2, eps: self.eps })
-            }
-            OptimizerName::Rmsprop => OptimizerKind::RmsProp(RmsProp {
-                alpha: self.rms_alpha,
-                eps: self.eps,
-                centered: self.rms_centered,
-                momentum: self.rms_momentum,
-            }),
-        };
         DqnConfig {
             gamma: self.gamma,
             double_dqn: self.double_dqn,
@@ -207,10 +168,73 @@ impl AgentConfig {
             } else {
                 TargetUpdate::Polyak(self.target_tau)
             },
-            optimizer,
+            optimizer: self.optimizer,
             lr: self.lr,
         }
     }
+}
+
+/// Bounds of the optimizer's settings.
+fn check_optimizer(o: &OptimizerKind, check: &mut impl FnMut(bool, String)) {
+    let unit = |k: &str, x: f64| {
+        (x.is_finite() && (0.0..1.0).contains(&x), format!("agent.optimizer.{k} = {x} must be in [0, 1)"))
+    };
+    let eps = |x: f64| (x > 0.0 && x <= 1.0, format!("agent.optimizer.eps = {x} must be in (0, 1]"));
+    let rules = match o {
+        OptimizerKind::Adam(Adam { beta1, beta2, eps: e }) | OptimizerKind::Adamax(Adamax { beta1, beta2, eps: e }) => {
+            vec![unit("beta1", *beta1), unit("beta2", *beta2), eps(*e)]
+        }
+        OptimizerKind::RmsProp(RmsProp { alpha, eps: e, momentum, .. }) => {
+            vec![unit("alpha", *alpha), unit("momentum", *momentum), eps(*e)]
+        }
+    };
+    for (ok, why) in rules {
+        check(ok, why);
+    }
+}
+
+/// Older configs' optimizer keys under `[agent]`, by the rules that read them.
+const LEGACY_OPTIMIZER_KEYS: [(&str, &str, &[&str]); 6] = [
+    ("beta1", "beta1", &["adam", "adamax"]),
+    ("beta2", "beta2", &["adam", "adamax"]),
+    ("eps", "eps", &["adam", "adamax", "rmsprop"]),
+    ("rms_alpha", "alpha", &["rmsprop"]),
+    ("rms_centered", "centered", &["rmsprop"]),
+    ("rms_momentum", "momentum", &["rmsprop"]),
+];
+
+/// A config table in today's form: `agent.optimizer = "name"` becomes `[agent.optimizer]
+/// rule = "name"`, and the flat optimizer keys of older configs (`agent.beta1`, `agent.eps`,
+/// `agent.rms_alpha`, ...) move into it as the rule's settings (a key the rule did not read is
+/// dropped: it had no effect). Returns whether anything changed. Every config, run config,
+/// checkpoint and sweep plan is read through it, so those written before the optimizer table
+/// load as they trained.
+pub fn migrate(table: &mut toml::Table) -> bool {
+    let Some(agent) = table.get_mut("agent").and_then(|a| a.as_table_mut()) else { return false };
+    let legacy = LEGACY_OPTIMIZER_KEYS.iter().any(|(k, _, _)| agent.contains_key(*k));
+    let name = match agent.get("optimizer") {
+        Some(toml::Value::String(s)) => s.clone(),
+        Some(_) if !legacy => return false,
+        Some(toml::Value::Table(t)) => t.get("rule").and_then(|r| r.as_str()).unwrap_or("adam").to_string(),
+        Some(_) => return false,
+        None if legacy => "adam".to_string(),
+        None => return false,
+    };
+    let mut opt = match agent.remove("optimizer") {
+        Some(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    };
+    opt.insert("rule".into(), toml::Value::String(name.clone()));
+    for (old, new, rules) in LEGACY_OPTIMIZER_KEYS {
+        if let Some(v) = agent.remove(old) {
+            // Never beside the table in an older file: there, from a `--set`, which wins.
+            if rules.contains(&name.as_str()) {
+                opt.insert(new.to_string(), v);
+            }
+        }
+    }
+    agent.insert("optimizer".into(), toml::Value::Table(opt));
+    true
 }
 
 /// `[replay]`
@@ -406,36 +430,62 @@ pub fn toml_error(path: &Path, text: &str, e: &toml::de::Error) -> anyhow::Error
     anyhow!("{}:{line_no}:{col}: {message} (line {line_no}{table}: `{pre}{shown}{post}`)", path.display())
 }
 
-/// Read a config file: TOML syntax and unknown keys are reported with the file and line.
+/// Read a config file: TOML syntax and unknown keys are reported with the file and line. An
+/// older form is read too ([`migrate`]).
 pub fn load_file(path: &Path) -> Result<toml::Table> {
     let text = crate::util::read_text_file(path, "config")?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
-    // Type and unknown-key errors, still with the file's line numbers.
-    toml::from_str::<Config>(&text).map_err(|e| toml_error(path, &text, &e))?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| toml_error(path, &text, &e))?;
+    if migrate(&mut table) {
+        Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+            anyhow!("{}: {}", path.display(), crate::util::clip(&e.to_string().replace('\n', " "), 300))
+        })?;
+    } else {
+        // Type and unknown-key errors, still with the file's line numbers.
+        toml::from_str::<Config>(&text).map_err(|e| toml_error(path, &text, &e))?;
+    }
     Ok(table)
 }
 
-/// Apply `section.key=value` overrides (value parsed as TOML, else taken as a string).
+/// Apply `section.key=value` overrides (value parsed as TOML, else taken as a string); keys
+/// may go deeper (`agent.optimizer.eps=1e-8`).
 pub fn apply_sets(table: &mut toml::Table, sets: &[String]) -> Result<()> {
     for s in sets {
         let (key, raw) = s.split_once('=').ok_or_else(|| anyhow!("--set {s}: expected section.key=value"))?;
-        let (section, field) = key
-            .trim()
-            .split_once('.')
-            .ok_or_else(|| anyhow!("--set {s}: expected section.key=value (e.g. agent.lr=3e-4)"))?;
+        let path: Vec<&str> = key.trim().split('.').collect();
+        if path.len() < 2 || path.iter().any(|p| p.is_empty()) {
+            bail!("--set {s}: expected section.key=value (e.g. agent.lr=3e-4)");
+        }
         let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {}", raw.trim())) {
             Ok(mut t) => t.remove("v").expect("parsed"),
             Err(_) => toml::Value::String(raw.trim().to_string()),
         };
-        let sec = table.entry(section.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
-        let sec = sec.as_table_mut().ok_or_else(|| anyhow!("--set {s}: `{section}` is not a table"))?;
-        sec.insert(field.to_string(), value);
+        if let (["agent", k], Some((_, new, _))) =
+            (path.as_slice(), LEGACY_OPTIMIZER_KEYS.iter().find(|(old, _, _)| path.get(1) == Some(old)))
+        {
+            bail!("--set {s}: agent.{k} is the optimizer's: --set agent.optimizer.{new}={}", raw.trim());
+        }
+        let (last, parents) = path.split_last().expect("two parts at least");
+        let mut t = &mut *table;
+        for (i, p) in parents.iter().enumerate() {
+            let entry = t.entry(p.to_string()).or_insert_with(|| toml::Value::Table(Default::default()));
+            if let toml::Value::String(name) = entry {
+                // `agent.optimizer = "adam"` is a table of one key (`migrate`).
+                if i == 1 && parents[0] == "agent" && *p == "optimizer" {
+                    let mut o = toml::Table::new();
+                    o.insert("rule".into(), toml::Value::String(name.clone()));
+                    *entry = toml::Value::Table(o);
+                }
+            }
+            t = entry.as_table_mut().ok_or_else(|| anyhow!("--set {s}: `{}` is not a table", path[..=i].join(".")))?;
+        }
+        t.insert(last.to_string(), value);
     }
     Ok(())
 }
 
 /// Turn a table into a validated config.
-pub fn from_table(table: toml::Table, origin: &str) -> Result<Config> {
+pub fn from_table(mut table: toml::Table, origin: &str) -> Result<Config> {
+    migrate(&mut table);
     let cfg: Config = Config::deserialize(toml::Value::Table(table))
         .map_err(|e| anyhow!("{origin}: {}", crate::util::clip(&e.to_string().replace('\n', " "), 300)))?;
     cfg.validate()?;
@@ -533,16 +583,7 @@ impl Config {
         let a = &self.agent;
         check((0.0..=1.0).contains(&a.gamma), format!("agent.gamma = {} must be in [0, 1]", a.gamma));
         check(a.lr > 0.0 && a.lr <= 1.0, format!("agent.lr = {} must be in (0, 1]", a.lr));
-        check(
-            (0.0..1.0).contains(&a.beta1) && (0.0..1.0).contains(&a.beta2),
-            "agent.beta1 and agent.beta2 must be in [0, 1)".into(),
-        );
-        check(a.eps > 0.0 && a.eps <= 1.0, format!("agent.eps = {} must be in (0, 1]", a.eps));
-        check((0.0..1.0).contains(&a.rms_alpha), "agent.rms_alpha must be in [0, 1)".into());
-        check(
-            (0.0..1.0).contains(&a.rms_momentum),
-            format!("agent.rms_momentum = {} must be in [0, 1)", a.rms_momentum),
-        );
+        check_optimizer(&a.optimizer, check);
         check(
             a.init_scale > 0.0 && a.init_scale <= 100.0,
             format!("agent.init_scale = {} must be in (0, 100]", a.init_scale),
@@ -717,6 +758,54 @@ pub fn presets_dir() -> std::path::PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A run's `config.toml` as wndqn wrote it before the optimizer table: every optimizer key
+    /// flat under `[agent]`, whatever the rule.
+    const OLD_AGENT: &str = "[env]\nid = \"MinAtar/Breakout-v0\"\n[agent]\nvariant = \"plain\"\nnetwork = \"minatar\"\noptimizer = \"RULE\"\nlr = 0.00025\nbeta1 = 0.5\nbeta2 = 0.99\neps = 0.01\nrms_alpha = 0.9\nrms_centered = false\nrms_momentum = 0.95\n";
+
+    #[test]
+    fn configs_before_the_optimizer_table_load_as_they_trained() {
+        let load = |rule: &str| {
+            let d = tempfile::tempdir().unwrap();
+            let p = d.path().join("config.toml");
+            std::fs::write(&p, OLD_AGENT.replace("RULE", rule)).unwrap();
+            load(&p, &[]).unwrap().agent.optimizer
+        };
+        assert_eq!(
+            load("rmsprop"),
+            OptimizerKind::RmsProp(RmsProp { alpha: 0.9, eps: 0.01, centered: false, momentum: 0.95 })
+        );
+        assert_eq!(load("adamax"), OptimizerKind::Adamax(Adamax { beta1: 0.5, beta2: 0.99, eps: 0.01 }));
+        assert_eq!(load("adam"), OptimizerKind::Adam(Adam { beta1: 0.5, beta2: 0.99, eps: 0.01 }));
+        // A name alone is the rule with its defaults, in both readings.
+        let mut t: toml::Table = toml::from_str("[agent]\noptimizer = \"adam\"\n").unwrap();
+        assert!(migrate(&mut t));
+        assert_eq!(from_table(t, "x").unwrap().agent.optimizer, OptimizerKind::Adam(Adam::default()));
+        assert_eq!(Adam::default(), Adam { beta1: 0.9, beta2: 0.999, eps: 1.5e-4 }, "the old flat keys' defaults");
+        // Today's form is left alone, and written as a table.
+        let mut t: toml::Table = toml::from_str(&Config::default().to_toml()).unwrap();
+        assert!(!migrate(&mut t));
+        assert!(Config::default().to_toml().contains("[agent.optimizer]\nrule = \"adam\""));
+    }
+
+    /// The sweep plans committed under docs/results (written before the optimizer table) load,
+    /// and each of their runs' configs validates.
+    #[test]
+    fn committed_plans_load() {
+        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/results");
+        let mut n = 0;
+        for e in std::fs::read_dir(&results).unwrap().flatten() {
+            let dir = e.path().join("sweep");
+            if dir.join("sweep.toml").is_file() {
+                let plan = crate::sweep::spec::Plan::read(&dir).unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()));
+                for r in plan.runs() {
+                    plan.config(&r).unwrap_or_else(|e| panic!("{}: {}: {e:#}", dir.display(), r.name));
+                }
+                n += 1;
+            }
+        }
+        assert!(n >= 2, "the committed studies' plans");
+    }
 
     #[test]
     fn every_preset_loads_and_validates() {

@@ -107,8 +107,11 @@ fn values_that_make_nonsense_are_config_errors_naming_the_key() {
     let runs = tempfile::tempdir().unwrap();
     let cases: &[(&str, &str)] = &[
         ("agent.init_scale=inf", "agent.init_scale must be a finite number"),
-        ("agent.rms_momentum=5.0", "agent.rms_momentum = 5 must be in [0, 1)"),
-        ("agent.eps=inf", "agent.eps must be a finite number"),
+        ("agent.optimizer.beta1=5.0", "agent.optimizer.beta1 = 5 must be in [0, 1)"),
+        ("agent.optimizer.eps=inf", "agent.optimizer.eps must be a finite number"),
+        ("agent.optimizer.momentum=0.5", "unknown field `momentum`"),
+        ("agent.rms_momentum=0.5", "agent.rms_momentum is the optimizer's: --set agent.optimizer.momentum=0.5"),
+        ("agent.optimizer=adamm", "unknown variant `adamm`, expected one of `adam`, `adamax`, `rmsprop`"),
         ("agent.lr=nan", "agent.lr must be a finite number"),
         ("learner.threads=10000", "learner.threads = 10000 is far beyond this machine"),
         ("env.noop_max=1000000", "env.noop_max = 1000000"),
@@ -143,7 +146,7 @@ fn a_diverging_run_stops_with_an_error_saying_when_and_keeps_its_checkpoints() {
         "run.total_env_steps=20000",
         "agent.lr=1",
         "agent.grad_clip_norm=0",
-        "agent.beta2=0",
+        "agent.optimizer.beta2=0",
         "log.checkpoint_every=1",
         "log.keep_checkpoints=1000",
     ];

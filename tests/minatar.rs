@@ -17,7 +17,7 @@ fn dqn_learns_minatar_breakout() {
         "agent.variant=plain",
         "agent.optimizer=adam",
         "agent.lr=1e-3",
-        "agent.eps=1e-8",
+        "agent.optimizer.eps=1e-8",
         "learner.replay_ratio=0.25",
         "actors.epsilon_decay_steps=25000",
         "run.total_env_steps=150000",
@@ -89,7 +89,7 @@ fn a_minatar_sweep_runs_and_reports() {
     assert!(o.status.success(), "{}", text(&o));
     let report = std::fs::read_to_string(dir.join("report/report.md")).unwrap_or_else(|_| text(&o));
     assert!(report.contains("MinAtar") && report.contains("best plain run"), "{report}");
-    assert!(report.contains("MinAtar-Freeway__plain__s1 (finished, but no training game ended)"), "{report}");
+    assert!(report.contains("MinAtar-Freeway__plain__s1 (finished, but no training game ended in it)"), "{report}");
 }
 
 #[test]

@@ -236,6 +236,10 @@ pub struct Operands {
     w: Tensor,
     bias: Tensor,
     out_scale: Option<Tensor>,
+    /// A dense layer's `w` transposed, contiguous `[in, out]`, where it is kept (a target
+    /// network's, made once per weight change): MKL multiplies a batch by it faster than by
+    /// `w^T` seen through strides (32x1024 by 1024x128: 94 against 114 us, AMD EPYC, one thread).
+    wt: Option<Tensor>,
 }
 
 impl Operands {
@@ -245,6 +249,7 @@ impl Operands {
             w: self.w.detach(),
             bias: self.bias.detach(),
             out_scale: self.out_scale.as_ref().map(Tensor::detach),
+            wt: self.wt.as_ref().map(Tensor::detach),
         }
     }
 
@@ -261,6 +266,9 @@ impl Operands {
             take(&mut self.w, &new.w);
             take(&mut self.bias, &new.bias);
             if let (Some(o), Some(n)) = (&mut self.out_scale, &new.out_scale) {
+                take(o, n);
+            }
+            if let (Some(o), Some(n)) = (&mut self.wt, &new.wt) {
                 take(o, n);
             }
         });
@@ -777,7 +785,11 @@ impl Layer {
     /// target network): every normalization folded into the weight, so that each pass costs
     /// a plain layer's.
     pub fn folded_operands(&self, compute: Compute) -> Operands {
-        self.weight_operands(&tch::no_grad(|| self.effective_weight()), compute)
+        let mut ops = self.weight_operands(&tch::no_grad(|| self.effective_weight()), compute);
+        if matches!(self.op, Op::Linear) && plain_f32(&ops.w) && self.running_mean.is_none() {
+            ops.wt = Some(ops.w.tr().contiguous());
+        }
+        ops
     }
 
     /// Operands for an effective weight `w` (every normalization in it), as
@@ -787,7 +799,7 @@ impl Layer {
         // As in `operands`: the bias meets the activation in its dtype, f32 after mean-only BN.
         let kind = if self.running_mean.is_some() { Kind::Float } else { w.kind() };
         let bias = if self.bias.kind() == kind { self.bias.shallow_clone() } else { self.bias.to_kind(kind) };
-        Operands { w, bias, out_scale: None }
+        Operands { w, bias, out_scale: None, wt: None }
     }
 
     /// Spectral norm's training scale: one power iteration ([`Layer::power_iteration`]), then
@@ -1000,7 +1012,7 @@ impl Layer {
         let kind = if self.running_mean.is_some() { Kind::Float } else { w.kind() };
         let cast = |v: &Tensor| if v.kind() == kind { v.shallow_clone() } else { v.to_kind(kind) };
         let out_scale = scale.filter(|_| !fold).map(|s| self.act_view(&cast(s)));
-        Operands { w, bias: cast(&self.bias), out_scale }
+        Operands { w, bias: cast(&self.bias), out_scale, wt: None }
     }
 
     /// The pre-activation for input `x` with operands from [`Layer::operands`].
@@ -1021,9 +1033,10 @@ impl Layer {
     fn pre_activation(&self, x: &Tensor, train: bool, ops: &Operands, compute: Compute) -> Tensor {
         let x = compute.operand(x, matches!(self.op, Op::Conv2d { .. }));
         let Some(rm) = &self.running_mean else {
-            return match &ops.out_scale {
-                None => self.apply_op(&x, &ops.w, Some(&ops.bias)),
-                Some(s) => self.act_view(&ops.bias).addcmul(&self.apply_op(&x, &ops.w, None), s),
+            return match (&ops.out_scale, &ops.wt) {
+                (None, Some(wt)) => ops.bias.addmm(&x, wt),
+                (None, None) => self.apply_op(&x, &ops.w, Some(&ops.bias)),
+                (Some(s), _) => self.act_view(&ops.bias).addcmul(&self.apply_op(&x, &ops.w, None), s),
             };
         };
         let pre = self.apply_op(&x, &ops.w, None).to_kind(Kind::Float);

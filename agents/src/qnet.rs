@@ -164,6 +164,70 @@ pub struct QNetConfig {
     pub norm: NormOptions,
 }
 
+/// One layer's matrix product per sample: `positions` output positions (1 for a dense layer), each
+/// `inputs` long (a convolution's `C k k`), `outputs` units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Product {
+    /// Output positions per sample.
+    pub positions: i64,
+    /// The product's inner dimension.
+    pub inputs: i64,
+    /// Output units (channels).
+    pub outputs: i64,
+}
+
+impl QNetConfig {
+    /// Every layer's [`Product`], in layer order (as [`QNetwork::new`] builds them).
+    pub fn products(&self) -> Vec<Product> {
+        let mut out = Vec::new();
+        let feat = match self.arch {
+            Arch::Nature | Arch::Minatar => {
+                let (mut ch, mut h, mut w) = (self.obs_shape[0], self.obs_shape[1], self.obs_shape[2]);
+                let specs: &[(i64, i64, i64)] =
+                    if self.arch == Arch::Nature { &[(32, 8, 4), (64, 4, 2), (64, 3, 1)] } else { &[(16, 3, 1)] };
+                for &(co, k, s) in specs {
+                    (h, w) = ((h - k) / s + 1, (w - k) / s + 1);
+                    out.push(Product { positions: h * w, inputs: ch * k * k, outputs: co });
+                    ch = co;
+                }
+                ch * h * w
+            }
+            Arch::Mlp => {
+                out.push(Product { positions: 1, inputs: self.obs_shape.iter().product(), outputs: self.hidden });
+                self.hidden
+            }
+        };
+        let width = match self.arch {
+            Arch::Nature => 512,
+            Arch::Minatar => 128,
+            Arch::Mlp => self.hidden,
+        };
+        let dense = |inputs, outputs| Product { positions: 1, inputs, outputs };
+        if self.dueling {
+            out.extend([dense(feat, width), dense(width, 1), dense(feat, width), dense(width, self.num_actions)]);
+        } else {
+            out.extend([dense(feat, width), dense(width, self.num_actions)]);
+        }
+        out
+    }
+
+    /// The floating-point operations of one DQN update's matrix products on a batch of `batch`:
+    /// the online pass on the batch (and on the next observations under `double_dqn`), the
+    /// target pass on the next observations, the backward pass (every weight's gradient, every
+    /// input's but the observation's).
+    pub fn update_flops(&self, batch: i64, double_dqn: bool) -> f64 {
+        let forward_rows = batch * (2 + i64::from(double_dqn));
+        self.products()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let per_row = 2.0 * (p.positions * p.inputs * p.outputs) as f64;
+                per_row * (forward_rows + batch + if i > 0 { batch } else { 0 }) as f64
+            })
+            .sum()
+    }
+}
+
 /// What the forward passes of a gradient step use, made once per step
 /// ([`QNetwork::train_pass`]).
 #[derive(Debug)]
@@ -256,6 +320,11 @@ impl QNetwork {
             heads.push(Layer::linear(&p.sub("q"), width, cfg.num_actions, lc));
         }
         QNetwork { cfg: cfg.clone(), convs, dense, heads, compute: Compute::F32, explicit: false }
+    }
+
+    /// What it was built from.
+    pub fn config(&self) -> &QNetConfig {
+        &self.cfg
     }
 
     /// Compute the forward (and so the backward) passes as `compute` says (f32 by default).

@@ -12,8 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
-use wndqn_agents::dqn::{Dqn, DqnConfig, Loss, TargetUpdate};
-use wndqn_agents::optim::{Adam, OptimizerKind, RmsProp};
+use wndqn_agents::dqn::{Dqn, DqnConfig};
 use wndqn_agents::qnet::{Arch, QNetConfig, Variant};
 use wndqn_agents::replay::{BatchPrep, FrameMemory, ObsRef, TensorBatch, Transition};
 use wndqn_envs::{make_env, EnvConfig, EnvId};
@@ -60,9 +59,19 @@ pub struct EnvBench {
 /// `wndqn bench learner`
 #[derive(Debug, Args)]
 pub struct LearnerBench {
-    /// `nature` (4x84x84 frames, 6 actions) or `mlp` (CartPole-sized).
-    #[arg(long, value_enum, default_value = "nature")]
-    pub network: Arch,
+    /// The network, with its preset (`nature`: configs/pong.toml, 4x84x84 frames, 6 actions;
+    /// `minatar`: configs/minatar.toml, 4x10x10; `mlp`: configs/cartpole.toml). Default: the
+    /// `--config`'s, else `nature`.
+    #[arg(long, value_enum)]
+    pub network: Option<Arch>,
+    /// The config whose update is timed (optimizer, double DQN, loss, clipping); default: the
+    /// network's preset.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+    /// Overrides on the config, as `train --set` (`agent.double_dqn=true`,
+    /// `agent.optimizer=adam`); repeatable.
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub sets: Vec<String>,
     /// Network variant.
     #[arg(long, value_enum, default_value = "weight_norm")]
     pub variant: Variant,
@@ -96,9 +105,6 @@ pub struct LearnerBench {
     /// costs over the other, with the machine's drift cancelled out.
     #[arg(long, value_enum)]
     pub vs: Option<Variant>,
-    /// The update's optimizer (the reference script takes the same `--optimizer`).
-    #[arg(long, value_enum, default_value = "adam")]
-    pub optimizer: BenchOptimizer,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -272,12 +278,50 @@ fn bench_env(b: EnvBench, rom_dir: Option<&Path>) -> Result<()> {
     Ok(())
 }
 
-/// The update the learner benchmark measures (and the PyTorch reference reproduces), for
-/// observations of `io`'s shape and its number of actions (a game's), or the network's usual ones.
+/// The update in words: `double DQN, rmsprop` or `rmsprop`.
+fn update_name(cfg: &crate::config::Config) -> String {
+    let rule = match cfg.agent.optimizer {
+        wndqn_agents::optim::OptimizerKind::Adam(_) => "adam",
+        wndqn_agents::optim::OptimizerKind::Adamax(_) => "adamax",
+        wndqn_agents::optim::OptimizerKind::RmsProp(_) => "rmsprop",
+    };
+    if cfg.agent.double_dqn {
+        format!("double DQN, {rule}")
+    } else {
+        rule.to_string()
+    }
+}
+
+/// The config `bench learner` times: `--config`, else the network's preset, with `--set`;
+/// its network and the variant of `--variant`.
+fn learner_config(b: &LearnerBench) -> Result<crate::config::Config> {
+    // As `bench e2e`: the presets of the checkout this runs in.
+    let presets = PathBuf::from("configs");
+    let preset = match (&b.config, b.network) {
+        (Some(c), _) => c.clone(),
+        (None, Some(Arch::Minatar)) => presets.join("minatar.toml"),
+        (None, Some(Arch::Mlp)) => presets.join("cartpole.toml"),
+        (None, _) => presets.join("pong.toml"),
+    };
+    let cfg = crate::config::load_run(&preset, &b.sets, Some(b.variant), None)?;
+    if let Some(n) = b.network.filter(|&n| n != cfg.agent.network) {
+        bail!(
+            "--network {} but {} has agent.network = {}: drop one of the two",
+            n.name(),
+            preset.display(),
+            cfg.agent.network.name()
+        );
+    }
+    Ok(cfg)
+}
+
+/// The update the learner benchmark measures (and the PyTorch reference reproduces): the
+/// config's network and update, for observations of `io`'s shape and its number of actions
+/// (a game's), or the network's usual ones.
 pub fn bench_dqn(
     arch: Arch,
     variant: Variant,
-    optimizer: BenchOptimizer,
+    update: DqnConfig,
     device: Device,
     io: Option<(Vec<i64>, i64)>,
 ) -> Result<(Dqn, Vec<i64>)> {
@@ -296,45 +340,7 @@ pub fn bench_dqn(
         hidden: 128,
         norm: Default::default(),
     };
-    let (optimizer, lr) = optimizer.kind();
-    let cfg = DqnConfig {
-        gamma: 0.99,
-        double_dqn: true,
-        loss: Loss::Huber,
-        grad_clip_norm: Some(10.0),
-        target_update: TargetUpdate::Hard(1000),
-        optimizer,
-        lr,
-    };
-    Ok((Dqn::new(&net, cfg, device), shape))
-}
-
-/// The optimizers `bench learner` times.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum BenchOptimizer {
-    /// Adam, lr 1e-4, eps 1.5e-4 (the Atari presets').
-    #[default]
-    Adam,
-    /// Centered RMSProp with momentum 0.95, lr 2.5e-4, alpha 0.95, eps 0.01 (configs/minatar.toml's,
-    /// from MinAtar's examples/dqn.py).
-    Rmsprop,
-}
-
-impl BenchOptimizer {
-    /// The name `--optimizer` takes, from clap's own list.
-    fn name(self) -> String {
-        clap::ValueEnum::to_possible_value(&self).map(|v| v.get_name().to_owned()).unwrap_or_default()
-    }
-
-    /// The rule and the learning rate.
-    fn kind(self) -> (OptimizerKind, f64) {
-        match self {
-            BenchOptimizer::Adam => (OptimizerKind::Adam(Adam { beta1: 0.9, beta2: 0.999, eps: 1.5e-4 }), 1e-4),
-            BenchOptimizer::Rmsprop => {
-                (OptimizerKind::RmsProp(RmsProp { alpha: 0.95, eps: 0.01, centered: true, momentum: 0.95 }), 2.5e-4)
-            }
-        }
-    }
+    Ok((Dqn::new(&net, update, device), shape))
 }
 
 /// A batch of noise as host tensors (`u8` frames or `f32` vectors).
@@ -411,8 +417,9 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     if b.batch < 1 {
         bail!("--batch {} must be at least 1", b.batch);
     }
-    let mut cfg = crate::config::Config::default();
-    cfg.agent.network = b.network;
+    let cfg = learner_config(&b)?;
+    let network = cfg.agent.network;
+    let update = cfg.agent.dqn();
     let shape = crate::memory::Shape::of(&cfg);
     crate::memory::check_bytes(
         &format!("--batch {}", b.batch),
@@ -423,9 +430,9 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     let threads = if b.threads == 0 { crate::config::cores() } else { b.threads };
     tch::set_num_threads(threads as i32);
     tch::manual_seed(0);
-    let game = b.game.as_deref().map(|g| game_batch(g, b.network, b.batch, rom_dir)).transpose()?;
+    let game = b.game.as_deref().map(|g| game_batch(g, network, b.batch, rom_dir)).transpose()?;
     let io = game.as_ref().map(|g| g.1.clone());
-    let (mut dqn, shape) = bench_dqn(b.network, variant, b.optimizer, device, io.clone())?;
+    let (mut dqn, shape) = bench_dqn(network, variant, update, device, io.clone())?;
     let compute = match b.precision.enable(device)? {
         wndqn_agents::layers::Compute::Bf16 { .. } => {
             wndqn_agents::layers::Compute::Bf16 { channels_last: b.channels_last }
@@ -443,23 +450,28 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     let batch = prep.to_learner(host.shallow_clone());
     if let Some(other) = b.vs {
         drop(dqn);
-        return bench_learner_pair(&b, [variant, other], compute, device, &batch, io, threads);
+        return bench_learner_pair(&b, &cfg, [variant, other], compute, device, &batch, io, threads);
     }
     if variant.data_init() {
         dqn.data_init(&batch.obs, 1.0);
     }
     let (n, secs, graph_used) = timed_updates(&mut dqn, &host, &prep, b.cuda_graph, device, b.seconds)?;
     let ups = n as f64 / secs;
-    let optimizer = b.optimizer.name();
+    let net = dqn.online.config().clone();
+    let flops = net.update_flops(b.batch, cfg.agent.double_dqn);
+    // The floor the matrix products alone set, on this core, in this process (CPU only).
+    let floor = (device == Device::Cpu).then(|| products_alone(&net, b.batch, cfg.agent.double_dqn, 1.0));
+    let sgemm = (device == Device::Cpu).then(|| sgemm_rate(32, 1024, 128, 0.5));
+    let optimizer = update_name(&cfg);
     if b.json {
         out!(
             "{}",
-            json!({"updates_per_sec": ups, "variant": variant.name(), "network": b.network, "cuda_graph": graph_used, "obs": b.game.as_deref().unwrap_or("noise"), "device": device_name(device), "threads": threads, "batch": b.batch, "updates": n, "seconds": secs, "precision": b.precision.name(), "channels_last": b.channels_last, "optimizer": optimizer})
+            json!({"updates_per_sec": ups, "variant": variant.name(), "network": network, "double_dqn": cfg.agent.double_dqn, "cuda_graph": graph_used, "obs": b.game.as_deref().unwrap_or("noise"), "device": device_name(device), "threads": threads, "batch": b.batch, "updates": n, "seconds": secs, "precision": b.precision.name(), "channels_last": b.channels_last, "optimizer": optimizer, "update_mflop": flops / 1e6, "gflops": flops * ups / 1e9, "products_alone_us": floor.map(|f| f * 1e6), "fraction_of_products_rate": floor.map(|f| f * ups), "sgemm_32x1024x128_gflops": sgemm})
         );
     } else {
         out!(
-            "{} {} {} on {}{} ({} threads): {:.1} updates/s (batch {}, double DQN, {optimizer})",
-            b.network.name(),
+            "{} {} {} on {}{} ({} threads): {:.1} updates/s (batch {}, {optimizer})",
+            network.name(),
             variant.name(),
             b.precision.name(),
             device_name(device),
@@ -468,8 +480,64 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
             ups,
             b.batch
         );
+        out!("  {:.1} MFLOP of matrix products per update: {:.1} GFLOP/s", flops / 1e6, flops * ups / 1e9);
+        if let (Some(f), Some(s)) = (floor, sgemm) {
+            out!(
+                "  the same products alone (contiguous operands, this process): {:.0} us = {:.1} GFLOP/s; the update runs at {:.0}% of their rate (sgemm [32,1024]x[1024,128]: {s:.1} GFLOP/s)",
+                f * 1e6,
+                flops / f / 1e9,
+                100.0 * f * ups
+            );
+        }
     }
     Ok(())
+}
+
+/// Seconds per update that the update's matrix products alone take (one thread's worth of the
+/// intra-op threads set), each as one contiguous `mm` into a kept output: the online forward
+/// products (on twice the batch under double DQN), the target's, every weight gradient's and
+/// every input gradient's but the observation's. The median over repeats within `secs`.
+fn products_alone(net: &QNetConfig, batch: i64, double_dqn: bool, secs: f64) -> f64 {
+    let opts = (Kind::Float, Device::Cpu);
+    let mut ops: Vec<(Tensor, Tensor, Tensor)> = Vec::new();
+    let mut mm = |m: i64, k: i64, n: i64| {
+        ops.push((Tensor::randn([m, k], opts), Tensor::randn([k, n], opts), Tensor::empty([m, n], opts)))
+    };
+    for (i, p) in net.products().iter().enumerate() {
+        let rows = batch * p.positions;
+        mm(rows * (1 + i64::from(double_dqn)), p.inputs, p.outputs);
+        mm(rows, p.inputs, p.outputs);
+        mm(p.outputs, rows, p.inputs);
+        if i > 0 {
+            mm(rows, p.outputs, p.inputs);
+        }
+    }
+    let mut times = Vec::new();
+    let t0 = Instant::now();
+    while t0.elapsed().as_secs_f64() < secs || times.len() < 5 {
+        let t = Instant::now();
+        for (a, b, o) in &ops {
+            let _ = a.mm_out(o, b);
+        }
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    times[times.len() / 2]
+}
+
+/// One `[m, k] x [k, n]` sgemm's GFLOP/s, the median over repeats within `secs`.
+fn sgemm_rate(m: i64, k: i64, n: i64, secs: f64) -> f64 {
+    let opts = (Kind::Float, Device::Cpu);
+    let (a, b, o) = (Tensor::randn([m, k], opts), Tensor::randn([k, n], opts), Tensor::empty([m, n], opts));
+    let mut times = Vec::new();
+    let t0 = Instant::now();
+    while t0.elapsed().as_secs_f64() < secs || times.len() < 5 {
+        let t = Instant::now();
+        let _ = a.mm_out(&o, &b);
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    2.0 * (m * k * n) as f64 / times[times.len() / 2] / 1e9
 }
 
 /// Updates on `host` for `seconds` after five untimed ones, with the learner's own updater:
@@ -517,8 +585,10 @@ fn timed_updates(
 /// medians and their ratio. Where a network's memory lies changes its speed by a few percent
 /// (the first one built was up to 8% slower than the second, whichever variant it was), so
 /// half the time runs with A built first and half with B built first.
+#[allow(clippy::too_many_arguments)]
 fn bench_learner_pair(
     b: &LearnerBench,
+    cfg: &crate::config::Config,
     variants: [Variant; 2],
     compute: wndqn_agents::layers::Compute,
     device: Device,
@@ -528,7 +598,7 @@ fn bench_learner_pair(
 ) -> Result<()> {
     let build = |v: Variant| -> Result<Dqn> {
         tch::manual_seed(0);
-        let (mut dqn, _) = bench_dqn(b.network, v, b.optimizer, device, io.clone())?;
+        let (mut dqn, _) = bench_dqn(cfg.agent.network, v, cfg.agent.dqn(), device, io.clone())?;
         dqn.set_compute(compute);
         if v.data_init() {
             dqn.data_init(&batch.obs, 1.0);
@@ -573,15 +643,16 @@ fn bench_learner_pair(
     if b.json {
         out!(
             "{}",
-            json!({"variant": va, "vs": vo, "median_ms": a * 1e3, "vs_median_ms": o * 1e3, "ratio": ratio, "updates_each": count, "network": b.network, "device": device_name(device), "threads": threads, "batch": b.batch, "precision": b.precision.name(), "channels_last": b.channels_last, "optimizer": b.optimizer.name()})
+            json!({"variant": va, "vs": vo, "median_ms": a * 1e3, "vs_median_ms": o * 1e3, "ratio": ratio, "updates_each": count, "network": cfg.agent.network, "double_dqn": cfg.agent.double_dqn, "device": device_name(device), "threads": threads, "batch": b.batch, "precision": b.precision.name(), "channels_last": b.channels_last, "optimizer": update_name(cfg)})
         );
     } else {
         out!(
-            "{} {} on {} ({} threads), {count} updates each, in turn: {va} {:.2} ms, {vo} {:.2} ms per update (medians): {va} takes {ratio:.3}x the time of {vo}",
-            b.network.name(),
+            "{} {} on {} ({} threads, {}), {count} updates each, in turn: {va} {:.2} ms, {vo} {:.2} ms per update (medians): {va} takes {ratio:.3}x the time of {vo}",
+            cfg.agent.network.name(),
             b.precision.name(),
             device_name(device),
             threads,
+            update_name(cfg),
             a * 1e3,
             o * 1e3,
         );

@@ -508,7 +508,15 @@ impl Plan {
                 dir.display()
             )
         })?;
-        toml::from_str(&text).map_err(|e| crate::config::toml_error(&p, &text, &e))
+        let mut table: toml::Table = toml::from_str(&text).map_err(|e| crate::config::toml_error(&p, &text, &e))?;
+        // A plan written before the optimizer table (`config::migrate`).
+        let migrated = table.get_mut("base").and_then(|b| b.as_table_mut()).is_some_and(crate::config::migrate);
+        if migrated {
+            Plan::deserialize(toml::Value::Table(table))
+                .map_err(|e| anyhow!("{}: {}", p.display(), crate::util::clip(&e.to_string(), 300)))
+        } else {
+            toml::from_str(&text).map_err(|e| crate::config::toml_error(&p, &text, &e))
+        }
     }
 
     /// The keys in which two plans differ (the Slurm settings and the tuning stage's choices

@@ -27,15 +27,29 @@ mod rules;
 pub use rules::{Adam, Adamax, RmsProp};
 use rules::{Count, Factors, Rule};
 
-/// Which optimizer rule, with its hyper-parameters.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Which optimizer rule, with its hyper-parameters: in a config, a table with the rule's name
+/// under `rule` and its own settings (each with its default).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "rule", rename_all = "snake_case")]
 pub enum OptimizerKind {
     /// [`Adam`].
     Adam(Adam),
     /// [`Adamax`]: the paper's optimizer.
     Adamax(Adamax),
     /// [`RmsProp`].
+    #[serde(rename = "rmsprop")]
     RmsProp(RmsProp),
+}
+
+impl Default for OptimizerKind {
+    fn default() -> Self {
+        OptimizerKind::Adam(Adam::default())
+    }
+}
+
+impl OptimizerKind {
+    /// Every rule's name in a config.
+    pub const NAMES: [&'static str; 3] = ["adam", "adamax", "rmsprop"];
 }
 
 impl OptimizerKind {

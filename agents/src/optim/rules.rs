@@ -7,6 +7,7 @@
 //! Each follows `torch.optim` to the letter; the optimizer's tests check the trajectories of
 //! every rule on every path against PyTorch's.
 
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use super::fused::{AdamStep, AdamaxStep, Pass, RmsPropStep};
@@ -79,7 +80,8 @@ pub(crate) trait Rule {
 }
 
 /// Adam (Kingma & Ba 2015), `torch.optim.Adam`.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Adam {
     /// First-moment decay.
     pub beta1: f64,
@@ -87,6 +89,13 @@ pub struct Adam {
     pub beta2: f64,
     /// Denominator epsilon.
     pub eps: f64,
+}
+
+/// DQN's Atari settings (Rainbow, Dopamine): eps 1.5e-4, not PyTorch's 1e-8.
+impl Default for Adam {
+    fn default() -> Self {
+        Adam { beta1: 0.9, beta2: 0.999, eps: 1.5e-4 }
+    }
 }
 
 impl Rule for Adam {
@@ -131,7 +140,8 @@ impl Rule for Adam {
 
 /// Adamax (Kingma & Ba 2015, Section 7.1), `torch.optim.Adamax`: infinity-norm Adam; the weight
 /// norm paper's optimizer.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Adamax {
     /// First-moment decay (the paper's DQN used 0.5).
     pub beta1: f64,
@@ -139,6 +149,13 @@ pub struct Adamax {
     pub beta2: f64,
     /// Epsilon.
     pub eps: f64,
+}
+
+/// As [`Adam`]'s (the paper's DQN sets beta1 = 0.5 itself).
+impl Default for Adamax {
+    fn default() -> Self {
+        Adamax { beta1: 0.9, beta2: 0.999, eps: 1.5e-4 }
+    }
 }
 
 impl Rule for Adamax {
@@ -167,7 +184,8 @@ impl Rule for Adamax {
 }
 
 /// RMSProp as `torch.optim.RMSprop` writes it; `centered` as in Nature DQN.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct RmsProp {
     /// Squared-gradient decay.
     pub alpha: f64,
@@ -177,6 +195,14 @@ pub struct RmsProp {
     pub centered: bool,
     /// Momentum (0 = none).
     pub momentum: f64,
+}
+
+/// Nature DQN's: centered, alpha 0.95, no momentum (eps as [`Adam`]'s; Nature's 0.01 is set
+/// by the presets that want it).
+impl Default for RmsProp {
+    fn default() -> Self {
+        RmsProp { alpha: 0.95, eps: 1.5e-4, centered: true, momentum: 0.0 }
+    }
 }
 
 impl Rule for RmsProp {
