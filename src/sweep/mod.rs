@@ -208,7 +208,8 @@ fn dry_run(plan: &Plan, dir: &Path, opts: &RunOptions, roms: Option<&Path>) -> R
 /// The cost of the runs still to do: each variant's steady-state env steps per second, measured
 /// on the plan's first game alone on this machine, over its runs' budgets; the local pool's
 /// wall time with its jobs side by side (each keeps the share of a lone run's speed that
-/// docs/BENCHMARKS.md measured for two MinAtar runs side by side, 0.85), and the core hours.
+/// docs/BENCHMARKS.md measured for two MinAtar runs side by side at the study's settings, 0.70),
+/// and the core hours.
 fn estimate(
     plan: &Plan,
     dir: &Path,
@@ -217,7 +218,7 @@ fn estimate(
     roms: Option<&Path>,
     secs: f64,
 ) -> Result<()> {
-    const SIDE_BY_SIDE: f64 = 0.85;
+    const SIDE_BY_SIDE: f64 = 0.70;
     let device = opts.local.device.resolve()?;
     let cpu = crate::util::cpu_model();
     out!("cost, measured on {cpu} ({} cores), {secs:.0} s after the warm-up per variant:", crate::config::cores());
