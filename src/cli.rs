@@ -80,7 +80,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Info { json } => cmd::info::run(rom_dir, json),
         Command::Bench(b) => cmd::bench::run(b, cli.device, rom_dir),
         Command::Eval(e) => cmd::eval::run(e, cli.device, rom_dir),
-        Command::Check(c) => cmd::check::run(c, rom_dir),
+        Command::Check(c) => cmd::check::run(c, cli.device, rom_dir),
         Command::Sweep(s) => cmd::sweep::run(s, cli.device, rom_dir),
         Command::Compare(c) => cmd::compare::run(c, cli.device, rom_dir),
         Command::Train(t) => cmd::train::run(&t, cli.device, rom_dir),

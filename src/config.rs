@@ -446,6 +446,12 @@ pub fn load_file(path: &Path) -> Result<toml::Table> {
     Ok(table)
 }
 
+/// Digits (with an optional sign and `_` separators) that TOML cannot hold as an integer.
+fn is_integer_beyond_toml(raw: &str) -> bool {
+    let digits = raw.strip_prefix(['+', '-']).unwrap_or(raw).replace('_', "");
+    !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) && raw.replace('_', "").parse::<i64>().is_err()
+}
+
 /// Apply `section.key=value` overrides (value parsed as TOML, else taken as a string); keys
 /// may go deeper (`agent.optimizer.eps=1e-8`).
 pub fn apply_sets(table: &mut toml::Table, sets: &[String]) -> Result<()> {
@@ -457,6 +463,9 @@ pub fn apply_sets(table: &mut toml::Table, sets: &[String]) -> Result<()> {
         }
         let value: toml::Value = match toml::from_str::<toml::Table>(&format!("v = {}", raw.trim())) {
             Ok(mut t) => t.remove("v").expect("parsed"),
+            Err(_) if is_integer_beyond_toml(raw.trim()) => {
+                bail!("--set {s}: {} is beyond the integers a config holds ({} to {})", raw.trim(), i64::MIN, i64::MAX)
+            }
             Err(_) => toml::Value::String(raw.trim().to_string()),
         };
         if let (["agent", k], Some((_, new, _))) =
@@ -593,7 +602,11 @@ impl Config {
             a.target_update_every > 0 || (a.target_tau > 0.0 && a.target_tau <= 1.0),
             "agent.target_update_every = 0 needs agent.target_tau in (0, 1]".into(),
         );
-        check(a.hidden > 0, "agent.hidden must be positive".into());
+        check((1..=16_384).contains(&a.hidden), format!("agent.hidden = {} must be 1..=16384 units", a.hidden));
+        check(
+            a.target_tau > 0.0 && a.target_tau <= 1.0,
+            format!("agent.target_tau = {} must be in (0, 1]", a.target_tau),
+        );
         check(
             a.network != Arch::Nature || self.env.frame_size >= 36,
             format!(
@@ -644,7 +657,10 @@ impl Config {
             ac.send_batch >= 1 && ac.send_batch <= 4096,
             format!("actors.send_batch = {} must be 1..=4096", ac.send_batch),
         );
-        check(ac.apex_alpha >= 0.0, format!("actors.apex_alpha = {} must be >= 0", ac.apex_alpha));
+        check(
+            (0.0..=100.0).contains(&ac.apex_alpha),
+            format!("actors.apex_alpha = {} must be in [0, 100]", ac.apex_alpha),
+        );
         check(
             ac.num_actors == 0 || r.capacity / ac.num_actors >= 64,
             "replay.capacity / actors.num_actors must be >= 64 (each actor has its own ring)".into(),
@@ -677,6 +693,13 @@ impl Config {
         check((0.0..=1.0).contains(&g.eval_epsilon), "log.eval_epsilon must be in [0, 1]".into());
         check(g.eval_max_steps >= 1, "log.eval_max_steps must be >= 1 (env steps per evaluation game)".into());
         check(g.keep_checkpoints >= 1, "log.keep_checkpoints must be >= 1".into());
+        check(
+            (1..=MAX_DIAGNOSTICS_BATCH).contains(&g.diagnostics_batch),
+            format!(
+                "log.diagnostics_batch = {} must be 1..={MAX_DIAGNOSTICS_BATCH} (observations of each diagnostic's forward pass and feature rank)",
+                g.diagnostics_batch
+            ),
+        );
     }
 
     fn check_env(&self, check: &mut impl FnMut(bool, String)) {
@@ -711,6 +734,14 @@ impl Config {
         if let Err(e) = self.env.validate(matches!(kind, Ok(IdKind::MinAtar))) {
             check(false, e.to_string());
         }
+        if matches!(kind, Ok(IdKind::MinAtar | IdKind::CartPole)) {
+            for (key, value) in self.env.atari_settings() {
+                check(
+                    false,
+                    format!("env.{key} = {value} is an Atari setting, with no effect on {}: remove it", self.env.id),
+                );
+            }
+        }
     }
 
     /// Keys whose values are not finite numbers (`inf`, `nan` are valid TOML).
@@ -730,6 +761,10 @@ impl Config {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# this config cannot be written as TOML: {e}\n"))
     }
 }
+
+/// The largest `log.diagnostics_batch`: its forward pass and feature matrix stay a small part of
+/// a run's memory (the Nature network: about 0.8 GB of activations at 4,096).
+pub const MAX_DIAGNOSTICS_BATCH: usize = 4096;
 
 /// Every `(key, value)` leaf of a TOML value, with dotted keys.
 pub fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, toml::Value)>) {

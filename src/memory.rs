@@ -23,6 +23,11 @@ const HEADROOM: f64 = 0.9;
 /// The most actions any environment has (ALE's full action set); the head's size hardly matters.
 const MAX_ACTIONS: f64 = 18.0;
 
+/// What a wndqn process holds before any of its own data: libtorch with MKL, oneDNN and the CUDA
+/// wheel's libraries loaded (`wndqn check` on CartPole peaks at 0.49 GB resident, a MinAtar run
+/// sits at 0.43 GB with its 0.1 GB replay memory).
+const RUNTIME: f64 = 0.4e9;
+
 /// The estimated memory of a run, bytes.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Estimate {
@@ -34,12 +39,17 @@ pub struct Estimate {
     pub networks: f64,
     /// The learner's batches: prefetched inputs and one update's activations.
     pub batches: f64,
+    /// The diagnostics' probe: a forward pass on `log.diagnostics_batch` observations and the
+    /// feature matrix's singular values.
+    pub diagnostics: f64,
+    /// The process itself ([`RUNTIME`]).
+    pub runtime: f64,
 }
 
 impl Estimate {
     /// Everything.
     pub fn total(&self) -> f64 {
-        self.replay + self.networks + self.batches
+        self.replay + self.networks + self.batches + self.diagnostics + self.runtime
     }
 }
 
@@ -130,7 +140,24 @@ pub fn estimate(cfg: &Config) -> Estimate {
         per_transition,
         networks: copies * params * 4.0,
         batches: batch_bytes(cfg, shape, cfg.replay.batch_size as f64, cfg.learner.prefetch as f64),
+        diagnostics: diagnostics_bytes(cfg, shape),
+        runtime: RUNTIME,
     }
+}
+
+/// The diagnostics' probe ([`Estimate::diagnostics`]): the batch's inputs and activations, its
+/// penultimate features in f64, and LAPACK's work on them (a few copies).
+fn diagnostics_bytes(cfg: &Config, shape: Shape) -> f64 {
+    if cfg.log.diagnostics_every == 0 {
+        return 0.0;
+    }
+    let batch = cfg.log.diagnostics_batch as f64;
+    let width = match cfg.agent.network {
+        Arch::Nature => 512.0,
+        Arch::Minatar => 128.0,
+        Arch::Mlp => cfg.agent.hidden as f64,
+    };
+    batch * (activations(cfg, shape) * 4.0 + 4.0 * width * 8.0)
 }
 
 /// Bytes of `prefetch` waiting batches of `batch` samples and of one update on a batch.
@@ -164,8 +191,11 @@ pub fn check_fits(cfg: &Config, copies: usize, avail: f64) -> Result<Estimate> {
         return Ok(e);
     }
     let who = if copies > 1 { format!("{copies} runs at once need") } else { "this run needs".to_string() };
-    let room = budget - e.networks - e.batches;
-    let fit = if room > 0.0 {
+    let room = budget - e.networks - e.batches - e.diagnostics - e.runtime;
+    let most = (avail * HEADROOM / e.total()).floor() as usize;
+    let fit = if copies > 1 && most >= 1 {
+        format!("At most {most} such runs fit at once (--jobs {most}).")
+    } else if room > 0.0 {
         // Rounded down to two significant figures, at least one batch.
         let c = (room / e.per_transition).floor();
         let mag = 10f64.powf(c.log10().floor() - 1.0).max(1.0);
@@ -179,7 +209,7 @@ pub fn check_fits(cfg: &Config, copies: usize, avail: f64) -> Result<Estimate> {
         Arch::Mlp | Arch::Minatar => format!("{:.0} bytes", e.per_transition),
     };
     bail!(
-        "{who} about {} of memory, more than the {} this machine has available ({}% of it is the most a run may take): replay memory {} (replay.capacity = {} transitions x {per}), networks {} (the weights, agent.hidden for an MLP, x {} copies: actors.num_actors + 9), batches {} (replay.batch_size = {}, learner.prefetch = {}). {fit}",
+        "{who} about {} of memory, more than the {} this machine has available ({}% of it is the most a run may take): replay memory {} (replay.capacity = {} transitions x {per}), networks {} (the weights, agent.hidden for an MLP, x {} copies: actors.num_actors + 9), batches {} (replay.batch_size = {}, learner.prefetch = {}), diagnostics {} (log.diagnostics_batch = {}), the process itself {}. {fit}",
         gb(e.total() * copies.max(1) as f64),
         gb(avail),
         (HEADROOM * 100.0) as u32,
@@ -189,7 +219,10 @@ pub fn check_fits(cfg: &Config, copies: usize, avail: f64) -> Result<Estimate> {
         9 + cfg.actors.num_actors,
         gb(e.batches),
         cfg.replay.batch_size,
-        cfg.learner.prefetch
+        cfg.learner.prefetch,
+        gb(e.diagnostics),
+        cfg.log.diagnostics_batch,
+        gb(e.runtime)
     )
 }
 

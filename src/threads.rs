@@ -17,28 +17,27 @@ pub fn limit_current_thread(n: usize) {
 }
 
 /// Give the current thread the lowest CPU priority (`SCHED_IDLE`): it runs only when a core
-/// would otherwise be idle. For every thread of a training run but the learner, when the
-/// config sets `learner.exclusive_cpu` (the Atari presets do).
+/// would otherwise be idle. For every thread of a training run but the learner, once the learner
+/// learns, when the config sets `learner.exclusive_cpu` (the Atari presets do): see
+/// [`Background`].
 ///
 /// Why: the learner's updates run on an OpenMP team as wide as the machine, and every parallel
 /// region waits for its slowest member. Any other runnable thread at normal priority takes a
-/// core from that team for a whole scheduler slice: on 2 cores, one busy env thread next to
-/// the learner made an update take 72 ms instead of 22 ms; the same thread under `SCHED_IDLE`
-/// cost nothing measurable (22.5 ms). Actors and the replay thread still get all the CPU they
-/// need: when they fall behind, the replay ratio makes the learner wait, which frees the cores.
-/// `wndqn bench e2e`, Pong, weight_norm: 191-197 env steps/s against 172 without it.
+/// core from that team for a whole scheduler slice; under `SCHED_IDLE` it waits for a free core
+/// instead. Actors and the replay thread still get all the CPU they need on a machine the run
+/// has to itself: when they fall behind, the replay ratio makes the learner wait, which frees the
+/// cores (docs/BENCHMARKS.md, Pong end to end).
 ///
-/// Not the default: under `SCHED_IDLE` a thread gets (almost) nothing while any other thread
-/// of normal priority wants the core. Two CartPole runs side by side (a tiny learner whose
-/// OpenMP threads spin between updates) took minutes instead of 39 s.
-///
-/// A stop must not wait for idle CPU, though: under other load (a build, another run at normal
-/// priority) a `SCHED_IDLE` thread got no CPU for tens of seconds, and the run abandoned its
-/// actors, replay thread and evaluator at the stop deadline (reproduced with three busy
-/// processes beside an Atari run on 2 cores: 37 s from SIGINT to exit, threads abandoned). So the
-/// thread is recorded, and [`restore_background`] gives every recorded thread its normal
-/// priority back when the run stops.
+/// But under `SCHED_IDLE` a thread gets (almost) nothing while any thread of normal priority
+/// wants its core, another process's included: beside other work (a build, a second run) the
+/// actors would stall and the run with them. So the run watches for it: when the learner spends
+/// most of its time waiting for data, the premise is gone, and [`release`] gives every recorded
+/// thread its normal scheduling back for the rest of the run (the monitor does it and says so).
+/// A stop does the same, so that the threads can wind down whatever else the machine runs.
 pub fn background() {
+    if RELEASED.load(std::sync::atomic::Ordering::Acquire) {
+        return;
+    }
     let p = libc::sched_param { sched_priority: 0 };
     // SAFETY: changes only the calling thread's policy; failure (a sandbox) leaves it as it was.
     if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &p) } == 0 {
@@ -51,13 +50,42 @@ pub fn background() {
 /// Threads that [`background`] put under `SCHED_IDLE`, by thread id.
 static BACKGROUND: std::sync::Mutex<Vec<libc::pid_t>> = std::sync::Mutex::new(Vec::new());
 
-/// Give every thread [`background`] recorded its normal scheduling back (`SCHED_OTHER`), so
-/// that it can wind down at a stop whatever else the machine runs; forgets them.
-pub fn restore_background() {
+/// Set by [`release`]: no thread goes to the background any more in this process.
+static RELEASED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Give every thread [`background`] recorded its normal scheduling back (`SCHED_OTHER`) and keep
+/// any other from going there; returns how many it restored.
+pub fn release() -> usize {
+    RELEASED.store(true, std::sync::atomic::Ordering::Release);
     let p = libc::sched_param { sched_priority: 0 };
+    let mut n = 0;
     for tid in BACKGROUND.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
         // SAFETY: sched_setscheduler(2) on a thread id of this process; a thread that has
         // ended makes it fail with ESRCH, which changes nothing.
-        unsafe { libc::sched_setscheduler(tid, libc::SCHED_OTHER, &p) };
+        n += usize::from(unsafe { libc::sched_setscheduler(tid, libc::SCHED_OTHER, &p) } == 0);
+    }
+    n
+}
+
+/// A run's thread that goes to the background ([`background`]) once the learner has made its
+/// first update, if `wanted` (`learner.exclusive_cpu`): during the warm-up the learner waits
+/// for the actors anyway, and idle priority would only slow them down.
+pub struct Background {
+    wanted: bool,
+}
+
+impl Background {
+    /// For a thread of a run whose config says `wanted`.
+    pub fn new(wanted: bool) -> Background {
+        Background { wanted }
+    }
+
+    /// Call from the thread's loop: the first call after the learner has started learning
+    /// moves it to the background.
+    pub fn poll(&mut self, learning: bool) {
+        if self.wanted && learning {
+            background();
+            self.wanted = false;
+        }
     }
 }

@@ -37,7 +37,7 @@ fn inputs_that_used_to_panic_or_abort_are_errors() {
         (strs(&["bench", "env", "--seconds", "nan"]), "must be more than 0 and at most 86400"),
         (strs(&["bench", "env", "--seconds", "1e300"]), "must be more than 0 and at most 86400"),
         (strs(&["bench", "learner", "--seconds=-1"]), "must be more than 0"),
-        (cart(&["--set", "agent.hidden=100000"]), "Even an empty replay memory does not fit"),
+        (cart(&["--set", "agent.hidden=100000"]), "agent.hidden = 100000 must be 1..=16384"),
         (pong(&["replay.capacity=10_000_000"]), "The largest replay.capacity that fits is about"),
         (strs(&["bench", "replay", "--fill", "100000000000"]), "--fill 100000000000 needs about"),
         (strs(&["bench", "learner", "--batch", "100000"]), "--batch 100000 needs about"),
@@ -155,6 +155,8 @@ fn a_diverging_run_stops_with_an_error_saying_when_and_keeps_its_checkpoints() {
     assert!(t.contains("by update") && t.contains("env step"), "{t}");
     // Every checkpoint on disk holds finite weights: none was written from the diverged ones.
     let dir = only_run_dir(runs.path());
+    let s = summary(&dir);
+    assert!(s["error"].as_str().is_some_and(|e| e.contains("training diverged")), "the summary says why: {s}");
     let o = run(&["eval", dir.to_str().unwrap(), "--episodes", "1", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
 }

@@ -4,7 +4,9 @@
 //! environment and the networks built, the memory estimated), each accepted or refused with an
 //! error that names a mutated key, never a panic. Then 50 of them, drawn with a fixed seed
 //! (accepted ones included), run through `wndqn train`: a run either stops cleanly on SIGINT
-//! after a few seconds of training, or fails clearly within seconds.
+//! after a few seconds of training, or fails clearly within seconds. And every key of the
+//! MinAtar preset at each extreme of its kind: refused by `check` naming the key, or trained
+//! past its first diagnostics and checkpoint.
 
 mod common;
 
@@ -311,4 +313,143 @@ fn a_thousand_generated_configs_are_accepted_or_refused_naming_the_key_and_fifty
         a.join().unwrap();
         b.join().unwrap();
     });
+}
+
+/// Every key of the MinAtar preset, dotted to its leaf (`agent.optimizer.eps`), with its value.
+fn minatar_leaves() -> Vec<(String, Value)> {
+    let o = run(&["check", "--json", "--print", "configs/minatar.toml"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    fn walk(prefix: &str, v: &Value, out: &mut Vec<(String, Value)>) {
+        match v {
+            Value::Table(t) => t.iter().for_each(|(k, v)| walk(&format!("{prefix}{k}."), v, out)),
+            other => out.push((prefix.trim_end_matches('.').to_string(), other.clone())),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", &Value::Table(toml::from_str(v["resolved"].as_str().unwrap()).unwrap()), &mut out);
+    out
+}
+
+/// Every key of the MinAtar preset (`log.*` and the optimizer's included), one at a time, at each
+/// extreme of its kind (integers 0, -1 and 2^53; floats 0, -1 and 1e300; booleans flipped):
+/// `check` accepts or refuses each, naming the key; and each one it accepts then trains past its
+/// first updates, diagnostics (every 20 updates here), evaluation and checkpoint, and stops
+/// cleanly on SIGINT. What `check` accepts, `train` runs.
+#[test]
+fn every_key_at_its_extremes_is_refused_by_check_or_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let base =
+        toml::from_str::<toml::Table>(&std::fs::read_to_string(root().join("configs/minatar.toml")).unwrap()).unwrap();
+    let early = [
+        ("replay", "warmup_steps", 500),
+        ("log", "diagnostics_every", 20),
+        ("log", "checkpoint_every", 50),
+        ("log", "eval_every", 1500),
+    ];
+    let mut cases = Vec::new();
+    for (key, v) in minatar_leaves() {
+        let values: Vec<Value> = match v {
+            Value::Integer(_) => vec![Value::Integer(0), Value::Integer(-1), Value::Integer(1 << 53)],
+            Value::Float(_) => vec![Value::Float(0.0), Value::Float(-1.0), Value::Float(1e300)],
+            Value::Boolean(b) => vec![Value::Boolean(!b)],
+            _ => continue,
+        };
+        for x in values {
+            let mut t = base.clone();
+            for (s, k, n) in early {
+                t.entry(s)
+                    .or_insert_with(|| Value::Table(Default::default()))
+                    .as_table_mut()
+                    .unwrap()
+                    .insert(k.into(), Value::Integer(n));
+            }
+            let path: Vec<&str> = key.split('.').collect();
+            let mut at = &mut t;
+            for p in &path[..path.len() - 1] {
+                let e = at.entry(p.to_string()).or_insert_with(|| Value::Table(Default::default()));
+                at = e.as_table_mut().unwrap();
+            }
+            at.insert(path[path.len() - 1].to_string(), x.clone());
+            let file = dir.path().join(format!("k{:03}.toml", cases.len()));
+            std::fs::write(&file, toml::to_string(&t).unwrap()).unwrap();
+            cases.push((file, key.clone(), x));
+        }
+    }
+    let mut args = strs(&["check", "--json"]);
+    args.extend(cases.iter().map(|c| c.0.display().to_string()));
+    let o = run(&args);
+    no_crash(&text(&o));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), cases.len());
+    let mut accepted = Vec::new();
+    for ((file, key, x), r) in cases.iter().zip(&lines) {
+        if r["ok"] == true {
+            accepted.push((file.clone(), key.clone(), x.clone()));
+        } else {
+            let e = r["error"].as_str().unwrap();
+            let leaf = key.rsplit('.').next().unwrap();
+            assert!(
+                e.contains(key.as_str()) || e.contains(&format!("`{leaf}")),
+                "{key} = {x}: the error names another key: {e}"
+            );
+        }
+    }
+    let keys: std::collections::BTreeSet<&String> = cases.iter().map(|c| &c.1).collect();
+    let runs = tempfile::tempdir().unwrap();
+    let trained = std::sync::atomic::AtomicUsize::new(0);
+    let trial = |k: usize| {
+        let (file, key, x) = &accepted[k];
+        let runs_dir = runs.path().join(format!("r{k}"));
+        let log = runs.path().join(format!("r{k}.log"));
+        let mut child = bin()
+            .args(["train", "--quiet", "--config"])
+            .arg(file)
+            .arg("--runs-dir")
+            .arg(&runs_dir)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        let mut signalled = false;
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            if !signalled && t0.elapsed() > Duration::from_secs(7) {
+                // SAFETY: kill(2) on a process this test started.
+                unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+                signalled = true;
+            }
+            if t0.elapsed() > Duration::from_secs(40) {
+                let _ = child.kill();
+                panic!("{key} = {x}: no clean stop within 40 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let t = clip(&format!(
+            "{}{}",
+            std::fs::read_to_string(&log).unwrap_or_default(),
+            std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
+        ));
+        no_crash(&t);
+        assert_eq!(status.code(), Some(0), "{key} = {x} (accepted by check) did not run and stop cleanly:\n{t}");
+        trained.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    };
+    std::thread::scope(|s| {
+        let a = s.spawn(|| (0..accepted.len()).step_by(2).for_each(trial));
+        let b = s.spawn(|| (1..accepted.len()).step_by(2).for_each(trial));
+        a.join().unwrap();
+        b.join().unwrap();
+    });
+    eprintln!(
+        "{} keys, {} configs at their extremes: {} refused naming the key, {} accepted, all {} trained and stopped cleanly",
+        keys.len(),
+        cases.len(),
+        cases.len() - accepted.len(),
+        accepted.len(),
+        trained.into_inner()
+    );
 }

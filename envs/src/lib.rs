@@ -182,6 +182,29 @@ impl EnvConfig {
         Ok((id, c))
     }
 
+    /// The Atari-only settings (frame preprocessing, ALE's modes) this config sets to other than
+    /// their defaults, as `(key, value)`: an error for a MinAtar or CartPole id, where they would
+    /// be recorded in the run's config and do nothing.
+    pub fn atari_settings(&self) -> Vec<(&'static str, String)> {
+        let d = EnvConfig::default();
+        let mut out = Vec::new();
+        let mut differs = |key: &'static str, set: bool, value: String| {
+            if set {
+                out.push((key, value));
+            }
+        };
+        differs("frameskip", self.frameskip.is_some(), format!("{:?}", self.frameskip.unwrap_or(0)));
+        differs("mode", self.mode.is_some(), format!("{}", self.mode.unwrap_or(0)));
+        differs("difficulty", self.difficulty.is_some(), format!("{}", self.difficulty.unwrap_or(0)));
+        differs("noop_max", self.noop_max != d.noop_max, self.noop_max.to_string());
+        differs("max_pool", self.max_pool != d.max_pool, self.max_pool.to_string());
+        differs("fire_reset", self.fire_reset != d.fire_reset, self.fire_reset.to_string());
+        differs("episodic_life", self.episodic_life != d.episodic_life, self.episodic_life.to_string());
+        differs("frame_size", self.frame_size != d.frame_size, self.frame_size.to_string());
+        differs("frame_stack", self.frame_stack != d.frame_stack, self.frame_stack.to_string());
+        out
+    }
+
     /// Check the values that do not depend on the id family (`minatar`: MinAtar allows a sticky
     /// probability of 1, as its package does).
     pub fn validate(&self, minatar: bool) -> Result<(), EnvError> {

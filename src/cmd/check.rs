@@ -44,9 +44,13 @@ pub struct Checked {
     pub memory: f64,
 }
 
-/// Check one config as `train` would start it; builds an environment and the networks on the CPU.
-pub fn check(path: &Path, sets: &[String], rom_dir: Option<&Path>) -> Result<Checked> {
+/// Check one config as `train` would start it on `device` (its precision must run there); builds
+/// an environment and the networks on the CPU.
+pub fn check(path: &Path, sets: &[String], device: Option<tch::Device>, rom_dir: Option<&Path>) -> Result<Checked> {
     let mut cfg = crate::config::load(path, sets)?;
+    if let Some(device) = device {
+        cfg.learner.precision.compute(device)?;
+    }
     let (id, env_cfg) = cfg.env.resolve(rom_dir)?;
     cfg.env = env_cfg;
     let est = match crate::memory::available() {
@@ -60,12 +64,14 @@ pub fn check(path: &Path, sets: &[String], rom_dir: Option<&Path>) -> Result<Che
     Ok(Checked { env: id.short_name(), actions: env.num_actions(), memory: est.total(), cfg })
 }
 
-/// Run `wndqn check`; an error (exit 2) when any config is refused.
-pub fn run(cmd: CheckCmd, rom_dir: Option<&Path>) -> Result<()> {
+/// Run `wndqn check` for the learner's device of `--device` (as `train` would take it); an
+/// error (exit 2) when any config is refused.
+pub fn run(cmd: CheckCmd, device: crate::device::DeviceArg, rom_dir: Option<&Path>) -> Result<()> {
     crate::threads::limit_current_thread(1);
+    let device = device.resolve()?;
     let mut refused = 0;
     for path in &cmd.configs {
-        let r = check(path, &cmd.sets, rom_dir);
+        let r = check(path, &cmd.sets, Some(device), rom_dir);
         let name = path.to_string_lossy();
         match (&r, cmd.json) {
             (Ok(c), true) => out!(

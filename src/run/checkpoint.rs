@@ -193,6 +193,33 @@ fn fill(tmp: &Path, dqn: &Dqn, state: &State, config_toml: &str, replay: Option<
     Ok(())
 }
 
+/// An error unless a run in folder `run` can write its checkpoints: Linux refuses a path of
+/// more than 4,095 bytes or a name of more than 255 ("File name too long"), and the longest path
+/// a run writes is a checkpoint's optimizer state in its temporary folder. Checked before the
+/// first step, where a run that trains for hours would otherwise fail at its first checkpoint.
+pub fn check_path_length(run: &Path) -> Result<()> {
+    const PATH_MAX: usize = 4095;
+    const NAME_MAX: usize = 255;
+    let run = std::path::absolute(run).unwrap_or_else(|_| run.to_path_buf());
+    let suffix = format!("checkpoints/{TMP_PREFIX}ckpt-{:015}-{:07}/optimizer.safetensors", 0, 0);
+    if let Some(c) = run.components().map(|c| c.as_os_str().len()).find(|&n| n > NAME_MAX) {
+        bail!(
+            "{}: a name in this path is {c} bytes long, and Linux allows at most {NAME_MAX}: choose another runs folder",
+            run.display()
+        );
+    }
+    let len = run.as_os_str().len() + 1 + suffix.len();
+    if len > PATH_MAX {
+        bail!(
+            "the run folder {} is {} bytes long, and its checkpoints need {} more ({suffix}): {len} is beyond the {PATH_MAX} bytes Linux allows a path; choose a shorter --runs-dir",
+            run.display(),
+            run.as_os_str().len(),
+            suffix.len() + 1
+        );
+    }
+    Ok(())
+}
+
 /// Remove the temporary folders that a process which died while writing a checkpoint left
 /// behind (called once the run folder's lock is held, so no live writer owns them).
 pub fn remove_temporaries(run: &Path) {

@@ -152,6 +152,28 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     r.with_context(|| format!("writing {}", path.display()))
 }
 
+/// Remove what a process killed while writing into `dir` left there: `.NAME.tmp-PID` files of
+/// [`write_atomic`] and `.NAME.archiving-PID` folders of older archives, whose process `PID` is
+/// gone. A live writer's are left alone.
+pub fn remove_dead_temporaries(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = [".tmp-", ".archiving-"]
+            .iter()
+            .find_map(|m| name.rsplit_once(m).map(|(_, p)| p.to_string()))
+            .filter(|_| name.starts_with('.'))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let p = e.path();
+        let _ = if p.is_dir() && !p.is_symlink() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+    }
+}
+
 /// Open `path` as `opts` say, refusing a symbolic link in its place (`O_NOFOLLOW`): a link
 /// planted in a run or sweep folder must not make wndqn write a file elsewhere.
 pub fn open_no_follow(opts: &mut std::fs::OpenOptions, path: &Path) -> Result<File> {

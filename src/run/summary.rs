@@ -102,6 +102,10 @@ pub struct Summary {
     pub measured: Option<Measured>,
     /// The event files of the run and their sizes when this summary was written.
     pub events: Vec<EventFileInfo>,
+    /// Why the segment stopped before its budget with an error (a diverged loss, a full disk):
+    /// the error as the run printed it; absent when it did not fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 fn lossy_path<S: serde::Serializer>(p: &Path, s: S) -> Result<S::Ok, S::Error> {
@@ -169,6 +173,7 @@ pub fn from_checkpoint(run: &Path, state: &State, env: &str, variant: &str, goal
         final_eval_mean: None,
         measured: None,
         events: event_listing(run),
+        error: None,
     })
 }
 

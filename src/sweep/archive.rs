@@ -51,6 +51,10 @@ fn prepare(dir: &Path, plan: &Plan, out: &Path) -> Result<()> {
 pub fn run(dir: &Path, plan: &Plan, opts: &ArchiveOptions) -> Result<()> {
     let out = &opts.out;
     prepare(dir, plan, out)?;
+    // An archive killed mid-way (kill -9) left its temporary file (or, from older versions,
+    // folders under runs/).
+    crate::run::dir::remove_dead_temporaries(out);
+    crate::run::dir::remove_dead_temporaries(&out.join("runs"));
     let mut records = record::read_all(out)?;
     let source = record::read_all(dir)?;
     let none = Default::default();

@@ -46,6 +46,12 @@ struct Pool {
     gpus: usize,
 }
 
+/// How many runs go at once on this machine (an error when `--jobs` runs do not fit in its
+/// memory): what `sweep run` checks before it writes anything.
+pub fn jobs(plan: &Plan, opts: &LocalOptions) -> Result<usize> {
+    pool(plan, opts).map(|p| p.jobs)
+}
+
 fn pool(plan: &Plan, opts: &LocalOptions) -> Result<Pool> {
     let cores = crate::config::cores();
     let base = &plan.base;

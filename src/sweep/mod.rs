@@ -75,7 +75,16 @@ fn rom_folder(plan: &Plan, rom_dir: Option<&Path>) -> Result<Option<PathBuf>> {
 pub fn run(spec: &Path, dir: &Path, mut opts: RunOptions) -> Result<()> {
     let plan = Plan::from_spec(spec)?;
     let roms = rom_folder(&plan, opts.local.rom_dir.as_deref())?;
+    // The memory of `--jobs` runs at once, before anything is written (also for --dry-run).
+    let jobs = match opts.executor {
+        Executor::Local => Some(local::jobs(&plan, &opts.local)?),
+        Executor::Slurm => None,
+    };
     if opts.dry_run {
+        if let Some(j) = jobs {
+            let each = crate::memory::estimate(&plan.base).total();
+            out!("{j} run(s) at once on this machine, about {} of memory each", crate::memory::gb(each));
+        }
         return dry_run(&plan, dir, &opts, roms.as_deref());
     }
     if opts.executor == Executor::Slurm {

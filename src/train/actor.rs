@@ -102,9 +102,7 @@ pub struct ActorSpec {
 /// The actor loop.
 pub fn run(mut spec: ActorSpec, shared: Arc<Shared>, tx: Sender<ActorMsg>, events: Sender<Event>) -> Result<()> {
     crate::threads::limit_current_thread(1);
-    if spec.idle_priority {
-        crate::threads::background();
-    }
+    let mut background = crate::threads::Background::new(spec.idle_priority);
     let mut policy = Policy::new(&spec.net);
     let mut rng = StdRng::seed_from_u64(spec.rng_seed);
     let mut version = 0u64;
@@ -126,6 +124,7 @@ pub fn run(mut spec: ActorSpec, shared: Arc<Shared>, tx: Sender<ActorMsg>, event
         if shared.stopping() {
             break;
         }
+        background.poll(shared.updates.load(Ordering::Relaxed) > 0);
         let claimed = shared.env_steps.fetch_add(1, Ordering::SeqCst);
         if claimed >= spec.total_steps {
             shared.env_steps.fetch_sub(1, Ordering::SeqCst);

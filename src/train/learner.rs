@@ -327,7 +327,10 @@ pub fn learner_thread(
             }
             Some(true) => {}
         }
-        let batch = match batches.recv_timeout(Duration::from_millis(50)) {
+        let t_wait = Instant::now();
+        let got = batches.recv_timeout(Duration::from_millis(50));
+        shared.learner_wait_ns.fetch_add(t_wait.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let batch = match got {
             Ok(b) => b,
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,

@@ -87,7 +87,9 @@ pub fn train(req: Request) -> Result<Summary> {
     match &target {
         Target::Resume(run) => run_dir::ensure_run_folder(run)?,
         Target::At(dir) => {
-            if let Some(done) = summary::read(dir).ok().filter(|s| s.complete) {
+            // As `--resume`: a larger budget than the run reached continues it.
+            let reached = |s: &Summary| s.env_steps >= cfg.run.total_env_steps || s.solved_at_step.is_some();
+            if let Some(done) = summary::read(dir).ok().filter(|s| s.complete && reached(s)) {
                 say!("{} is complete ({} env steps): nothing to do", done.run_dir.display(), done.env_steps);
                 return Ok(done);
             }
@@ -97,6 +99,18 @@ pub fn train(req: Request) -> Result<Summary> {
     cfg.learner.precision.compute(device)?;
     let (env_id, env_cfg) = cfg.env.resolve(rom_dir.as_deref())?;
     cfg.env = env_cfg;
+    let longest = match &target {
+        // The longest name `RunDir::create` may give (`_999`: a thousandth run in the same second).
+        Target::New(runs) => runs.join(format!(
+            "{}__{}__s{}__{}_999",
+            env_id.short_name(),
+            cfg.agent.variant.name(),
+            cfg.run.seed,
+            crate::util::unix_now() as u64
+        )),
+        Target::At(p) | Target::Resume(p) => p.clone(),
+    };
+    crate::run::checkpoint::check_path_length(&longest)?;
     crate::memory::check(&cfg, 1)?;
     run_training(cfg, &env_id, device, target, opts)
 }
@@ -447,12 +461,11 @@ fn spawn_evaluator(
     let s = shared.clone();
     spawn("evaluator", shared, move || {
         crate::threads::limit_current_thread(1);
-        if spec.idle {
-            crate::threads::background();
-        }
+        let mut background = crate::threads::Background::new(spec.idle);
         let mut policy = Policy::new(&spec.net);
         let log = &spec.log;
         for (step, snap) in jobs.iter() {
+            background.poll(true);
             policy.load_snapshot(&snap);
             let seed = seeds::derive(spec.gseed, Stream::Evaluation(step));
             let returns = crate::play::evaluate(
@@ -609,7 +622,7 @@ fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target, opt
         if shared.stopping() {
             // Idle-priority threads must get the CPU to wind down (`threads::background`; after
             // the first call there are none left to restore).
-            crate::threads::restore_background();
+            crate::threads::release();
         }
         match ev_rx.recv_timeout(Duration::from_millis(100)) {
             Ok(e) => mon.handle(e),
@@ -627,7 +640,7 @@ fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target, opt
     }
     let mut errors = Vec::new();
     let deadline = shared.stopping().then(|| Instant::now() + Duration::from_secs(1));
-    crate::threads::restore_background();
+    crate::threads::release();
     let outcome = join_all(threads, deadline, &mut errors);
     mon.finish_bar();
     if let Some(lost) = mon.lost.take() {
@@ -655,7 +668,8 @@ fn run_training(cfg: Config, env_id: &EnvId, device: Device, target: Target, opt
         errors.insert(0, e);
     }
     let times = Times { started, wall_before };
-    let summary = summarize(&mon, &cfg, env_id, &run.path, &shared, &start, times, errors.is_empty());
+    let mut summary = summarize(&mon, &cfg, env_id, &run.path, &shared, &start, times, errors.is_empty());
+    summary.error = errors.first().map(|e| format!("{e:#}"));
     if let Err(e) = run.write(summary::FILE, serde_json::to_string_pretty(&summary)?.as_bytes()) {
         errors.push(e);
     }
@@ -752,5 +766,6 @@ fn summarize(
         final_eval_mean: mon.last_eval,
         measured: mon.learn_start.map(|a| end.since(&a, n)),
         events: summary::event_listing(run),
+        error: None,
     }
 }

@@ -99,7 +99,15 @@ pub struct Monitor {
     /// writes nothing more.
     pub lost: Option<anyhow::Error>,
     replay_len: Box<dyn Fn() -> usize>,
+    /// `learner.exclusive_cpu`'s watch: when the last window began, and the learner's wait then.
+    contention: Option<(Instant, u64)>,
 }
+
+/// How long the learner must have waited for data, as a share of a window of
+/// [`CONTENTION_WINDOW`], for the background threads of `learner.exclusive_cpu` to get their
+/// normal priority back ([`crate::threads::release`]).
+const CONTENTION_SHARE: f64 = 0.5;
+const CONTENTION_WINDOW: Duration = Duration::from_secs(3);
 
 impl Monitor {
     /// A monitor for a run starting at `start_step` with `returns` from earlier segments.
@@ -140,7 +148,40 @@ impl Monitor {
             last_progress: None,
             lost: None,
             replay_len,
+            contention: cfg.learner.exclusive_cpu.then(|| (Instant::now(), 0)),
             shared,
+        }
+    }
+
+    /// `learner.exclusive_cpu` puts the actors, the replay thread and the evaluator under idle
+    /// priority once the learner learns ([`crate::threads::Background`]); when the learner then
+    /// waits for data most of a window, something else has the CPU they need (another process):
+    /// they get their normal priority back for the rest of the run, and the run says so.
+    fn watch_contention(&mut self) {
+        let Some((t0, w0)) = self.contention else { return };
+        if self.learn_start.is_none() {
+            return;
+        }
+        let waited = self.shared.learner_wait_ns.load(Ordering::Relaxed);
+        let elapsed = t0.elapsed();
+        if elapsed < CONTENTION_WINDOW {
+            return;
+        }
+        let share = waited.saturating_sub(w0) as f64 / elapsed.as_nanos() as f64;
+        if w0 > 0 && share > CONTENTION_SHARE {
+            let n = crate::threads::release();
+            self.contention = None;
+            let step = self.shared.env_steps.load(Ordering::Acquire);
+            self.handle(Event::Warning {
+                step,
+                text: format!(
+                    "the learner waited for data {:.0}% of the last {:.0} s: other work is using the CPU that learner.exclusive_cpu leaves the actors, so {n} actor, replay and evaluator thread(s) are back at normal priority for the rest of the run",
+                    100.0 * share,
+                    elapsed.as_secs_f64()
+                ),
+            });
+        } else {
+            self.contention = Some((Instant::now(), waited.max(1)));
         }
     }
 
@@ -241,6 +282,7 @@ impl Monitor {
                 s.request_stop();
             }
         }
+        self.watch_contention();
         let step = s.env_steps.load(Ordering::Acquire);
         if step >= self.next_scalars {
             self.scalars(step);

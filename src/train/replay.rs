@@ -40,12 +40,11 @@ pub fn replay_thread(
     batches: Sender<TensorBatch>,
     spec: ReplaySpec,
 ) -> Result<()> {
-    if spec.idle_priority {
-        crate::threads::background();
-    }
+    let mut background = crate::threads::Background::new(spec.idle_priority);
     let ReplaySpec { batch_size, warmup, obs_shape, seed, prep, .. } = spec;
     let mut rng = StdRng::seed_from_u64(seed);
     loop {
+        background.poll(shared.updates.load(Ordering::Relaxed) > 0);
         match rx.recv_timeout(Duration::from_millis(2)) {
             Ok(msg) => {
                 for (item, obs) in msg.iter() {

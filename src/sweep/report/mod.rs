@@ -399,6 +399,17 @@ mod tests {
     const SPEC: &str = "[sweep]\nbase = \"base.toml\"\ngames = [\"MinAtar/Breakout-v0\", \"MinAtar/Freeway-v0\"]\nvariants = [\"plain\", \"layer_norm\"]\nseeds = [1, 2, 3]\ntest_seeds = [4, 5]\n\n[grid]\n\"agent.lr\" = [1e-4, 1e-3]\n\n[normalize]\n\"MinAtar/Breakout-v0\" = [0.0, 1.0]\n\"MinAtar/Freeway-v0\" = [0.0, 1.0]\n";
 
     #[test]
+    fn nothing_to_report_says_why() {
+        let left = [
+            "a (finished, but no training game ended in it)",
+            "b (finished, but no training game ended in it)",
+            "c (queued)",
+        ];
+        let e = nothing_to_report(Path::new("sw"), &left.map(String::from)).to_string();
+        assert!(e.contains("2 finished, but no training game ended in it; 1 queued"), "{e}");
+    }
+
+    #[test]
     fn the_test_stage_statistics_use_no_tuning_run() {
         let (_d, p) = test_spec("minatar.toml", SPEC);
         let mut plan = Plan::from_spec(&p).unwrap();
