@@ -7,9 +7,9 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 use wndqn_agents::dqn::{DqnConfig, Loss, TargetUpdate};
-use wndqn_agents::layers::LayerNormAxes;
+use wndqn_agents::normalization::{LayerNormAxes, NormOptions, SpectralLayers, Variant};
 use wndqn_agents::optim::{Adam, Adamax, OptimizerKind, RmsProp};
-use wndqn_agents::qnet::{Arch, SpectralLayers, Variant};
+use wndqn_agents::qnet::Arch;
 use wndqn_agents::schedule::{Exploration, LinearSchedule};
 use wndqn_envs::EnvConfig;
 
@@ -534,7 +534,7 @@ impl Config {
             obs_shape: kind.shape(),
             num_actions: num_actions as i64,
             hidden: self.agent.hidden,
-            norm: wndqn_agents::qnet::NormOptions {
+            norm: NormOptions {
                 layer_norm_axes: self.agent.layer_norm_axes,
                 spectral_layers: self.agent.spectral_norm_layers,
             },

@@ -213,6 +213,25 @@ fn a_full_disk_stops_the_run_cleanly_naming_the_file() {
     assert!(o.status.success() && !text(&o).contains("NaN"), "{}", text(&o));
 }
 
+/// `wndqn train` on `config` into `runs` with actor 0 stuck (`WNDQN_FAULT=stall-actor0`),
+/// started once its run folder exists and `settle` has passed since.
+fn stalled_run(config: &str, runs: &Path, sets: &[&str], settle: Duration) -> Child {
+    let child = bin()
+        .args(train_args(config, runs, sets))
+        .env("WNDQN_FAULT", "stall-actor0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while std::fs::read_dir(runs).unwrap().flatten().next().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(90), "the run never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(settle);
+    child
+}
+
 #[test]
 #[cfg_attr(
     not(feature = "fault-injection"),
@@ -223,18 +242,7 @@ fn a_second_ctrl_c_apart_in_time_exits_at_once_and_quietly() {
     let sets = ["replay.warmup_steps=300", "replay.capacity=5000", "learner.exclusive_cpu=false"];
     // Actor 0 never answers, so the first request cannot end the run before the second comes;
     // actor 1 keeps acting inside libtorch while the signals arrive.
-    let child = bin()
-        .args(train_args("configs/pong.toml", runs.path(), &sets))
-        .env("WNDQN_FAULT", "stall-actor0")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while std::fs::read_dir(runs.path()).unwrap().flatten().next().is_none() || t0.elapsed() < Duration::from_secs(5) {
-        assert!(t0.elapsed() < Duration::from_secs(90), "the run never started");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    let child = stalled_run("configs/pong.toml", runs.path(), &sets, Duration::from_secs(5));
     let pid = child.id() as i32;
     // SAFETY: kill(2) on a process this test started; no memory is touched.
     unsafe { libc::kill(pid, libc::SIGINT) };
@@ -264,20 +272,7 @@ fn a_second_ctrl_c_apart_in_time_exits_at_once_and_quietly() {
 )]
 fn a_stop_request_ends_the_process_even_when_a_thread_does_not_answer() {
     let runs = tempfile::tempdir().unwrap();
-    let args = train_args("configs/cartpole.toml", runs.path(), &["log.eval_every=0"]);
-    let child = bin()
-        .args(&args)
-        .env("WNDQN_FAULT", "stall-actor0")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let t0 = Instant::now();
-    while std::fs::read_dir(runs.path()).unwrap().flatten().next().is_none() {
-        assert!(t0.elapsed() < Duration::from_secs(60), "the run never started");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_secs(1));
+    let child = stalled_run("configs/cartpole.toml", runs.path(), &["log.eval_every=0"], Duration::from_secs(1));
     // SAFETY: kill(2) on a process this test started; no memory is touched.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let (o, took) = wait_within(child, Duration::from_secs(60));

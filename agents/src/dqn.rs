@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Reduction, Tensor};
 
-use crate::explicit::{data, f32s};
+use crate::kernels::{data, f32s};
 use crate::layers::Operands;
 use crate::optim::{Optimizer, OptimizerKind};
 use crate::qnet::{QNetConfig, QNetwork, TrainPass};
@@ -426,8 +426,9 @@ pub fn load_snapshot(vs: &nn::VarStore, snap: &[(String, Tensor)]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::normalization::Variant;
     use crate::optim::{Adam, Adamax, RmsProp};
-    use crate::qnet::{Arch, Variant};
+    use crate::qnet::Arch;
 
     fn setup(double: bool) -> Dqn {
         setup_variant(double, Variant::Plain, 0)
@@ -538,7 +539,7 @@ mod tests {
         // it from its last fused optimizer step (summed in f64), the loaded one computes it (in
         // f32), which may differ in the last bit.
         let (sa, sc) = (a.update(&b), c.update(&b));
-        if variant.weight_normed() && variant != Variant::WeightNormProjected {
+        if variant.recipe().weight_normed() && !variant.recipe().projected {
             assert!((sa.loss - sc.loss).abs() <= 1e-6 * sa.loss.abs(), "{variant:?}: {} vs {}", sa.loss, sc.loss);
         } else {
             assert_eq!(sa.loss.to_bits(), sc.loss.to_bits(), "{variant:?}: {} vs {}", sa.loss, sc.loss);
@@ -755,15 +756,7 @@ mod tests {
 
     /// The Nature CNN on Atari frames (4 x 84 x 84, 6 actions).
     fn nature(variant: Variant, dueling: bool) -> QNetConfig {
-        QNetConfig {
-            arch: Arch::Nature,
-            variant,
-            dueling,
-            obs_shape: vec![4, 84, 84],
-            num_actions: 6,
-            hidden: 0,
-            norm: Default::default(),
-        }
+        QNetConfig::nature(variant, dueling)
     }
 
     /// Double DQN with the Huber loss, gradients clipped at `clip`, a hard target sync every

@@ -1,12 +1,12 @@
 //! `wndqn-agents`: everything that learns. No threads here.
 //!
+//! - [`normalization`]: the variants (`plain`, `weight_norm`, `layer_norm`, `spectral_norm`,
+//!   ...) and the one breakdown of each into what its layers do.
 //! - [`layers`]: linear/conv layers, plain, weight-normalized (+ mean-only batch norm, or with
 //!   fixed norms) or spectrally normalized, optionally layer-normalized, with the paper's
 //!   data-dependent initialization.
 //! - [`qnet`]: the Nature CNN, MinAtar's network and an MLP in the named variants (`plain`,
 //!   `weight_norm`, `layer_norm`, `spectral_norm`, ...).
-//! - [`reparam`]: weight and spectral norm of small layers as loops around a plain training
-//!   pass (CPU).
 //! - [`explicit`]: the training pass of a small network with its backward pass written out
 //!   (CPU).
 //! - [`diagnostics`]: weight norms, effective step sizes, dormant units and feature rank.
@@ -18,6 +18,7 @@
 //!   one trait, with saveable state and one-pass CPU kernels.
 //! - [`replay`]: replay memory (frames stored once; vector observations) and the batches it
 //!   hands a learner's device.
+//! - `kernels`: the CPU loops' common parts (element types, AVX2 builds, slices of tensors).
 //! - [`ext`]: only the FFI: what tch lacks of libtorch, in C++ (`csrc/`): multi-tensor
 //!   optimizer kernels, CUDA graphs and a copy stream, bf16 casts, the intra-op parallel loop.
 //! - [`schedule`]: exploration schedules.
@@ -28,10 +29,11 @@ pub mod dqn;
 pub mod explicit;
 pub mod ext;
 pub mod graphed;
+mod kernels;
 pub mod layers;
+pub mod normalization;
 pub mod optim;
 pub mod policy;
 pub mod qnet;
-pub mod reparam;
 pub mod replay;
 pub mod schedule;

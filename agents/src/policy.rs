@@ -83,7 +83,8 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::qnet::{Arch, Variant};
+    use crate::normalization::Variant;
+    use crate::qnet::Arch;
     use rand::SeedableRng;
 
     fn cfg() -> QNetConfig {

@@ -5,121 +5,10 @@
 use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
-use crate::explicit::{f32s, f32s_mut, LayerTape};
-use crate::layers::{rectified, Compute, Layer, LayerConfig, LayerNormAxes, Operands, Param};
-
-/// Network parameterization and initialization, by name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash, PartialOrd, Ord)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "clap", derive(clap::ValueEnum), value(rename_all = "snake_case"))]
-pub enum Variant {
-    /// Standard parameterization and PyTorch's default init.
-    Plain,
-    /// Weight norm with the data-dependent init (the paper's method).
-    WeightNorm,
-    /// Weight norm, no data-dependent init.
-    WeightNormNoinit,
-    /// Weight norm, data-dependent init, mean-only batch norm.
-    WeightNormMobn,
-    /// Plain weights, layer norm before every hidden nonlinearity.
-    LayerNorm,
-    /// Spectral norm on the layers [`NormOptions::spectral_layers`] names, plain elsewhere.
-    SpectralNorm,
-    /// Weight norm, data-dependent init, every `||v||` kept at its initial value.
-    WeightNormProjected,
-}
-
-/// Where spectral norm goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SpectralLayers {
-    /// The hidden dense layer(s) feeding the output (Gogianu et al. 2021).
-    #[default]
-    Penultimate,
-    /// Every layer, the output layer included.
-    All,
-}
-
-impl SpectralLayers {
-    /// The config name.
-    pub fn name(self) -> &'static str {
-        match self {
-            SpectralLayers::Penultimate => "penultimate",
-            SpectralLayers::All => "all",
-        }
-    }
-}
-
-/// Settings of the normalizations that have any.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct NormOptions {
-    /// What a convolution's layer norm normalizes over (`layer_norm`).
-    pub layer_norm_axes: LayerNormAxes,
-    /// Which layers are spectrally normalized (`spectral_norm`).
-    pub spectral_layers: SpectralLayers,
-}
-
-impl Variant {
-    /// Every variant.
-    pub const ALL: [Variant; 7] = [
-        Variant::Plain,
-        Variant::WeightNorm,
-        Variant::WeightNormNoinit,
-        Variant::WeightNormMobn,
-        Variant::LayerNorm,
-        Variant::SpectralNorm,
-        Variant::WeightNormProjected,
-    ];
-
-    /// The config/CLI name (`weight_norm`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Variant::Plain => "plain",
-            Variant::WeightNorm => "weight_norm",
-            Variant::WeightNormNoinit => "weight_norm_noinit",
-            Variant::WeightNormMobn => "weight_norm_mobn",
-            Variant::LayerNorm => "layer_norm",
-            Variant::SpectralNorm => "spectral_norm",
-            Variant::WeightNormProjected => "weight_norm_projected",
-        }
-    }
-
-    /// Parse a name.
-    pub fn from_name(s: &str) -> Option<Variant> {
-        Variant::ALL.into_iter().find(|v| v.name() == s)
-    }
-
-    /// Whether the variant runs the data-dependent init before learning.
-    pub fn data_init(self) -> bool {
-        matches!(self, Variant::WeightNorm | Variant::WeightNormMobn | Variant::WeightNormProjected)
-    }
-
-    /// Whether the variant uses weight norm's `g v / ||v||`.
-    pub fn weight_normed(self) -> bool {
-        matches!(self.param(), Param::WeightNorm { .. })
-    }
-
-    /// The parameterization of every layer (spectral norm's plain layers aside).
-    fn param(self) -> Param {
-        match self {
-            Variant::Plain | Variant::LayerNorm => Param::Plain,
-            Variant::WeightNorm | Variant::WeightNormNoinit | Variant::WeightNormProjected => {
-                Param::WeightNorm { mean_only_bn: false }
-            }
-            Variant::WeightNormMobn => Param::WeightNorm { mean_only_bn: true },
-            Variant::SpectralNorm => Param::Spectral,
-        }
-    }
-
-    /// Layer settings for one layer; `penultimate` and `output` say where it sits.
-    fn layer_config(self, opts: &NormOptions, penultimate: bool) -> LayerConfig {
-        let param = match (self.param(), opts.spectral_layers) {
-            (Param::Spectral, SpectralLayers::Penultimate) if !penultimate => Param::Plain,
-            (p, _) => p,
-        };
-        LayerConfig { param, project: self == Variant::WeightNormProjected, ..Default::default() }
-    }
-}
+use crate::explicit::LayerTape;
+use crate::kernels::{f32s, f32s_mut};
+use crate::layers::{rectified, Compute, Layer, Operands};
+use crate::normalization::{NormOptions, Variant};
 
 /// Network body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -177,6 +66,20 @@ pub struct Product {
 }
 
 impl QNetConfig {
+    /// The Nature network on 4 x 84 x 84 frames with 6 actions (the tests' network).
+    #[cfg(test)]
+    pub(crate) fn nature(variant: Variant, dueling: bool) -> QNetConfig {
+        QNetConfig {
+            arch: Arch::Nature,
+            variant,
+            dueling,
+            obs_shape: vec![4, 84, 84],
+            num_actions: 6,
+            hidden: 0,
+            norm: Default::default(),
+        }
+    }
+
     /// Every layer's [`Product`], in layer order (as [`QNetwork::new`] builds them).
     pub fn products(&self) -> Vec<Product> {
         let mut out = Vec::new();
@@ -266,10 +169,11 @@ impl QNetwork {
     /// Build under `p` (variables named `conv0.v`, `fc0.g`, `q.bias`, ...).
     pub fn new(p: &nn::Path, cfg: &QNetConfig) -> QNetwork {
         let (variant, opts) = (cfg.variant, cfg.norm);
-        let lc = variant.layer_config(&opts, false);
+        let recipe = variant.recipe();
+        let lc = recipe.layer(&opts, false);
         // Layer norm before every hidden nonlinearity: on every layer but the outputs.
         let hidden = |mut l: Layer, name: &str, out_shape: &[i64]| {
-            if variant == Variant::LayerNorm {
+            if recipe.layer_norm {
                 l.add_layer_norm(&p.sub(name).sub("ln"), out_shape, opts.layer_norm_axes);
             }
             l
@@ -307,7 +211,7 @@ impl QNetwork {
             Arch::Minatar => 128,
             Arch::Mlp => cfg.hidden,
         };
-        let pen = variant.layer_config(&opts, true);
+        let pen = recipe.layer(&opts, true);
         let penultimate = |name: &str| hidden(Layer::linear(&p.sub(name), feat, width, pen), name, &[width]);
         let mut heads = Vec::new();
         if cfg.dueling {
@@ -416,7 +320,7 @@ impl QNetwork {
 
     /// Whether training passes normalize with statistics of the batch (mean-only BN).
     pub fn uses_batch_statistics(&self) -> bool {
-        self.cfg.variant == Variant::WeightNormMobn
+        self.cfg.variant.recipe().uses_batch_statistics()
     }
 
     fn explicit_forward_(&self, obs: &Tensor, ops: &[Operands], keep: i64) -> (Tensor, NetTape) {
@@ -686,20 +590,12 @@ impl QNetwork {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::normalization::{LayerNormAxes, SpectralLayers};
     use tch::Device;
 
     fn nature(variant: Variant, dueling: bool) -> (nn::VarStore, QNetwork) {
         let vs = nn::VarStore::new(Device::Cpu);
-        let cfg = QNetConfig {
-            arch: Arch::Nature,
-            variant,
-            dueling,
-            obs_shape: vec![4, 84, 84],
-            num_actions: 6,
-            hidden: 0,
-            norm: Default::default(),
-        };
-        let net = QNetwork::new(&vs.root(), &cfg);
+        let net = QNetwork::new(&vs.root(), &QNetConfig::nature(variant, dueling));
         (vs, net)
     }
 

@@ -12,9 +12,9 @@ use std::process::{Command, Stdio};
 use serde_json::{json, Value};
 use tch::{Device, Kind, Tensor};
 use wndqn_agents::dqn::{Dqn, DqnConfig, Loss, TargetUpdate};
-use wndqn_agents::layers::LayerNormAxes;
+use wndqn_agents::normalization::{LayerNormAxes, NormOptions, SpectralLayers, Variant};
 use wndqn_agents::optim::{Adam, OptimizerKind, RmsProp};
-use wndqn_agents::qnet::{Arch, NormOptions, QNetConfig, SpectralLayers, Variant};
+use wndqn_agents::qnet::{Arch, QNetConfig};
 use wndqn_agents::replay::TensorBatch;
 
 const UPDATES: usize = 12;

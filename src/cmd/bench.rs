@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 use wndqn_agents::dqn::{Dqn, DqnConfig};
-use wndqn_agents::qnet::{Arch, QNetConfig, Variant};
+use wndqn_agents::normalization::Variant;
+use wndqn_agents::qnet::{Arch, QNetConfig};
 use wndqn_agents::replay::{BatchPrep, FrameMemory, ObsRef, TensorBatch, Transition};
 use wndqn_envs::{make_env, EnvConfig, EnvId};
 

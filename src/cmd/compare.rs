@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use wndqn_agents::qnet::Variant;
+use wndqn_agents::normalization::Variant;
 
 use crate::plot::{line_plot, Series, PALETTE};
 use crate::results::{self, RunResult};

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use wndqn_agents::qnet::Variant;
+use wndqn_agents::normalization::Variant;
 
 use crate::device::DeviceArg;
 use crate::train::{Request, RunOptions, Target};

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 use clap::ValueEnum;
-use wndqn_agents::qnet::Variant;
+use wndqn_agents::normalization::Variant;
 
 use super::record::{self, RunRecord};
 use super::spec::{Plan, RunSpec, ScoreRange, Stage};

@@ -42,7 +42,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use wndqn_agents::qnet::Variant;
+use wndqn_agents::normalization::Variant;
 
 use super::grid::Axis;
 use crate::config::Config;

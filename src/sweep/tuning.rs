@@ -15,7 +15,7 @@
 //! - **Ranking**: at each point, which variants' IQM intervals lie wholly above another's.
 
 use anyhow::{bail, Result};
-use wndqn_agents::qnet::Variant;
+use wndqn_agents::normalization::Variant;
 
 use super::grid::Point;
 use super::scoring::Scored;

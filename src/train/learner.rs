@@ -375,7 +375,8 @@ pub fn learner_thread(
 mod tests {
     use super::*;
     use tch::{Kind, Tensor};
-    use wndqn_agents::qnet::{Arch, Variant};
+    use wndqn_agents::normalization::Variant;
+    use wndqn_agents::qnet::Arch;
 
     fn dqn() -> Dqn {
         tch::manual_seed(0);

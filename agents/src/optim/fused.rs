@@ -1,65 +1,16 @@
 //! One-pass CPU kernels for the optimizer rules (Adam, Adamax, RMSProp) and the gradient norm.
 //!
-//! Why: written with tensor ops, an Adam step over the Nature network's 1.7M weights makes about
-//! ten passes over memory (lerp, square, lerp, sqrt, div, add, mul, addcdiv, and two more for
-//! gradient clipping), each a separate libtorch kernel with its own temporaries; libtorch's fused
-//! Adam is not reachable from `tch`. These loops read each element once, keep it in registers,
-//! and fold the clipping coefficient into the gradient read. Measured on the Nature network
-//! (2-core CPU, per update, clipping + step): 1.0 ms instead of 2.9 ms (plain) and 0.9 ms
-//! instead of 1.9 ms (weight norm); `wndqn bench learner` shows it in updates/s.
+//! Why: written with tensor ops, an Adam step makes about ten passes over memory (lerp, square,
+//! lerp, sqrt, div, add, mul, addcdiv, and two more for gradient clipping), each a separate
+//! libtorch kernel with its own temporaries; libtorch's fused Adam is not reachable from `tch`.
+//! These loops read each element once, keep it in registers, and fold the clipping coefficient
+//! into the gradient read (docs/BENCHMARKS.md has what that buys).
 //!
 //! The arithmetic follows `torch.optim` element by element (f32 and f64); the optimizer tests
-//! check the trajectories against PyTorch. Rust never contracts `a * b + c` into an FMA on its
-//! own, so the AVX2 build of a loop rounds exactly like the baseline one.
-//!
-//! Except below `f32::MIN_POSITIVE`: the kernels run with denormals flushed to zero (MXCSR's FTZ
-//! and DAZ, what `torch.set_flush_denormal(True)` sets). The state of a weight whose gradient
-//! stays zero (a dead unit's) decays geometrically through the denormal range, and each
-//! denormal operand costs the CPU a microcode assist: measured on the MinAtar network with the
-//! preset's RMSProp (2-core Intel Xeon, AVX-512, one thread), the RMSProp pass took 22% of an
-//! update with them and 4% without, 411 against 590 updates/s in all.
+//! check the trajectories against PyTorch. They run through [`crate::kernels::dispatch`]: an
+//! AVX2 build where the CPU has one, denormals flushed to zero.
 
-use std::ops::{Add, Div, Mul, Sub};
-
-/// The element types the kernels run on.
-pub(crate) trait Real:
-    Copy + PartialOrd + Add<Output = Self> + Sub<Output = Self> + Mul<Output = Self> + Div<Output = Self>
-{
-    fn of(x: f64) -> Self;
-    fn to_f64(self) -> f64;
-    fn sqrt(self) -> Self;
-    fn abs(self) -> Self;
-}
-
-impl Real for f32 {
-    fn of(x: f64) -> Self {
-        x as f32
-    }
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    fn sqrt(self) -> Self {
-        f32::sqrt(self)
-    }
-    fn abs(self) -> Self {
-        f32::abs(self)
-    }
-}
-
-impl Real for f64 {
-    fn of(x: f64) -> Self {
-        x
-    }
-    fn to_f64(self) -> f64 {
-        self
-    }
-    fn sqrt(self) -> Self {
-        f64::sqrt(self)
-    }
-    fn abs(self) -> Self {
-        f64::abs(self)
-    }
-}
+use crate::kernels::{dispatch, Real};
 
 /// Adam hyper-parameters for one step (`torch.optim.Adam`, `foreach=False`).
 #[derive(Clone, Copy)]
@@ -134,67 +85,6 @@ impl Pass {
         }
     }
 }
-
-/// Denormal operands and results flushed to zero on this thread while it lives (MXCSR's DAZ
-/// and FTZ bits); the thread's earlier mode is restored when it is dropped.
-pub(crate) struct FlushDenormals {
-    #[cfg(target_arch = "x86_64")]
-    saved: u32,
-}
-
-impl FlushDenormals {
-    pub(crate) fn on() -> FlushDenormals {
-        #[cfg(target_arch = "x86_64")]
-        {
-            const FTZ_DAZ: u32 = 0x8040;
-            let mut saved = 0u32;
-            // SAFETY: stmxcsr/ldmxcsr read and write this thread's SSE control register through a
-            // valid 4-byte location; only the two flush bits change.
-            unsafe {
-                std::arch::asm!("stmxcsr [{}]", in(reg) &mut saved, options(nostack, preserves_flags));
-                let set = saved | FTZ_DAZ;
-                std::arch::asm!("ldmxcsr [{}]", in(reg) &set, options(nostack, preserves_flags, readonly));
-            }
-            FlushDenormals { saved }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        FlushDenormals {}
-    }
-}
-
-impl Drop for FlushDenormals {
-    fn drop(&mut self) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `on`: the mode this thread had before.
-        unsafe {
-            std::arch::asm!("ldmxcsr [{}]", in(reg) &self.saved, options(nostack, preserves_flags, readonly));
-        }
-    }
-}
-
-/// Runs `f` compiled for AVX2 where the CPU has it (8 f32 lanes instead of 4), with denormals
-/// flushed to zero (see the module doc).
-macro_rules! dispatch {
-    ($name:ident, $generic:ident, ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
-        pub(crate) fn $name<T: $crate::optim::fused::Real>($($arg: $ty),*) -> $ret {
-            let _flush = $crate::optim::fused::FlushDenormals::on();
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx2")]
-                unsafe fn wide<T: $crate::optim::fused::Real>($($arg: $ty),*) -> $ret {
-                    $generic($($arg),*)
-                }
-                if std::is_x86_feature_detected!("avx2") {
-                    // SAFETY: the CPU supports AVX2 (checked just above).
-                    return unsafe { wide($($arg),*) };
-                }
-            }
-            $generic($($arg),*)
-        }
-    };
-}
-
-pub(crate) use dispatch;
 
 #[inline(always)]
 fn sum_sq_generic<T: Real>(g: &[T]) -> f64 {

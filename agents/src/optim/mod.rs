@@ -19,7 +19,7 @@ use std::path::Path;
 
 use tch::{Kind, Tensor};
 
-use crate::explicit::data;
+use crate::kernels::data;
 
 pub(crate) mod fused;
 mod rules;
@@ -77,7 +77,7 @@ impl RowProjection {
     ///
     /// # Safety
     /// `T` must be the element type of both (contiguous CPU) tensors.
-    unsafe fn coefs<T: fused::Real>(&self) -> (Vec<f64>, f64) {
+    unsafe fn coefs<T: crate::kernels::Real>(&self) -> (Vec<f64>, f64) {
         // SAFETY: the caller's contract.
         let (d, n) = unsafe { (data::<T>(&self.dots), data::<T>(&self.norms)) };
         let coef = d.iter().zip(n).map(|(&d, &n)| -(d.to_f64() / (n.to_f64() * n.to_f64()))).collect();
@@ -489,7 +489,8 @@ impl Optimizer {
     /// The one-pass CPU update of every parameter, its gradients scaled by `gscale` as read,
     /// its pieces spread over the intra-op threads.
     fn step_fused(&mut self, bufs: &[Buffers], pieces: &[Piece], gscale: f64) {
-        use fused::{Pass, Real};
+        use crate::kernels::Real;
+        use fused::Pass;
         self.step += 1;
         self.advance_device_step();
         let pass =

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde_json::json;
-use wndqn_agents::qnet::Variant;
+use wndqn_agents::normalization::Variant;
 
 use super::scoring::{self, Normalize, ScoreKind, Scored};
 use super::spec::{Plan, Stage};

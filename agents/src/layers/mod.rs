@@ -1,105 +1,42 @@
-//! Dense and convolutional layers in two parameterizations, for `tch`.
+//! Dense and convolutional layers for `tch`, plain or normalized, one file a normalization:
 //!
-//! - [`Param::Plain`]: `y = W x + b`, PyTorch's default init (uniform, bound `1/sqrt(fan_in)`).
-//! - [`Param::WeightNorm`]: `w = g v / ||v||` with the norm over every axis but the output axis
-//!   (Salimans & Kingma 2016, eq. 2); `g` has one entry per output unit, `v` the shape of `w`;
-//!   init `v ~ N(0, 0.05²)`, `g = 1`, `b = 0`. Optionally followed by mean-only batch norm
-//!   (paper Section 4): the minibatch mean of the pre-activation is subtracted while training and
-//!   a running mean (kept as a non-trainable variable, so it is checkpointed) when acting.
-//!
-//! - [`Param::Spectral`]: `y = (W / sigma(W)) x + b` (Miyato et al. 2018), `sigma` estimated by
-//!   power iteration on `W` reshaped to `[out, rest]`, with the left and right vectors `u`, `v`
-//!   kept as non-trainable variables (checkpointed, copied with the target network). As PyTorch's
-//!   `parametrizations.spectral_norm`: `u`, `v` start normalized from `N(0, 1)` and 15 iterations
-//!   on the initial `W`; one iteration `u <- W v / ||W v||`, `v <- W^T u / ||W^T u||` (eps 1e-12)
-//!   per training pass ([`Layer::train_operands`]), none in other passes; `sigma = u . W v`, with
-//!   the gradient through `W` and `u`, `v` held constant.
-//!
-//! Weight norm may keep `||v||` fixed ([`LayerConfig::project`]): the initial norms are kept as
-//! a non-trainable variable and every row of `v` is scaled back to them after each optimizer
-//! step ([`Layer::project`]). And any layer may end with layer normalization of its
-//! pre-activation ([`Layer::add_layer_norm`]).
+//! - [`Param::Plain`](crate::normalization::Param): `y = W x + b`, PyTorch's default init
+//!   (uniform, bound `1/sqrt(fan_in)`);
+//! - [`weight_norm`]: `w = g v / ||v||`, with its data-dependent init and its projection to fixed
+//!   norms; [`mean_only_bn`] after it;
+//! - [`spectral`]: `W / sigma(W)` by power iteration;
+//! - [`layer_norm`]: layer norm of the pre-activation, any layer;
+//! - [`patches`]: a first convolution as one product over its patches (MinAtar's);
+//! - [`materialized`]: weight or spectral norm of a small CPU layer as loops around a plain pass;
+//! - [`precision`]: f32, bf16 or TF32 products ([`Compute`]).
 //!
 //! Every layer also supports the data-dependent initialization of Section 3 ([`Layer::data_init`]).
+//! What a variant asks of each layer comes from [`crate::normalization::Recipe`].
+
+mod layer_norm;
+mod materialized;
+mod mean_only_bn;
+mod patches;
+mod precision;
+mod spectral;
+mod weight_norm;
+
+use layer_norm::layer_norm_backward;
+pub use layer_norm::LAYER_NORM_EPS;
+pub use materialized::MAX_WEIGHTS;
+pub use precision::Compute;
+pub use spectral::{SPECTRAL_EPS, SPECTRAL_INIT_ITERS};
+
+use layer_norm::LayerNorm;
+use materialized::{Materialized, Weights};
+use patches::Patches;
+use spectral::normalize;
 
 use tch::{nn, Kind, Tensor};
 
-use crate::explicit::{f32s, f32s_mut, plain_f32, LayerTape};
-use crate::reparam::{Materialized, Weights};
-
-/// How a layer's weight is parameterized.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Param {
-    /// A plain weight matrix / kernel.
-    Plain,
-    /// Weight normalization; `mean_only_bn` adds mean-only batch normalization.
-    WeightNorm {
-        /// Subtract the minibatch mean of the pre-activation (running mean at eval).
-        mean_only_bn: bool,
-    },
-    /// Spectral normalization of a plain weight.
-    Spectral,
-}
-
-/// Epsilon of the power iteration's normalizations (PyTorch's `spectral_norm`).
-pub const SPECTRAL_EPS: f64 = 1e-12;
-/// Power iterations on the initial weight (PyTorch's `spectral_norm`).
-pub const SPECTRAL_INIT_ITERS: usize = 15;
-/// Epsilon of layer normalization (PyTorch's and Flax's default).
-pub const LAYER_NORM_EPS: f64 = 1e-5;
-
-/// Which axes a convolution's layer norm normalizes (a dense layer's: its units).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum LayerNormAxes {
-    /// Over the channels at every position, one scale and shift per channel (Flax's
-    /// `nn.LayerNorm` on an NHWC map, as purejaxql's PQN).
-    #[default]
-    Channels,
-    /// Over channels, rows and columns together, one scale and shift per element (PyTorch's
-    /// `nn.LayerNorm([C, H, W])`, as CleanRL's PQN).
-    Chw,
-}
-
-impl LayerNormAxes {
-    /// The config name.
-    pub fn name(self) -> &'static str {
-        match self {
-            LayerNormAxes::Channels => "channels",
-            LayerNormAxes::Chw => "chw",
-        }
-    }
-}
-
-/// Affine layer normalization of a layer's pre-activation.
-#[derive(Debug)]
-struct LayerNorm {
-    /// Scale (init 1) and shift (init 0), shaped as the normalized axes.
-    weight: Tensor,
-    bias: Tensor,
-    /// Normalize a convolution's map over its channels only (permuted to the last axis).
-    channels: bool,
-}
-
-impl LayerNorm {
-    /// Layer-normalize `x` (a pre-activation no one else holds: a pass outside autograd may
-    /// normalize it in place), then a ReLU with `relu`.
-    fn apply(&self, x: &Tensor, relu: bool) -> Tensor {
-        let x = if x.kind() == Kind::Float { x.shallow_clone() } else { x.to_kind(Kind::Float) };
-        if self.in_place(&x, relu) {
-            return x;
-        }
-        let y = if self.channels && x.dim() == 4 {
-            let c = self.weight.size()[0];
-            x.permute([0, 2, 3, 1])
-                .layer_norm([c], Some(&self.weight), Some(&self.bias), LAYER_NORM_EPS, false)
-                .permute([0, 3, 1, 2])
-        } else {
-            x.layer_norm(self.weight.size(), Some(&self.weight), Some(&self.bias), LAYER_NORM_EPS, false)
-        };
-        rectified(y, relu)
-    }
-}
+use crate::explicit::LayerTape;
+use crate::kernels::{f32s, f32s_mut, plain_f32};
+use crate::normalization::{LayerConfig, Param};
 
 /// `y`, through a ReLU (a tensor op) with `relu`.
 pub(crate) fn rectified(y: Tensor, relu: bool) -> Tensor {
@@ -107,121 +44,6 @@ pub(crate) fn rectified(y: Tensor, relu: bool) -> Tensor {
         y.relu()
     } else {
         y
-    }
-}
-
-impl LayerNorm {
-    /// Outside autograd on the CPU, normalize `x` in place by one loop (the explicit pass's
-    /// [`crate::explicit::layer_norm`] over contiguous rows, [`layer_norm_rows`] over a map's
-    /// channels), the ReLU with `relu` in the same loop, instead of ATen's layer norm and
-    /// ReLU; false (nothing done) where that does not apply.
-    ///
-    /// Why: a pass that needs no gradient (the target network's, an actor's) costs a plain
-    /// layer its matrix product and its nonlinearity; ATen's layer norm adds an op of a few
-    /// microseconds per layer and pass (more on a channel axis, which it needs permuted), where
-    /// the loop over a batch of pre-activations (32 x 128 on the MLP) takes about a
-    /// microsecond, and its ReLU costs no op of its own.
-    fn in_place(&self, x: &Tensor, relu: bool) -> bool {
-        if x.requires_grad() || !plain_f32(x) || !plain_f32(&self.weight) || !plain_f32(&self.bias) || x.dim() < 2 {
-            return false;
-        }
-        let size = x.size();
-        // Rows of `n` elements `stride` apart: a unit's, a map's (`chw`), or a position's
-        // channels in an NCHW map (`channels`).
-        let (n, stride) = if self.channels && x.dim() == 4 {
-            (size[1] as usize, (size[2] * size[3]) as usize)
-        } else {
-            ((x.numel() / size[0] as usize), 1)
-        };
-        if self.weight.numel() != n {
-            return false;
-        }
-        // SAFETY: contiguous CPU f32 tensors (checked); `x` is a fresh pre-activation outside
-        // autograd that only this call reads and writes, the affine parameters are not written
-        // during a forward pass.
-        let (data, w, b) = unsafe { (f32s_mut(x), f32s(&self.weight), f32s(&self.bias)) };
-        if stride == 1 {
-            let mut rstd = vec![0f32; data.len() / n];
-            crate::explicit::layer_norm(data, w, b, LAYER_NORM_EPS, relu, &mut [], &mut rstd);
-        } else {
-            layer_norm_rows::<f32>(data, w, b, n, stride, LAYER_NORM_EPS, relu);
-        }
-        true
-    }
-}
-
-/// Layer norm in place over rows of `n` elements `stride` apart (blocks of `n * stride`
-/// elements hold `stride` interleaved rows, as a position's channels in an NCHW map):
-/// `(x - mean) / sqrt(var + eps) * w + b`, with the biased variance, as
-/// `torch.nn.functional.layer_norm`, then `max(., 0)` with `relu`. The interleaved rows are
-/// walked side by side (the loops vectorize across them).
-#[inline(always)]
-fn layer_norm_rows_generic<T: crate::optim::fused::Real>(
-    x: &mut [T],
-    w: &[T],
-    b: &[T],
-    n: usize,
-    stride: usize,
-    eps: f64,
-    relu: bool,
-) {
-    let zero = T::of(0.0);
-    let inv_n = T::of(1.0 / n as f64);
-    let (mut mean, mut rstd) = (vec![zero; stride], vec![zero; stride]);
-    for block in x.chunks_exact_mut(n * stride) {
-        mean.fill(zero);
-        rstd.fill(zero);
-        for row in block.chunks_exact(stride) {
-            for (m, &e) in mean.iter_mut().zip(row) {
-                *m = *m + e;
-            }
-        }
-        mean.iter_mut().for_each(|m| *m = *m * inv_n);
-        for row in block.chunks_exact(stride) {
-            for ((v, &m), &e) in rstd.iter_mut().zip(&mean).zip(row) {
-                *v = *v + (e - m) * (e - m);
-            }
-        }
-        rstd.iter_mut().for_each(|v| *v = T::of(1.0 / ((*v * inv_n).to_f64() + eps).sqrt()));
-        for (i, row) in block.chunks_exact_mut(stride).enumerate() {
-            let (wi, bi) = (w[i], b[i]);
-            for ((e, &m), &r) in row.iter_mut().zip(&mean).zip(&rstd) {
-                let y = (*e - m) * r * wi + bi;
-                *e = if !relu || y > zero { y } else { zero };
-            }
-        }
-    }
-}
-
-crate::optim::fused::dispatch!(layer_norm_rows, layer_norm_rows_generic, (x: &mut [T], w: &[T], b: &[T], n: usize, stride: usize, eps: f64, relu: bool) -> ());
-
-/// What a layer computes its convolution or matrix product in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Compute {
-    /// f32 throughout.
-    #[default]
-    F32,
-    /// bf16 inputs and weights for the convolution or matrix product, as autocast casts them,
-    /// and bf16 activations between layers; the weights themselves, the weight-norm norms and
-    /// scales, the batch means and the biases stay f32 (a scale, mean or bias is cast to bf16
-    /// only where it meets the activation). `channels_last` runs convolutions in channels-last
-    /// memory format, the layout oneDNN's bf16 kernels are fastest in.
-    Bf16 {
-        /// Convolutions in channels-last memory format.
-        channels_last: bool,
-    },
-}
-
-impl Compute {
-    /// `t` in this computation's dtype (and layout, for a convolution's 4-d operands).
-    fn operand(self, t: &Tensor, conv: bool) -> Tensor {
-        match self {
-            Compute::F32 => t.shallow_clone(),
-            Compute::Bf16 { channels_last } => {
-                let cl = channels_last && conv && t.dim() == 4;
-                crate::ext::precision::to(t, Kind::BFloat16, cl).unwrap_or_else(|_| t.to_kind(Kind::BFloat16))
-            }
-        }
     }
 }
 
@@ -275,30 +97,6 @@ impl Operands {
     }
 }
 
-/// Layer settings, with tch-style defaults.
-#[derive(Debug, Clone, Copy)]
-pub struct LayerConfig {
-    /// Parameterization.
-    pub param: Param,
-    /// Momentum of the mean-only BN running mean (`running = m * running + (1-m) * batch`).
-    pub bn_momentum: f64,
-    /// Std of the initial `v` entries (paper: 0.05).
-    pub v_init_std: f64,
-    /// Weight norm only: keep every row of `v` at its initial norm ([`Layer::project`]).
-    pub project: bool,
-}
-
-impl Default for LayerConfig {
-    fn default() -> Self {
-        LayerConfig {
-            param: Param::WeightNorm { mean_only_bn: false },
-            bn_momentum: 0.9,
-            v_init_std: 0.05,
-            project: false,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 enum Op {
     Linear,
@@ -341,107 +139,6 @@ struct ExplicitGrads {
     bias: Tensor,
     /// Layer norm's scale and shift.
     ln: Option<(Tensor, Tensor)>,
-}
-
-/// A convolution computed as `patches(x) W^T + b`: one gather ([`Patches::gather`]) collects
-/// every output position's receptive field (`[B * OH * OW, C * k * k]`) and one `addmm` multiplies it by the
-/// kernel seen as a `[out, C * k * k]` matrix; the result is the `[B, out, OH, OW]` map.
-///
-/// Why: for MinAtar's conv (16 3x3 filters on a 10x10 map, 2.4 MFLOP at batch 32) oneDNN's
-/// convolution is mostly fixed cost, creating its primitives on each call: in PyTorch's own
-/// profile of the MinAtar update (1 thread, AMD EPYC) the three forward convolutions took 88 us
-/// each and the weight-gradient pass 169 us, about a fifth of the update. The patch product
-/// costs two small kernels each way, and its backward is one matrix product (the input's
-/// gradient is not needed). For large maps (Nature's 84x84 frames) the patches are big and
-/// oneDNN's direct convolution is the faster one, so the network chooses per layer.
-#[derive(Debug)]
-struct Patches {
-    /// Flat input offsets (`c * H * W + y * W + x`), output position-major then `c, ky, kx`.
-    index: Tensor,
-    /// Where each row of a kernel's window starts (`kernel` contiguous input elements), in
-    /// the order of `index`: the CPU's gather copies whole rows.
-    runs: Vec<usize>,
-    kernel: usize,
-    /// Output rows and columns.
-    out_hw: (i64, i64),
-}
-
-impl Patches {
-    fn new(in_shape: [i64; 3], kernel: i64, stride: i64, device: tch::Device) -> Patches {
-        let [c, h, w] = in_shape;
-        let (oh, ow) = ((h - kernel) / stride + 1, (w - kernel) / stride + 1);
-        let mut index = Vec::with_capacity((oh * ow * c * kernel * kernel) as usize);
-        for oy in 0..oh {
-            for ox in 0..ow {
-                for ci in 0..c {
-                    for ky in 0..kernel {
-                        for kx in 0..kernel {
-                            index.push(ci * h * w + (oy * stride + ky) * w + ox * stride + kx);
-                        }
-                    }
-                }
-            }
-        }
-        let runs = index.iter().step_by(kernel as usize).map(|&i| i as usize).collect();
-        let index = Tensor::from_slice(&index).to_device(device);
-        Patches { index, runs, kernel: kernel as usize, out_hw: (oh, ow) }
-    }
-
-    /// Every output position's receptive field, `[B * OH * OW, C * k * k]`. On the CPU (f32,
-    /// contiguous) by one loop: ATen's `index_select` took 6% of a MinAtar update (three
-    /// gathers per update, about 3.6 ns an element).
-    fn gather(&self, x: &Tensor) -> Tensor {
-        let b = x.size()[0];
-        let rows = b * self.out_hw.0 * self.out_hw.1;
-        if !plain_f32(x) {
-            return x.reshape([b, -1]).index_select(1, &self.index).view([rows, -1]);
-        }
-        let n = self.runs.len() * self.kernel;
-        let cols = Tensor::empty([b, n as i64], (Kind::Float, tch::Device::Cpu));
-        // SAFETY: `x` is contiguous CPU f32 (checked) and only read; `cols` is a new buffer.
-        let (src, dst) = unsafe { (f32s(x), f32s_mut(&cols)) };
-        let per = src.len() / b as usize;
-        /// Window rows of `K` elements (a constant, so that each copy is a few moves; one
-        /// function taking `k` as an argument, called with a literal 3, measured slower on the
-        /// MinAtar update: 924-955 against 970-980 updates/s).
-        fn copy_rows<const K: usize>(src: &[f32], dst: &mut [f32], runs: &[usize], per: usize) {
-            for (xs, out) in src.chunks_exact(per).zip(dst.chunks_exact_mut(runs.len() * K)) {
-                for (o, &r) in out.chunks_exact_mut(K).zip(runs) {
-                    o.copy_from_slice(&xs[r..r + K]);
-                }
-            }
-        }
-        match self.kernel {
-            3 => copy_rows::<3>(src, dst, &self.runs, per),
-            k => {
-                for (xs, out) in src.chunks_exact(per).zip(dst.chunks_exact_mut(n)) {
-                    for (o, &r) in out.chunks_exact_mut(k).zip(&self.runs) {
-                        o.copy_from_slice(&xs[r..r + k]);
-                    }
-                }
-            }
-        }
-        cols.view([rows, -1])
-    }
-
-    fn conv(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Tensor {
-        let (b, out) = (x.size()[0], w.size()[0]);
-        let (oh, ow) = self.out_hw;
-        let cols = self.gather(x);
-        let wt = w.reshape([out, -1]).tr();
-        let y = match bias {
-            Some(bias) => bias.addmm(&cols, &wt),
-            None => cols.mm(&wt),
-        };
-        // Contiguous NCHW: the nonlinearity's backward and the flatten that follow run on
-        // dense tensors of one layout (mixed layouts put them on a scalar path).
-        y.view([b, oh, ow, out]).permute([0, 3, 1, 2]).contiguous()
-    }
-}
-
-/// `x / max(||x||, eps)`, as `F.normalize`.
-fn normalize(x: &Tensor) -> Tensor {
-    x / x.norm().clamp_min(SPECTRAL_EPS)
 }
 
 fn fan_in(dims: &[i64]) -> i64 {
@@ -508,61 +205,6 @@ impl Layer {
         layer
     }
 
-    /// Layer-normalize this layer's pre-activation (before its nonlinearity), with an affine
-    /// scale and shift under `p`: `out_shape` is the pre-activation's shape without the batch
-    /// axis (`[units]` or `[C, H, W]`); a convolution's `axes` say what is normalized.
-    pub fn add_layer_norm(&mut self, p: &nn::Path, out_shape: &[i64], axes: LayerNormAxes) {
-        let channels = matches!(self.op, Op::Conv2d { .. }) && axes == LayerNormAxes::Channels;
-        let shape = if channels { &out_shape[..1] } else { out_shape };
-        self.layer_norm = Some(LayerNorm {
-            weight: p.var("weight", shape, nn::Init::Const(1.0)),
-            bias: p.var("bias", shape, nn::Init::Const(0.0)),
-            channels,
-        });
-    }
-
-    /// Compute this convolution as a matrix product over its input's patches (see [`Patches`])
-    /// whenever its input needs no gradient; `in_shape` is the input's `[C, H, W]`. The same
-    /// function as the convolution (up to f32 summation order), on any device.
-    pub fn use_patch_product(&mut self, in_shape: [i64; 3]) {
-        if let Op::Conv2d { stride } = self.op {
-            let kernel = self.weight.size()[2];
-            self.patches = Some(Patches::new(in_shape, kernel, stride, self.weight.device()));
-        }
-    }
-
-    /// Whether the weight is spectrally normalized.
-    pub fn is_spectral(&self) -> bool {
-        self.spectral.is_some()
-    }
-
-    /// One power iteration on `W` (spectral norm only), in place on `u` and `v`
-    /// (`u <- W v / ||W v||`, `v <- W^T u / ||W^T u||`); returns the new `sigma = u . W v`,
-    /// which is `||W^T u||`, outside autograd. None for other layers.
-    fn power_iteration(&self) -> Option<Tensor> {
-        let (u, v) = self.spectral.as_ref()?;
-        Some(tch::no_grad(|| {
-            let w = self.weight.detach().flatten(1, -1);
-            u.shallow_clone().copy_(&normalize(&w.mv(v)));
-            let wtu = w.tr().mv(u);
-            let sigma = wtu.norm();
-            v.shallow_clone().copy_(&(&wtu / sigma.clamp_min(SPECTRAL_EPS)));
-            sigma
-        }))
-    }
-
-    /// Spectral norm's `sigma = u . W v` (differentiable in `W`), None for other layers.
-    pub fn sigma(&self) -> Option<Tensor> {
-        let (u, v) = self.spectral.as_ref()?;
-        Some(u.dot(&self.weight.flatten(1, -1).mv(v)))
-    }
-
-    /// The output scale of a spectral layer, `1 / sigma` for every unit.
-    fn spectral_scale(&self) -> Option<Tensor> {
-        let out = self.weight.size()[0];
-        self.sigma().map(|s| s.reciprocal().repeat([out]))
-    }
-
     /// Compute this layer's weight or spectral norm around its training passes as a plain
     /// layer's, by loops ([`crate::reparam`]): where the weight is small, on the CPU. Returns
     /// whether it does.
@@ -626,7 +268,7 @@ impl Layer {
             // running mean are contiguous CPU f32 (`prepare_explicit`) and written by no one
             // else during the pass.
             let (pre_s, bias, rm) = unsafe { (f32s_mut(&pre), f32s(&ops.bias), f32s_mut(rm)) };
-            let mean = crate::explicit::mean_only_bn(pre_s, bias);
+            let mean = mean_only_bn::mean_only_bn(pre_s, bias);
             let m = self.bn_momentum as f32;
             for (r, x) in rm.iter_mut().zip(mean) {
                 *r = *r * m + x * (1.0 - m);
@@ -645,36 +287,10 @@ impl Layer {
         }
         if relu && ln.is_none() {
             // SAFETY: a fresh contiguous f32 activation of this pass.
-            crate::explicit::relu(unsafe { f32s_mut(&y) });
+            crate::kernels::relu(unsafe { f32s_mut(&y) });
         }
         let input = if keep == batch { input } else { input.narrow(0, 0, input.size()[0] / batch * keep) };
         (y, LayerTape { input, ln })
-    }
-
-    /// Layer norm (then a ReLU with `relu`) in place on `x`, contiguous rows of the normalized
-    /// axes, `batch` samples' worth; keeping `xhat` and `rstd` of the first `keep` samples'
-    /// rows. None without a layer norm.
-    fn layer_norm_explicit(&self, x: &Tensor, keep: i64, batch: i64, relu: bool) -> Option<(Tensor, Vec<f32>)> {
-        let l = self.layer_norm.as_ref()?;
-        let rows = x.numel() / l.weight.numel();
-        let kept = rows / batch as usize * keep as usize;
-        let xhat = Tensor::empty([kept as i64, l.weight.numel() as i64], (Kind::Float, tch::Device::Cpu));
-        let mut rstd = vec![0f32; rows];
-        // SAFETY: `x` is a fresh contiguous f32 activation only this pass holds, `xhat` a new
-        // buffer; the affine parameters are contiguous CPU f32 (`prepare_explicit`).
-        unsafe {
-            crate::explicit::layer_norm(
-                f32s_mut(x),
-                f32s(&l.weight),
-                f32s(&l.bias),
-                LAYER_NORM_EPS,
-                relu,
-                f32s_mut(&xhat),
-                &mut rstd,
-            );
-        }
-        rstd.truncate(kept);
-        Some((xhat, rstd))
     }
 
     /// The explicit training pass's backward step: `d` is `dL/d(output)` of
@@ -698,7 +314,7 @@ impl Layer {
                 // SAFETY: `d` and `xhat` are contiguous f32 activations of this pass, the
                 // parameters and their gradient buffers contiguous CPU f32, all distinct.
                 unsafe {
-                    crate::explicit::layer_norm_backward(
+                    layer_norm_backward(
                         f32s_mut(d),
                         f32s(xhat),
                         rstd,
@@ -711,7 +327,7 @@ impl Layer {
         };
         if let (Some(y), None) = (act, &tape.ln) {
             // SAFETY: `d` is a contiguous f32 gradient of this pass, `y` the layer's output.
-            crate::explicit::relu_backward(unsafe { f32s_mut(&d) }, unsafe { f32s(y) });
+            crate::kernels::relu_backward(unsafe { f32s_mut(&d) }, unsafe { f32s(y) });
         }
         if !channels_first {
             ln_back(&d, &tape.ln);
@@ -725,9 +341,9 @@ impl Layer {
         }
         // SAFETY: `d` is a contiguous f32 gradient of this pass; the bias buffer is ours.
         unsafe {
-            crate::explicit::col_sums(f32s(&d), f32s_mut(&grads.bias));
+            crate::kernels::col_sums(f32s(&d), f32s_mut(&grads.bias));
             if self.running_mean.is_some() {
-                crate::explicit::sub_col_means(f32s_mut(&d), out as usize);
+                mean_only_bn::sub_col_means(f32s_mut(&d), out as usize);
             }
         }
         let _ = d.tr().mm_out(&grads.weight.view([out, -1]), &tape.input);
@@ -802,61 +418,6 @@ impl Layer {
         Operands { w, bias, out_scale: None, wt: None }
     }
 
-    /// Spectral norm's training scale: one power iteration ([`Layer::power_iteration`]), then
-    /// `1 / sigma` for every unit as a leaf of autograd, with `sigma` known from the iteration. Backpropagating through it gives
-    /// `dL/dW` without sigma's share, which [`Layer::complete_spectral_grad`] adds as one
-    /// rank-one update. Why: autograd through `u . W v` passes over `W` three more times (its
-    /// product, the outer product of its backward and the sum into `W`'s gradient); on the
-    /// Nature network's fc1 (1.6M weights) that was a tenth of the update. None for other
-    /// layers.
-    fn spectral_train_scale(&self) -> Option<Tensor> {
-        let sigma = self.power_iteration()?;
-        let out = self.weight.size()[0];
-        Some(tch::no_grad(|| sigma.reciprocal().repeat([out])).set_requires_grad(true))
-    }
-
-    /// After a backward pass through [`Layer::spectral_train_scale`]'s `scale`: add sigma's
-    /// share of `dL/dW`, `(dL/dsigma) u v^T` with `dL/dsigma = -sum(dL/dscale) / sigma^2`, in
-    /// place and without a host read (a captured update runs it too). No-op for other layers or
-    /// before a backward pass.
-    fn complete_spectral_grad(&self, scale: &Tensor) {
-        let Some((u, v)) = &self.spectral else { return };
-        let (sg, wg) = (scale.grad(), self.weight.grad());
-        if !sg.defined() || !wg.defined() {
-            return;
-        }
-        tch::no_grad(|| {
-            let inv = scale.detach().select(0, 0);
-            let coef = -(sg.sum(Kind::Float) * &inv * &inv);
-            let _ = wg.view([self.weight.size()[0], -1]).addr_(&(u * coef), v);
-        });
-    }
-
-    /// Projected weight norm: scale every row of `v` back to its initial norm, after an
-    /// optimizer step; `now` is `||v||` row by row where the caller knows it. No-op elsewhere.
-    pub fn project(&self, now: Option<Tensor>) {
-        if let Some(n0) = &self.norm0 {
-            if let Some(m) = &self.materialized {
-                m.project(&self.weight, n0);
-                return;
-            }
-            tch::no_grad(|| {
-                let now = now.unwrap_or_else(|| self.v_norm());
-                let _ = self.weight.shallow_clone().g_mul_(&self.unit_view(&(n0 / now)));
-            });
-        }
-    }
-
-    /// Projected weight norm's target norms (None elsewhere).
-    pub fn initial_norms(&self) -> Option<&Tensor> {
-        self.norm0.as_ref()
-    }
-
-    /// The layer norm's scale and shift, if it has one.
-    pub fn layer_norm_params(&self) -> Option<(&Tensor, &Tensor)> {
-        self.layer_norm.as_ref().map(|l| (&l.weight, &l.bias))
-    }
-
     /// A dense layer `in_dim -> out_dim` under path `p`.
     pub fn linear(p: &nn::Path, in_dim: i64, out_dim: i64, cfg: LayerConfig) -> Layer {
         Layer::new(p, Op::Linear, &[out_dim, in_dim], cfg)
@@ -888,11 +449,6 @@ impl Layer {
         (1..self.weight.dim() as i64).collect()
     }
 
-    /// `||v||` per output unit (weight norm only), shape `[out]`.
-    pub fn v_norm(&self) -> Tensor {
-        self.weight.norm_scalaropt_dim(2.0, self.norm_dims(), false)
-    }
-
     /// The effective weight `w`: `W`, or `g v / ||v||`.
     pub fn effective_weight(&self) -> Tensor {
         match (&self.g, self.sigma()) {
@@ -919,60 +475,6 @@ impl Layer {
         match self.op {
             Op::Linear => vec![0],
             Op::Conv2d { .. } => vec![0, 2, 3],
-        }
-    }
-
-    /// The per-unit output scale: `g / ||v||` (weight norm), `1 / sigma` (spectral norm, no
-    /// power iteration), None for a plain layer.
-    pub fn wn_scale(&self) -> Option<Tensor> {
-        match &self.g {
-            Some(g) => Some(g / self.v_norm()),
-            None => self.spectral_scale(),
-        }
-    }
-
-    /// The training-time scale `g / ||v||` with `||v||` held constant for autograd, and that
-    /// norm. Backpropagating through it gives the exact `dL/dg` but only the `(g/||v||) dL/dw`
-    /// part of `dL/dv`; the optimizer removes the rest as it steps (`Optimizer::project_rows`,
-    /// with [`Layer::v_grad_dots`]).
-    ///
-    /// Why: autograd through `||v||` (norm backward, a mask for zero norms, and accumulating two
-    /// gradients into `v`) costs several passes over every weight; for the Nature network that
-    /// was 40% of the whole backward pass (13.0 vs 7.9 ms per update for plain, 2 CPU threads).
-    ///
-    /// `known` is `||v||` where the caller has it already (the optimizer's last step summed it:
-    /// `Optimizer::row_norms`), else it is computed here.
-    pub fn wn_scale_const_norm(&self, known: Option<Tensor>) -> Option<(Tensor, Tensor)> {
-        self.g.as_ref().map(|g| {
-            let norm = known.unwrap_or_else(|| tch::no_grad(|| self.v_norm()));
-            (g / &norm, norm)
-        })
-    }
-
-    /// What finishes `dL/dv` after a backward pass through [`Layer::wn_scale_const_norm`]'s
-    /// scale. The paper's eq. 3, `dL/dv = (g/||v||) dL/dw - (g dL/dg / ||v||^2) v`: autograd
-    /// has left the first term in `v.grad`, and the second removes that term's component along
-    /// each row of `v`, whose size is known without a pass over `v`: `v.grad . v = g dL/dg` row
-    /// by row. Returns those products `g dL/dg` (one per output unit), for the optimizer's
-    /// projection (`Optimizer::project_rows`); None for a plain layer or before a backward pass.
-    pub fn v_grad_dots(&self) -> Option<Tensor> {
-        let g = self.g.as_ref()?;
-        let (gg, vg) = (g.grad(), self.weight.grad());
-        if !gg.defined() || !vg.defined() {
-            return None;
-        }
-        Some(tch::no_grad(|| gg * g.detach()))
-    }
-
-    /// Finish `dL/dv` now, in one pass over `v` (see [`Layer::v_grad_dots`]): the tests' check
-    /// of the optimizer's projection against autograd.
-    #[cfg(test)]
-    pub fn complete_v_grad(&self, norm: &Tensor) {
-        if let Some(dots) = self.v_grad_dots() {
-            tch::no_grad(|| {
-                let coef = -(dots / norm.square());
-                let _ = self.weight.grad().addcmul_(&self.weight.detach(), &self.unit_view(&coef));
-            });
         }
     }
 
@@ -1103,6 +605,7 @@ impl Layer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::normalization::LayerNormAxes;
     use tch::{nn, Device};
 
     fn wn() -> LayerConfig {

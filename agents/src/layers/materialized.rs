@@ -24,8 +24,9 @@
 use std::cell::RefCell;
 use tch::{Kind, Tensor};
 
-use crate::explicit::{data, data_mut, sum8};
-use crate::optim::fused::{dispatch, Real};
+use super::spectral::{sn_backward, sn_forward};
+use super::weight_norm::{project, wn_backward, wn_forward};
+use crate::kernels::{data, data_mut, Real};
 
 /// The largest weight (elements) made plain per training pass. Measured, one layer at a time
 /// over plain (`bench learner --vs plain`, AMD EPYC): MinAtar's fc1 (1,600 x 128 = 205k
@@ -78,14 +79,14 @@ pub enum Weights<'a> {
 }
 
 impl Weights<'_> {
-    fn params(&self) -> Vec<&Tensor> {
+    pub(super) fn params(&self) -> Vec<&Tensor> {
         match self {
             Weights::WeightNorm { v, g, .. } => vec![v, g],
             Weights::Spectral { w, .. } => vec![w],
         }
     }
 
-    fn weight(&self) -> &Tensor {
+    pub(super) fn weight(&self) -> &Tensor {
         match self {
             Weights::WeightNorm { v, .. } => v,
             Weights::Spectral { w, .. } => w,
@@ -133,7 +134,7 @@ impl Materialized {
         let _ = crate::ext::multi_tensor::set_grad(&self.w, None);
     }
 
-    fn forward_as<T: Real>(&self, p: &Weights) {
+    pub(super) fn forward_as<T: Real>(&self, p: &Weights) {
         let mut saved = self.saved.borrow_mut();
         // Every block below: `new` checked every tensor is contiguous CPU `T`;
         // `self.w` is ours and in no autograd graph between updates; the parameters are not
@@ -181,7 +182,7 @@ impl Materialized {
         }
     }
 
-    fn backward_as<T: Real>(&self, p: &Weights, grad: &Tensor) {
+    pub(super) fn backward_as<T: Real>(&self, p: &Weights, grad: &Tensor) {
         let saved = self.saved.borrow();
         // Both blocks: contiguous CPU `T` (checked in `new`, `grad` made contiguous);
         // the gradient buffers are ours and distinct from the rest; nothing else runs during
@@ -227,103 +228,3 @@ impl Materialized {
         }
     }
 }
-
-/// `a . b` (in eight partial sums, [`sum8`]).
-#[inline(always)]
-fn dot<T: Real>(a: &[T], b: &[T]) -> f64 {
-    sum8(a, b, b, |x, y, _| x * y)
-}
-
-/// Weight norm: `out[r] = v[r] * (g[r] / ||v[r]||)`, the norms into `norms` (or taken from
-/// it, when `known`).
-#[inline(always)]
-fn wn_forward_generic<T: Real>(v: &[T], g: &[T], out: &mut [T], norms: &mut [f64], known: bool) {
-    let k = v.len() / g.len();
-    for (((vr, wr), &gi), n) in v.chunks_exact(k).zip(out.chunks_exact_mut(k)).zip(g).zip(norms) {
-        if !known {
-            *n = dot(vr, vr).sqrt();
-        }
-        let s = T::of(gi.to_f64() / *n);
-        for (w, &x) in wr.iter_mut().zip(vr) {
-            *w = x * s;
-        }
-    }
-}
-
-/// Weight norm's gradients from the effective weight's `gw` (eq. 3), row by row:
-/// `dg = gw . v / n`, `dv = s gw - (s dg / n) v` with `s = g / n`.
-#[inline(always)]
-fn wn_backward_generic<T: Real>(v: &[T], g: &[T], gw: &[T], dv: &mut [T], dg: &mut [T], norms: &[f64]) {
-    let k = v.len() / g.len();
-    let rows = v.chunks_exact(k).zip(gw.chunks_exact(k)).zip(dv.chunks_exact_mut(k));
-    for ((((vr, gr), dvr), (&gi, dgi)), &n) in rows.zip(g.iter().zip(dg.iter_mut())).zip(norms) {
-        let d = dot(gr, vr) / n;
-        let s = gi.to_f64() / n;
-        let (s_t, c_t) = (T::of(s), T::of(s * d / n));
-        for ((o, &gx), &vx) in dvr.iter_mut().zip(gr).zip(vr) {
-            *o = s_t * gx - c_t * vx;
-        }
-        *dgi = T::of(d);
-    }
-}
-
-/// Spectral norm: one power iteration on `w` (`[u.len(), v.len()]`), `u <- W v / ||W v||`,
-/// `v <- W^T u / ||W^T u||` (norms clamped at `eps`), then `out = W / sigma` with
-/// `sigma = ||W^T u||`, returned.
-#[inline(always)]
-fn sn_forward_generic<T: Real>(w: &[T], u: &mut [T], v: &mut [T], out: &mut [T], eps: f64) -> f64 {
-    let k = v.len();
-    let mut t: Vec<f64> = w.chunks_exact(k).map(|r| dot(r, v)).collect();
-    let n = t.iter().map(|x| x * x).sum::<f64>().sqrt().max(eps);
-    for (ui, x) in u.iter_mut().zip(&mut t) {
-        *ui = T::of(*x / n);
-    }
-    let mut wtu = vec![T::of(0.0); k];
-    for (r, &ui) in w.chunks_exact(k).zip(u.iter()) {
-        for (acc, &x) in wtu.iter_mut().zip(r) {
-            *acc = *acc + x * ui;
-        }
-    }
-    let sigma = dot(&wtu, &wtu).sqrt();
-    let inv_v = T::of(1.0 / sigma.max(eps));
-    for (vi, &x) in v.iter_mut().zip(&wtu) {
-        *vi = x * inv_v;
-    }
-    let inv = T::of(1.0 / sigma);
-    for (o, &x) in out.iter_mut().zip(w) {
-        *o = x * inv;
-    }
-    sigma
-}
-
-/// Spectral norm's `dL/dW = (gw - (gw . W / sigma) u v^T) / sigma`.
-#[inline(always)]
-fn sn_backward_generic<T: Real>(w: &[T], u: &[T], v: &[T], gw: &[T], dw: &mut [T], sigma: f64) {
-    let c = dot(gw, w) / (sigma * sigma);
-    let inv = T::of(1.0 / sigma);
-    let k = v.len();
-    for ((gr, dr), &ui) in gw.chunks_exact(k).zip(dw.chunks_exact_mut(k)).zip(u) {
-        let cu = T::of(c * ui.to_f64());
-        for ((d, &gx), &vx) in dr.iter_mut().zip(gr).zip(v) {
-            *d = inv * gx - cu * vx;
-        }
-    }
-}
-
-/// Every row of `v` scaled to its norm in `n0`.
-#[inline(always)]
-fn project_generic<T: Real>(v: &mut [T], n0: &[T]) {
-    let k = v.len() / n0.len();
-    for (r, &t) in v.chunks_exact_mut(k).zip(n0) {
-        let s = T::of(t.to_f64() / dot(r, r).sqrt());
-        for x in r {
-            *x = *x * s;
-        }
-    }
-}
-
-dispatch!(wn_forward, wn_forward_generic, (v: &[T], g: &[T], out: &mut [T], norms: &mut [f64], known: bool) -> ());
-dispatch!(wn_backward, wn_backward_generic, (v: &[T], g: &[T], gw: &[T], dv: &mut [T], dg: &mut [T], norms: &[f64]) -> ());
-dispatch!(sn_forward, sn_forward_generic, (w: &[T], u: &mut [T], v: &mut [T], out: &mut [T], eps: f64) -> f64);
-dispatch!(sn_backward, sn_backward_generic, (w: &[T], u: &[T], v: &[T], gw: &[T], dw: &mut [T], sigma: f64) -> ());
-dispatch!(project, project_generic, (v: &mut [T], n0: &[T]) -> ());
