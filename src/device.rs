@@ -40,3 +40,18 @@ pub fn name(d: tch::Device) -> String {
         other => format!("{other:?}").to_lowercase(),
     }
 }
+
+/// What the learner computes in on `device` for `precision`
+/// ([`Precision::compute`](crate::config::Precision::compute)), with the process's CUDA matrix
+/// units set for it: TF32 on for `tf32`, off otherwise (a global libtorch switch; the one place
+/// that sets it).
+pub fn enable_precision(
+    precision: crate::config::Precision,
+    device: tch::Device,
+) -> Result<wndqn_agents::layers::Compute> {
+    let compute = precision.compute(device)?;
+    if device.is_cuda() {
+        wndqn_agents::ext::precision::allow_tf32(precision == crate::config::Precision::Tf32)?;
+    }
+    Ok(compute)
+}

@@ -21,7 +21,7 @@ pub struct RunResult {
     /// `env.id` of its config.
     pub env: String,
     /// Its variant.
-    pub variant: String,
+    pub variant: wndqn_agents::normalization::Variant,
     /// `learner.precision` of its config (its last segment).
     pub precision: crate::config::Precision,
     /// Its seed.
@@ -47,8 +47,8 @@ impl RunResult {
     /// fp32 (`weight_norm bf16`), so that runs differing only in precision are compared too.
     pub fn arm(&self) -> String {
         match self.precision {
-            crate::config::Precision::Fp32 => self.variant.clone(),
-            p => format!("{} {}", self.variant, p.name()),
+            crate::config::Precision::Fp32 => self.variant.name().to_string(),
+            p => format!("{} {}", self.variant.name(), p.name()),
         }
     }
 }
@@ -88,7 +88,7 @@ pub fn load(dir: &Path, allow_unfinished: bool) -> Result<RunResult> {
     Ok(RunResult {
         dir: dir.to_path_buf(),
         env: cfg.env.id.clone(),
-        variant: cfg.agent.variant.name().to_string(),
+        variant: cfg.agent.variant,
         precision: cfg.learner.precision,
         seed: cfg.run.seed,
         total_steps: summary.env_steps.max(1),

@@ -89,3 +89,8 @@ impl Background {
         }
     }
 }
+
+/// CPU threads of this machine.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}

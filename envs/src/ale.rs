@@ -14,8 +14,8 @@ use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::Path;
 use std::sync::Once;
 
+use crate::env::EnvError;
 use crate::roms::Rom;
-use crate::EnvError;
 
 /// Screen height of the Atari 2600 as ALE renders it.
 pub const SCREEN_H: usize = 210;

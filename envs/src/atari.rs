@@ -14,10 +14,10 @@ pub fn ale_seed(seed: u64) -> i32 {
     let mixed = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (seed >> 29);
     (mixed % i32::MAX as u64) as i32
 }
+use crate::env::{Env, EnvConfig, EnvError, EpisodeStats, Obs, ObsKind, Step};
 use crate::pool::GrayPool;
 use crate::resize::AreaResize;
 use crate::roms::Rom;
-use crate::{Env, EnvConfig, EnvError, EpisodeStats, Obs, ObsKind, Step};
 
 const FIRE: i32 = 1;
 

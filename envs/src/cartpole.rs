@@ -12,7 +12,7 @@ use gymnasium_rs::core::Env as GymEnv;
 use gymnasium_rs::envs::cartpole::CartPole;
 use std::collections::HashMap;
 
-use crate::{Env, EnvConfig, EnvError, EpisodeStats, Obs, ObsKind, Step};
+use crate::env::{Env, EnvConfig, EnvError, EpisodeStats, Obs, ObsKind, Step};
 
 /// CartPole-v1 (4 floats, 2 actions, 500-step limit).
 pub struct CartPoleEnv {

@@ -14,8 +14,8 @@
 
 use std::path::Path;
 
+use crate::env::EnvError;
 use crate::roms::{self, normalize, Game};
-use crate::EnvError;
 
 /// Which defaults an Atari id brings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

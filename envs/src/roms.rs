@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::EnvError;
+use crate::env::EnvError;
 
 /// The variable that points at a folder of `<game>.bin` ROMs.
 pub const ROM_DIR_ENV: &str = "WNDQN_ROM_DIR";

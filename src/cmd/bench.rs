@@ -12,7 +12,7 @@ use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
-use wndqn_agents::dqn::{Dqn, DqnConfig};
+use wndqn_agents::dqn::Dqn;
 use wndqn_agents::normalization::Variant;
 use wndqn_agents::qnet::{Arch, QNetConfig};
 use wndqn_agents::replay::{BatchPrep, FrameMemory, ObsRef, TensorBatch, Transition};
@@ -220,7 +220,7 @@ fn random_play(
 }
 
 fn bench_env(b: EnvBench, rom_dir: Option<&Path>) -> Result<()> {
-    let cores = crate::config::cores();
+    let cores = crate::threads::cores();
     if b.threads == 0 || b.envs_per_thread == 0 {
         bail!("--threads and --envs-per-thread must be positive");
     }
@@ -316,34 +316,6 @@ fn learner_config(b: &LearnerBench) -> Result<crate::config::Config> {
     Ok(cfg)
 }
 
-/// The update the learner benchmark measures (and the PyTorch reference reproduces): the
-/// config's network and update, for observations of `io`'s shape and its number of actions
-/// (a game's), or the network's usual ones.
-pub fn bench_dqn(
-    arch: Arch,
-    variant: Variant,
-    update: DqnConfig,
-    device: Device,
-    io: Option<(Vec<i64>, i64)>,
-) -> Result<(Dqn, Vec<i64>)> {
-    let (shape, actions) = io.unwrap_or_else(|| match arch {
-        Arch::Nature => (vec![4i64, 84, 84], 6),
-        Arch::Mlp => (vec![4i64], 2),
-        // Breakout's 4 channels and the six actions.
-        Arch::Minatar => (vec![4i64, 10, 10], 6),
-    });
-    let net = QNetConfig {
-        arch,
-        variant,
-        dueling: false,
-        obs_shape: shape.clone(),
-        num_actions: actions,
-        hidden: 128,
-        norm: Default::default(),
-    };
-    Ok((Dqn::new(&net, update, device), shape))
-}
-
 /// A batch of noise as host tensors (`u8` frames or `f32` vectors).
 fn synthetic_batch(shape: &[i64], batch: i64) -> TensorBatch {
     let mut s = vec![batch];
@@ -428,13 +400,13 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     )?;
     let device = device.resolve()?;
     let variant = b.variant;
-    let threads = if b.threads == 0 { crate::config::cores() } else { b.threads };
+    let threads = if b.threads == 0 { crate::threads::cores() } else { b.threads };
     tch::set_num_threads(threads as i32);
     tch::manual_seed(0);
     let game = b.game.as_deref().map(|g| game_batch(g, network, b.batch, rom_dir)).transpose()?;
     let io = game.as_ref().map(|g| g.1.clone());
-    let (mut dqn, shape) = bench_dqn(network, variant, update, device, io.clone())?;
-    let compute = match b.precision.enable(device)? {
+    let (mut dqn, shape) = crate::train::bench_dqn(network, variant, update, device, io.clone())?;
+    let compute = match crate::device::enable_precision(b.precision, device)? {
         wndqn_agents::layers::Compute::Bf16 { .. } => {
             wndqn_agents::layers::Compute::Bf16 { channels_last: b.channels_last }
         }
@@ -599,7 +571,7 @@ fn bench_learner_pair(
 ) -> Result<()> {
     let build = |v: Variant| -> Result<Dqn> {
         tch::manual_seed(0);
-        let (mut dqn, _) = bench_dqn(cfg.agent.network, v, cfg.agent.dqn(), device, io.clone())?;
+        let (mut dqn, _) = crate::train::bench_dqn(cfg.agent.network, v, cfg.agent.dqn(), device, io.clone())?;
         dqn.set_compute(compute);
         if v.data_init() {
             dqn.data_init(&batch.obs, 1.0);
@@ -739,7 +711,7 @@ fn bench_e2e(b: E2eBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<(
         out!(
             "{} {} ({}): {:.1} env steps/s, {:.1} updates/s over {:.0}s after warm-up",
             s.env,
-            s.variant,
+            s.variant.name(),
             device_name(dev),
             m.env_steps_per_sec,
             m.updates_per_sec,

@@ -385,7 +385,7 @@ mod tests {
         RunResult {
             dir: PathBuf::from(format!("r{seed}")),
             env: "PongNoFrameskip-v4".into(),
-            variant: "weight_norm".into(),
+            variant: wndqn_agents::normalization::Variant::WeightNorm,
             precision: crate::config::Precision::Fp32,
             seed,
             total_steps: 1000,

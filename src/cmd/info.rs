@@ -85,7 +85,7 @@ pub fn run(rom_dir: Option<&Path>, as_json: bool) -> Result<()> {
     let devices = tch::Cuda::device_count();
     let gpus = gpus();
     let threads = tch::get_num_threads();
-    let cores = crate::config::cores();
+    let cores = crate::threads::cores();
     let roms = roms::rom_dir(rom_dir);
     let games = roms.as_ref().map(|d| roms::available_games(d).len()).unwrap_or(0);
     let linked_cuda = std::fs::read_to_string("/proc/self/maps").is_ok_and(|m| m.contains("/libtorch_cuda.so"));

@@ -70,7 +70,7 @@ pub struct Summary {
     #[serde(serialize_with = "lossy_path")]
     pub run_dir: PathBuf,
     pub env: String,
-    pub variant: String,
+    pub variant: wndqn_agents::normalization::Variant,
     pub seed: u64,
     pub env_steps: u64,
     pub updates: u64,
@@ -145,14 +145,20 @@ pub fn best20(returns: &[(u64, f64)], goal: Option<f64>) -> (Option<f64>, Option
 
 /// The summary of a run that reached its budget, from its newest checkpoint and event files
 /// (for a run that was killed after that checkpoint, before writing its summary).
-pub fn from_checkpoint(run: &Path, state: &State, env: &str, variant: &str, goal: Option<f64>) -> Result<Summary> {
+pub fn from_checkpoint(
+    run: &Path,
+    state: &State,
+    env: &str,
+    variant: wndqn_agents::normalization::Variant,
+    goal: Option<f64>,
+) -> Result<Summary> {
     let returns = crate::tensorboard::reader::scalars(run, "charts/episodic_return")?;
     let (best, solved) = best20(&returns, goal);
     let wall = state.wall_secs.max(1e-9);
     Ok(Summary {
         run_dir: run.to_path_buf(),
         env: env.to_string(),
-        variant: variant.to_string(),
+        variant,
         seed: state.seed,
         env_steps: state.env_steps,
         updates: state.updates,

@@ -53,7 +53,7 @@ pub fn jobs(plan: &Plan, opts: &LocalOptions) -> Result<usize> {
 }
 
 fn pool(plan: &Plan, opts: &LocalOptions) -> Result<Pool> {
-    let cores = crate::config::cores();
+    let cores = crate::threads::cores();
     let base = &plan.base;
     let nature = base.agent.network == wndqn_agents::qnet::Arch::Nature;
     // A small MLP or MinAtar learner and its actor fit on a core; a Nature-CNN run wants a few.

@@ -230,7 +230,7 @@ fn estimate(
     const SIDE_BY_SIDE: f64 = 0.70;
     let device = opts.local.device.resolve()?;
     let cpu = crate::util::cpu_model();
-    out!("cost, measured on {cpu} ({} cores), {secs:.0} s after the warm-up per variant:", crate::config::cores());
+    out!("cost, measured on {cpu} ({} cores), {secs:.0} s after the warm-up per variant:", crate::threads::cores());
     let f = state::Folders::new(dir);
     let existing = Plan::read(&f.dir).ok();
     let none = Default::default();

@@ -177,7 +177,7 @@ mod tests {
         RunResult {
             dir: "r".into(),
             env: "CartPole-v1".into(),
-            variant: "plain".into(),
+            variant: wndqn_agents::normalization::Variant::Plain,
             precision: crate::config::Precision::Fp32,
             seed: 1,
             total_steps: total,

@@ -381,7 +381,7 @@ mod tests {
     fn dqn() -> Dqn {
         tch::manual_seed(0);
         let cfg = crate::config::load(&crate::config::presets_dir().join("minatar.toml"), &[]).unwrap();
-        crate::cmd::bench::bench_dqn(Arch::Minatar, Variant::WeightNorm, cfg.agent.dqn(), Device::Cpu, None).unwrap().0
+        crate::train::bench_dqn(Arch::Minatar, Variant::WeightNorm, cfg.agent.dqn(), Device::Cpu, None).unwrap().0
     }
 
     fn batch() -> TensorBatch {

@@ -10,10 +10,14 @@
 
 use crate::util::say;
 pub mod actor;
+mod build;
+mod checkpointer;
+mod evaluator;
 pub mod learner;
 pub mod monitor;
 pub mod pace;
 pub mod replay;
+mod resume;
 pub mod shared;
 
 use std::ops::ControlFlow;
@@ -23,21 +27,21 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, Result};
 use crossbeam::channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use tch::Device;
-use wndqn_agents::dqn::Dqn;
-use wndqn_agents::policy::Policy;
-use wndqn_agents::qnet::QNetConfig;
-use wndqn_agents::replay::AnyMemory;
-use wndqn_envs::{make_env, EnvConfig, EnvId, ObsKind};
+use wndqn_envs::EnvId;
 
 use crate::config::Config;
-use crate::run::dir::{self as run_dir, Resume, RunDir};
+use crate::run::dir as run_dir;
 use crate::run::summary;
-use crate::seeds::{self, Stream};
 use crate::tensorboard::{Board, HParam};
+pub use build::bench_dqn;
+use build::{actor_spec, build, learner_spec, replay_spec, Parts};
+use checkpointer::checkpointer;
+use evaluator::{spawn_evaluator, EvalSpec};
 use monitor::{Mark, Monitor};
+use resume::{make_state, open_run, Start};
 use shared::{Event, Shared};
 
 pub use crate::run::Summary;
@@ -160,330 +164,12 @@ fn join<T>(h: JoinHandle<Result<T>>, errors: &mut Vec<anyhow::Error>) -> Option<
     }
 }
 
-/// What a run is made of before its threads start.
-struct Parts {
-    cfg: Config,
-    cfg_text: String,
-    envs: Vec<Box<dyn wndqn_envs::Env>>,
-    eval_env: Box<dyn wndqn_envs::Env>,
-    kind: ObsKind,
-    net: QNetConfig,
-    dqn: Dqn,
-    memory: Arc<AnyMemory>,
-    shared: Arc<Shared>,
-    /// Seed of this segment (a resumed segment draws fresh streams from the same seed).
-    gseed: u64,
-    generation: u64,
-    /// See [`pace::Pace::step_origin`].
-    step_origin: u64,
-    update_origin: u64,
-    wall_before: f64,
-    returns: Vec<f64>,
-}
-
-/// Environments, networks and the replay memory (environments first: a bad ROM fails before any
-/// file is written).
-fn build(cfg: Config, env_id: &EnvId, device: Device, generation: u64) -> Result<Parts> {
-    let n = cfg.actors.num_actors;
-    let gseed = seeds::segment(cfg.run.seed, generation);
-    let envs = (0..n).map(|_| make_env(env_id, &cfg.env)).collect::<Result<Vec<_>, _>>()?;
-    let eval_env = make_env(env_id, &EnvConfig { episodic_life: false, ..cfg.env.clone() })?;
-    let kind = envs[0].obs_kind();
-    let net = cfg.net_config(kind, envs[0].num_actions());
-    tch::manual_seed(seeds::derive(gseed, Stream::NetworkInit) as i64);
-    let mut dqn = Dqn::new(&net, cfg.agent.dqn(), device);
-    dqn.set_compute(cfg.learner.precision.enable(device)?);
-    let memory = Arc::new(new_memory(&cfg, kind));
-    let shared = Arc::new(Shared::default());
-    shared.actors_running.store(n as u64, Ordering::SeqCst);
-    let cfg_text = cfg.to_toml();
-    Ok(Parts {
-        cfg,
-        cfg_text,
-        envs,
-        eval_env,
-        kind,
-        net,
-        dqn,
-        memory,
-        shared,
-        gseed,
-        generation,
-        step_origin: 0,
-        update_origin: 0,
-        wall_before: 0.0,
-        returns: Vec::new(),
-    })
-}
-
-/// An empty replay memory for this config.
-fn new_memory(cfg: &Config, kind: ObsKind) -> AnyMemory {
-    let (bytes, obs_len, stack) = kind.storage();
-    AnyMemory::new(cfg.replay.capacity, cfg.actors.num_actors, bytes, obs_len, stack)
-}
-
-/// Continue from a checkpoint: networks, optimizer, counters, returns, the replay memory when it
-/// was saved; events logged after the checkpoint are dropped so every curve continues.
-fn restore(p: &mut Parts, run: &RunDir, r: &Resume) -> Result<()> {
-    crate::run::checkpoint::utf8_dir(&r.ckpt, |d| p.dqn.load(d))
-        .with_context(|| format!("loading {}", r.ckpt.display()))?;
-    let st = &r.state;
-    let replay_loaded = st.has_replay && {
-        let path = r.ckpt.join("replay.bin");
-        let loaded =
-            std::fs::File::open(&path).and_then(|f| p.memory.load(&mut std::io::BufReader::with_capacity(1 << 22, f)));
-        if let Err(e) = &loaded {
-            say!("warning: cannot load {} ({e}); the replay memory refills instead", path.display());
-            p.memory = Arc::new(new_memory(&p.cfg, p.kind));
-        }
-        loaded.is_ok()
-    };
-    if !replay_loaded {
-        (p.step_origin, p.update_origin) = (st.env_steps, st.updates);
-    }
-    for c in [&p.shared.env_steps, &p.shared.inserted] {
-        c.store(st.env_steps, Ordering::SeqCst);
-    }
-    p.shared.updates.store(st.updates, Ordering::SeqCst);
-    p.shared.episodes.store(st.episodes, Ordering::SeqCst);
-    p.returns = st.recent_returns.clone();
-    p.wall_before = st.wall_secs;
-    let dropped = crate::tensorboard::reader::truncate_after(&run.path, st.env_steps, &mut |w| say!("{w}"))?;
-    // From here on the run is running again: no summary until this segment ends.
-    run.remove(summary::FILE)?;
-    run.write("config.toml", p.cfg_text.as_bytes())?;
-    say!(
-        "resuming {} from {} ({} env steps, {} updates{}; {dropped} logged events after it dropped)",
-        run.path.display(),
-        r.ckpt.file_name().unwrap_or_default().to_string_lossy(),
-        st.env_steps,
-        st.updates,
-        if replay_loaded { ", with its replay memory" } else { "; the replay memory refills first" }
-    );
-    Ok(())
-}
-
-/// A run about to start: a new folder to create under this parent or at this path, or a
-/// resumed run folder (locked) with the checkpoint to continue from (checked against the config).
-enum Start {
-    New(PathBuf),
-    /// Exactly this folder, new.
-    At(PathBuf),
-    Resume(RunDir, Resume),
-}
-
-impl Start {
-    /// Lock and check a resumed run before anything is built (its segment number seeds it). A
-    /// run that reached its budget but has no summary is done here: only its summary was left
-    /// to write ([`ControlFlow::Break`]).
-    fn of(target: Target, cfg: &Config, env_id: &EnvId) -> Result<ControlFlow<Summary, Start>> {
-        let path = match target {
-            Target::New(runs) => return Ok(ControlFlow::Continue(Start::New(runs))),
-            Target::At(path) if crate::run::checkpoint::list(&path).is_empty() => {
-                return Ok(ControlFlow::Continue(Start::At(path)))
-            }
-            Target::At(path) | Target::Resume(path) => path,
-        };
-        let run = RunDir::open(&path)?;
-        Ok(match run_dir::resume_point(&run.path, cfg)? {
-            (resume, false) => ControlFlow::Continue(Start::Resume(run, resume)),
-            (resume, true) => ControlFlow::Break(finish(&run, &resume, cfg, env_id)?),
-        })
-    }
-
-    /// 0 for a new run, the checkpoint's segment + 1 for a resumed one.
-    fn generation(&self) -> u64 {
-        match self {
-            Start::New(_) | Start::At(_) => 0,
-            Start::Resume(_, r) => r.state.generation + 1,
-        }
-    }
-}
-
-/// The run folder, locked: a new one, or the resumed one with its checkpoint restored.
-fn open_run(p: &mut Parts, env_id: &EnvId, start: Start) -> Result<(RunDir, Board)> {
-    let new = matches!(start, Start::New(_) | Start::At(_));
-    let run = match start {
-        Start::New(runs) => {
-            let run = RunDir::create(&runs, &env_id.short_name(), p.cfg.agent.variant.name(), p.cfg.run.seed)?;
-            run.write("config.toml", p.cfg_text.as_bytes())?;
-            run
-        }
-        Start::At(path) => {
-            let run = RunDir::create_at(&path)?;
-            run.write("config.toml", p.cfg_text.as_bytes())?;
-            run
-        }
-        Start::Resume(run, resume) => {
-            restore(p, &run, &resume)?;
-            run
-        }
-    };
-    let mut board = Board::new(&run.path)?;
-    if new {
-        let group = run.path.file_name().unwrap_or_default().to_string_lossy().into_owned();
-        board.hparams(&group, &hparams(&p.cfg), crate::util::unix_now());
-        board.text("config", &format!("```toml\n{}\n```", p.cfg_text), 0);
-    }
-    board.flush();
-    board.check()?;
-    Ok((run, board))
-}
-
-/// The checkpoint state of a run at this moment.
-fn make_state(
-    cfg: &Config,
-    shared: &Shared,
-    generation: u64,
-    recent: Vec<f64>,
-    wall: f64,
-    has_replay: bool,
-) -> crate::run::checkpoint::State {
-    let steps = shared.inserted.load(Ordering::Acquire);
-    crate::run::checkpoint::State {
-        env_steps: steps,
-        updates: shared.updates.load(Ordering::Acquire),
-        episodes: shared.episodes.load(Ordering::Acquire),
-        recent_returns: recent,
-        epsilon: cfg.actors.exploration().epsilon(0, steps),
-        seed: cfg.run.seed,
-        generation,
-        wall_secs: wall,
-        has_replay,
-    }
-}
-
 /// The threads of a run.
 struct Threads {
     replay: JoinHandle<Result<()>>,
     learner: JoinHandle<Result<learner::LearnerOutcome>>,
     actors: Vec<JoinHandle<Result<()>>>,
     evaluator: JoinHandle<Result<()>>,
-}
-
-/// The replay thread's settings.
-fn replay_spec(p: &Parts, device: Device) -> replay::ReplaySpec {
-    replay::ReplaySpec {
-        batch_size: p.cfg.replay.batch_size,
-        warmup: p.cfg.replay.warmup_steps,
-        obs_shape: p.kind.shape(),
-        seed: seeds::derive(p.gseed, Stream::ReplaySampling),
-        prep: wndqn_agents::replay::BatchPrep::for_device(device).computing(p.dqn.online.compute()),
-        idle_priority: p.cfg.learner.exclusive_cpu,
-    }
-}
-
-/// The replay ratio's accounting of this segment.
-fn pace(p: &Parts) -> pace::Pace {
-    pace::Pace {
-        ratio: p.cfg.learner.replay_ratio,
-        warmup: p.cfg.replay.warmup_steps,
-        step_origin: p.step_origin,
-        update_origin: p.update_origin,
-    }
-}
-
-/// The learner thread's settings.
-fn learner_spec(p: &Parts, device: Device) -> learner::LearnerSpec {
-    let cfg = &p.cfg;
-    learner::LearnerSpec {
-        device,
-        pace: pace(p),
-        publish_every: cfg.learner.publish_every,
-        threads: cfg.learner_threads(),
-        data_init: cfg.agent.variant.data_init().then_some((cfg.agent.init_batch, cfg.agent.init_scale)),
-        scalars_every: cfg.log.scalars_every,
-        histograms_every: cfg.log.histograms_every,
-        diagnostics: (cfg.log.diagnostics_every > 0).then_some((cfg.log.diagnostics_every, cfg.log.diagnostics_batch)),
-        obs_shape: p.kind.shape(),
-        seed: p.gseed,
-        cuda_graph: cfg.learner.cuda_graph,
-    }
-}
-
-/// What the learner calls after each update: a checkpoint every `log.checkpoint_every` updates.
-fn checkpointer(
-    p: &Parts,
-    run: &Path,
-    recent: Arc<std::sync::Mutex<Vec<f64>>>,
-    started: Instant,
-    ev: Sender<Event>,
-) -> impl FnMut(&Dqn) -> Result<()> + Send + 'static {
-    let (every, keep, wall_before, generation) =
-        (p.cfg.log.checkpoint_every, p.cfg.log.keep_checkpoints, p.wall_before, p.generation);
-    let (dir, cfg, text, shared) = (run.to_path_buf(), p.cfg.clone(), p.cfg_text.clone(), p.shared.clone());
-    move |dqn: &Dqn| -> Result<()> {
-        if every > 0 && dqn.updates().is_multiple_of(every) {
-            let r = recent.lock().map(|r| r.clone()).unwrap_or_default();
-            let wall = wall_before + started.elapsed().as_secs_f64();
-            let st = make_state(&cfg, &shared, generation, r, wall, false);
-            let path = crate::run::checkpoint::write(&dir, dqn, &st, &text, None, keep)?;
-            let _ = ev.send(Event::Note(format!("checkpoint {}", path.display())));
-        }
-        Ok(())
-    }
-}
-
-/// Actor `i`'s settings, with its environment.
-fn actor_spec(p: &Parts, i: usize, env: Box<dyn wndqn_envs::Env>) -> actor::ActorSpec {
-    let cfg = &p.cfg;
-    actor::ActorSpec {
-        index: i,
-        num_actors: cfg.actors.num_actors,
-        env,
-        env_seed: seeds::derive(p.gseed, Stream::ActorEnv(i)),
-        rng_seed: seeds::derive(p.gseed, Stream::ActorExploration(i)),
-        net: p.net.clone(),
-        exploration: cfg.actors.exploration(),
-        total_steps: cfg.run.total_env_steps,
-        pace: pace(p),
-        send_batch: cfg.actors.send_batch,
-        idle_priority: cfg.learner.exclusive_cpu,
-    }
-}
-
-/// The evaluator thread's settings.
-struct EvalSpec {
-    net: QNetConfig,
-    log: crate::config::LogConfig,
-    idle: bool,
-    gseed: u64,
-}
-
-/// The evaluator thread: plays greedy games with each snapshot it is sent.
-fn spawn_evaluator(
-    shared: &Arc<Shared>,
-    spec: EvalSpec,
-    mut env: Box<dyn wndqn_envs::Env>,
-    ev: Sender<Event>,
-    jobs: Receiver<monitor::EvalJob>,
-) -> Result<JoinHandle<Result<()>>> {
-    let s = shared.clone();
-    spawn("evaluator", shared, move || {
-        crate::threads::limit_current_thread(1);
-        let mut background = crate::threads::Background::new(spec.idle);
-        let mut policy = Policy::new(&spec.net);
-        let log = &spec.log;
-        for (step, snap) in jobs.iter() {
-            background.poll(true);
-            policy.load_snapshot(&snap);
-            let seed = seeds::derive(spec.gseed, Stream::Evaluation(step));
-            let returns = crate::play::evaluate(
-                env.as_mut(),
-                &policy,
-                log.eval_episodes,
-                log.eval_epsilon,
-                log.eval_max_steps,
-                seed,
-                |_, _| !s.stopping(),
-            )?;
-            if s.stopping() {
-                break;
-            }
-            let _ = ev.send(Event::Eval { step, returns });
-        }
-        Ok(())
-    })
 }
 
 /// Start the replay, learner, actor and evaluator threads.
@@ -696,27 +382,6 @@ fn end_board(board: &mut Board, run: &Path, env_steps: u64, reached: bool) -> Re
     board.check()
 }
 
-/// Write the summary of a run that reached its budget before its process could (see
-/// [`summary::from_checkpoint`]).
-fn finish(run: &RunDir, r: &Resume, cfg: &Config, env_id: &EnvId) -> Result<Summary> {
-    crate::tensorboard::reader::truncate_after(&run.path, r.state.env_steps, &mut |w| say!("{w}"))?;
-    let s = summary::from_checkpoint(
-        &run.path,
-        &r.state,
-        &env_id.short_name(),
-        cfg.agent.variant.name(),
-        cfg.run.stop_at_return,
-    )?;
-    run.write(summary::FILE, serde_json::to_string_pretty(&s)?.as_bytes())?;
-    say!(
-        "{} had reached its budget ({} env steps) without a summary; wrote it from {}",
-        run.path.display(),
-        r.state.env_steps,
-        r.ckpt.display()
-    );
-    Ok(s)
-}
-
 /// When a segment started, and the training time of the segments before it.
 struct Times {
     started: Instant,
@@ -744,7 +409,7 @@ fn summarize(
     Summary {
         run_dir: run.to_path_buf(),
         env: env_id.short_name(),
-        variant: cfg.agent.variant.name().into(),
+        variant: cfg.agent.variant,
         seed: cfg.run.seed,
         env_steps,
         updates: shared.updates.load(Ordering::Acquire),

@@ -20,7 +20,7 @@ pub mod rng;
 mod seaquest;
 mod space_invaders;
 
-use crate::{EnvConfig, EnvError, EpisodeStats, Obs, ObsKind, Step};
+use crate::env::{EnvConfig, EnvError, EpisodeStats, Obs, ObsKind, Step};
 use rng::RandomState;
 
 /// The package's defaults: sticky-action probability and difficulty ramping.
@@ -102,7 +102,7 @@ pub fn minimal_action_count(game: &str) -> usize {
     new_game(game, true).map_or(0, |g| g.minimal_actions().len())
 }
 
-/// A MinAtar game behind [`crate::Env`].
+/// A MinAtar game behind [`crate::env::Env`].
 pub struct MinAtarEnv {
     game: Box<dyn Game>,
     rng: RandomState,
@@ -190,7 +190,7 @@ const PALETTE: [[u8; 3]; 10] = [
 /// Pixels per grid cell in videos.
 const CELL_PX: usize = 16;
 
-impl crate::Env for MinAtarEnv {
+impl crate::env::Env for MinAtarEnv {
     fn obs_kind(&self) -> ObsKind {
         ObsKind::Grid { channels: self.game.channels(), size: SIZE }
     }
