@@ -130,8 +130,8 @@ fn atari_run_with_two_actors_writes_a_tensorboard_run() {
     assert!(ev["histograms"]["weight_norm/g/fc1"].as_u64().unwrap() >= 1);
     assert!(ev["text"]["config"].as_str().unwrap().contains("[agent]"));
     let hp = &ev["hparams"];
-    assert_eq!(hp["hparams"]["variant"], "weight_norm");
-    assert_eq!(hp["hparams"]["env"], "PongNoFrameskip-v4");
+    assert_eq!(hp["hparams"]["agent.variant"], "weight_norm");
+    assert_eq!(hp["hparams"]["env.id"], "PongNoFrameskip-v4");
     assert_eq!(hp["group"].as_str().unwrap(), name);
 }
 
@@ -163,7 +163,7 @@ fn ctrl_c_stops_cleanly_with_a_readable_event_file() {
     assert_eq!(s["interrupted"], true);
     let ev = read_events(&dir);
     assert!(ev["scalars"]["charts/sps"].as_array().map_or(0, |a| a.len()) >= 1, "{}", ev["scalars"]);
-    assert!(ev["hparams"]["hparams"]["variant"] == "weight_norm");
+    assert_eq!(ev["hparams"]["hparams"]["agent.variant"], "weight_norm", "{}", ev["hparams"]);
 }
 
 #[test]
