@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The GPU measurements, as one prepared run (under 6 minutes on an H100/H200 machine).
-# Needs, on the CUDA machine: target/release/wndqn, the agents' unit-test binary as
+# wndqn's CUDA path measured in one run on any machine with an NVIDIA GPU (a few minutes).
+# Needs, on that machine: target/release/wndqn, the agents' unit-test binary as
 # target/release/wndqn-unit (`cargo test --release -p wndqn-agents --lib --no-run` builds it),
 # the Atari ROMs, and a torch 2.11 whose lib/ libtorch comes from. Run: bash scripts/gpu_check.sh
-# Prints every number; the JSON lines also go to $OUT/gpu_check.jsonl when $OUT is set.
+# Prints every number; the JSON lines also go to $LOG (default /tmp/gpu_check.jsonl).
 # A dry run of the plumbing on a CPU machine (short, numbers meaningless, PyTorch's CUDA-graph
 # reference errors): DEVICE=cpu SECONDS_EACH=1 E2E_SECONDS=5 E2E_WARMUP=1000 TRAIN_STEPS=3000 \
 #   TRAIN_WARMUP=1000 bash scripts/gpu_check.sh
@@ -24,7 +24,7 @@ export LD_LIBRARY_PATH="$TORCH_LIB${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 ROMS=$(ls -d .venv/lib/python3*/site-packages/ale_py/roms 2>/dev/null | head -n1)
 [ -n "$ROMS" ] && export WNDQN_ROM_DIR="$PWD/$ROMS"
 W=target/release/wndqn
-LOG=${OUT:-/tmp}/gpu_check.jsonl
+LOG=${LOG:-/tmp/gpu_check.jsonl}
 : > "$LOG"
 S=${SECONDS_EACH:-8}
 DEV=${DEVICE:-cuda}

@@ -26,8 +26,8 @@ use clap::Parser;
 fn main() -> ExitCode {
     // libtorch allocates multi-megabyte temporaries every update (gradients, optimizer terms of
     // the 1.6M-weight dense layer). glibc would hand them back to the kernel on free and fault
-    // the pages in again on the next update: keep freed memory instead. Measured with
-    // `wndqn bench learner`: 46.7 -> 56.0 updates/s (plain), 34.7 -> 51.9 (weight_norm).
+    // the pages in again on the next update: keep freed memory instead (`wndqn bench learner`
+    // shows what it buys; docs/BENCHMARKS.md).
     // SAFETY: mallopt only sets two of glibc's allocator thresholds, before any other thread runs.
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);

@@ -2,9 +2,9 @@
 //!
 //! `tch::set_num_threads` calls ATen's `at::set_num_threads`, which also sets MKL's thread count
 //! for the whole process: an actor thread asking for 1 thread would make the learner's dense
-//! layers single-threaded (measured: 25 instead of 46 updates/s). OpenMP's own
-//! `omp_set_num_threads` only changes the calling thread's setting, which is what actors and the
-//! evaluator need (libtorch's CPU kernels run on GNU OpenMP, linked by torch-sys).
+//! layers single-threaded. OpenMP's own `omp_set_num_threads` only changes the calling thread's
+//! setting, which is what actors and the evaluator need (libtorch's CPU kernels run on GNU
+//! OpenMP, linked by torch-sys).
 
 extern "C" {
     fn omp_set_num_threads(n: std::os::raw::c_int);

@@ -77,9 +77,9 @@ impl AreaResize {
     /// [`crate::pool`]).
     ///
     /// Vertical pass first, over whole source rows (contiguous, so it vectorizes), into one
-    /// row of `src_w` sums per output row; then the short horizontal pass on that row. The
-    /// horizontal-first order did the gathering pass on all 210 source rows instead of 84:
-    /// measured 10.3% of a Pong env step before, see `wndqn bench env`.
+    /// row of `src_w` sums per output row; then the short horizontal pass on that row, so that
+    /// the gathering pass runs on the 84 output rows, not on all 210 source rows (`wndqn bench
+    /// env`; docs/BENCHMARKS.md).
     ///
     /// On x86-64 with AVX2 the same code is compiled a second time with AVX2 enabled (8 lanes
     /// instead of SSE2's 4; no FMA, so the sums and the results are the same bits).

@@ -1,6 +1,6 @@
 //! One module per subcommand: its clap flags and what it does. The runtime they drive lives
-//! beside them (`train/` for a run, `play.rs` for greedy games, `config.rs`, `checkpoint.rs`,
-//! `tensorboard/`, ...).
+//! beside them (`train/` for a run, `sweep/` for many, `play.rs` for greedy games, `config/`,
+//! `run/`, `tensorboard/`, ...).
 
 pub mod bench;
 pub mod check;

@@ -1,8 +1,8 @@
 //! libtorch's intra-op parallel loop for work written in Rust (`csrc/parallel.cpp`): the fused
 //! CPU optimizer kernels (`optim::fused`) split over the cores on the OpenMP threads that
 //! libtorch's own kernels use. Why not threads of our own: libtorch's threads spin for a while
-//! after each of its kernels, so a thread of ours got its core only after the work was done
-//! (measured: the helper ran 1% of the pieces).
+//! after each of its kernels, so a thread of ours would get its core only after the work was
+//! done.
 
 use anyhow::Result;
 use std::ffi::{c_char, c_int, c_void};

@@ -50,8 +50,8 @@ impl Patches {
     }
 
     /// Every output position's receptive field, `[B * OH * OW, C * k * k]`. On the CPU (f32,
-    /// contiguous) by one loop: ATen's `index_select` took 6% of a MinAtar update (three
-    /// gathers per update, about 3.6 ns an element).
+    /// contiguous) by one loop copying whole kernel rows, where ATen's `index_select` pays a
+    /// few nanoseconds an element.
     pub(super) fn gather(&self, x: &Tensor) -> Tensor {
         let b = x.size()[0];
         let rows = b * self.out_hw.0 * self.out_hw.1;
@@ -63,9 +63,8 @@ impl Patches {
         // SAFETY: `x` is contiguous CPU f32 (checked) and only read; `cols` is a new buffer.
         let (src, dst) = unsafe { (f32s(x), f32s_mut(&cols)) };
         let per = src.len() / b as usize;
-        /// Window rows of `K` elements (a constant, so that each copy is a few moves; one
-        /// function taking `k` as an argument, called with a literal 3, measured slower on the
-        /// MinAtar update: 924-955 against 970-980 updates/s).
+        /// Window rows of `K` elements: a constant, so that each copy compiles to a few moves
+        /// (a length known only at run time makes each a call to `memcpy`).
         fn copy_rows<const K: usize>(src: &[f32], dst: &mut [f32], runs: &[usize], per: usize) {
             for (xs, out) in src.chunks_exact(per).zip(dst.chunks_exact_mut(runs.len() * K)) {
                 for (o, &r) in out.chunks_exact_mut(K).zip(runs) {
