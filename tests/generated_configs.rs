@@ -167,6 +167,29 @@ fn clip(s: &str) -> String {
     s.chars().take(3000).collect()
 }
 
+/// `wndqn train --quiet --config FILE --runs-dir RUNS_DIR`, its output in `log` and `log`.err:
+/// files, since a test that reads pipes only at the end would block a chatty child.
+fn spawn_train(file: &Path, runs_dir: &Path, log: &Path) -> std::process::Child {
+    bin()
+        .args(["train", "--quiet", "--config"])
+        .arg(file)
+        .arg("--runs-dir")
+        .arg(runs_dir)
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// What a child of [`spawn_train`] wrote, clipped.
+fn logged(log: &Path) -> String {
+    clip(&format!(
+        "{}{}",
+        std::fs::read_to_string(log).unwrap_or_default(),
+        std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
+    ))
+}
+
 fn no_crash(t: &str) {
     for bad in ["panicked", "internal error", "backtrace", "memory allocation", "Aborted", "terminate called"] {
         assert!(!t.contains(bad), "`{bad}` in:\n{}", clip(t));
@@ -243,22 +266,9 @@ fn a_thousand_generated_configs_are_accepted_or_refused_naming_the_key_and_fifty
     let trial = |k: usize| {
         let g = pick[k];
         let runs_dir = runs.path().join(format!("r{k}"));
-        let args = [
-            strs(&["train", "--quiet", "--config"]),
-            vec![g.file.display().to_string()],
-            strs(&["--runs-dir"]),
-            vec![runs_dir.display().to_string()],
-        ]
-        .concat();
-        // Output to files: a test that reads pipes only at the end would block a chatty child.
         std::fs::create_dir_all(&runs_dir).unwrap();
         let log = runs.path().join(format!("r{k}.log"));
-        let mut child = bin()
-            .args(&args)
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_train(&g.file, &runs_dir, &log);
         let t0 = Instant::now();
         let mut signalled = None;
         let status = loop {
@@ -285,11 +295,7 @@ fn a_thousand_generated_configs_are_accepted_or_refused_naming_the_key_and_fifty
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let t = clip(&format!(
-            "{}{}",
-            std::fs::read_to_string(&log).unwrap_or_default(),
-            std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
-        ));
+        let t = logged(&log);
         no_crash(&t);
         if g.accepted {
             assert_eq!(
@@ -403,15 +409,7 @@ fn every_key_at_its_extremes_is_refused_by_check_or_trains() {
         let (file, key, x) = &accepted[k];
         let runs_dir = runs.path().join(format!("r{k}"));
         let log = runs.path().join(format!("r{k}.log"));
-        let mut child = bin()
-            .args(["train", "--quiet", "--config"])
-            .arg(file)
-            .arg("--runs-dir")
-            .arg(&runs_dir)
-            .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_train(file, &runs_dir, &log);
         let t0 = Instant::now();
         let mut signalled = false;
         let status = loop {
@@ -429,11 +427,7 @@ fn every_key_at_its_extremes_is_refused_by_check_or_trains() {
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let t = clip(&format!(
-            "{}{}",
-            std::fs::read_to_string(&log).unwrap_or_default(),
-            std::fs::read_to_string(log.with_extension("err")).unwrap_or_default()
-        ));
+        let t = logged(&log);
         no_crash(&t);
         assert_eq!(status.code(), Some(0), "{key} = {x} (accepted by check) did not run and stop cleanly:\n{t}");
         trained.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
