@@ -1,5 +1,6 @@
 //! The training pass of a small network on the CPU with its backward pass written out: the
-//! matrix products stay libtorch's (`addmm`, `mm`: MKL), everything between them (bias and
+//! matrix products are [`crate::gemm`]'s (own AVX-512 kernels, else libtorch's `addmm`/`mm`:
+//! MKL), everything between them (bias and
 //! mean-only BN, layer norm, ReLU, the dueling head, the TD loss and every backward step of
 //! those) is a loop over the activations here, and no autograd graph is built.
 //!

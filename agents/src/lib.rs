@@ -18,6 +18,7 @@
 //!   one trait, with saveable state and one-pass CPU kernels.
 //! - [`replay`]: replay memory (frames stored once; vector observations) and the batches it
 //!   hands a learner's device.
+//! - [`gemm`]: the small networks' f32 matrix products by this crate's own AVX-512 kernels.
 //! - `kernels`: the CPU loops' common parts (element types, AVX2 builds, slices of tensors).
 //! - [`ext`]: only the FFI: what tch lacks of libtorch, in C++ (`csrc/`): multi-tensor
 //!   optimizer kernels, CUDA graphs and a copy stream, bf16 casts, the intra-op parallel loop.
@@ -28,6 +29,7 @@ pub mod diagnostics;
 pub mod dqn;
 pub mod explicit;
 pub mod ext;
+pub mod gemm;
 pub mod graphed;
 mod kernels;
 pub mod layers;

@@ -705,6 +705,9 @@ mod tests {
     /// placements.
     #[test]
     fn explicit_pass_gives_autograd_gradients() {
+        // One intra-op thread, as a small network's learner runs: the products are then the
+        // crate's own kernels where the CPU has AVX-512F (`crate::gemm`).
+        tch::set_num_threads(1);
         let mut cases = Vec::new();
         for arch in [Arch::Mlp, Arch::Minatar] {
             for variant in Variant::ALL {

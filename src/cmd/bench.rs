@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tch::{Device, Kind, Tensor};
 use wndqn_agents::dqn::Dqn;
+use wndqn_agents::gemm;
 use wndqn_agents::normalization::Variant;
 use wndqn_agents::qnet::{Arch, QNetConfig};
 use wndqn_agents::replay::{BatchPrep, FrameMemory, ObsRef, TensorBatch, Transition};
@@ -432,14 +433,14 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
     let ups = n as f64 / secs;
     let net = dqn.online.config().clone();
     let flops = net.update_flops(b.batch, cfg.agent.double_dqn);
-    // The floor the matrix products alone set, on this core, in this process (CPU only).
-    let floor = (device == Device::Cpu).then(|| products_alone(&net, b.batch, cfg.agent.double_dqn, 1.0));
-    let sgemm = (device == Device::Cpu).then(|| sgemm_rate(32, 1024, 128, 0.5));
+    let p = (device == Device::Cpu).then(|| Products::measure(&net, b.batch, cfg.agent.double_dqn));
+    let (floor, floor_torch) = (p.map(|p| p.floor), p.map(|p| p.floor_torch));
+    let (sgemm, own) = (p.map(|p| p.sgemm), p.and_then(|p| p.own));
     let optimizer = update_name(&cfg);
     if b.json {
         out!(
             "{}",
-            json!({"updates_per_sec": ups, "variant": variant.name(), "network": network, "double_dqn": cfg.agent.double_dqn, "cuda_graph": graph_used, "obs": b.game.as_deref().unwrap_or("noise"), "device": device_name(device), "threads": threads, "batch": b.batch, "updates": n, "seconds": secs, "precision": b.precision.name(), "channels_last": b.channels_last, "optimizer": optimizer, "update_mflop": flops / 1e6, "gflops": flops * ups / 1e9, "products_alone_us": floor.map(|f| f * 1e6), "fraction_of_products_rate": floor.map(|f| f * ups), "sgemm_32x1024x128_gflops": sgemm})
+            json!({"updates_per_sec": ups, "variant": variant.name(), "network": network, "double_dqn": cfg.agent.double_dqn, "cuda_graph": graph_used, "obs": b.game.as_deref().unwrap_or("noise"), "device": device_name(device), "threads": threads, "batch": b.batch, "updates": n, "seconds": secs, "precision": b.precision.name(), "channels_last": b.channels_last, "optimizer": optimizer, "update_mflop": flops / 1e6, "gflops": flops * ups / 1e9, "products_alone_us": floor.map(|f| f * 1e6), "products_alone_libtorch_us": floor_torch.map(|f| f * 1e6), "fraction_of_products_rate": floor.map(|f| f * ups), "sgemm_32x1024x128_gflops": sgemm, "own_kernel_32x1024x128_gflops": own, "fraction_of_sgemm_rate": sgemm.map(|s| flops * ups / 1e9 / s)})
         );
     } else {
         out!(
@@ -454,23 +455,65 @@ fn bench_learner(b: LearnerBench, device: DeviceArg, rom_dir: Option<&Path>) -> 
             b.batch
         );
         out!("  {:.1} MFLOP of matrix products per update: {:.1} GFLOP/s", flops / 1e6, flops * ups / 1e9);
-        if let (Some(f), Some(s)) = (floor, sgemm) {
-            out!(
-                "  the same products alone (contiguous operands, this process): {:.0} us = {:.1} GFLOP/s; the update runs at {:.0}% of their rate (sgemm [32,1024]x[1024,128]: {s:.1} GFLOP/s)",
-                f * 1e6,
-                flops / f / 1e9,
-                100.0 * f * ups
-            );
+        if let Some(p) = p {
+            p.print(flops, ups);
         }
     }
     Ok(())
 }
 
+/// What the matrix products alone take on this core, in this process (CPU only): the floor
+/// they set under an update.
+#[derive(Clone, Copy)]
+struct Products {
+    /// Seconds per update, by the kernels the update uses ([`products_alone`]).
+    floor: f64,
+    /// The same by libtorch's products alone.
+    floor_torch: f64,
+    /// A 32x1024x128 sgemm's GFLOP/s (libtorch's: MKL).
+    sgemm: f64,
+    /// The same product by the crate's own kernel, where it runs here.
+    own: Option<f64>,
+}
+
+impl Products {
+    fn measure(net: &QNetConfig, batch: i64, double_dqn: bool) -> Products {
+        Products {
+            floor: products_alone(net, batch, double_dqn, 1.0, true),
+            floor_torch: products_alone(net, batch, double_dqn, 1.0, false),
+            sgemm: sgemm_rate(32, 1024, 128, 0.5, false).unwrap_or(f64::NAN),
+            own: sgemm_rate(32, 1024, 128, 0.5, true),
+        }
+    }
+
+    /// The lines `bench learner` prints for an update of `flops` at `ups` updates/s.
+    fn print(&self, flops: f64, ups: f64) {
+        let kernels = match self.own {
+            Some(_) => format!("own AVX-512 kernels; libtorch's: {:.0} us", self.floor_torch * 1e6),
+            None => "libtorch's sgemm".to_string(),
+        };
+        out!(
+            "  the same products alone ({kernels}, contiguous operands, this process): {:.0} us = {:.1} GFLOP/s; the update runs at {:.0}% of their rate",
+            self.floor * 1e6,
+            flops / self.floor / 1e9,
+            100.0 * self.floor * ups
+        );
+        let own = self.own.map_or(String::new(), |o| format!("; own kernel: {o:.1} GFLOP/s"));
+        out!(
+            "  sgemm [32,1024]x[1024,128] (libtorch's, MKL): {:.1} GFLOP/s; the update runs at {:.0}% of it{own}",
+            self.sgemm,
+            100.0 * flops * ups / 1e9 / self.sgemm
+        );
+    }
+}
+
 /// Seconds per update that the update's matrix products alone take (one thread's worth of the
-/// intra-op threads set), each as one contiguous `mm` into a kept output: the online forward
+/// intra-op threads set), each as one contiguous product into a kept output, by the kernels
+/// the update uses (with `own`: `wndqn_agents::gemm` where it takes them) or by libtorch's
+/// alone: the online forward
 /// products (on twice the batch under double DQN), the target's, every weight gradient's and
 /// every input gradient's but the observation's. The median over repeats within `secs`.
-fn products_alone(net: &QNetConfig, batch: i64, double_dqn: bool, secs: f64) -> f64 {
+fn products_alone(net: &QNetConfig, batch: i64, double_dqn: bool, secs: f64, own: bool) -> f64 {
     let opts = (Kind::Float, Device::Cpu);
     let mut ops: Vec<(Tensor, Tensor, Tensor)> = Vec::new();
     let mut mm = |m: i64, k: i64, n: i64| {
@@ -490,7 +533,9 @@ fn products_alone(net: &QNetConfig, batch: i64, double_dqn: bool, secs: f64) -> 
     while t0.elapsed().as_secs_f64() < secs || times.len() < 5 {
         let t = Instant::now();
         for (a, b, o) in &ops {
-            let _ = a.mm_out(o, b);
+            if !(own && gemm::mm_into(o, None, a, b)) {
+                let _ = a.mm_out(o, b);
+            }
         }
         times.push(t.elapsed().as_secs_f64());
     }
@@ -498,19 +543,27 @@ fn products_alone(net: &QNetConfig, batch: i64, double_dqn: bool, secs: f64) -> 
     times[times.len() / 2]
 }
 
-/// One `[m, k] x [k, n]` sgemm's GFLOP/s, the median over repeats within `secs`.
-fn sgemm_rate(m: i64, k: i64, n: i64, secs: f64) -> f64 {
+/// One `[m, k] x [k, n]` product's GFLOP/s, the median over repeats within `secs`: libtorch's
+/// sgemm (MKL's), or with `own` the crate's kernel (`None` where it does not run here).
+fn sgemm_rate(m: i64, k: i64, n: i64, secs: f64, own: bool) -> Option<f64> {
     let opts = (Kind::Float, Device::Cpu);
     let (a, b, o) = (Tensor::randn([m, k], opts), Tensor::randn([k, n], opts), Tensor::empty([m, n], opts));
+    if own && !gemm::mm_into(&o, None, &a, &b) {
+        return None;
+    }
     let mut times = Vec::new();
     let t0 = Instant::now();
     while t0.elapsed().as_secs_f64() < secs || times.len() < 5 {
         let t = Instant::now();
-        let _ = a.mm_out(&o, &b);
+        if !own {
+            let _ = a.mm_out(&o, &b);
+        } else {
+            gemm::mm_into(&o, None, &a, &b);
+        }
         times.push(t.elapsed().as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
-    2.0 * (m * k * n) as f64 / times[times.len() / 2] / 1e9
+    Some(2.0 * (m * k * n) as f64 / times[times.len() / 2] / 1e9)
 }
 
 /// Updates on `host` for `seconds` after five untimed ones, with the learner's own updater:

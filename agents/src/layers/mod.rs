@@ -254,7 +254,13 @@ impl Layer {
         let out = self.weight.size()[0];
         let batch = x.size()[0];
         let mobn = self.running_mean.is_some();
-        let product = |input: &Tensor, wt: &Tensor| if mobn { input.mm(wt) } else { ops.bias.addmm(input, wt) };
+        let product = |input: &Tensor, wt: &Tensor| {
+            let bias = (!mobn).then_some(&ops.bias);
+            crate::gemm::addmm(bias, input, wt).unwrap_or_else(|| match bias {
+                Some(b) => b.addmm(input, wt),
+                None => input.mm(wt),
+            })
+        };
         let (input, pre) = match (&self.op, &self.patches) {
             (Op::Conv2d { .. }, Some(p)) => {
                 let cols = p.gather(x);
@@ -346,10 +352,16 @@ impl Layer {
                 mean_only_bn::sub_col_means(f32s_mut(&d), out as usize);
             }
         }
-        let _ = d.tr().mm_out(&grads.weight.view([out, -1]), &tape.input);
+        let gw = grads.weight.view([out, -1]);
+        if !crate::gemm::mm_into(&gw, None, &d.tr(), &tape.input) {
+            let _ = d.tr().mm_out(&gw, &tape.input);
+        }
         let w = self.materialized.as_ref().map_or(&self.weight, |m| &m.w);
         crate::ext::multi_tensor::set_grad(w, Some(&grads.weight)).expect("the gradient has the weight's shape");
-        need_dx.then(|| d.mm(&ops.w.view([out, -1])))
+        need_dx.then(|| {
+            let w = ops.w.view([out, -1]);
+            crate::gemm::addmm(None, &d, &w).unwrap_or_else(|| d.mm(&w))
+        })
     }
 
     fn reparam_weights(&self) -> Option<Weights<'_>> {
@@ -536,7 +548,9 @@ impl Layer {
         let x = compute.operand(x, matches!(self.op, Op::Conv2d { .. }));
         let Some(rm) = &self.running_mean else {
             return match (&ops.out_scale, &ops.wt) {
-                (None, Some(wt)) => ops.bias.addmm(&x, wt),
+                (None, Some(wt)) => {
+                    crate::gemm::addmm(Some(&ops.bias), &x, wt).unwrap_or_else(|| ops.bias.addmm(&x, wt))
+                }
                 (None, None) => self.apply_op(&x, &ops.w, Some(&ops.bias)),
                 (Some(s), _) => self.act_view(&ops.bias).addcmul(&self.apply_op(&x, &ops.w, None), s),
             };

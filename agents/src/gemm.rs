@@ -1,0 +1,376 @@
+//! The small networks' f32 matrix products (MinAtar's, the MLP's) by this crate's own AVX-512
+//! kernels, where the CPU has AVX-512F and libtorch runs one thread: at those shapes MKL's sgemm,
+//! what libtorch calls, spends much of each call packing operands it then uses once
+//! (docs/BENCHMARKS.md measures both). Anything else (no AVX-512, several intra-op threads,
+//! another dtype, an operand that needs a gradient, a layout the kernels do not take) is left to
+//! libtorch: every function here returns whether it took the product.
+//!
+//! Two kernels keep a tile of the output in registers over the whole inner dimension `k`:
+//! - `nn`, `C = A B` for a `B` whose rows are contiguous (`A` at any strides, read an element
+//!   at a time): a fused multiply-add per term, `k` in order;
+//! - `nt`, `C = A B^T` for an `A` and a `B^T` whose rows (along `k`) are contiguous: dot
+//!   products in 16 lanes, summed at the end.
+//!
+//! The bias, where there is one, starts `nn`'s sums and ends `nt`'s.
+
+use tch::{Device, Kind, Tensor};
+
+/// `bias + a b` (`bias` `[n]` added to every row) or `a b`, as a new contiguous `[m, n]`
+/// tensor; `None` where the kernels do not take it (see the module's text).
+pub fn addmm(bias: Option<&Tensor>, a: &Tensor, b: &Tensor) -> Option<Tensor> {
+    if !enabled() || !usable(a) || !usable(b) || a.dim() != 2 || b.dim() != 2 {
+        return None;
+    }
+    let out = Tensor::empty([a.size()[0], b.size()[1]], (Kind::Float, Device::Cpu));
+    mm_into(&out, bias, a, b).then_some(out)
+}
+
+/// [`addmm`] into `out` (contiguous `[m, n]` f32); false, with `out` untouched, where the
+/// kernels do not take it.
+pub fn mm_into(out: &Tensor, bias: Option<&Tensor>, a: &Tensor, b: &Tensor) -> bool {
+    if !enabled() || !usable(a) || !usable(b) || !usable(out) || a.dim() != 2 || b.dim() != 2 {
+        return false;
+    }
+    let ([m, k], [k2, n]) = (dims(a), dims(b));
+    if k != k2 || out.size() != [m as i64, n as i64] || !out.is_contiguous() {
+        return false;
+    }
+    if let Some(bias) = bias {
+        if !usable(bias) || !bias.is_contiguous() || bias.size() != [n as i64] {
+            return false;
+        }
+    }
+    let (sa, sb) = (a.stride(), b.stride());
+    // A small `B` seen transposed (a convolution's `W^T`, a head's): one copy, then `nn`,
+    // whose tiles suit a short `k` better than `nt`'s dot products.
+    let small_copy;
+    let (b, sb) = if sb[1] != 1 && !(sb[0] == 1 && sa[1] == 1 && k >= 64) && k * n <= 16_384 {
+        small_copy = b.contiguous();
+        let s = small_copy.stride();
+        (&small_copy, s)
+    } else {
+        (b, sb)
+    };
+    let bias_ptr = bias.map_or(std::ptr::null(), |t| t.data_ptr() as *const f32);
+    let (ap, bp, cp) = (a.data_ptr() as *const f32, b.data_ptr() as *const f32, out.data_ptr() as *mut f32);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if sb[1] == 1 {
+            // SAFETY: AVX-512F is present (`enabled`); the pointers address f32 CPU tensors of
+            // the checked shapes and strides; `out` is contiguous and, being an output the
+            // caller hands over, shares no memory with the operands.
+            unsafe { x86::nn(m, n, k, (ap, sa[0] as isize, sa[1] as isize), (bp, sb[0] as isize), cp, bias_ptr) };
+            return true;
+        }
+        if sb[0] == 1 && sa[1] == 1 {
+            // SAFETY: as above; `a`'s rows and `b`'s columns are contiguous along `k`.
+            unsafe { x86::nt(m, n, k, (ap, sa[0] as isize), (bp, sb[1] as isize), cp, bias_ptr) };
+            return true;
+        }
+    }
+    let _ = (ap, bp, cp, bias_ptr);
+    false
+}
+
+/// The shape of a 2-D tensor, as sizes.
+fn dims(t: &Tensor) -> [usize; 2] {
+    let s = t.size();
+    [s[0] as usize, s[1] as usize]
+}
+
+/// An f32 CPU tensor that no gradient flows through (none needed, or autograd off: the
+/// explicit pass and the passes that need no gradient run with it off).
+fn usable(t: &Tensor) -> bool {
+    t.kind() == Kind::Float && t.device() == Device::Cpu && t.numel() > 0 && !(t.requires_grad() && grad_mode())
+}
+
+/// Whether autograd records on this thread (ATen's `GradMode`, which tch does not read out).
+fn grad_mode() -> bool {
+    // SAFETY: setting and restoring this thread's grad mode; nothing runs in between.
+    unsafe {
+        let on = torch_sys::at_grad_set_enabled(0);
+        torch_sys::at_grad_set_enabled(on);
+        on != 0
+    }
+}
+
+/// Whether this CPU has AVX-512F and libtorch runs one intra-op thread (several threads are
+/// MKL's to use).
+pub fn enabled() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && tch::get_num_threads() == 1
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    /// `nn`'s tile: `R` rows of C by `V` vectors of 16 columns (the last one masked).
+    macro_rules! nn_rows {
+        ($v:literal, $r:literal, $m:expr, $args:expr) => {{
+            let (k, a, b, c, ldc, bias, mask) = $args;
+            let mut i = 0;
+            while i + $r <= $m {
+                tile_nn::<$v, $r>(k, at(a, i), b, c.add(i * ldc), ldc, bias, mask);
+                i += $r;
+            }
+            let args = (k, at(a, i), b, c.add(i * ldc), ldc, bias, mask);
+            match $m - i {
+                0 => {}
+                1 => tile_nn::<$v, 1>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
+                2 => tile_nn::<$v, 2>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
+                3 => tile_nn::<$v, 3>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
+                4 => tile_nn::<$v, 4>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
+                5 => tile_nn::<$v, 5>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
+                6 => tile_nn::<$v, 6>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
+                _ => tile_nn::<$v, 7>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
+            }
+        }};
+    }
+
+    type StridedA = (*const f32, isize, isize);
+
+    /// `a` moved down `i` rows.
+    unsafe fn at(a: StridedA, i: usize) -> StridedA {
+        // SAFETY: the caller stays inside `a`'s rows.
+        (unsafe { a.0.offset(i as isize * a.1) }, a.1, a.2)
+    }
+
+    /// `C[m, n] = bias + A B`: `a` as (pointer, row stride, column stride), `b` as (pointer,
+    /// row stride) with contiguous rows, `c` contiguous.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn nn(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: StridedA,
+        b: (*const f32, isize),
+        c: *mut f32,
+        bias: *const f32,
+    ) {
+        // SAFETY: the caller's contract: the pointers and strides address the operands' and
+        // the output's elements of the given sizes, and AVX-512F is present.
+        unsafe {
+            let mut j = 0;
+            while j < n {
+                let w = (n - j).min(64);
+                let v = w.div_ceil(16);
+                let tail = w - (v - 1) * 16;
+                let mask: u16 = if tail == 16 { 0xFFFF } else { (1u16 << tail) - 1 };
+                let bj = (b.0.add(j), b.1);
+                let biasj = if bias.is_null() { bias } else { bias.add(j) };
+                let args = (k, a, bj, c.add(j), n, biasj, mask);
+                match v {
+                    1 => nn_rows!(1, 8, m, args),
+                    2 => nn_rows!(2, 8, m, args),
+                    3 => nn_rows!(3, 6, m, args),
+                    _ => nn_rows!(4, 4, m, args),
+                }
+                j += w;
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tile_nn<const V: usize, const R: usize>(
+        k: usize,
+        a: StridedA,
+        b: (*const f32, isize),
+        c: *mut f32,
+        ldc: usize,
+        bias: *const f32,
+        mask: u16,
+    ) {
+        // SAFETY: the caller's contract: the pointers and strides address the operands' and
+        // the output's elements of the given sizes, and AVX-512F is present.
+        unsafe {
+            let mut masks = [0xFFFFu16; V];
+            masks[V - 1] = mask;
+            let mut acc = [[_mm512_setzero_ps(); V]; R];
+            if !bias.is_null() {
+                for q in 0..V {
+                    let bv = _mm512_maskz_loadu_ps(masks[q], bias.add(16 * q));
+                    for row in acc.iter_mut() {
+                        row[q] = bv;
+                    }
+                }
+            }
+            let (ap, rsa, csa) = a;
+            for p in 0..k {
+                let bp = b.0.offset(p as isize * b.1);
+                let mut bv = [_mm512_setzero_ps(); V];
+                for q in 0..V {
+                    bv[q] = _mm512_maskz_loadu_ps(masks[q], bp.add(16 * q));
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = _mm512_set1_ps(*ap.offset(r as isize * rsa + p as isize * csa));
+                    for q in 0..V {
+                        row[q] = _mm512_fmadd_ps(av, bv[q], row[q]);
+                    }
+                }
+            }
+            for (r, row) in acc.iter().enumerate() {
+                for q in 0..V {
+                    _mm512_mask_storeu_ps(c.add(r * ldc + 16 * q), masks[q], row[q]);
+                }
+            }
+        }
+    }
+
+    /// `C[m, n] = A B^T + bias`: `a` as (pointer, row stride) and `bt` (`B^T`, `[n, k]`) as
+    /// (pointer, row stride), both with rows contiguous along `k`; `c` contiguous.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn nt(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: (*const f32, isize),
+        bt: (*const f32, isize),
+        c: *mut f32,
+        bias: *const f32,
+    ) {
+        // SAFETY: the caller's contract: the pointers and strides address the operands' and
+        // the output's elements of the given sizes, and AVX-512F is present.
+        unsafe {
+            macro_rules! cols {
+                ($r:literal, $i:expr) => {{
+                    let mut j = 0;
+                    while j < n {
+                        let at = (a.0.offset($i as isize * a.1), a.1);
+                        let bj = (bt.0.offset(j as isize * bt.1), bt.1);
+                        let cij = c.add($i * n + j);
+                        let biasj = if bias.is_null() { bias } else { bias.add(j) };
+                        match n - j {
+                            1 => tile_nt::<$r, 1>(k, at, bj, cij, n, biasj),
+                            2 => tile_nt::<$r, 2>(k, at, bj, cij, n, biasj),
+                            3 => tile_nt::<$r, 3>(k, at, bj, cij, n, biasj),
+                            _ => tile_nt::<$r, 4>(k, at, bj, cij, n, biasj),
+                        }
+                        j += 4;
+                    }
+                }};
+            }
+            let mut i = 0;
+            while i + 4 <= m {
+                cols!(4, i);
+                i += 4;
+            }
+            match m - i {
+                0 => {}
+                1 => cols!(1, i),
+                2 => cols!(2, i),
+                _ => cols!(3, i),
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tile_nt<const R: usize, const S: usize>(
+        k: usize,
+        a: (*const f32, isize),
+        bt: (*const f32, isize),
+        c: *mut f32,
+        ldc: usize,
+        bias: *const f32,
+    ) {
+        // SAFETY: the caller's contract: the pointers and strides address the operands' and
+        // the output's elements of the given sizes, and AVX-512F is present.
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); S]; R];
+            let mut p = 0;
+            let mut step = |p: usize, mask: u16| {
+                let mut bv = [_mm512_setzero_ps(); S];
+                for (s, v) in bv.iter_mut().enumerate() {
+                    *v = _mm512_maskz_loadu_ps(mask, bt.0.offset(s as isize * bt.1).add(p));
+                }
+                for (r, row) in acc.iter_mut().enumerate() {
+                    let av = _mm512_maskz_loadu_ps(mask, a.0.offset(r as isize * a.1).add(p));
+                    for s in 0..S {
+                        row[s] = _mm512_fmadd_ps(av, bv[s], row[s]);
+                    }
+                }
+            };
+            while p + 16 <= k {
+                step(p, 0xFFFF);
+                p += 16;
+            }
+            if p < k {
+                step(p, (1u16 << (k - p)) - 1);
+            }
+            for (r, row) in acc.iter().enumerate() {
+                for (s, v) in row.iter().enumerate() {
+                    let b = if bias.is_null() { 0.0 } else { *bias.add(s) };
+                    *c.add(r * ldc + s) = _mm512_reduce_add_ps(*v) + b;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every layout the kernels take, over shapes with every kind of tail (rows short of a
+    /// tile, columns short of a vector or of four, `k` short of 16), against libtorch's
+    /// product in f64; and `None` where this CPU or the operands are not theirs.
+    #[test]
+    fn kernels_give_torchs_products() {
+        tch::set_num_threads(1);
+        if !enabled() {
+            eprintln!("this CPU has no AVX-512F: the products stay libtorch's (checked below)");
+        }
+        let f = (Kind::Float, Device::Cpu);
+        let mut checked = 0;
+        for &m in &[1i64, 3, 7, 8, 9, 32, 64] {
+            for &n in &[1i64, 6, 16, 17, 36, 64, 70, 128] {
+                for &k in &[1i64, 6, 36, 128, 300] {
+                    let a = Tensor::randn([m, k], f);
+                    let b = Tensor::randn([k, n], f);
+                    let bias = Tensor::randn([n], f);
+                    // b contiguous (nn), b seen transposed (nt, or nn after a small copy), a
+                    // seen transposed (nn reading a by strides).
+                    let bt = Tensor::randn([n, k], f);
+                    let at = Tensor::randn([k, m], f);
+                    for (a, b) in [
+                        (a.shallow_clone(), b.shallow_clone()),
+                        (a.shallow_clone(), bt.tr()),
+                        (at.tr(), b.shallow_clone()),
+                    ] {
+                        for bias in [None, Some(&bias)] {
+                            let want = a.to_kind(Kind::Double).mm(&b.to_kind(Kind::Double));
+                            let want = match bias {
+                                Some(c) => want + c.to_kind(Kind::Double),
+                                None => want,
+                            };
+                            let got = addmm(bias, &a, &b);
+                            assert_eq!(got.is_some(), enabled(), "{m}x{k}x{n}: taken only with AVX-512F");
+                            let Some(got) = got else { continue };
+                            let scale = (k as f64).sqrt() + 1.0;
+                            let err = f64::try_from((got.to_kind(Kind::Double) - &want).abs().max()).unwrap();
+                            assert!(err < 2e-6 * scale * 4.0, "{m}x{k}x{n} bias={}: max error {err}", bias.is_some());
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        if enabled() {
+            assert!(checked > 800, "{checked} products checked");
+        }
+        // Not theirs: a gradient to carry, another dtype, mismatched sizes.
+        let a = Tensor::randn([4, 8], f).set_requires_grad(true);
+        assert!(addmm(None, &a, &Tensor::randn([8, 16], f)).is_none());
+        assert_eq!(tch::no_grad(|| addmm(None, &a, &Tensor::randn([8, 16], f))).is_some(), enabled(), "autograd off");
+        let d = Tensor::randn([4, 8], (Kind::Double, Device::Cpu));
+        assert!(addmm(None, &d, &Tensor::randn([8, 16], (Kind::Double, Device::Cpu))).is_none());
+        let out = Tensor::empty([4, 15], f);
+        assert!(!mm_into(&out, None, &Tensor::randn([4, 8], f), &Tensor::randn([8, 16], f)));
+    }
+}
