@@ -409,3 +409,43 @@ fn bad_sweeps_are_refused_before_anything_starts() {
     assert!(t.contains("holds another sweep") && t.contains("base.run.total_env_steps"), "{t}");
     assert_eq!(std::fs::read_to_string(dir.join("sweep.toml")).unwrap(), plan_before, "the earlier plan was touched");
 }
+
+/// `--dry-run --estimate` measures each variant on the first game and each other game with the
+/// first variant (training for real, at the runs' final epsilon), and sums the runs still to do
+/// from those rates: the hours of one run at a time are the runs' budgets over the rates it
+/// printed, and with two jobs they take less wall time. Nothing is written.
+#[test]
+fn estimate_measures_variants_and_games() {
+    let d = tempfile::tempdir().unwrap();
+    let grid = "games = [\"MinAtar/Breakout-v0\", \"MinAtar/Seaquest-v0\"]\nvariants = [\"plain\", \"weight_norm\"]\nseeds = 2\nsets = [\"run.total_env_steps=300_000\", \"learner.replay_ratio=0.25\"]\n\n[normalize]\n\"MinAtar/Breakout-v0\" = [0.51, 8.55]\n\"MinAtar/Seaquest-v0\" = [0.10, 2.97]\n";
+    let spec = sweep_spec(d.path(), "est.toml", "minatar.toml", grid);
+    let dir = d.path().join("sw");
+    let args = |jobs: &str| {
+        let s = spec.to_str().unwrap().to_string();
+        strs(&["sweep", "run", &s, "--dir", dir.to_str().unwrap(), "--jobs", jobs, "--dry-run", "--estimate", "2"])
+    };
+    let o = run(&args("1").iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    let rate = |what: &str| -> f64 {
+        let line =
+            t.lines().find(|l| l.trim_start().starts_with(what)).unwrap_or_else(|| panic!("no `{what}` line: {t}"));
+        line.split(": ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap()
+    };
+    let (p, w, s) = (
+        rate("plain on MinAtar/Breakout-v0"),
+        rate("weight_norm on MinAtar/Breakout-v0"),
+        rate("plain on MinAtar/Seaquest-v0"),
+    );
+    assert!(!t.contains("weight_norm on MinAtar/Seaquest-v0"), "a game is measured with the first variant only: {t}");
+    // Eight runs of 300k env steps, each at its variant's rate times its game's factor.
+    let want: f64 = 2.0 * 300_000.0 * (1.0 / p + 1.0 / w + 1.0 / s + 1.0 / (w * s / p));
+    let said = t.lines().find(|l| l.contains("of one run at a time")).unwrap();
+    let minutes: f64 = said.split("test stage included): ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(
+        (minutes - want / 60.0).abs() <= 0.5 + 0.02 * want / 60.0,
+        "{minutes} minutes said, {} from the rates: {t}",
+        want / 60.0
+    );
+    assert!(!dir.exists(), "the dry run wrote the sweep folder");
+}

@@ -214,11 +214,11 @@ fn dry_run(plan: &Plan, dir: &Path, opts: &RunOptions, roms: Option<&Path>) -> R
     Ok(())
 }
 
-/// The cost of the runs still to do: each variant's steady-state env steps per second, measured
-/// on the plan's first game alone on this machine, over its runs' budgets; the local pool's
-/// wall time with its jobs side by side (each keeps the share of a lone run's speed that
-/// docs/BENCHMARKS.md measured for two MinAtar runs side by side at the study's settings, 0.70),
-/// and the core hours.
+/// The cost of the runs still to do, from steady-state env steps per second measured on this
+/// machine ([`steady`]): each variant on the plan's first game, and each other game with the
+/// first variant (a run's rate is its variant's times its game's relative to the first game's);
+/// one run at a time, and the local pool's wall time with its jobs side by side, each at
+/// [`SIDE_BY_SIDE`] of a lone run's measured speed.
 fn estimate(
     plan: &Plan,
     dir: &Path,
@@ -227,55 +227,92 @@ fn estimate(
     roms: Option<&Path>,
     secs: f64,
 ) -> Result<()> {
-    const SIDE_BY_SIDE: f64 = 0.70;
     let device = opts.local.device.resolve()?;
     let cpu = crate::util::cpu_model();
-    out!("cost, measured on {cpu} ({} cores), {secs:.0} s after the warm-up per variant:", crate::threads::cores());
+    out!("cost, measured on {cpu} ({} cores), {secs:.0} s after the warm-up each:", crate::threads::cores());
     let f = state::Folders::new(dir);
     let existing = Plan::read(&f.dir).ok();
     let none = Default::default();
-    let mut total_secs = 0.0;
-    let unnamed_tests = if existing.as_ref().is_none_or(|p| p.needs_choice()) {
-        (plan.games.len() * plan.test_seeds.len()) as u64 * plan.base.run.total_env_steps
-    } else {
-        0
-    };
-    for &v in &plan.variants {
-        let first = runs.iter().find(|r| r.variant == v).ok_or_else(|| anyhow::anyhow!("no run of {}", v.name()))?;
-        let cfg = plan.config(first)?;
-        let (_, m) = crate::train::measure(cfg, device, roms, secs)?;
+    let first = runs.first().ok_or_else(|| anyhow::anyhow!("no run to estimate"))?;
+    let rate = |r: &RunSpec| -> Result<f64> {
+        let (_, m) = crate::train::measure(steady(plan.config(r)?), device, roms, secs)?;
         if crate::signals::interrupted() {
             bail!("interrupted: no estimate");
         }
-        let todo: u64 = unnamed_tests
-            + runs
-                .iter()
-                .filter(|r| r.variant == v)
-                .filter(|r| {
-                    let done = existing.as_ref().map(|p| state::status(&f, p, r, &none).state);
-                    !matches!(done, Some(State::Done))
-                })
-                .map(|r| plan.config(r).map(|c| c.run.total_env_steps).unwrap_or(0))
-                .sum::<u64>();
-        let run_secs = plan.base.run.total_env_steps as f64 / m.env_steps_per_sec;
-        total_secs += todo as f64 / m.env_steps_per_sec;
         out!(
-            "  {}: {:.0} env steps/s ({}, {:.0} updates/s) -> {:.0} min a run alone",
-            v.name(),
+            "  {} on {}: {:.0} env steps/s ({:.0} updates/s)",
+            r.variant.name(),
+            r.game,
             m.env_steps_per_sec,
-            first.game,
-            m.updates_per_sec,
-            run_secs / 60.0
+            m.updates_per_sec
         );
+        Ok(m.env_steps_per_sec)
+    };
+    let mut variant_rate = std::collections::BTreeMap::new();
+    for &v in &plan.variants {
+        let r = runs.iter().find(|r| r.variant == v && r.game == first.game);
+        if let Some(r) = r.or_else(|| runs.iter().find(|r| r.variant == v)) {
+            variant_rate.insert(v.name(), rate(r)?);
+        }
     }
-    let jobs = opts.local.jobs.unwrap_or(1).max(1) as f64;
-    let wall = total_secs / (jobs * if jobs > 1.0 { SIDE_BY_SIDE } else { 1.0 });
+    let base_rate = variant_rate.get(first.variant.name()).copied().unwrap_or(1.0);
+    let mut game_factor = std::collections::BTreeMap::new();
+    for g in &plan.games {
+        let factor = match runs.iter().find(|r| &r.game == g && r.variant == first.variant) {
+            Some(r) if *g != first.game => rate(r)? / base_rate,
+            _ => 1.0,
+        };
+        game_factor.insert(g.clone(), factor);
+    }
+    let secs_of = |r: &RunSpec| -> f64 {
+        let steps = plan.config(r).map(|c| c.run.total_env_steps).unwrap_or(0) as f64;
+        let v = variant_rate.get(r.variant.name()).copied().unwrap_or(base_rate);
+        steps / (v * game_factor.get(&r.game).copied().unwrap_or(1.0))
+    };
+    let todo = runs.iter().filter(|r| {
+        let done = existing.as_ref().map(|p| state::status(&f, p, r, &none).state);
+        !matches!(done, Some(State::Done))
+    });
+    let mut total_secs: f64 = todo.map(secs_of).sum();
+    if existing.as_ref().is_none_or(|p| p.needs_choice()) {
+        // The test stage's runs, not named yet: every game and variant's held-out seeds.
+        for v in variant_rate.values() {
+            for g in game_factor.values() {
+                total_secs += plan.base.run.total_env_steps as f64 / (v * g) * plan.test_seeds.len() as f64;
+            }
+        }
+    }
+    let jobs = local::jobs(plan, &opts.local)?;
+    let wall = total_secs / (jobs as f64 * if jobs > 1 { SIDE_BY_SIDE } else { 1.0 });
     out!(
-        "  runs to do (test stage included): {:.1} hours of one run at a time; with --jobs {jobs:.0} about {:.1} hours here",
-        total_secs / 3600.0,
-        wall / 3600.0
+        "  runs to do (test stage included): {} of one run at a time; with --jobs {jobs} about {} here",
+        duration(total_secs),
+        duration(wall)
     );
     Ok(())
+}
+
+/// The share of a lone run's measured env steps per second that each of two whole runs side by
+/// side keeps (evaluations, logging and start-up included), measured on a 2-core AMD EPYC: a
+/// 12-run slice of the MinAtar study's settings with `--jobs 2` kept 0.62-0.69 of the
+/// estimate's lone rates (docs/BENCHMARKS.md).
+const SIDE_BY_SIDE: f64 = 0.65;
+
+/// `secs` in hours, or in minutes below two hours.
+fn duration(secs: f64) -> String {
+    if secs < 7200.0 {
+        format!("{:.0} minutes", secs / 60.0)
+    } else {
+        format!("{:.1} hours", secs / 3600.0)
+    }
+}
+
+/// A run's config as it trains for most of its budget: exploration at its final epsilon (a
+/// measurement of a few seconds after the warm-up would otherwise see the early, mostly random
+/// actions, which skip the actor's forward pass).
+fn steady(mut cfg: crate::config::Config) -> crate::config::Config {
+    cfg.actors.epsilon_start = cfg.actors.epsilon_end;
+    cfg
 }
 
 /// `wndqn sweep status DIR`.
