@@ -3,7 +3,8 @@
 //! what libtorch calls, spends much of each call packing operands it then uses once
 //! (docs/BENCHMARKS.md measures both). Anything else (no AVX-512, several intra-op threads,
 //! another dtype, an operand that needs a gradient, a layout the kernels do not take) is left to
-//! libtorch: every function here returns whether it took the product.
+//! libtorch: [`product`] and [`product_into`] fall back to it, [`addmm`] and [`mm_into`] say
+//! whether they took the product.
 //!
 //! Two kernels keep a tile of the output in registers over the whole inner dimension `k`:
 //! - `nn`, `C = A B` for a `B` whose rows are contiguous (`A` at any strides, read an element
@@ -14,6 +15,22 @@
 //! The bias, where there is one, starts `nn`'s sums and ends `nt`'s.
 
 use tch::{Device, Kind, Tensor};
+
+/// `bias + a b` (`bias` `[n]` added to every row) or `a b`: by the kernels where they take it
+/// ([`addmm`]), else libtorch's `addmm` or `mm`.
+pub fn product(bias: Option<&Tensor>, a: &Tensor, b: &Tensor) -> Tensor {
+    addmm(bias, a, b).unwrap_or_else(|| match bias {
+        Some(c) => c.addmm(a, b),
+        None => a.mm(b),
+    })
+}
+
+/// `a b` into `out`: by the kernels where they take it ([`mm_into`]), else libtorch's `mm_out`.
+pub fn product_into(out: &Tensor, a: &Tensor, b: &Tensor) {
+    if !mm_into(out, None, a, b) {
+        let _ = a.mm_out(out, b);
+    }
+}
 
 /// `bias + a b` (`bias` `[n]` added to every row) or `a b`, as a new contiguous `[m, n]`
 /// tensor; `None` where the kernels do not take it (see the module's text).

@@ -533,7 +533,9 @@ fn products_alone(net: &QNetConfig, batch: i64, double_dqn: bool, secs: f64, own
     while t0.elapsed().as_secs_f64() < secs || times.len() < 5 {
         let t = Instant::now();
         for (a, b, o) in &ops {
-            if !(own && gemm::mm_into(o, None, a, b)) {
+            if own {
+                gemm::product_into(o, a, b);
+            } else {
                 let _ = a.mm_out(o, b);
             }
         }

@@ -254,13 +254,7 @@ impl Layer {
         let out = self.weight.size()[0];
         let batch = x.size()[0];
         let mobn = self.running_mean.is_some();
-        let product = |input: &Tensor, wt: &Tensor| {
-            let bias = (!mobn).then_some(&ops.bias);
-            crate::gemm::addmm(bias, input, wt).unwrap_or_else(|| match bias {
-                Some(b) => b.addmm(input, wt),
-                None => input.mm(wt),
-            })
-        };
+        let product = |input: &Tensor, wt: &Tensor| crate::gemm::product((!mobn).then_some(&ops.bias), input, wt);
         let (input, pre) = match (&self.op, &self.patches) {
             (Op::Conv2d { .. }, Some(p)) => {
                 let cols = p.gather(x);
@@ -352,16 +346,10 @@ impl Layer {
                 mean_only_bn::sub_col_means(f32s_mut(&d), out as usize);
             }
         }
-        let gw = grads.weight.view([out, -1]);
-        if !crate::gemm::mm_into(&gw, None, &d.tr(), &tape.input) {
-            let _ = d.tr().mm_out(&gw, &tape.input);
-        }
+        crate::gemm::product_into(&grads.weight.view([out, -1]), &d.tr(), &tape.input);
         let w = self.materialized.as_ref().map_or(&self.weight, |m| &m.w);
         crate::ext::multi_tensor::set_grad(w, Some(&grads.weight)).expect("the gradient has the weight's shape");
-        need_dx.then(|| {
-            let w = ops.w.view([out, -1]);
-            crate::gemm::addmm(None, &d, &w).unwrap_or_else(|| d.mm(&w))
-        })
+        need_dx.then(|| crate::gemm::product(None, &d, &ops.w.view([out, -1])))
     }
 
     fn reparam_weights(&self) -> Option<Weights<'_>> {
@@ -548,9 +536,7 @@ impl Layer {
         let x = compute.operand(x, matches!(self.op, Op::Conv2d { .. }));
         let Some(rm) = &self.running_mean else {
             return match (&ops.out_scale, &ops.wt) {
-                (None, Some(wt)) => {
-                    crate::gemm::addmm(Some(&ops.bias), &x, wt).unwrap_or_else(|| ops.bias.addmm(&x, wt))
-                }
+                (None, Some(wt)) => crate::gemm::product(Some(&ops.bias), &x, wt),
                 (None, None) => self.apply_op(&x, &ops.w, Some(&ops.bias)),
                 (Some(s), _) => self.act_view(&ops.bias).addcmul(&self.apply_op(&x, &ops.w, None), s),
             };

@@ -90,10 +90,7 @@ impl Patches {
         let (oh, ow) = self.out_hw;
         let cols = self.gather(x);
         let wt = w.reshape([out, -1]).tr();
-        let y = crate::gemm::addmm(bias, &cols, &wt).unwrap_or_else(|| match bias {
-            Some(bias) => bias.addmm(&cols, &wt),
-            None => cols.mm(&wt),
-        });
+        let y = crate::gemm::product(bias, &cols, &wt);
         // Contiguous NCHW: the nonlinearity's backward and the flatten that follow run on
         // dense tensors of one layout (mixed layouts put them on a scalar path).
         y.view([b, oh, ow, out]).permute([0, 3, 1, 2]).contiguous()
