@@ -24,8 +24,11 @@ use tch::Tensor;
 #[derive(Debug)]
 pub struct LayerTape {
     /// The matrix product's left operand: the layer's input `[B, in]`, or a convolution's
-    /// patches `[B * positions, C * k * k]`.
+    /// patches `[B * positions, C * k * k]`, or its input map (`patches_in_place`).
     pub input: Tensor,
+    /// `input` is a convolution's input map, whose patches the kernels read where they lie
+    /// (`Patches::product`, `Patches::weight_grad_t`).
+    pub patches_in_place: bool,
     /// Layer norm: the normalized pre-activation (in the layout it was normalized in) and
     /// `1 / sqrt(var + eps)` per normalized row.
     pub ln: Option<(Tensor, Vec<f32>)>,

@@ -32,6 +32,56 @@ pub fn product_into(out: &Tensor, a: &Tensor, b: &Tensor) {
     }
 }
 
+/// `out[i, j] = bias[j] + sum_p x[rows[i] + cols[p]] b[p, j]` (`bias` optional) by the `nn`
+/// kernel, with `A[i, p]` read where it lies in `x`, at `rows[i] + cols[p]` of its elements: a
+/// convolution's patches without their copy (`rows` the windows' corners, `cols` a window's
+/// offsets), or, with the roles of the two swapped, the patches seen transposed (its weight
+/// gradient). The same sums in the same order as gathering `A` first and [`mm_into`]. `out`
+/// is contiguous `[rows.len(), n]`, `b` `[cols.len(), n]` with contiguous rows, `x` contiguous;
+/// false, with `out` untouched, where the kernels do not take them.
+///
+/// # Safety
+/// Every `rows[i] + cols[p]` is the index of one of `x`'s elements (the caller knows its
+/// offsets' bounds; checking them here took a pass over them per call).
+pub unsafe fn indexed_into(
+    out: &Tensor,
+    x: &Tensor,
+    rows: &[isize],
+    cols: &[isize],
+    b: &Tensor,
+    bias: Option<&Tensor>,
+) -> bool {
+    if !enabled() || !usable(x) || !x.is_contiguous() || !usable(b) || !usable(out) || !out.is_contiguous() {
+        return false;
+    }
+    let (m, k, n) = (rows.len(), cols.len(), b.size().last().copied().unwrap_or(0) as usize);
+    if b.dim() != 2 || b.size()[0] as usize != k || b.stride()[1] != 1 || out.size() != [m as i64, n as i64] {
+        return false;
+    }
+    if bias.is_some_and(|c| !usable(c) || !c.is_contiguous() || c.size() != [n as i64]) {
+        return false;
+    }
+    if m == 0 || k == 0 {
+        return false;
+    }
+    let bias_ptr = bias.map_or(std::ptr::null(), |t| t.data_ptr() as *const f32);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let a = x86::IndexedA { x: x.data_ptr() as *const f32, rows: rows.as_ptr(), cols: cols.as_ptr() };
+        let bp = (b.data_ptr() as *const f32, b.stride()[0] as isize);
+        // SAFETY: AVX-512F is present (`enabled`); every `rows[i] + cols[p]` addresses an
+        // element of `x` (the caller's contract), `b` and `out` are f32 CPU tensors of the checked shapes
+        // and strides, and `out`, handed over by the caller, shares no memory with them.
+        unsafe { x86::nn(m, n, k, a, bp, out.data_ptr() as *mut f32, bias_ptr) };
+        true
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = bias_ptr;
+        false
+    }
+}
+
 /// `bias + a b` (`bias` `[n]` added to every row) or `a b`, as a new contiguous `[m, n]`
 /// tensor; `None` where the kernels do not take it (see the module's text).
 pub fn addmm(bias: Option<&Tensor>, a: &Tensor, b: &Tensor) -> Option<Tensor> {
@@ -132,39 +182,93 @@ mod x86 {
             let (k, a, b, c, ldc, bias, mask) = $args;
             let mut i = 0;
             while i + $r <= $m {
-                tile_nn::<$v, $r>(k, at(a, i), b, c.add(i * ldc), ldc, bias, mask);
+                tile_nn::<A, $v, $r>(k, a.down(i), b, c.add(i * ldc), ldc, bias, mask);
                 i += $r;
             }
-            let args = (k, at(a, i), b, c.add(i * ldc), ldc, bias, mask);
+            let args = (k, a.down(i), b, c.add(i * ldc), ldc, bias, mask);
             match $m - i {
                 0 => {}
-                1 => tile_nn::<$v, 1>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
-                2 => tile_nn::<$v, 2>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
-                3 => tile_nn::<$v, 3>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
-                4 => tile_nn::<$v, 4>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
-                5 => tile_nn::<$v, 5>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
-                6 => tile_nn::<$v, 6>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
-                _ => tile_nn::<$v, 7>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
+                1 => tile_nn::<A, $v, 1>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
+                2 => tile_nn::<A, $v, 2>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
+                3 => tile_nn::<A, $v, 3>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
+                4 => tile_nn::<A, $v, 4>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
+                5 => tile_nn::<A, $v, 5>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
+                6 => tile_nn::<A, $v, 6>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
+                _ => tile_nn::<A, $v, 7>(args.0, args.1, args.2, args.3, args.4, args.5, args.6),
             }
         }};
     }
 
-    type StridedA = (*const f32, isize, isize);
-
-    /// `a` moved down `i` rows.
-    unsafe fn at(a: StridedA, i: usize) -> StridedA {
-        // SAFETY: the caller stays inside `a`'s rows.
-        (unsafe { a.0.offset(i as isize * a.1) }, a.1, a.2)
+    /// `nn`'s left operand, read an element at a time.
+    pub(super) trait Lhs: Copy {
+        /// What a tile keeps of one of its rows.
+        type Row: Copy;
+        /// The operand moved down `i` rows.
+        unsafe fn down(self, i: usize) -> Self;
+        /// Row `r`, for [`Lhs::get`].
+        unsafe fn row(self, r: usize) -> Self::Row;
+        /// Element `p` of a row.
+        unsafe fn get(self, row: Self::Row, p: usize) -> f32;
     }
 
-    /// `C[m, n] = bias + A B`: `a` as (pointer, row stride, column stride), `b` as (pointer,
-    /// row stride) with contiguous rows, `c` contiguous.
+    /// (pointer, row stride, column stride).
+    type StridedA = (*const f32, isize, isize);
+
+    impl Lhs for StridedA {
+        type Row = *const f32;
+        #[inline(always)]
+        unsafe fn down(self, i: usize) -> Self {
+            // SAFETY: the caller stays inside the operand's rows.
+            (unsafe { self.0.offset(i as isize * self.1) }, self.1, self.2)
+        }
+        #[inline(always)]
+        unsafe fn row(self, r: usize) -> *const f32 {
+            // SAFETY: as for `down`.
+            unsafe { self.0.offset(r as isize * self.1) }
+        }
+        #[inline(always)]
+        unsafe fn get(self, row: *const f32, p: usize) -> f32 {
+            // SAFETY: the caller stays inside the row.
+            unsafe { *row.offset(p as isize * self.2) }
+        }
+    }
+
+    /// `A[i, p] = x[rows[i] + cols[p]]` ([`super::indexed_into`]).
+    #[derive(Clone, Copy)]
+    pub(super) struct IndexedA {
+        pub(super) x: *const f32,
+        pub(super) rows: *const isize,
+        pub(super) cols: *const isize,
+    }
+
+    impl Lhs for IndexedA {
+        type Row = *const f32;
+        #[inline(always)]
+        unsafe fn down(self, i: usize) -> Self {
+            // SAFETY: the caller stays inside `rows`.
+            IndexedA { rows: unsafe { self.rows.add(i) }, ..self }
+        }
+        #[inline(always)]
+        unsafe fn row(self, r: usize) -> *const f32 {
+            // SAFETY: the caller stays inside `rows`; the offset is one of `x`'s elements' less
+            // a column's offset (`indexed_into`'s contract).
+            unsafe { self.x.wrapping_offset(*self.rows.add(r)) }
+        }
+        #[inline(always)]
+        unsafe fn get(self, row: *const f32, p: usize) -> f32 {
+            // SAFETY: the caller stays inside `cols`; `rows[i] + cols[p]` is inside `x`.
+            unsafe { *row.wrapping_offset(*self.cols.add(p)) }
+        }
+    }
+
+    /// `C[m, n] = bias + A B`: `a` strided (pointer, row stride, column stride) or indexed, `b`
+    /// as (pointer, row stride) with contiguous rows, `c` contiguous.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn nn(
+    pub(super) unsafe fn nn<A: Lhs>(
         m: usize,
         n: usize,
         k: usize,
-        a: StridedA,
+        a: A,
         b: (*const f32, isize),
         c: *mut f32,
         bias: *const f32,
@@ -194,9 +298,9 @@ mod x86 {
 
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile_nn<const V: usize, const R: usize>(
+    unsafe fn tile_nn<A: Lhs, const V: usize, const R: usize>(
         k: usize,
-        a: StridedA,
+        a: A,
         b: (*const f32, isize),
         c: *mut f32,
         ldc: usize,
@@ -217,15 +321,15 @@ mod x86 {
                     }
                 }
             }
-            let (ap, rsa, csa) = a;
+            let rows: [A::Row; R] = std::array::from_fn(|r| a.row(r));
             for p in 0..k {
                 let bp = b.0.offset(p as isize * b.1);
                 let mut bv = [_mm512_setzero_ps(); V];
                 for q in 0..V {
                     bv[q] = _mm512_maskz_loadu_ps(masks[q], bp.add(16 * q));
                 }
-                for (r, row) in acc.iter_mut().enumerate() {
-                    let av = _mm512_set1_ps(*ap.offset(r as isize * rsa + p as isize * csa));
+                for (row, &ar) in acc.iter_mut().zip(&rows) {
+                    let av = _mm512_set1_ps(a.get(ar, p));
                     for q in 0..V {
                         row[q] = _mm512_fmadd_ps(av, bv[q], row[q]);
                     }

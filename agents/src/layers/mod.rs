@@ -35,7 +35,7 @@ use spectral::normalize;
 use tch::{nn, Kind, Tensor};
 
 use crate::explicit::LayerTape;
-use crate::kernels::{f32s, f32s_mut, plain_f32};
+use crate::kernels::{f32s, f32s_mut, plain_f32, Pass};
 use crate::normalization::{LayerConfig, Param};
 
 /// `y`, through a ReLU (a tensor op) with `relu`.
@@ -255,13 +255,19 @@ impl Layer {
         let batch = x.size()[0];
         let mobn = self.running_mean.is_some();
         let product = |input: &Tensor, wt: &Tensor| crate::gemm::product((!mobn).then_some(&ops.bias), input, wt);
-        let (input, pre) = match (&self.op, &self.patches) {
+        let (input, pre, patches_in_place) = match (&self.op, &self.patches) {
             (Op::Conv2d { .. }, Some(p)) => {
-                let cols = p.gather(x);
-                let pre = product(&cols, &ops.w.reshape([out, -1]).tr());
-                (cols, pre)
+                let wt = ops.w.reshape([out, -1]).tr();
+                match p.product(x, &wt.contiguous(), (!mobn).then_some(&ops.bias)) {
+                    Some(pre) => (x.shallow_clone(), pre, true),
+                    None => {
+                        let cols = p.gather(x);
+                        let pre = product(&cols, &wt);
+                        (cols, pre, false)
+                    }
+                }
             }
-            _ => (x.shallow_clone(), product(x, &ops.w.tr())),
+            _ => (x.shallow_clone(), product(x, &ops.w.tr()), false),
         };
         if let Some(rm) = &self.running_mean {
             // SAFETY: `pre` is a fresh contiguous f32 product no one else holds; the bias and
@@ -276,21 +282,26 @@ impl Layer {
         }
         let channels_first = self.layer_norm.as_ref().is_some_and(|l| l.channels);
         let mut ln = if channels_first { self.layer_norm_explicit(&pre, keep, batch, relu) } else { None };
+        // Without a layer norm the ReLU rides in the convolution's transposed copy.
+        let relu_alone = relu && self.layer_norm.is_none();
         let y = match &self.patches {
             Some(p) if matches!(self.op, Op::Conv2d { .. }) => {
-                pre.view([batch, p.out_hw.0, p.out_hw.1, out]).permute([0, 3, 1, 2]).contiguous()
+                let pass = if relu_alone { Pass::Relu } else { Pass::Copy };
+                p.to_channels_first(&pre, batch, pass)
             }
-            _ => pre,
+            _ => {
+                if relu_alone {
+                    // SAFETY: a fresh contiguous f32 activation of this pass.
+                    crate::kernels::relu(unsafe { f32s_mut(&pre) });
+                }
+                pre
+            }
         };
         if !channels_first {
             ln = self.layer_norm_explicit(&y, keep, batch, relu);
         }
-        if relu && ln.is_none() {
-            // SAFETY: a fresh contiguous f32 activation of this pass.
-            crate::kernels::relu(unsafe { f32s_mut(&y) });
-        }
         let input = if keep == batch { input } else { input.narrow(0, 0, input.size()[0] / batch * keep) };
-        (y, LayerTape { input, ln })
+        (y, LayerTape { input, patches_in_place, ln })
     }
 
     /// The explicit training pass's backward step: `d` is `dL/d(output)` of
@@ -325,16 +336,27 @@ impl Layer {
                 }
             }
         };
-        if let (Some(y), None) = (act, &tape.ln) {
-            // SAFETY: `d` is a contiguous f32 gradient of this pass, `y` the layer's output.
-            crate::kernels::relu_backward(unsafe { f32s_mut(&d) }, unsafe { f32s(y) });
-        }
-        if !channels_first {
-            ln_back(&d, &tape.ln);
-        }
-        let d = match self.op {
-            Op::Conv2d { .. } => d.permute([0, 2, 3, 1]).contiguous().view([-1, out]),
-            Op::Linear => d,
+        // Without a layer norm, ReLU's backward (the output's sign) rides in the convolution's
+        // transposed copy.
+        // SAFETY: `y` is the layer's output, contiguous f32, which nothing writes in this pass.
+        let gate = act.filter(|_| tape.ln.is_none()).map(|y| Pass::MaskBy(unsafe { f32s(y) }));
+        let d = match (&self.op, &self.patches) {
+            (Op::Conv2d { .. }, Some(p)) => {
+                if !channels_first {
+                    ln_back(&d, &tape.ln);
+                }
+                p.to_positions_first(&d, gate.unwrap_or(Pass::Copy)).view([-1, out])
+            }
+            _ => {
+                if let Some(Pass::MaskBy(y)) = gate {
+                    // SAFETY: `d` is a contiguous f32 gradient of this pass.
+                    crate::kernels::relu_backward(unsafe { f32s_mut(&d) }, y);
+                }
+                if !channels_first {
+                    ln_back(&d, &tape.ln);
+                }
+                d
+            }
         };
         if channels_first {
             ln_back(&d, &tape.ln);
@@ -346,7 +368,16 @@ impl Layer {
                 mean_only_bn::sub_col_means(f32s_mut(&d), out as usize);
             }
         }
-        crate::gemm::product_into(&grads.weight.view([out, -1]), &d.tr(), &tape.input);
+        let mut dw = grads.weight.view([out, -1]);
+        match (&self.patches, tape.patches_in_place) {
+            (Some(p), true) => match p.weight_grad_t(&tape.input, &d) {
+                Some(dw_t) => {
+                    dw.copy_(&dw_t.tr());
+                }
+                None => crate::gemm::product_into(&dw, &d.tr(), &p.gather(&tape.input)),
+            },
+            _ => crate::gemm::product_into(&dw, &d.tr(), &tape.input),
+        }
         let w = self.materialized.as_ref().map_or(&self.weight, |m| &m.w);
         crate::ext::multi_tensor::set_grad(w, Some(&grads.weight)).expect("the gradient has the weight's shape");
         need_dx.then(|| crate::gemm::product(None, &d, &ops.w.view([out, -1])))

@@ -3,7 +3,7 @@
 use tch::{Kind, Tensor};
 
 use super::{Layer, Op};
-use crate::kernels::{f32s, f32s_mut, plain_f32};
+use crate::kernels::{f32s, f32s_mut, plain_f32, transpose_blocks, Pass};
 
 /// A convolution computed as `patches(x) W^T + b`: one gather ([`Patches::gather`]) collects
 /// every output position's receptive field (`[B * OH * OW, C * k * k]`) and one `addmm` multiplies it by the
@@ -26,6 +26,16 @@ pub(super) struct Patches {
     pub(super) kernel: usize,
     /// Output rows and columns.
     pub(super) out_hw: (i64, i64),
+    /// Each output position's window corner in a sample (`y * W + x`), and a window's offsets
+    /// from it (`c * H * W + ky * W + kx`), both in the order of `index`: for reading the
+    /// patches where they lie ([`Patches::product`]).
+    corners: Vec<isize>,
+    window: Vec<isize>,
+    /// Elements per sample of the input.
+    per_sample: isize,
+    /// Every patch row's offset in a batch of inputs (sample-major, as `gather` lays them
+    /// out), for the largest batch seen: a smaller batch's are its first rows.
+    rows: std::sync::Mutex<Vec<isize>>,
 }
 
 impl Patches {
@@ -45,8 +55,62 @@ impl Patches {
             }
         }
         let runs = index.iter().step_by(kernel as usize).map(|&i| i as usize).collect();
+        let window: Vec<isize> = index[..(c * kernel * kernel) as usize].iter().map(|&i| i as isize).collect();
+        let corners = index.iter().step_by(window.len()).map(|&i| i as isize).collect();
         let index = Tensor::from_slice(&index).to_device(device);
-        Patches { index, runs, kernel: kernel as usize, out_hw: (oh, ow) }
+        Patches {
+            index,
+            runs,
+            kernel: kernel as usize,
+            out_hw: (oh, ow),
+            corners,
+            window,
+            per_sample: (c * h * w) as isize,
+            rows: Default::default(),
+        }
+    }
+
+    /// `f` of every patch row's offset in a batch of `x` (see `rows`), where `x` is a batch of
+    /// this layer's inputs (contiguous CPU f32 of `per_sample` elements each; `None` otherwise).
+    fn with_rows<R>(&self, x: &Tensor, f: impl FnOnce(&[isize]) -> R) -> Option<R> {
+        let batch = x.size()[0].max(0) as usize;
+        if !plain_f32(x) || x.numel() != batch * self.per_sample as usize {
+            return None;
+        }
+        let mut rows = self.rows.lock().unwrap_or_else(|e| e.into_inner());
+        let need = batch * self.corners.len();
+        if rows.len() < need {
+            let per = self.per_sample;
+            *rows = (0..batch as isize).flat_map(|b| self.corners.iter().map(move |&c| b * per + c)).collect();
+        }
+        Some(f(&rows[..need]))
+    }
+
+    /// `patches(x) wt + bias` (`wt` the kernel as `[C * k * k, out]` with contiguous rows) with
+    /// the patches read where they lie in `x` ([`crate::gemm::indexed_into`]): the same sums as
+    /// [`Patches::gather`] and a product, without the copy. `None` where that kernel does not
+    /// run (no AVX-512F, several threads, a gradient through an operand).
+    pub(super) fn product(&self, x: &Tensor, wt: &Tensor, bias: Option<&Tensor>) -> Option<Tensor> {
+        self.with_rows(x, |rows| {
+            let out = Tensor::empty([rows.len() as i64, wt.size()[1]], (Kind::Float, tch::Device::Cpu));
+            // SAFETY: a row's offset plus a window's stays inside its sample of `x` (`with_rows`
+            // checked `x` holds whole samples of this layer's input).
+            unsafe { crate::gemm::indexed_into(&out, x, rows, &self.window, wt, bias) }.then_some(out)
+        })
+        .flatten()
+    }
+
+    /// The kernel's gradient seen transposed, `patches(x)^T d` (`[C * k * k, out]`), for `d` the
+    /// gradient of [`Patches::product`]'s output (`[B * OH * OW, out]`, contiguous): the
+    /// patches read where they lie, as in `product`; the same sums in the same order as
+    /// `d^T patches(x)` by `crate::gemm`. `None` where that kernel does not run.
+    pub(super) fn weight_grad_t(&self, x: &Tensor, d: &Tensor) -> Option<Tensor> {
+        self.with_rows(x, |rows| {
+            let out = Tensor::empty([self.window.len() as i64, d.size()[1]], (Kind::Float, tch::Device::Cpu));
+            // SAFETY: as in `product`.
+            unsafe { crate::gemm::indexed_into(&out, x, &self.window, rows, d, None) }.then_some(out)
+        })
+        .flatten()
     }
 
     /// Every output position's receptive field, `[B * OH * OW, C * k * k]`. On the CPU (f32,
@@ -88,12 +152,41 @@ impl Patches {
     pub(super) fn conv(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Tensor {
         let (b, out) = (x.size()[0], w.size()[0]);
         let (oh, ow) = self.out_hw;
-        let cols = self.gather(x);
         let wt = w.reshape([out, -1]).tr();
-        let y = crate::gemm::product(bias, &cols, &wt);
+        let y = match self.product(x, &wt.contiguous(), bias) {
+            Some(y) => y,
+            None => crate::gemm::product(bias, &self.gather(x), &wt),
+        };
+        if plain_f32(&y) && !y.requires_grad() {
+            return self.to_channels_first(&y, b, Pass::Copy);
+        }
         // Contiguous NCHW: the nonlinearity's backward and the flatten that follow run on
-        // dense tensors of one layout (mixed layouts put them on a scalar path).
+        // dense tensors of one layout (mixed layouts put them on a scalar path). Autograd's
+        // copy where the weights need a gradient.
         y.view([b, oh, ow, out]).permute([0, 3, 1, 2]).contiguous()
+    }
+
+    /// The product's output (`[B * OH * OW, out]`, contiguous CPU f32) as the convolution's
+    /// `[B, out, OH, OW]` map, through `pass` ([`transpose_blocks`]).
+    pub(super) fn to_channels_first(&self, y: &Tensor, batch: i64, pass: Pass) -> Tensor {
+        let (oh, ow) = self.out_hw;
+        let positions = (oh * ow) as usize;
+        let out = y.numel() / batch as usize / positions;
+        let map = Tensor::empty([batch, out as i64, oh, ow], (Kind::Float, tch::Device::Cpu));
+        // SAFETY: `y` is contiguous CPU f32 (the caller's) and only read; `map` is a new buffer.
+        transpose_blocks(unsafe { f32s(y) }, unsafe { f32s_mut(&map) }, positions, out, pass);
+        map
+    }
+
+    /// A `[B, out, OH, OW]` map's gradient (contiguous CPU f32) in the product's layout,
+    /// `[B * OH * OW, out]`, through `pass`.
+    pub(super) fn to_positions_first(&self, d: &Tensor, pass: Pass) -> Tensor {
+        let (b, out) = (d.size()[0], d.size()[1]);
+        let positions = (self.out_hw.0 * self.out_hw.1) as usize;
+        let rows = Tensor::empty([b * positions as i64, out], (Kind::Float, tch::Device::Cpu));
+        // SAFETY: `d` is contiguous CPU f32 (the caller's) and only read; `rows` is a new buffer.
+        transpose_blocks(unsafe { f32s(d) }, unsafe { f32s_mut(&rows) }, out as usize, positions, pass);
+        rows
     }
 }
 
@@ -105,6 +198,39 @@ impl Layer {
         if let Op::Conv2d { stride } = self.op {
             let kernel = self.weight.size()[2];
             self.patches = Some(Patches::new(in_shape, kernel, stride, self.weight.device()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tch::{Device, Kind, Tensor};
+
+    use super::Patches;
+    use crate::gemm;
+
+    /// Read where they lie, the patches give bit for bit what the gathered patches give through
+    /// `gemm`: the forward product (with its bias) and the kernel's gradient, for strides 1 and
+    /// 2 on a non-square map, with batches whose patch rows end in a partial tile.
+    #[test]
+    fn patches_read_in_place_give_the_gathered_products() {
+        tch::set_num_threads(1);
+        let f = (Kind::Float, Device::Cpu);
+        for (stride, batch) in [(1, 5), (2, 3)] {
+            let p = Patches::new([3, 10, 9], 3, stride, Device::Cpu);
+            let x = Tensor::randn([batch, 3, 10, 9], f);
+            let (wt, bias) = (Tensor::randn([27, 7], f), Tensor::randn([7], f));
+            let cols = p.gather(&x);
+            let Some(got) = p.product(&x, &wt, Some(&bias)) else {
+                assert!(!gemm::enabled(), "refused where the kernels run");
+                continue;
+            };
+            assert!(got.equal(&gemm::product(Some(&bias), &cols, &wt)), "stride {stride}: forward");
+            let d = Tensor::randn([cols.size()[0], 7], f);
+            let dw_t = p.weight_grad_t(&x, &d).expect("taken as the forward product was");
+            assert!(dw_t.tr().equal(&gemm::product(None, &d.tr(), &cols)), "stride {stride}: weight gradient");
+            // Not theirs: an input that needs a gradient, under autograd.
+            assert!(p.product(&x.set_requires_grad(true), &wt, None).is_none());
         }
     }
 }
