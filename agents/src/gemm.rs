@@ -58,13 +58,10 @@ pub unsafe fn indexed_into(
     if b.dim() != 2 || b.size()[0] as usize != k || b.stride()[1] != 1 || out.size() != [m as i64, n as i64] {
         return false;
     }
-    if bias.is_some_and(|c| !usable(c) || !c.is_contiguous() || c.size() != [n as i64]) {
-        return false;
-    }
+    let Some(bias_ptr) = bias_ptr(bias, n) else { return false };
     if m == 0 || k == 0 {
         return false;
     }
-    let bias_ptr = bias.map_or(std::ptr::null(), |t| t.data_ptr() as *const f32);
     #[cfg(target_arch = "x86_64")]
     {
         let a = x86::IndexedA { x: x.data_ptr() as *const f32, rows: rows.as_ptr(), cols: cols.as_ptr() };
@@ -102,11 +99,7 @@ pub fn mm_into(out: &Tensor, bias: Option<&Tensor>, a: &Tensor, b: &Tensor) -> b
     if k != k2 || out.size() != [m as i64, n as i64] || !out.is_contiguous() {
         return false;
     }
-    if let Some(bias) = bias {
-        if !usable(bias) || !bias.is_contiguous() || bias.size() != [n as i64] {
-            return false;
-        }
-    }
+    let Some(bias_ptr) = bias_ptr(bias, n) else { return false };
     let (sa, sb) = (a.stride(), b.stride());
     // A small `B` seen transposed (a convolution's `W^T`, a head's): one copy, then `nn`,
     // whose tiles suit a short `k` better than `nt`'s dot products.
@@ -118,7 +111,6 @@ pub fn mm_into(out: &Tensor, bias: Option<&Tensor>, a: &Tensor, b: &Tensor) -> b
     } else {
         (b, sb)
     };
-    let bias_ptr = bias.map_or(std::ptr::null(), |t| t.data_ptr() as *const f32);
     let (ap, bp, cp) = (a.data_ptr() as *const f32, b.data_ptr() as *const f32, out.data_ptr() as *mut f32);
     #[cfg(target_arch = "x86_64")]
     {
@@ -137,6 +129,16 @@ pub fn mm_into(out: &Tensor, bias: Option<&Tensor>, a: &Tensor, b: &Tensor) -> b
     }
     let _ = (ap, bp, cp, bias_ptr);
     false
+}
+
+/// The kernels' bias operand: null without a bias, the data of a usable contiguous `[n]` one;
+/// `None` for a bias they do not take.
+fn bias_ptr(bias: Option<&Tensor>, n: usize) -> Option<*const f32> {
+    match bias {
+        None => Some(std::ptr::null()),
+        Some(c) if usable(c) && c.is_contiguous() && c.size() == [n as i64] => Some(c.data_ptr() as *const f32),
+        Some(_) => None,
+    }
 }
 
 /// The shape of a 2-D tensor, as sizes.

@@ -254,20 +254,13 @@ impl Layer {
         let out = self.weight.size()[0];
         let batch = x.size()[0];
         let mobn = self.running_mean.is_some();
-        let product = |input: &Tensor, wt: &Tensor| crate::gemm::product((!mobn).then_some(&ops.bias), input, wt);
+        let bias = (!mobn).then_some(&ops.bias);
         let (input, pre, patches_in_place) = match (&self.op, &self.patches) {
-            (Op::Conv2d { .. }, Some(p)) => {
-                let wt = ops.w.reshape([out, -1]).tr();
-                match p.product(x, &wt.contiguous(), (!mobn).then_some(&ops.bias)) {
-                    Some(pre) => (x.shallow_clone(), pre, true),
-                    None => {
-                        let cols = p.gather(x);
-                        let pre = product(&cols, &wt);
-                        (cols, pre, false)
-                    }
-                }
-            }
-            _ => (x.shallow_clone(), product(x, &ops.w.tr()), false),
+            (Op::Conv2d { .. }, Some(p)) => match p.forward(x, &ops.w.reshape([out, -1]).tr(), bias) {
+                (pre, None) => (x.shallow_clone(), pre, true),
+                (pre, Some(cols)) => (cols, pre, false),
+            },
+            _ => (x.shallow_clone(), crate::gemm::product(bias, x, &ops.w.tr()), false),
         };
         if let Some(rm) = &self.running_mean {
             // SAFETY: `pre` is a fresh contiguous f32 product no one else holds; the bias and

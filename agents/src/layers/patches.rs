@@ -100,6 +100,19 @@ impl Patches {
         .flatten()
     }
 
+    /// `patches(x) wt + bias` (`wt` the kernel as `[C * k * k, out]`): read in place
+    /// ([`Patches::product`]) where the kernels run, else gathered and multiplied by
+    /// `crate::gemm::product`; the gathered patches come back too (a backward pass's operand).
+    pub(super) fn forward(&self, x: &Tensor, wt: &Tensor, bias: Option<&Tensor>) -> (Tensor, Option<Tensor>) {
+        match self.product(x, &wt.contiguous(), bias) {
+            Some(y) => (y, None),
+            None => {
+                let cols = self.gather(x);
+                (crate::gemm::product(bias, &cols, wt), Some(cols))
+            }
+        }
+    }
+
     /// The kernel's gradient seen transposed, `patches(x)^T d` (`[C * k * k, out]`), for `d` the
     /// gradient of [`Patches::product`]'s output (`[B * OH * OW, out]`, contiguous): the
     /// patches read where they lie, as in `product`; the same sums in the same order as
@@ -152,11 +165,7 @@ impl Patches {
     pub(super) fn conv(&self, x: &Tensor, w: &Tensor, bias: Option<&Tensor>) -> Tensor {
         let (b, out) = (x.size()[0], w.size()[0]);
         let (oh, ow) = self.out_hw;
-        let wt = w.reshape([out, -1]).tr();
-        let y = match self.product(x, &wt.contiguous(), bias) {
-            Some(y) => y,
-            None => crate::gemm::product(bias, &self.gather(x), &wt),
-        };
+        let (y, _) = self.forward(x, &w.reshape([out, -1]).tr(), bias);
         if plain_f32(&y) && !y.requires_grad() {
             return self.to_channels_first(&y, b, Pass::Copy);
         }
