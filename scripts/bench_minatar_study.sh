@@ -3,7 +3,9 @@
 # per-round ratios): the learner on one thread (`bench learner --network minatar`: the preset's
 # update, centered RMSProp without double DQN; and double DQN with Adam) and a whole run at the
 # learning-rate study's settings on one core (`taskset -c 0 wndqn bench e2e --game
-# MinAtar/Breakout-v0 --set learner.replay_ratio=0.25 --set agent.target_update_every=250`).
+# MinAtar/Breakout-v0 --set learner.replay_ratio=0.25 --set agent.target_update_every=250`);
+# and, part `pair`, two such runs at once on the machine's cores, as `sweep run --jobs 2` runs
+# them (Breakout plain and Seaquest weight_norm, unpinned; their env steps/s summed).
 #   usage: scripts/bench_minatar_study.sh BIN_A BIN_B [ROUNDS=3] [SECONDS=6] [PARTS="learner e2e"]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +22,15 @@ one() { # who bin
     fi
     if [[ $P == *" e2e "* ]]; then
         echo "$who e2e study $(taskset -c 0 "$bin" --device cpu bench e2e --game MinAtar/Breakout-v0 --variant plain --seconds $((3 * S)) "${STUDY[@]}" --json 2>/dev/null | tail -n1)" >> "$out"
+    fi
+    if [[ $P == *" pair "* ]]; then
+        local one two
+        one=$(mktemp); two=$(mktemp)
+        "$bin" --device cpu bench e2e --game MinAtar/Breakout-v0 --variant plain --seconds $((3 * S)) "${STUDY[@]}" --json 2>/dev/null | tail -n1 > "$one" &
+        "$bin" --device cpu bench e2e --game MinAtar/Seaquest-v0 --variant weight_norm --seconds $((3 * S)) "${STUDY[@]}" --json 2>/dev/null | tail -n1 > "$two" &
+        wait
+        echo "$who e2e two_at_once $(python3 -c 'import json, sys; print(json.dumps({"env_steps_per_sec": sum(json.load(open(f))["env_steps_per_sec"] for f in sys.argv[1:])}))' "$one" "$two")" >> "$out"
+        rm -f "$one" "$two"
     fi
 }
 for i in $(seq "$R"); do

@@ -180,6 +180,7 @@ fn bad_input_gets_clear_errors_and_leaves_no_run_folder() {
         (strs(&["train", "--config", "configs/nope.toml", "--runs-dir", r]), "cannot read config"),
         (train(&[], &["--rom-dir", "/nonexistent"]), "no ROM folder"),
         (strs(&["bench", "env", "--game", "Breakot"]), "Did you mean: Breakout"),
+        (strs(&["bench", "acting", "--game", "MinAtar/Breakot-v0"]), "Did you mean"),
     ];
     for (args, want) in cases {
         let o = run(&args);

@@ -1,5 +1,6 @@
 //! MinAtar through the whole tool: DQN learns Breakout, and `games`, `train`, `eval --video`,
-//! `compare`, `sweep`, `bench env` and `check` work on MinAtar ids, bad MinAtar input included.
+//! `compare`, `sweep`, `bench env`, `bench acting` and `check` work on MinAtar ids, bad MinAtar
+//! input included.
 
 mod common;
 
@@ -32,7 +33,7 @@ fn dqn_learns_minatar_breakout() {
 }
 
 #[test]
-fn games_lists_minatar_and_bench_env_measures_random_play() {
+fn games_lists_minatar_and_the_benches_run_on_its_games() {
     let o = run(&["games"]);
     assert!(o.status.success(), "{}", text(&o));
     let out = text(&o);
@@ -44,6 +45,23 @@ fn games_lists_minatar_and_bench_env_measures_random_play() {
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let r = j["random_policy_mean_return"].as_f64().unwrap();
     assert!(j["random_policy_games"].as_u64().unwrap() > 100 && r > 0.5 && r < 20.0, "{j}");
+    // An actor's greedy step, both ways, on the game's observations.
+    let o = run(&[
+        "bench",
+        "acting",
+        "--game",
+        "MinAtar/Breakout-v0",
+        "--variant",
+        "layer_norm",
+        "--seconds",
+        "0.3",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let us = |k: &str| j[k].as_f64().unwrap();
+    assert!(us("loops_us") > 0.0 && us("tensor_ops_us") > 0.0 && us("load_us") > 0.0, "{j}");
+    assert!(j["blocks"].as_u64().unwrap() >= 4 && j["network"] == "minatar", "{j}");
 }
 
 #[test]

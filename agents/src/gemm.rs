@@ -131,6 +131,72 @@ pub fn mm_into(out: &Tensor, bias: Option<&Tensor>, a: &Tensor, b: &Tensor) -> b
     false
 }
 
+/// `c = a b^T + bias` on slices (`a` `[m, k]`, `bt` `[n, k]`, `c` `[m, n]`, all row-major;
+/// `bias` `[n]`): the `nt` kernel where the CPU has AVX-512F, else dot products in eight lanes.
+/// For a batch of one ([`crate::acting`]), where a tensor's fixed cost would outweigh the
+/// product; unlike [`mm_into`] it runs whatever libtorch's thread count, and calls no MKL.
+pub(crate) fn nt_slices(m: usize, n: usize, k: usize, a: &[f32], bt: &[f32], bias: Option<&[f32]>, c: &mut [f32]) {
+    assert!(k > 0 && a.len() == m * k && bt.len() == n * k && c.len() == m * n && bias.is_none_or(|b| b.len() == n));
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        let bias = bias.map_or(std::ptr::null(), <[f32]>::as_ptr);
+        // SAFETY: AVX-512F is present; the slices hold the `[m, k]`, `[n, k]` and `[m, n]`
+        // operands (checked above) and `c`, borrowed mutably, overlaps neither.
+        unsafe { x86::nt(m, n, k, (a.as_ptr(), k as isize), (bt.as_ptr(), k as isize), c.as_mut_ptr(), bias) };
+        return;
+    }
+    for (row, ci) in a.chunks_exact(k).zip(c.chunks_exact_mut(n)) {
+        for (j, out) in ci.iter_mut().enumerate() {
+            let b = bias.map_or(0.0, |b| b[j]);
+            *out = crate::kernels::dot(row, &bt[j * k..(j + 1) * k]) as f32 + b;
+        }
+    }
+}
+
+/// `c[i, j] = bias[j] + sum_p x[rows[i] + cols[p]] b[p, j]` on slices (`b` `[cols.len(), n]`,
+/// `c` `[rows.len(), n]`, row-major; `bias` `[n]`): [`indexed_into`]'s product by the `nn`
+/// kernel where the CPU has AVX-512F, else a loop in the same order. For a batch of one
+/// ([`crate::acting`]), whatever libtorch's thread count. Panics where an offset falls outside
+/// `x`.
+pub(crate) fn indexed_slices(
+    x: &[f32],
+    rows: &[isize],
+    cols: &[isize],
+    b: &[f32],
+    bias: Option<&[f32]>,
+    c: &mut [f32],
+) {
+    let (m, k) = (rows.len(), cols.len());
+    assert!(m > 0 && k > 0 && b.len().is_multiple_of(k));
+    let n = b.len() / k;
+    assert!(n > 0 && c.len() == m * n && bias.is_none_or(|v| v.len() == n));
+    let bounds = |o: &[isize]| (o.iter().min().copied().unwrap_or(0), o.iter().max().copied().unwrap_or(0));
+    let ((r0, r1), (c0, c1)) = (bounds(rows), bounds(cols));
+    assert!(r0 + c0 >= 0 && ((r1 + c1) as usize) < x.len(), "an offset outside the input");
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        let a = x86::IndexedA { x: x.as_ptr(), rows: rows.as_ptr(), cols: cols.as_ptr() };
+        let bias = bias.map_or(std::ptr::null(), <[f32]>::as_ptr);
+        // SAFETY: AVX-512F is present; every `rows[i] + cols[p]` is inside `x` (checked above),
+        // `b`, `bias` and `c` hold `[k, n]`, `[n]` and `[m, n]`, and `c`, borrowed mutably,
+        // overlaps none of them.
+        unsafe { x86::nn(m, n, k, a, (b.as_ptr(), n as isize), c.as_mut_ptr(), bias) };
+        return;
+    }
+    for (&r, ci) in rows.iter().zip(c.chunks_exact_mut(n)) {
+        match bias {
+            Some(v) => ci.copy_from_slice(v),
+            None => ci.fill(0.0),
+        }
+        for (&o, bp) in cols.iter().zip(b.chunks_exact(n)) {
+            let a = x[(r + o) as usize];
+            for (e, &w) in ci.iter_mut().zip(bp) {
+                *e += a * w;
+            }
+        }
+    }
+}
+
 /// The kernels' bias operand: null without a bias, the data of a usable contiguous `[n]` one;
 /// `None` for a bias they do not take.
 fn bias_ptr(bias: Option<&Tensor>, n: usize) -> Option<*const f32> {

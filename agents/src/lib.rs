@@ -10,6 +10,7 @@
 //! - [`explicit`]: the training pass of a small network with its backward pass written out
 //!   (CPU).
 //! - [`diagnostics`]: weight norms, effective step sizes, dormant units and feature rank.
+//! - [`acting`]: a Q-network's forward pass for one observation on slices of its weights.
 //! - [`policy`]: a CPU copy of the Q-network acting epsilon-greedily (actors, evaluation).
 //! - [`dqn`]: the DQN update (targets, double DQN, Huber/MSE, gradient clipping, target sync),
 //!   eager and capturable.
@@ -25,6 +26,7 @@
 //! - [`schedule`]: exploration schedules.
 #![deny(missing_docs)]
 
+pub mod acting;
 pub mod diagnostics;
 pub mod dqn;
 pub mod explicit;

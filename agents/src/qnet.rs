@@ -262,18 +262,47 @@ impl QNetwork {
         self.layers().map(|l| l.wn_scale()).collect()
     }
 
-    /// Bake weight norm into the weights, in place: every `v` becomes its effective weight
-    /// `g v / ||v||`; then a forward pass with no scales ([`QNetwork::plain_scales`]) runs the
+    /// Bake weight and spectral norm into the weights, in place ([`Layer::fold`]): every `v`
+    /// becomes its effective weight `g v / ||v||`, every spectral `W` becomes `W / sigma`; then a forward pass with no scales ([`QNetwork::plain_scales`]) runs the
     /// same function at a plain network's cost. For acting copies, which only run forward
     /// passes between weight loads.
     pub fn fold_weight_norm(&self) {
-        tch::no_grad(|| {
-            for l in self.layers() {
-                if l.g.is_some() || l.is_spectral() {
-                    l.weight.shallow_clone().copy_(&l.effective_weight());
-                }
-            }
-        });
+        self.layers().for_each(Layer::fold);
+    }
+
+    /// The forward pass for one observation on slices of this network's weights
+    /// ([`crate::acting`]), for an acting copy after [`QNetwork::fold_weight_norm`]: it
+    /// reads the weights where they are, so later loads and folds need no new one. None where a
+    /// layer's tensors are not contiguous CPU f32, or the computation is not f32.
+    pub fn acting(&self) -> Option<crate::acting::ActingNet> {
+        if self.compute != Compute::F32 {
+            return None;
+        }
+        let mut shape = self.cfg.obs_shape.clone();
+        let mut body = Vec::new();
+        for l in &self.convs {
+            let step = l.acting_step(&shape, true)?;
+            shape = match step.shape {
+                crate::acting::Shape::Conv { oh, ow, .. } => vec![l.weight.size()[0], oh as i64, ow as i64],
+                crate::acting::Shape::Dense => return None,
+            };
+            body.push(step);
+        }
+        shape = vec![shape.iter().product()];
+        for l in &self.dense {
+            body.push(l.acting_step(&shape, true)?);
+            shape = vec![l.weight.size()[0]];
+        }
+        let h = &self.heads;
+        let width = [h[0].weight.size()[0]];
+        let mut heads = vec![h[0].acting_step(&shape, true)?, h[1].acting_step(&width, false)?];
+        if self.cfg.dueling {
+            let width = [h[2].weight.size()[0]];
+            heads.extend([h[2].acting_step(&shape, true)?, h[3].acting_step(&width, false)?]);
+        }
+        let mut net = crate::acting::ActingNet { body, heads, dueling: self.cfg.dueling };
+        net.refresh();
+        Some(net)
     }
 
     /// No scale for any layer: [`QNetwork::forward_scaled`] then runs every layer as a plain

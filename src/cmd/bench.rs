@@ -33,6 +33,9 @@ pub enum BenchCmd {
     Replay(ReplayBench),
     /// The whole training system (actors + learner) on a game, steady state after warm-up.
     E2e(E2eBench),
+    /// An actor's greedy step (the Q-network on one observation) by the loops and by tensor
+    /// ops, in turn, and a weight load.
+    Acting(ActingBench),
 }
 
 /// `wndqn bench env`
@@ -156,6 +159,24 @@ pub struct E2eBench {
     pub json: bool,
 }
 
+/// `wndqn bench acting`
+#[derive(Debug, Args)]
+pub struct ActingBench {
+    /// Game: its observations (random play) and its preset's network (configs/minatar.toml for
+    /// a MinAtar game, configs/pong.toml otherwise).
+    #[arg(long, default_value = "MinAtar/Breakout-v0")]
+    pub game: String,
+    /// Network variant.
+    #[arg(long, value_enum, default_value = "weight_norm")]
+    pub variant: Variant,
+    /// Measurement time, seconds (both ways together).
+    #[arg(long, default_value_t = 4.0, value_parser = crate::util::seconds_arg)]
+    pub seconds: f64,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Run a benchmark.
 pub fn run(cmd: BenchCmd, device: DeviceArg, rom_dir: Option<&Path>) -> Result<()> {
     match cmd {
@@ -163,6 +184,7 @@ pub fn run(cmd: BenchCmd, device: DeviceArg, rom_dir: Option<&Path>) -> Result<(
         BenchCmd::Learner(b) => bench_learner(b, device, rom_dir),
         BenchCmd::Replay(b) => bench_replay(b),
         BenchCmd::E2e(b) => bench_e2e(b, device, rom_dir),
+        BenchCmd::Acting(b) => bench_acting(b, rom_dir),
     }
 }
 
@@ -748,12 +770,18 @@ fn bench_replay(b: ReplayBench) -> Result<()> {
     Ok(())
 }
 
+/// A game's preset (of the checkout this runs in): configs/minatar.toml for a MinAtar game,
+/// configs/pong.toml otherwise.
+fn game_preset(game: &str) -> PathBuf {
+    let minatar = matches!(wndqn_envs::ids::classify(game), Ok(wndqn_envs::ids::IdKind::MinAtar));
+    PathBuf::from(if minatar { "configs/minatar.toml" } else { "configs/pong.toml" })
+}
+
 fn bench_e2e(b: E2eBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<()> {
     let mut sets = b.sets.clone();
     sets.insert(0, format!("env.id=\"{}\"", b.game));
     sets.push("run.total_env_steps=1000000000".into());
-    let minatar = matches!(wndqn_envs::ids::classify(&b.game), Ok(wndqn_envs::ids::IdKind::MinAtar));
-    let preset = PathBuf::from(if minatar { "configs/minatar.toml" } else { "configs/pong.toml" });
+    let preset = game_preset(&b.game);
     let cfg = crate::config::load_run(b.config.as_ref().unwrap_or(&preset), &sets, Some(b.variant), None)?;
     let dev = device.resolve()?;
     let (s, m) = crate::train::measure(cfg, dev, rom_dir, b.seconds)?;
@@ -777,6 +805,88 @@ fn bench_e2e(b: E2eBench, device: DeviceArg, rom_dir: Option<&Path>) -> Result<(
             100.0 * m.actor_wait_frac,
             100.0 * m.learner_busy_frac,
             100.0 * m.learner_wait_frac
+        );
+    }
+    Ok(())
+}
+
+/// The median of some timings.
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn bench_acting(b: ActingBench, rom_dir: Option<&Path>) -> Result<()> {
+    let sets = [format!("env.id=\"{}\"", b.game)];
+    let cfg = crate::config::load_run(&game_preset(&b.game), &sets, Some(b.variant), None)?;
+    let (id, env_cfg) = cfg.env.clone().resolve(rom_dir)?;
+    let mut env = make_env(&id, &env_cfg)?;
+    let net = cfg.net_config(env.obs_kind(), env.num_actions());
+    crate::threads::limit_current_thread(1);
+    // Observations of random play, as an actor sees them.
+    env.reset(Some(0))?;
+    let mut rng = StdRng::seed_from_u64(0);
+    let (mut frames, mut vectors) = (Vec::new(), Vec::new());
+    for _ in 0..256 {
+        match crate::play::observation(env.obs()) {
+            ObsRef::Frame(f) => frames.push(f.to_vec()),
+            ObsRef::Vector(v) => vectors.push(v.to_vec()),
+        }
+        let s = env.step(rng.gen_range(0..env.num_actions()));
+        if s.terminated || s.truncated {
+            env.reset(None)?;
+        }
+    }
+    let obs: Vec<ObsRef> =
+        frames.iter().map(|f| ObsRef::Frame(f)).chain(vectors.iter().map(|v| ObsRef::Vector(v))).collect();
+    // Weights loaded as an actor loads them: a learner's snapshot, copied and folded.
+    let vs = tch::nn::VarStore::new(Device::Cpu);
+    let _source = wndqn_agents::qnet::QNetwork::new(&vs.root(), &net);
+    let snap: Vec<(String, Tensor)> = vs.variables().into_iter().map(|(n, t)| (n, t.detach().copy())).collect();
+    let mut policy = wndqn_agents::policy::Policy::new(&net);
+    policy.load_snapshot(&snap);
+    // Blocks of greedy steps over the observations, loops and tensor ops in turn (A B B A ...).
+    let (mut loops, mut ops, mut checksum) = (Vec::new(), Vec::new(), 0usize);
+    let t0 = Instant::now();
+    let mut i = 0;
+    while t0.elapsed().as_secs_f64() < b.seconds || i < 4 {
+        for k in if i % 2 == 0 { [0, 1] } else { [1, 0] } {
+            let t = Instant::now();
+            for o in &obs {
+                checksum += if k == 0 { policy.greedy(*o) } else { policy.greedy_by_tensor_ops(*o) };
+            }
+            let per = t.elapsed().as_secs_f64() / obs.len() as f64;
+            if i > 0 {
+                [&mut loops, &mut ops][k].push(per);
+            }
+        }
+        i += 1;
+    }
+    let mut loads = Vec::new();
+    for _ in 0..50 {
+        let t = Instant::now();
+        policy.load_snapshot(&snap);
+        loads.push(t.elapsed().as_secs_f64());
+    }
+    std::hint::black_box(checksum);
+    let (l, o, load) = (median(loops), median(ops), median(loads));
+    if b.json {
+        out!(
+            "{}",
+            json!({"game": id.short_name(), "variant": b.variant.name(), "network": net.arch.name(), "loops_us": l * 1e6, "tensor_ops_us": o * 1e6, "speedup": o / l, "load_us": load * 1e6, "blocks": i - 1})
+        );
+    } else {
+        out!(
+            "{} {} ({} network), one observation at a time, {} blocks of {} in turn: loops {:.1} us, tensor ops {:.1} us per greedy step (medians): {:.2}x; a weight load {:.1} us",
+            id.short_name(),
+            b.variant.name(),
+            net.arch.name(),
+            i - 1,
+            obs.len(),
+            l * 1e6,
+            o * 1e6,
+            o / l,
+            load * 1e6
         );
     }
     Ok(())

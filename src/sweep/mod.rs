@@ -294,9 +294,9 @@ fn estimate(
 
 /// The share of a lone run's measured env steps per second that each of two whole runs side by
 /// side keeps (evaluations, logging and start-up included), measured on a 2-core AMD EPYC: a
-/// 12-run slice of the MinAtar study's settings with `--jobs 2` kept 0.62-0.69 of the
-/// estimate's lone rates (docs/BENCHMARKS.md).
-const SIDE_BY_SIDE: f64 = 0.65;
+/// 12-run slice of the MinAtar study's settings with `--jobs 2` took 12.2 minutes where the
+/// estimate's lone rates summed to 18, 0.74 (docs/BENCHMARKS.md).
+const SIDE_BY_SIDE: f64 = 0.74;
 
 /// `secs` in hours, or in minutes below two hours.
 fn duration(secs: f64) -> String {

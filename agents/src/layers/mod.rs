@@ -21,6 +21,7 @@ mod precision;
 mod spectral;
 mod weight_norm;
 
+pub(crate) use layer_norm::layer_norm as layer_norm_rows;
 use layer_norm::layer_norm_backward;
 pub use layer_norm::LAYER_NORM_EPS;
 pub use materialized::MAX_WEIGHTS;
@@ -419,6 +420,72 @@ impl Layer {
         } else if let Some(s) = scale {
             self.complete_spectral_grad(s);
         }
+    }
+
+    /// Bake this layer's weight or spectral norm into its weight, in place: `v` becomes
+    /// `g v / ||v||`, `W` becomes `W / sigma` (an acting copy's weights, which only run forward
+    /// passes between loads: [`crate::qnet::QNetwork::fold_weight_norm`]). By loops on
+    /// contiguous CPU f32 tensors (projected weight norm's row rescale with `g` as the target
+    /// norms; `u . W v`, then a division), else tensor ops; nothing for a plain layer.
+    pub fn fold(&self) {
+        let spectral = self.spectral.as_ref();
+        if self.g.is_none() && spectral.is_none() {
+            return;
+        }
+        let loops = plain_f32(&self.weight)
+            && self.g.as_ref().is_none_or(plain_f32)
+            && spectral.is_none_or(|(u, v)| plain_f32(u) && plain_f32(v));
+        if !loops {
+            tch::no_grad(|| self.weight.shallow_clone().copy_(&self.effective_weight()));
+            return;
+        }
+        // SAFETY: contiguous CPU f32 tensors (checked above); the weight is this layer's own,
+        // which no one reads or writes during the fold, and `g`, `u`, `v` are distinct from it.
+        unsafe {
+            let w = f32s_mut(&self.weight);
+            match (&self.g, spectral) {
+                (Some(g), _) => weight_norm::project(w, f32s(g)),
+                (None, Some((u, v))) => spectral::sn_fold(w, f32s(u), f32s(v)),
+                (None, None) => {}
+            }
+        }
+    }
+
+    /// This layer's forward pass for one sample on `in_shape` (`[c, h, w]` for a convolution),
+    /// for an acting copy whose weight holds the effective weight
+    /// ([`crate::qnet::QNetwork::fold_weight_norm`]): it reads this layer's tensors where they
+    /// are. None where they are not contiguous CPU f32, or `in_shape` does not fit.
+    pub(crate) fn acting_step(&self, in_shape: &[i64], relu: bool) -> Option<crate::acting::Step> {
+        use crate::acting::{Shape, Step};
+        let ws = self.weight.size();
+        let fan_in: i64 = ws[1..].iter().product();
+        let shape = match self.op {
+            Op::Linear => (in_shape.iter().product::<i64>() == fan_in).then_some(Shape::Dense)?,
+            Op::Conv2d { stride } => {
+                let &[c, h, w] = in_shape else { return None };
+                let k = ws[2];
+                if c != ws[1] || h < k || w < k || ws[3] != k {
+                    return None;
+                }
+                let u = |v: i64| v as usize;
+                Shape::conv(u(c), u(h), u(w), u(k), u(stride))
+            }
+        };
+        let layer_norm =
+            self.layer_norm.as_ref().map(|l| (l.weight.shallow_clone(), l.bias.shallow_clone(), l.channels));
+        let step = Step {
+            shape,
+            weight: self.weight.shallow_clone(),
+            bias: self.bias.shallow_clone(),
+            running_mean: self.running_mean.as_ref().map(Tensor::shallow_clone),
+            layer_norm,
+            relu,
+            wt: Vec::new(),
+        };
+        let tensors = [Some(&step.weight), Some(&step.bias), step.running_mean.as_ref()];
+        let ln = step.layer_norm.iter().flat_map(|(g, b, _)| [g, b]);
+        let ok = tensors.into_iter().flatten().chain(ln).all(plain_f32);
+        ok.then_some(step)
     }
 
     /// The operands of a network that only runs forward passes between weight changes (a
