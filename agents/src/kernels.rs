@@ -324,19 +324,23 @@ pub(crate) fn relu_backward(dy: &mut [f32], y: &[f32]) {
     }
 }
 
-/// `sum_k f(a[k], b[k], c[k])` over equal-length slices, in eight partial sums of `T` (so that
-/// the loop vectorizes), added in f64.
+/// `sum_k f(a[k], b[k], c[k])` over equal-length slices, in 32 partial sums of `T` (so that the
+/// loop vectorizes into four independent chains of additions: one chain of eight lanes waits on
+/// each addition's latency), added in f64 with the tail of fewer than 32.
 #[inline(always)]
 pub(crate) fn sum8<T: Real>(a: &[T], b: &[T], c: &[T], f: impl Fn(T, T, T) -> T) -> f64 {
-    let mut acc = [T::of(0.0); 8];
-    let (ca, cb, cc) = (a.chunks_exact(8), b.chunks_exact(8), c.chunks_exact(8));
-    let rest: f64 =
-        ca.remainder().iter().zip(cb.remainder()).zip(cc.remainder()).map(|((&x, &y), &z)| f(x, y, z).to_f64()).sum();
+    const LANES: usize = 32;
+    let mut acc = [T::of(0.0); LANES];
+    let (ca, cb, cc) = (a.chunks_exact(LANES), b.chunks_exact(LANES), c.chunks_exact(LANES));
+    let (ra, rb, rc) = (ca.remainder(), cb.remainder(), cc.remainder());
+    let whole = |s: &[T]| -> [T; LANES] { s.try_into().expect("chunks of 32") };
     for ((x, y), z) in ca.zip(cb).zip(cc) {
-        for k in 0..8 {
-            acc[k] = acc[k] + f(x[k], y[k], z[k]);
+        let (x, y, z) = (whole(x), whole(y), whole(z));
+        for i in 0..LANES {
+            acc[i] = acc[i] + f(x[i], y[i], z[i]);
         }
     }
+    let rest: f64 = ra.iter().zip(rb).zip(rc).map(|((&x, &y), &z)| f(x, y, z).to_f64()).sum();
     acc.iter().map(|a| a.to_f64()).sum::<f64>() + rest
 }
 

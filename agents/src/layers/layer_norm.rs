@@ -95,9 +95,10 @@ impl Layer {
         });
     }
 
-    /// Layer norm (then a ReLU with `relu`) in place on `x`, contiguous rows of the normalized
-    /// axes, `batch` samples' worth; keeping `xhat` and `rstd` of the first `keep` samples'
-    /// rows. None without a layer norm.
+    /// Layer norm (then a ReLU with `relu`) in place on `x`, `batch` samples' worth: contiguous
+    /// rows of the normalized axes, or a `[B, C, H, W]` map's channels at each position
+    /// (`channels`, interleaved rows); keeping `xhat` (in `x`'s layout) and `rstd` (per row, in
+    /// position order) of the first `keep` samples' rows. None without a layer norm.
     pub(super) fn layer_norm_explicit(
         &self,
         x: &Tensor,
@@ -106,9 +107,11 @@ impl Layer {
         relu: bool,
     ) -> Option<(Tensor, Vec<f32>)> {
         let l = self.layer_norm.as_ref()?;
-        let rows = x.numel() / l.weight.numel();
+        let n = l.weight.numel();
+        let stride = if l.channels { x.numel() / batch as usize / n } else { 1 };
+        let rows = x.numel() / n;
         let kept = rows / batch as usize * keep as usize;
-        let xhat = Tensor::empty([kept as i64, l.weight.numel() as i64], (Kind::Float, tch::Device::Cpu));
+        let xhat = Tensor::empty([kept as i64, n as i64], (Kind::Float, tch::Device::Cpu));
         let mut rstd = vec![0f32; rows];
         // SAFETY: `x` is a fresh contiguous f32 activation only this pass holds, `xhat` a new
         // buffer; the affine parameters are contiguous CPU f32 (`prepare_explicit`).
@@ -121,11 +124,20 @@ impl Layer {
                 relu,
                 f32s_mut(&xhat),
                 &mut rstd,
-                1,
+                stride,
             );
         }
         rstd.truncate(kept);
         Some((xhat, rstd))
+    }
+
+    /// The stride of this layer's normalized rows in its explicit pass's output `y` (1:
+    /// contiguous; a map's positions for a layer norm over its channels).
+    pub(super) fn layer_norm_stride(&self, y: &Tensor) -> usize {
+        match &self.layer_norm {
+            Some(l) if l.channels => y.numel() / y.size()[0] as usize / l.weight.numel(),
+            _ => 1,
+        }
     }
 
     /// The layer norm's scale and shift, if it has one.
@@ -143,12 +155,13 @@ const LN_ROWS: usize = 4;
 /// Layer norm's forward in place over rows of `gamma.len()` elements, as
 /// `torch.nn.functional.layer_norm` (biased variance, f32 statistics as ATen's): `x` becomes
 /// `y = xhat * gamma + beta` with `xhat = (x - mean) * rstd`, or `max(y, 0)` with `relu`. Rows
-/// are contiguous (`stride` 1: a dense layer's units, a map's `chw`, the explicit pass's
+/// are contiguous (`stride` 1: a dense layer's units, a map's `chw`, an acting pass's
 /// position-major rows) or `stride` apart (blocks of `n * stride` elements holding `stride`
-/// interleaved rows: a position's channels in an NCHW map, which needs no `xhat`). For
-/// contiguous rows, the first `xhat.len() / gamma.len()` rows' `xhat` go to `xhat` (none: a pass
+/// interleaved rows: a position's channels in an NCHW map, the loops vectorized across the
+/// positions; the explicit pass's and the target network's). For contiguous rows, the first `xhat.len() / gamma.len()` rows' `xhat` go to `xhat` (none: a pass
 /// that needs no backward; fewer rows than `x`: samples that only need their output), and
-/// `rstd` per row to `rstd`.
+/// `rstd` per row to `rstd`; for interleaved rows the same in `x`'s layout, `rstd` (none, or
+/// one per row) in the order of the rows' positions.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn layer_norm_generic<T: Real>(
@@ -162,7 +175,7 @@ fn layer_norm_generic<T: Real>(
     stride: usize,
 ) {
     if stride > 1 {
-        interleaved_rows(x, gamma, beta, stride, eps, relu);
+        interleaved_rows(x, gamma, beta, stride, eps, relu, xhat, rstd);
     } else {
         contiguous_rows(x, gamma, beta, eps, relu, xhat, rstd);
     }
@@ -232,7 +245,8 @@ fn contiguous_rows<T: Real>(
 /// beta` recomputed exactly as the forward computed it).
 ///
 /// The first pass over a row only reads `d` (a store of `d` through the ReLU there became a
-/// store per element behind a branch, not vectorized), the second writes it.
+/// store per element behind a branch, not vectorized), the second writes it. Rows contiguous
+/// (`stride` 1) or interleaved ([`interleaved_backward`]), as the forward's.
 #[inline(always)]
 fn layer_norm_backward_generic<T: Real>(
     d: &mut [T],
@@ -241,7 +255,11 @@ fn layer_norm_backward_generic<T: Real>(
     (gamma, beta): (&[T], &[T]),
     relu: bool,
     (dgamma, dbeta): (&mut [T], &mut [T]),
+    stride: usize,
 ) {
+    if stride > 1 {
+        return interleaved_backward(d, xhat, rstd, (gamma, beta), relu, (dgamma, dbeta), stride);
+    }
     let n = gamma.len();
     let (zero, inv_n) = (T::of(0.0), T::of(1.0 / n as f64));
     let dy = |e: T, h: T, g: T, b: T| if !relu || h * g + b > zero { e } else { zero };
@@ -294,14 +312,25 @@ fn layer_norm_backward_generic<T: Real>(
 }
 
 /// [`layer_norm_generic`] on interleaved rows: the `stride` rows of a block are walked side by
-/// side (the loops vectorize across them).
+/// side (the loops vectorize across them). `xhat` as `x`'s first blocks, `rstd` per row (both
+/// may be empty).
 #[inline(always)]
-fn interleaved_rows<T: Real>(x: &mut [T], w: &[T], b: &[T], stride: usize, eps: f64, relu: bool) {
+#[allow(clippy::too_many_arguments)]
+fn interleaved_rows<T: Real>(
+    x: &mut [T],
+    w: &[T],
+    b: &[T],
+    stride: usize,
+    eps: f64,
+    relu: bool,
+    xhat: &mut [T],
+    rstd_out: &mut [T],
+) {
     let n = w.len();
     let zero = T::of(0.0);
     let inv_n = T::of(1.0 / n as f64);
     let (mut mean, mut rstd) = (vec![zero; stride], vec![zero; stride]);
-    for block in x.chunks_exact_mut(n * stride) {
+    for (k, block) in x.chunks_exact_mut(n * stride).enumerate() {
         mean.fill(zero);
         rstd.fill(zero);
         for row in block.chunks_exact(stride) {
@@ -316,15 +345,84 @@ fn interleaved_rows<T: Real>(x: &mut [T], w: &[T], b: &[T], stride: usize, eps: 
             }
         }
         rstd.iter_mut().for_each(|v| *v = T::of(1.0 / ((*v * inv_n).to_f64() + eps).sqrt()));
+        if let Some(out) = rstd_out.get_mut(k * stride..(k + 1) * stride) {
+            out.copy_from_slice(&rstd);
+        }
+        let mut hb = xhat.get_mut(k * n * stride..(k + 1) * n * stride);
         for (i, row) in block.chunks_exact_mut(stride).enumerate() {
             let (wi, bi) = (w[i], b[i]);
-            for ((e, &m), &r) in row.iter_mut().zip(&mean).zip(&rstd) {
-                let y = (*e - m) * r * wi + bi;
-                *e = if !relu || y > zero { y } else { zero };
+            match hb.as_deref_mut() {
+                Some(hb) => {
+                    for (((e, h), &m), &r) in
+                        row.iter_mut().zip(&mut hb[i * stride..(i + 1) * stride]).zip(&mean).zip(&rstd)
+                    {
+                        *h = (*e - m) * r;
+                        let y = *h * wi + bi;
+                        *e = if !relu || y > zero { y } else { zero };
+                    }
+                }
+                None => {
+                    for ((e, &m), &r) in row.iter_mut().zip(&mean).zip(&rstd) {
+                        let y = (*e - m) * r * wi + bi;
+                        *e = if !relu || y > zero { y } else { zero };
+                    }
+                }
             }
         }
     }
 }
 
+/// [`layer_norm_backward_generic`] on interleaved rows (as [`interleaved_rows`]: blocks of
+/// `gamma.len()` rows of `stride` elements, a row per unit, a column per normalized row), the
+/// loops across the `stride` columns; `rstd` one per column, in order.
+#[inline(always)]
+fn interleaved_backward<T: Real>(
+    d: &mut [T],
+    xhat: &[T],
+    rstd: &[T],
+    (gamma, beta): (&[T], &[T]),
+    relu: bool,
+    (dgamma, dbeta): (&mut [T], &mut [T]),
+    stride: usize,
+) {
+    let n = gamma.len();
+    let (zero, inv_n) = (T::of(0.0), T::of(1.0 / n as f64));
+    let dy = |e: T, h: T, g: T, b: T| if !relu || h * g + b > zero { e } else { zero };
+    // Column sums over the blocks first, one accumulator per element of a block; each unit's
+    // row of them summed at the end.
+    let (mut dg, mut db) = (vec![zero; n * stride], vec![zero; n * stride]);
+    let (mut s1, mut s2) = (vec![zero; stride], vec![zero; stride]);
+    let blocks = d.chunks_exact_mut(n * stride).zip(xhat.chunks_exact(n * stride)).zip(rstd.chunks_exact(stride));
+    for ((dbk, hbk), rs) in blocks {
+        s1.fill(zero);
+        s2.fill(zero);
+        for (i, (dr, hr)) in dbk.chunks_exact(stride).zip(hbk.chunks_exact(stride)).enumerate() {
+            let (g, b) = (gamma[i], beta[i]);
+            let (dgr, dbr) = (&mut dg[i * stride..(i + 1) * stride], &mut db[i * stride..(i + 1) * stride]);
+            for (((((&e, &h), a1), a2), dgk), dbk) in
+                dr.iter().zip(hr).zip(s1.iter_mut()).zip(s2.iter_mut()).zip(dgr.iter_mut()).zip(dbr.iter_mut())
+            {
+                let e = dy(e, h, g, b);
+                *dgk = *dgk + e * h;
+                *dbk = *dbk + e;
+                *a1 = *a1 + e * g;
+                *a2 = *a2 + e * g * h;
+            }
+        }
+        for (i, (dr, hr)) in dbk.chunks_exact_mut(stride).zip(hbk.chunks_exact(stride)).enumerate() {
+            let (g, b) = (gamma[i], beta[i]);
+            for ((((e, &h), &a1), &a2), &r) in dr.iter_mut().zip(hr).zip(&s1).zip(&s2).zip(rs) {
+                *e = r * (dy(*e, h, g, b) * g - a1 * inv_n - h * (a2 * inv_n));
+            }
+        }
+    }
+    for ((g, b), (dgr, dbr)) in
+        dgamma.iter_mut().zip(dbeta.iter_mut()).zip(dg.chunks_exact(stride).zip(db.chunks_exact(stride)))
+    {
+        *g = lane_total(lanes(dgr, |e| e));
+        *b = lane_total(lanes(dbr, |e| e));
+    }
+}
+
 crate::kernels::dispatch!(layer_norm, layer_norm_generic, (x: &mut [T], gamma: &[T], beta: &[T], eps: f64, relu: bool, xhat: &mut [T], rstd: &mut [T], stride: usize) -> ());
-crate::kernels::dispatch!(layer_norm_backward, layer_norm_backward_generic, (d: &mut [T], xhat: &[T], rstd: &[T], affine: (&[T], &[T]), relu: bool, daffine: (&mut [T], &mut [T])) -> ());
+crate::kernels::dispatch!(layer_norm_backward, layer_norm_backward_generic, (d: &mut [T], xhat: &[T], rstd: &[T], affine: (&[T], &[T]), relu: bool, daffine: (&mut [T], &mut [T]), stride: usize) -> ());

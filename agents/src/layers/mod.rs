@@ -274,9 +274,9 @@ impl Layer {
                 *r = *r * m + x * (1.0 - m);
             }
         }
-        let channels_first = self.layer_norm.as_ref().is_some_and(|l| l.channels);
-        let mut ln = if channels_first { self.layer_norm_explicit(&pre, keep, batch, relu) } else { None };
-        // Without a layer norm the ReLU rides in the convolution's transposed copy.
+        // Without a layer norm the ReLU rides in the convolution's transposed copy; a layer
+        // norm (over a map's channels: interleaved rows, vectorized across the positions) and
+        // its ReLU follow it.
         let relu_alone = relu && self.layer_norm.is_none();
         let y = match &self.patches {
             Some(p) if matches!(self.op, Op::Conv2d { .. }) => {
@@ -291,9 +291,7 @@ impl Layer {
                 pre
             }
         };
-        if !channels_first {
-            ln = self.layer_norm_explicit(&y, keep, batch, relu);
-        }
+        let ln = self.layer_norm_explicit(&y, keep, batch, relu);
         let input = if keep == batch { input } else { input.narrow(0, 0, input.size()[0] / batch * keep) };
         (y, LayerTape { input, patches_in_place, ln })
     }
@@ -313,7 +311,6 @@ impl Layer {
     ) -> Option<Tensor> {
         let grads = self.explicit.as_ref().expect("explicit_backward after prepare_explicit");
         let out = self.weight.size()[0];
-        let channels_first = self.layer_norm.as_ref().is_some_and(|l| l.channels);
         let ln_back = |d: &Tensor, tape_ln: &Option<(Tensor, Vec<f32>)>| {
             if let (Some(l), Some((xhat, rstd)), Some((dw, db))) = (&self.layer_norm, tape_ln, &grads.ln) {
                 // SAFETY: `d` and `xhat` are contiguous f32 activations of this pass, the
@@ -326,6 +323,7 @@ impl Layer {
                         (f32s(&l.weight), f32s(&l.bias)),
                         act.is_some(),
                         (f32s_mut(dw), f32s_mut(db)),
+                        self.layer_norm_stride(d),
                     );
                 }
             }
@@ -336,9 +334,7 @@ impl Layer {
         let gate = act.filter(|_| tape.ln.is_none()).map(|y| Pass::MaskBy(unsafe { f32s(y) }));
         let d = match (&self.op, &self.patches) {
             (Op::Conv2d { .. }, Some(p)) => {
-                if !channels_first {
-                    ln_back(&d, &tape.ln);
-                }
+                ln_back(&d, &tape.ln);
                 p.to_positions_first(&d, gate.unwrap_or(Pass::Copy)).view([-1, out])
             }
             _ => {
@@ -346,15 +342,10 @@ impl Layer {
                     // SAFETY: `d` is a contiguous f32 gradient of this pass.
                     crate::kernels::relu_backward(unsafe { f32s_mut(&d) }, y);
                 }
-                if !channels_first {
-                    ln_back(&d, &tape.ln);
-                }
+                ln_back(&d, &tape.ln);
                 d
             }
         };
-        if channels_first {
-            ln_back(&d, &tape.ln);
-        }
         // SAFETY: `d` is a contiguous f32 gradient of this pass; the bias buffer is ours.
         unsafe {
             crate::kernels::col_sums(f32s(&d), f32s_mut(&grads.bias));
