@@ -17,7 +17,7 @@
 use tch::Tensor;
 
 use crate::kernels::{f32s, relu, transpose_blocks, Pass};
-use crate::layers::{layer_norm_rows, LAYER_NORM_EPS};
+use crate::layers::{conv_windows, layer_norm_rows, LAYER_NORM_EPS};
 use crate::replay::ObsRef;
 
 /// What a layer does to one sample.
@@ -36,12 +36,7 @@ impl Shape {
     /// A `kernel x kernel` convolution, windows `stride` apart, on a `[c, h, w]` map.
     pub(crate) fn conv(c: usize, h: usize, w: usize, kernel: usize, stride: usize) -> Shape {
         let (oh, ow) = ((h - kernel) / stride + 1, (w - kernel) / stride + 1);
-        let corners = (0..oh).flat_map(|y| (0..ow).map(move |x| (y * stride * w + x * stride) as isize)).collect();
-        let window = (0..c)
-            .flat_map(|ci| {
-                (0..kernel).flat_map(move |ky| (0..kernel).map(move |kx| (ci * h * w + ky * w + kx) as isize))
-            })
-            .collect();
+        let (corners, window) = conv_windows(c, h, w, kernel, stride);
         Shape::Conv { oh, ow, corners, window }
     }
 }
@@ -76,12 +71,7 @@ impl Step {
             let w = unsafe { f32s(&self.weight) };
             let out = self.outputs();
             self.wt.resize(w.len(), 0.0);
-            let fan_in = w.len() / out;
-            for (o, row) in w.chunks_exact(fan_in).enumerate() {
-                for (p, &e) in row.iter().enumerate() {
-                    self.wt[p * out + o] = e;
-                }
-            }
+            transpose_blocks(w, &mut self.wt, out, w.len() / out, Pass::Copy);
         }
     }
 

@@ -263,8 +263,9 @@ impl QNetwork {
     }
 
     /// Bake weight and spectral norm into the weights, in place ([`Layer::fold`]): every `v`
-    /// becomes its effective weight `g v / ||v||`, every spectral `W` becomes `W / sigma`; then a forward pass with no scales ([`QNetwork::plain_scales`]) runs the
-    /// same function at a plain network's cost. For acting copies, which only run forward
+    /// becomes its effective weight `g v / ||v||`, every spectral `W` becomes `W / sigma`; then
+    /// a forward pass with no scales ([`QNetwork::plain_scales`]) runs the same function at a
+    /// plain network's cost. For acting copies, which only run forward
     /// passes between weight loads.
     pub fn fold_weight_norm(&self) {
         self.layers().for_each(Layer::fold);

@@ -563,8 +563,7 @@ fn products_alone(net: &QNetConfig, batch: i64, double_dqn: bool, secs: f64, own
         }
         times.push(t.elapsed().as_secs_f64());
     }
-    times.sort_by(f64::total_cmp);
-    times[times.len() / 2]
+    median(times)
 }
 
 /// One `[m, k] x [k, n]` product's GFLOP/s, the median over repeats within `secs`: libtorch's
@@ -586,8 +585,7 @@ fn sgemm_rate(m: i64, k: i64, n: i64, secs: f64, own: bool) -> Option<f64> {
         }
         times.push(t.elapsed().as_secs_f64());
     }
-    times.sort_by(f64::total_cmp);
-    Some(2.0 * (m * k * n) as f64 / times[times.len() / 2] / 1e9)
+    Some(2.0 * (m * k * n) as f64 / median(times) / 1e9)
 }
 
 /// Updates on `host` for `seconds` after five untimed ones, with the learner's own updater:
@@ -682,10 +680,6 @@ fn bench_learner_pair(
             i += 1;
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let count = times[0].len();
     let [a, o] = times.map(median);
     let ratio = a / o;

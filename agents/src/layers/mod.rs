@@ -25,6 +25,7 @@ pub(crate) use layer_norm::layer_norm as layer_norm_rows;
 use layer_norm::layer_norm_backward;
 pub use layer_norm::LAYER_NORM_EPS;
 pub use materialized::MAX_WEIGHTS;
+pub(crate) use patches::windows as conv_windows;
 pub use precision::Compute;
 pub use spectral::{SPECTRAL_EPS, SPECTRAL_INIT_ITERS};
 
@@ -417,7 +418,8 @@ impl Layer {
     /// `g v / ||v||`, `W` becomes `W / sigma` (an acting copy's weights, which only run forward
     /// passes between loads: [`crate::qnet::QNetwork::fold_weight_norm`]). By loops on
     /// contiguous CPU f32 tensors (projected weight norm's row rescale with `g` as the target
-    /// norms; `u . W v`, then a division), else tensor ops; nothing for a plain layer.
+    /// norms; `u . W v`, then a product by its reciprocal), else tensor ops; nothing for a
+    /// plain layer.
     pub fn fold(&self) {
         let spectral = self.spectral.as_ref();
         if self.g.is_none() && spectral.is_none() {

@@ -38,25 +38,28 @@ pub(super) struct Patches {
     rows: std::sync::Mutex<Vec<isize>>,
 }
 
+/// The windows of a `kernel x kernel` convolution without padding on a channel-major `[c, h, w]`
+/// map, `stride` apart, as flat offsets into the map: each output position's window corner
+/// (`y * stride * w + x * stride`, position-major) and a window's offsets from its corner
+/// (`c * h * w + ky * w + kx`, the weight's order). Patch `i`'s element `p` lies at
+/// `corners[i] + window[p]`.
+pub(crate) fn windows(c: usize, h: usize, w: usize, kernel: usize, stride: usize) -> (Vec<isize>, Vec<isize>) {
+    let (oh, ow) = ((h - kernel) / stride + 1, (w - kernel) / stride + 1);
+    let corners = (0..oh).flat_map(|y| (0..ow).map(move |x| (y * stride * w + x * stride) as isize)).collect();
+    let window = (0..c)
+        .flat_map(|ci| (0..kernel).flat_map(move |ky| (0..kernel).map(move |kx| (ci * h * w + ky * w + kx) as isize)))
+        .collect();
+    (corners, window)
+}
+
 impl Patches {
     pub(super) fn new(in_shape: [i64; 3], kernel: i64, stride: i64, device: tch::Device) -> Patches {
         let [c, h, w] = in_shape;
         let (oh, ow) = ((h - kernel) / stride + 1, (w - kernel) / stride + 1);
-        let mut index = Vec::with_capacity((oh * ow * c * kernel * kernel) as usize);
-        for oy in 0..oh {
-            for ox in 0..ow {
-                for ci in 0..c {
-                    for ky in 0..kernel {
-                        for kx in 0..kernel {
-                            index.push(ci * h * w + (oy * stride + ky) * w + ox * stride + kx);
-                        }
-                    }
-                }
-            }
-        }
+        let u = |v: i64| v as usize;
+        let (corners, window) = windows(u(c), u(h), u(w), u(kernel), u(stride));
+        let index: Vec<i64> = corners.iter().flat_map(|&r| window.iter().map(move |&o| (r + o) as i64)).collect();
         let runs = index.iter().step_by(kernel as usize).map(|&i| i as usize).collect();
-        let window: Vec<isize> = index[..(c * kernel * kernel) as usize].iter().map(|&i| i as isize).collect();
-        let corners = index.iter().step_by(window.len()).map(|&i| i as isize).collect();
         let index = Tensor::from_slice(&index).to_device(device);
         Patches {
             index,
